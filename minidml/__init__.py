@@ -1,0 +1,36 @@
+"""minidml: teacher-less weighted mutual learning of small GPT-style students.
+
+Import cost is kept low: the public names below are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "train": "trainer", "load": "trainer", "Run": "trainer", "Trainer": "trainer",
+    "Callback": "trainer", "TrainConfig": "config", "Student": "model",
+    "StudentConfig": "model", "Shape": "model", "Tokenizer": "tokenizer",
+    "Batches": "data", "MinidmlError": "errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .data import Batches
+    from .errors import MinidmlError
+    from .model import Shape, Student, StudentConfig
+    from .tokenizer import Tokenizer
+    from .trainer import Callback, Run, Trainer, load, train
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'minidml' has no attribute {name!r}")

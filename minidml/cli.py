@@ -1,0 +1,247 @@
+"""The ``minidml`` command: a thin layer over the Python API.
+
+Every user-facing failure is a :class:`~minidml.errors.MinidmlError` or a click usage error:
+one line on stderr and a non-zero exit status, never a traceback (set ``MINIDML_DEBUG=1`` to
+see one for an unexpected internal error).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from . import __version__
+from .errors import MinidmlError
+
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+
+
+class Count(click.ParamType):
+    """A positive whole number, with an optional k/M/B suffix: ``20M``, ``1.5k``."""
+
+    name = "count"
+
+    def convert(self, value: Any, param, ctx) -> int:
+        if isinstance(value, int):
+            n = value
+        else:
+            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbBgG]?)\s*", str(value))
+            if not m:
+                self.fail(f"{value!r} is not a count like 5000, 20k or 1.5M", param, ctx)
+            n = int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
+        if n < 1:
+            self.fail(f"{value!r} must be at least 1", param, ctx)
+        return n
+
+
+class IntList(click.ParamType):
+    """Comma-separated positive integers, one per student (or one for all): ``4,2``."""
+
+    name = "ints"
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if any(v < 1 for v in out):
+            self.fail(f"{value!r}: every value must be at least 1", param, ctx)
+        return out
+
+
+POSITIVE = click.IntRange(min=1)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+UNIT = click.FloatRange(0, 1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minidml")
+def cli() -> None:
+    """Train small language models together by weighted mutual learning."""
+
+
+# ----------------------------------------------------------------------------- train
+def _student_shapes(k: int | None, layers, width, heads, mlp_ratio, base) -> tuple | None:
+    from .model import Shape
+
+    if k is None and layers is None and width is None and heads is None and mlp_ratio is None:
+        return None
+    lists = {"--layers": layers, "--width": width, "--heads": heads}
+    lengths = {len(v) for v in lists.values() if v is not None and len(v) > 1}
+    if len(lengths) > 1:
+        raise MinidmlError("--layers/--width/--heads: lists must have one value per student")
+    n = k or (lengths.pop() if lengths else len(base))
+    for name, v in lists.items():
+        if v is not None and len(v) not in (1, n):
+            raise MinidmlError(f"{name}: {len(v)} values for {n} students; give one value or "
+                               f"{n}")
+    ref = base[0]
+
+    def pick(v, i, default):
+        return default if v is None else v[i if len(v) > 1 else 0]
+
+    return tuple(Shape(pick(layers, i, ref.n_layers), pick(width, i, ref.d_model),
+                       pick(heads, i, ref.n_heads),
+                       mlp_ratio if mlp_ratio is not None else ref.mlp_ratio) for i in range(n))
+
+
+_TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
+    "vocab_size": "vocab_size", "tokenizer_type": "tokenizer_type", "context": "context",
+    "batch_size": "batch_size", "grad_accum": "grad_accum", "steps": "steps",
+    "tokens": "tokens", "lr": "lr", "warmup": "warmup_steps", "alpha": "alpha",
+    "temperature": "temperature", "mode": "mode", "device": "device",
+    "precision": "precision", "seed": "seed", "encoding_errors": "encoding_errors",
+    "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
+}
+
+
+@cli.command()
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Run directory (default: a new one under runs/).")
+@click.option("--students", "k", type=POSITIVE, help="Number of students K (default 4).")
+@click.option("--layers", type=IntList(), help="Layers, one value or one per student.")
+@click.option("--width", type=IntList(), help="Model width, one value or one per student.")
+@click.option("--heads", type=IntList(), help="Attention heads, one value or one per student.")
+@click.option("--mlp-ratio", type=POSITIVE_FLOAT, help="SwiGLU hidden size / width.")
+@click.option("--mode", type=click.Choice(["single", "dml"]),
+              help="single: independent students; dml: mutual learning with equal weights.")
+@click.option("--vocab-size", type=click.IntRange(min=300), help="Default: suits the corpus.")
+@click.option("--tokenizer-type", type=click.Choice(["unigram", "bpe"]))
+@click.option("--context", type=POSITIVE, help="Context length in tokens (default 256).")
+@click.option("--batch-size", type=POSITIVE, help="Sequences per micro-batch (default 32).")
+@click.option("--grad-accum", type=POSITIVE, help="Micro-batches per optimiser step.")
+@click.option("--steps", type=Count(), help="Optimiser steps (default: one pass).")
+@click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
+@click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3).")
+@click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps (default 100).")
+@click.option("--alpha", type=UNIT, help="Weight of the mutual KL (default 0.5).")
+@click.option("--temperature", type=POSITIVE_FLOAT, help="Softmax temperature T (default 1).")
+@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
+@click.option("--seed", type=click.IntRange(min=0))
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
+              help="What to do with invalid UTF-8 (default: stop with an error).")
+@click.option("--eval-every", type=POSITIVE)
+@click.option("--save-every", type=POSITIVE)
+@click.option("--log-every", type=POSITIVE)
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="TOML file of settings; options given here override it.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest run).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_context
+def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int | None,
+          layers, width, heads, mlp_ratio, config_file: Path | None, resume: bool,
+          force: bool, quiet: bool, **options: Any) -> None:
+    """Train students on CORPUS (text, .gz or .xz files, or directories of them)."""
+    from .config import TrainConfig
+    from .trainer import latest_run, read_run_config
+    from .trainer import train as run_training
+
+    if resume and out is None:
+        out = latest_run()
+        if out is None:
+            raise MinidmlError("--resume: no run under runs/; give --out RUN_DIR")
+    if resume:  # settings not given now come from the run itself
+        base = TrainConfig.from_dict(read_run_config(out)["config"], str(out / "config.json"))
+    else:
+        base = TrainConfig()
+    if config_file is not None:
+        base = base.replace(**TrainConfig.toml_settings(config_file))
+    given = {field: options[name] for name, field in _TRAIN_OPTIONS.items()
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if "steps" in given:
+        given.setdefault("tokens", None)
+    if "tokens" in given and "steps" not in given:
+        given["steps"] = None
+    shapes = _student_shapes(k, layers, width, heads, mlp_ratio, base.students)
+    if shapes is not None:
+        given["students"] = shapes
+    cfg = base.replace(**given)
+    progress = not quiet and sys.stderr.isatty()
+
+    def started(path: Path) -> None:
+        click.echo(f"run directory: {path}", err=True)
+
+    run = run_training(list(corpus), out, cfg, resume=resume, force=force, progress=progress,
+                       on_start=started)
+    click.echo(f"trained {len(run.students)} student(s) for {run.step} steps: {run.path}")
+    click.echo(f"next: minidml generate {run.path} --prompt 'The'")
+
+
+# ----------------------------------------------------------------------------- generate
+@cli.command()
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--prompt", default="", help="Text to continue.")
+@click.option("--student", default=0, type=click.IntRange(min=0), help="Which student.")
+@click.option("--max-tokens", default=50, type=POSITIVE)
+@click.option("--temperature", default=0.8, type=click.FloatRange(min=0))
+@click.option("--top-k", default=50, type=POSITIVE)
+@click.option("--samples", "-n", default=1, type=POSITIVE)
+@click.option("--seed", default=0, type=click.IntRange(min=0))
+@click.option("--device", default="cpu")
+def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
+             temperature: float, top_k: int, samples: int, seed: int, device: str) -> None:
+    """Sample text from a student of RUN_DIR (default: the latest run)."""
+    from .trainer import load
+
+    run = load(_run_or_latest(run_dir), device)
+    if student >= len(run.students):
+        raise MinidmlError(f"--student {student}: the run has {len(run.students)} students "
+                           f"(0..{len(run.students) - 1})")
+    for i in range(samples):
+        click.echo(run.generate(prompt, student, max_tokens, temperature, top_k, seed + i))
+
+
+def _run_or_latest(run_dir: Path | None) -> Path:
+    from .trainer import latest_run
+
+    if run_dir is not None:
+        return run_dir
+    found = latest_run()
+    if found is None:
+        raise MinidmlError("no run given and none under runs/; train one with "
+                           "`minidml train CORPUS` or `minidml demo`")
+    click.echo(f"using the latest run: {found}", err=True)
+    return found
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="minidml", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except MinidmlError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted: a checkpoint was written; continue with --resume", err=True)
+        sys.exit(130)
+    except OSError as e:
+        if os.environ.get("MINIDML_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(f"error: {where}{e.strerror or e}", err=True)
+        sys.exit(1)
+    except Exception as e:  # an internal error: one line unless debugging
+        if os.environ.get("MINIDML_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(e).__name__}: {e} (set MINIDML_DEBUG=1 for the "
+                   "traceback and please report it)", err=True)
+        sys.exit(70)

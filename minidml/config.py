@@ -1,0 +1,193 @@
+"""Training settings: one typed dataclass, loadable from TOML or JSON with strict checking.
+
+Precedence: dataclass defaults < a TOML file (``--config``) < command-line options.
+:meth:`TrainConfig.from_dict` refuses unknown keys, wrong types and impossible values, naming
+the offending key, so a damaged or hostile ``config.json`` cannot start a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import MinidmlError
+from .model import Shape
+
+MODES = ("single", "dml")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (the device aside, results are reproducible)."""
+
+    # students: one Shape each; len(students) is K
+    students: tuple[Shape, ...] = (Shape(4, 256, 4),) * 4
+    mode: str = "dml"  # single: independent students (α = 0); dml: fixed equal ω
+    alpha: float = 0.5  # weight of the mutual KL against the cross-entropy
+    temperature: float = 1.0
+    # data and tokenizer
+    vocab_size: int | None = None  # None: suited to the corpus size
+    tokenizer_type: str = "unigram"
+    context: int = 256
+    batch_size: int = 32
+    grad_accum: int = 1
+    val_fraction: float = 0.02
+    encoding_errors: str = "strict"
+    # length of training: steps, or tokens (converted to steps); neither: one pass over the data
+    steps: int | None = None
+    tokens: int | None = None
+    # optimiser
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    # running
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    log_every: int = 10
+    eval_every: int = 200
+    eval_tokens: int = 65_536
+    save_every: int = 500
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, for embedding code
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ checking
+    def validate(self) -> None:
+        def bad(key: str, why: str) -> MinidmlError:
+            return MinidmlError(f"--{key.replace('_', '-')} {getattr(self, key)!r}: {why}")
+
+        if not self.students:
+            raise MinidmlError("--students: need at least one student")
+        for key in ("context", "batch_size", "grad_accum", "log_every", "eval_every",
+                    "eval_tokens", "save_every", "warmup_steps"):
+            if getattr(self, key) < (0 if key == "warmup_steps" else 1):
+                raise bad(key, "must be a positive integer")
+        for key in ("steps", "tokens", "vocab_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise bad(key, "must be a positive integer")
+        if self.steps is not None and self.tokens is not None:
+            raise MinidmlError("--steps and --tokens: give one of them, not both")
+        for key in ("lr", "temperature"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                raise bad(key, "must be a positive number")
+        for key in ("alpha", "min_lr_ratio", "beta1", "beta2"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise bad(key, "must be between 0 and 1")
+        for key in ("weight_decay", "grad_clip"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                raise bad(key, "must be zero or positive")
+        if not 0 < self.val_fraction < 0.5:
+            raise bad("val_fraction", "must be between 0 and 0.5")
+        for key, allowed in (("mode", MODES), ("precision", PRECISIONS),
+                             ("tokenizer_type", ("unigram", "bpe")),
+                             ("encoding_errors", ("strict", "replace", "ignore"))):
+            if getattr(self, key) not in allowed:
+                raise bad(key, f"choose one of {', '.join(allowed)}")
+        if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
+            raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
+
+    @property
+    def n_students(self) -> int:
+        return len(self.students)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.context * self.grad_accum
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ (de)serialising
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from plain data (parsed JSON/TOML), checking every key and type."""
+        return cls(**cls.checked(data, source))
+
+    @classmethod
+    def checked(cls, data: dict[str, Any], source: str = "config") -> dict[str, Any]:
+        """``data`` with every key known and every value of the right type (not yet the
+        range checks, which need the whole config)."""
+        if not isinstance(data, dict):
+            raise MinidmlError(f"{source}: expected a table of settings")
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in hints:
+                raise MinidmlError(f"{source}: unknown key {key!r}; remove it "
+                                   f"(known: {', '.join(sorted(hints))})")
+            kwargs[key] = _coerce(value, hints[key], f"{source}: key {key!r}")
+        return kwargs
+
+    @classmethod
+    def toml_settings(cls, path: str | Path) -> dict[str, Any]:
+        """The settings a TOML file gives, checked; apply them with :meth:`replace`."""
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise MinidmlError(f"{path}: cannot read config ({e.strerror})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise MinidmlError(f"{path}: not valid TOML ({e})") from None
+        return cls.checked(data, str(path))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against the type ``hint`` (JSON lists become tuples of Shapes)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(o for o in options if o is not type(None))
+        origin = typing.get_origin(hint)
+    if hint is Shape:
+        if not isinstance(value, dict):
+            raise MinidmlError(f"{where}: each student must be a table of n_layers, d_model, "
+                               "n_heads[, mlp_ratio]")
+        fields = {f.name: f.type for f in dataclasses.fields(Shape)}
+        unknown = set(value) - set(fields)
+        missing = {f.name for f in dataclasses.fields(Shape)
+                   if f.default is dataclasses.MISSING} - set(value)
+        if unknown or missing:
+            raise MinidmlError(f"{where}: student keys must be n_layers, d_model, n_heads "
+                               f"[, mlp_ratio] (unknown {sorted(unknown)}, missing "
+                               f"{sorted(missing)})")
+        return Shape(**{k: _coerce(v, int if fields[k] == "int" else float, f"{where}.{k}")
+                        for k, v in value.items()})
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise MinidmlError(f"{where}: expected a list")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise MinidmlError(f"{where}: expected a table")
+        return dict(value)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        name = getattr(hint, "__name__", str(hint))
+        raise MinidmlError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+    return value

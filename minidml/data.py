@@ -1,0 +1,256 @@
+"""From corpus files to batches: reading, streaming tokenisation, the validation split.
+
+* :func:`corpus_files` expands paths (text, ``.gz``, ``.xz``, or directories of them).
+* :func:`read_lines` streams text lines, telling compressed from plain files by their magic
+  bytes, and stops at the first binary or invalid UTF-8 input with a one-line error.
+* :func:`tokenize_corpus` encodes the corpus in bounded-size chunks into a flat token file
+  (``uint16`` when the vocabulary fits), cached by the corpus's bytes and the tokenizer, and
+  returns it memory-mapped. Every non-blank line becomes ``BOS tokens EOS``.
+* :class:`Batches` splits the token stream into contiguous blocks, holds a seeded subset of
+  them out for validation, and draws training windows as a pure function of ``(seed, index)``,
+  so sampling is reproducible and resumes from a saved index.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import hashlib
+import lzma
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import _io
+from .errors import MinidmlError
+from .tokenizer import Tokenizer
+
+FORMAT_VERSION = 1
+CHUNK_BYTES = 1 << 20  # text encoded per call: bounds memory on corpora with huge lines
+_MAGIC = {b"\x1f\x8b": gzip.GzipFile, b"\xfd7zXZ\x00": lzma.LZMAFile, b"BZh": bz2.BZ2File}
+
+
+# --------------------------------------------------------------------------- reading
+def corpus_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The files named by ``paths``; directories contribute their non-hidden files, sorted."""
+    if not paths:
+        raise MinidmlError("corpus: no path given; name a text file, .gz/.xz file or directory")
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise MinidmlError(f"{p}: directory holds no text files; "
+                                   "add .txt, .gz or .xz files to it")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        elif p.exists():
+            raise MinidmlError(f"{p}: not a regular file; give a text file or a directory")
+        else:
+            raise MinidmlError(f"{p}: no such file or directory; check the corpus path")
+    return files
+
+
+def _open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """(raw file, decompressed stream); the raw file's position measures progress."""
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as e:
+        raise MinidmlError(f"{path}: cannot read ({e.strerror})") from None
+    head = raw.read(6)
+    raw.seek(0)
+    for magic, opener in _MAGIC.items():
+        if head.startswith(magic):
+            return raw, opener(raw)
+    return raw, raw
+
+
+def read_lines(files: Sequence[Path], encoding_errors: str = "strict",
+               progress: tqdm | None = None) -> Iterator[str]:
+    """Text lines (without their line ending) of every file in turn.
+
+    A NUL byte marks a binary file; undecodable UTF-8 is an error naming the byte offset
+    unless ``encoding_errors`` is ``"replace"`` or ``"ignore"``.
+    """
+    if encoding_errors not in ("strict", "replace", "ignore"):
+        raise MinidmlError(f"--encoding-errors {encoding_errors!r}: choose strict, replace "
+                           "or ignore")
+    for path in files:
+        raw, stream = _open_binary(path)
+        offset = 0
+        last = 0
+        try:
+            for line in stream:
+                if b"\x00" in line:
+                    raise MinidmlError(
+                        f"{path}: binary data (NUL byte at offset {offset + line.index(0)}); "
+                        "give a UTF-8 text file")
+                try:
+                    text = line.decode("utf-8", errors=encoding_errors)
+                except UnicodeDecodeError as e:
+                    raise MinidmlError(
+                        f"{path}: invalid UTF-8 at byte offset {offset + e.start}; fix the "
+                        "file or pass --encoding-errors replace") from None
+                offset += len(line)
+                if progress is not None:
+                    pos = raw.tell()
+                    progress.update(pos - last)
+                    last = pos
+                yield text.rstrip("\n").removesuffix("\r")
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            raise MinidmlError(f"{path}: damaged or truncated compressed file ({e})") from None
+        finally:
+            stream.close()
+            raw.close()
+
+
+def fingerprint(files: Sequence[Path]) -> str:
+    """sha256 over the raw bytes of ``files`` in order (names and times do not matter)."""
+    total = hashlib.sha256()
+    for path in files:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        total.update(h.digest())
+    return total.hexdigest()
+
+
+# --------------------------------------------------------------------------- tokenising
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def default_cache_dir() -> Path:
+    """``$MINIDML_CACHE_DIR``, else ``$XDG_CACHE_HOME/minidml``, else ``~/.cache/minidml``."""
+    if env := os.environ.get("MINIDML_CACHE_DIR"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minidml"
+
+
+def _chunks(lines: Iterator[str], chunk_bytes: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        chunk.append(line)
+        size += len(line)
+        if size >= chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def tokenize_corpus(
+    files: Sequence[Path],
+    tokenizer: Tokenizer,
+    cache_dir: str | os.PathLike | None = None,
+    encoding_errors: str = "strict",
+    progress: bool = False,
+) -> np.memmap:
+    """Token ids of the whole corpus as a read-only memory map, computed once and cached.
+
+    The cache key is the corpus's bytes, the tokenizer and the reading options, so a second
+    call with the same inputs opens the existing file. Memory use is bounded by
+    ``CHUNK_BYTES`` of text, whatever the corpus size.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dtype = token_dtype(tokenizer.vocab_size)
+    key = hashlib.sha256(
+        f"{FORMAT_VERSION}|{tokenizer.sha256}|{encoding_errors}|{fingerprint(files)}".encode()
+    ).hexdigest()[:32]
+    path = cache / f"tokens-{key}.{dtype.name}"
+    if not path.exists():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MinidmlError(f"{cache}: cannot create the token cache ({e.strerror}); "
+                               "set MINIDML_CACHE_DIR to a writable directory") from None
+        total = sum(f.stat().st_size for f in files)
+        with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
+                  disable=not progress, leave=False) as bar, _io.atomic_open(path) as out:
+            for chunk in _chunks(read_lines(files, encoding_errors, bar), CHUNK_BYTES):
+                for ids in tokenizer.encode_batch(chunk, bos=True, eos=True):
+                    out.write(np.asarray(ids, dtype=dtype).tobytes())
+    if path.stat().st_size == 0:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise MinidmlError(f"corpus {', '.join(map(str, files))}: contains no text; "
+                           "give a non-empty corpus")
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+# --------------------------------------------------------------------------- batches
+class Batches:
+    """Training and validation windows of ``context + 1`` tokens over one token stream.
+
+    The stream is cut into contiguous blocks; a seeded ``val_fraction`` of the blocks is the
+    validation split, the rest is for training, and no window crosses a block boundary, so no
+    validation token is ever trained on. :meth:`train` draws batch ``index`` from its own
+    random generator seeded by ``(seed, index)``: any batch can be re-drawn, which is what
+    makes resumption exact.
+    """
+
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, *,
+                 val_fraction: float = 0.02, seed: int = 0, block_tokens: int | None = None):
+        if context < 1 or batch_size < 1:
+            raise MinidmlError("--context and --batch-size must be positive")
+        if not 0 < val_fraction < 1:
+            raise MinidmlError(f"--val-fraction {val_fraction}: must be between 0 and 1")
+        n, window = len(tokens), context + 1
+        if n < 4 * window:
+            raise MinidmlError(
+                f"--context {context}: the corpus has only {n} tokens, fewer than 4 windows of "
+                f"context+1; use --context {max(1, n // 4 - 1)} or less, or a larger corpus")
+        block = block_tokens or min(32 * window, max(window, n // 64))
+        if block < window:
+            raise MinidmlError(f"block of {block} tokens is shorter than context+1 = {window}")
+        starts = np.arange(0, n - block + 1, block)
+        ends = np.append(starts[1:], n)  # the last block takes the remainder
+        n_val = max(1, round(len(starts) * val_fraction))
+        if len(starts) - n_val < 1:
+            raise MinidmlError(f"--context {context}: too long to split this corpus into "
+                               "training and validation; use a shorter context")
+        rng = np.random.default_rng([seed, 0x5EED])
+        is_val = np.zeros(len(starts), dtype=bool)
+        is_val[rng.choice(len(starts), n_val, replace=False)] = True
+        self.tokens, self.context, self.batch_size, self.seed = tokens, context, batch_size, seed
+        self.val_blocks = list(zip(starts[is_val].tolist(), ends[is_val].tolist(), strict=True))
+        t_starts, t_ends = starts[~is_val], ends[~is_val]
+        self._train_starts = t_starts
+        self._train_cum = np.cumsum(t_ends - t_starts - context)  # valid window starts per block
+        self.n_train_tokens = int((t_ends - t_starts).sum())
+        self.n_val_tokens = n - self.n_train_tokens
+
+    def _windows(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = starts[:, None] + np.arange(self.context + 1)
+        w = torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))
+        return w[:, :-1], w[:, 1:]
+
+    def train(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training batch number ``index``: inputs and next-token targets, each [B, context]."""
+        rng = np.random.default_rng([self.seed, 1, index])
+        u = rng.integers(0, self._train_cum[-1], size=self.batch_size)
+        block = np.searchsorted(self._train_cum, u, side="right")
+        before = np.where(block > 0, self._train_cum[block - 1], 0)
+        return self._windows(self._train_starts[block] + (u - before))
+
+    def validation(self, max_tokens: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation split as batches of non-overlapping windows, in a fixed order."""
+        window = self.context + 1
+        starts = np.concatenate([np.arange(s, e - window + 1, self.context)
+                                 for s, e in self.val_blocks])
+        if max_tokens is not None:
+            starts = starts[: max(1, max_tokens // self.context)]
+        for i in range(0, len(starts), self.batch_size):
+            yield self._windows(starts[i:i + self.batch_size])

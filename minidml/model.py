@@ -1,0 +1,221 @@
+"""A small GPT-style student with Llama conventions.
+
+Pre-norm RMSNorm, rotary position embeddings (the "rotate half" layout that Hugging Face's
+Llama uses), causal ``scaled_dot_product_attention``, a SwiGLU MLP, no biases, and input and
+output embeddings tied. :meth:`Student.trunk` gives the final hidden states and
+:meth:`Student.head` the logits, so a loss can work from hidden states in chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import MinidmlError
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What makes students differ: depth, width, heads and MLP ratio (no vocabulary or context)."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    mlp_ratio: float = 8 / 3
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The shape of one student. ``n_params`` is exact, so a search need not build models."""
+
+    vocab_size: int = 16384
+    n_layers: int = 4
+    d_model: int = 256
+    n_heads: int = 4
+    mlp_ratio: float = 8 / 3
+    context: int = 256
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layers", "d_model", "n_heads", "context"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise MinidmlError(f"student {name}={getattr(self, name)!r}: must be a "
+                                   "positive integer")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise MinidmlError(
+                f"student d_model={self.d_model}, n_heads={self.n_heads}: the head size "
+                "d_model/n_heads must be an even integer; change --width or --heads")
+        if not self.mlp_ratio > 0:
+            raise MinidmlError(f"student mlp_ratio={self.mlp_ratio}: must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        """SwiGLU hidden size: ``mlp_ratio · d_model`` rounded up to a multiple of 32."""
+        return 32 * math.ceil(self.mlp_ratio * self.d_model / 32)
+
+    @property
+    def n_params(self) -> int:
+        """Exactly ``sum(p.numel() for p in Student(self).parameters())``."""
+        d, f = self.d_model, self.ffn_dim
+        per_layer = 4 * d * d + 3 * d * f + 2 * d  # attention, SwiGLU, two norms
+        return self.vocab_size * d + self.n_layers * per_layer + d  # tied embedding, final norm
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6·(matmul params) + attention."""
+        t = seq_len or self.context
+        matmul_params = self.n_params - self.n_layers * 2 * self.d_model - self.d_model
+        return 6.0 * matmul_params + 6.0 * self.n_layers * self.d_model * t  # causal: half of 12
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self.n_layers, self.d_model, self.n_heads, self.mlp_ratio)
+
+    @classmethod
+    def from_shape(cls, shape: Shape, vocab_size: int, context: int) -> StudentConfig:
+        return cls(vocab_size=vocab_size, context=context, **dataclasses.asdict(shape))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_tables(head_dim: int, context: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [context, head_dim] in the rotate-half layout."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(context, dtype=torch.float64), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.o_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (proj(x).view(b, t, self.n_heads, -1).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Student(nn.Module):
+    """A decoder-only language model: ``logits = head(trunk(ids))``."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        cos, sin = rope_tables(config.head_dim, config.context, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: N(0, 0.02), residual output projections scaled by 1/√(2L)."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p)
+            else:
+                std = residual_std if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def trunk(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final (normalised) hidden states [B, T, d_model] of token ids [B, T]."""
+        t = ids.shape[-1]
+        if t > self.config.context:
+            raise ValueError(f"sequence of {t} tokens exceeds the context of {self.config.context}")
+        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return self.norm(x)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the vocabulary; the output matrix is the input embedding (tied)."""
+        return F.linear(hidden, self.embed.weight)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(ids))
+
+    @torch.no_grad()
+    def generate(self, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, eos_id: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continue each row of ``ids`` [B, T] by sampling; ``temperature=0`` is greedy.
+
+        Rows that produce ``eos_id`` stop growing (they are padded with it).
+        """
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            logits = self(ids[:, -self.config.context:])[:, -1].float()
+            if temperature <= 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k < logits.shape[-1]:
+                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            if eos_id is not None:
+                nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
+                done |= nxt[:, 0] == eos_id
+            ids = torch.cat([ids, nxt], dim=1)
+            if eos_id is not None and bool(done.all()):
+                break
+        return ids

@@ -1,0 +1,236 @@
+"""A sentencepiece tokenizer that every student of a run shares.
+
+Training streams the corpus once, splits lines that are too long for sentencepiece (which
+silently skips any sentence longer than ``max_sentence_length`` bytes) into whitespace-bounded
+pieces, and keeps a seeded reservoir sample of at most ``input_sentence_size`` pieces, so
+training time and memory stay bounded however large the corpus is. Normalisation is the
+identity and ``byte_fallback`` is on, so ``decode(encode(text)) == text`` for ordinary text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import random
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+from . import _io
+from .errors import MinidmlError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MAX_PIECE_BYTES = 1024  # well under sentencepiece's default max_sentence_length of 4192 bytes
+MIN_AUTO_VOCAB, MAX_AUTO_VOCAB = 512, 16384
+
+
+def auto_vocab_size(n_words: int) -> int:
+    """A vocabulary size suited to a corpus of ``n_words`` words: a power of two near 6·√words.
+
+    About 8k for 2M words and 16k (the cap) from about 5M words on, the sizes small BabyLM
+    models use.
+    """
+    target = 6.0 * math.sqrt(max(n_words, 1))
+    return int(min(MAX_AUTO_VOCAB, max(MIN_AUTO_VOCAB, 2 ** round(math.log2(target)))))
+
+
+def split_long_line(line: str, max_bytes: int = MAX_PIECE_BYTES) -> Iterator[str]:
+    """Split ``line`` into pieces of at most ``max_bytes`` UTF-8 bytes, at spaces where possible.
+
+    Joining the pieces with single spaces gives ``line`` back when it was split at spaces; a run
+    of text without spaces longer than ``max_bytes`` is cut between characters.
+    """
+    if len(line.encode("utf-8")) <= max_bytes:
+        if line:
+            yield line
+        return
+    piece: list[str] = []
+    size = 0
+    for word in line.split(" "):
+        wbytes = len(word.encode("utf-8"))
+        if wbytes > max_bytes:  # a giant "word": flush, then cut it by characters
+            if piece:
+                yield " ".join(piece)
+                piece, size = [], 0
+            chunk, csize = [], 0
+            for ch in word:
+                cb = len(ch.encode("utf-8"))
+                if csize + cb > max_bytes:
+                    yield "".join(chunk)
+                    chunk, csize = [], 0
+                chunk.append(ch)
+                csize += cb
+            if chunk:
+                piece, size = ["".join(chunk)], csize
+            continue
+        extra = wbytes + (1 if piece else 0)
+        if size + extra > max_bytes:
+            yield " ".join(piece)
+            piece, size = [word], wbytes
+        else:
+            piece.append(word)
+            size += extra
+    if piece:
+        yield " ".join(piece)
+
+
+def sample_pieces(lines: Iterable[str], size: int, seed: int) -> tuple[list[str], int]:
+    """Reservoir-sample at most ``size`` training pieces from ``lines``; also count the words.
+
+    Memory is bounded by ``size`` pieces of at most ``MAX_PIECE_BYTES`` bytes each.
+    """
+    rng = random.Random(seed)
+    reservoir: list[str] = []
+    seen = words = 0
+    for line in lines:
+        line = line.rstrip("\r\n")
+        words += len(line.split())
+        for piece in split_long_line(line):
+            if not piece.strip():
+                continue
+            if len(reservoir) < size:
+                reservoir.append(piece)
+            else:
+                k = rng.randrange(seen + 1)
+                if k < size:
+                    reservoir[k] = piece
+            seen += 1
+    return reservoir, words
+
+
+class Tokenizer:
+    """Sentencepiece model with fixed special ids: pad 0, unk 1, bos 2, eos 3."""
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __init__(self, model_proto: bytes):
+        self._proto = bytes(model_proto)
+        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        if (self._sp.pad_id(), self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id()) != (
+            PAD_ID, UNK_ID, BOS_ID, EOS_ID,
+        ):
+            raise MinidmlError("tokenizer model: special ids must be pad=0 unk=1 bos=2 eos=3; "
+                               "train it with minidml")
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def train(
+        cls,
+        lines: Iterable[str],
+        vocab_size: int | None = None,
+        model_type: str = "unigram",
+        seed: int = 0,
+        input_sentence_size: int = 300_000,
+        num_threads: int | None = None,
+    ) -> Tokenizer:
+        """Train on an iterable of text lines (e.g. :func:`minidml.data.read_lines`).
+
+        ``vocab_size=None`` picks :func:`auto_vocab_size` of the corpus's word count, capped
+        at what the corpus supports. An explicit size the corpus cannot support is an error
+        that suggests the largest size that works.
+        """
+        if model_type not in ("unigram", "bpe"):
+            raise MinidmlError(f"--tokenizer-type {model_type!r}: choose unigram or bpe")
+        if vocab_size is not None and vocab_size < 300:
+            raise MinidmlError(f"--vocab-size {vocab_size}: must be at least 300 "
+                               "(256 byte pieces and 4 special ids come first)")
+        pieces, words = sample_pieces(lines, input_sentence_size, seed)
+        if not pieces:
+            raise MinidmlError("corpus: no text to train the tokenizer on; give a non-empty corpus")
+        size = vocab_size or auto_vocab_size(words)
+        try:
+            return cls(_train_proto(pieces, size, model_type, seed, num_threads))
+        except RuntimeError as e:
+            limit = re.search(r"value <= (\d+)", str(e))
+            if limit and vocab_size is None:
+                return cls(_train_proto(pieces, int(limit.group(1)), model_type, seed, num_threads))
+            if limit:
+                raise MinidmlError(
+                    f"--vocab-size {vocab_size}: too large for this corpus; "
+                    f"use --vocab-size {limit.group(1)} or less") from None
+            need = re.search(r"required_chars\. \d+ vs (\d+)", str(e))
+            if need:
+                raise MinidmlError(
+                    f"--vocab-size {size}: too small for the {need.group(1)} characters and "
+                    f"special pieces of this corpus; use --vocab-size {int(need.group(1)) + 64} "
+                    "or more") from None
+            raise MinidmlError(f"tokenizer training failed: {str(e).splitlines()[0]}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise MinidmlError(f"{path}: cannot read tokenizer model ({e.strerror})") from None
+        try:
+            return cls(data)
+        except RuntimeError:
+            raise MinidmlError(f"{path}: not a sentencepiece model; retrain the run's "
+                               "tokenizer") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        _io.write_bytes(path, self._proto)
+
+    def to_bytes(self) -> bytes:
+        return self._proto
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._proto).hexdigest()
+
+    # ---------------------------------------------------------------- use
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of one string, optionally with BOS before and EOS after."""
+        return self._sp.encode(text, add_bos=bos, add_eos=eos)
+
+    def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False,
+                     num_threads: int = -1) -> list[list[int]]:
+        """Token ids of many strings at once (sentencepiece's multithreaded batch encoder)."""
+        return self._sp.encode(list(texts), add_bos=bos, add_eos=eos, num_threads=num_threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``; special ids (pad, bos, eos) are dropped."""
+        return self._sp.decode([int(i) for i in ids if i > UNK_ID and i != EOS_ID])
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(int(i))
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
+
+
+def _train_proto(pieces: list[str], vocab_size: int, model_type: str, seed: int,
+                 num_threads: int | None) -> bytes:
+    spm.set_random_generator_seed(seed)
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(pieces),
+        model_writer=out,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=0.9995,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        allow_whitespace_only_pieces=True,
+        split_digits=True,
+        max_sentence_length=4 * MAX_PIECE_BYTES,
+        input_sentence_size=0,  # sampling is done (reproducibly) by sample_pieces
+        shuffle_input_sentence=False,
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        num_threads=num_threads or max(1, os.cpu_count() or 1),
+        minloglevel=2,
+    )
+    return out.getvalue()

@@ -1,0 +1,521 @@
+"""Training K students together: the loop, schedules, checkpoints, resumption and metrics.
+
+A run directory holds everything needed to reload or continue a run::
+
+    config.json          settings, student shapes, tokenizer and corpus fingerprints, versions
+    tokenizer.model      the shared sentencepiece model
+    metrics.jsonl        one JSON record per log interval and per evaluation
+    checkpoints/step-00000500/
+        student-0.pt ... weights, one file per student (loadable with weights_only=True)
+        state.pt         optimisers, ω, step, RNG states, metrics offset
+
+A checkpoint directory is written under a temporary name and renamed when complete, so a
+crash never leaves a half-written checkpoint; the two most recent are kept, and loading falls
+back to the older one if the newer is damaged. Batches are a pure function of the seed and the
+step, so a resumed run on the CPU reproduces an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import _io, __version__
+from .config import TrainConfig
+from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
+from .errors import MinidmlError
+from .losses import MutualLoss, mutual_loss
+from .model import Student, StudentConfig
+from .tokenizer import Tokenizer
+
+CHECKPOINTS_KEPT = 2
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, then Apple's MPS, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MinidmlError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to ``base_lr``, then cosine decay to ``min_ratio · base_lr`` at ``total``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms' 1-D gains)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def ensemble_log_probs(logits: Sequence[torch.Tensor], omega: torch.Tensor) -> torch.Tensor:
+    """log Σ_i ω_i softmax(z_i): the log-probabilities of the ω-weighted mixture (float32)."""
+    logp = torch.stack([torch.log_softmax(z.float(), -1) for z in logits])
+    log_w = omega.float().log().view(-1, *([1] * (logp.dim() - 1)))
+    return torch.logsumexp(logp + log_w, dim=0)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Callback:
+    """Observer of a :class:`Trainer`; override what you need. Set ``trainer.should_stop``
+    to end training after the current step (a checkpoint is written)."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer, losses: MutualLoss) -> None: ...
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class Run:
+    """A trained (or training) run, as :func:`load` gives it back."""
+
+    path: Path
+    config: TrainConfig
+    tokenizer: Tokenizer
+    students: list[Student]
+    omega: torch.Tensor
+    step: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.students[0].embed.weight.device
+
+    def generate(self, prompt: str = "", student: int = 0, max_new_tokens: int = 50,
+                 temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:
+        """Sample a continuation of ``prompt`` from one student (after a BOS token)."""
+        ids = torch.tensor([[Tokenizer.bos_id, *self.tokenizer.encode(prompt)]],
+                           device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        model = self.students[student].eval()
+        out = model.generate(ids, max_new_tokens, temperature, top_k,
+                             eos_id=Tokenizer.eos_id, generator=gen)
+        return prompt + self.tokenizer.decode(out[0, ids.shape[1]:].tolist())
+
+
+def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
+    """Students, tokenizer, ω and settings of a run directory (its latest good checkpoint)."""
+    path = Path(run_dir)
+    meta = read_run_config(path)
+    tokenizer = Tokenizer.load(path / "tokenizer.model")
+    cfg = TrainConfig.from_dict(meta["config"], f"{path / 'config.json'}")
+    scfgs = student_configs(cfg, tokenizer.vocab_size)
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise MinidmlError(f"{path}: no complete checkpoint yet; train longer or resume it")
+    dev = resolve_device(device)
+    students, state = _load_checkpoint(ckpt, scfgs, dev)
+    return Run(path, cfg, tokenizer, students, state["omega"].to(dev), int(state["step"]))
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MinidmlError(f"{path}: not a minidml run (no config.json); give a run "
+                           "directory written by minidml train") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MinidmlError(f"{path / 'config.json'}: unreadable ({e}); the run is damaged") \
+            from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise MinidmlError(f"{path / 'config.json'}: missing its 'config' table")
+    return meta
+
+
+def student_configs(cfg: TrainConfig, vocab_size: int) -> list[StudentConfig]:
+    return [StudentConfig.from_shape(s, vocab_size, cfg.context) for s in cfg.students]
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def _load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device
+                     ) -> tuple[list[Student], dict[str, Any]]:
+    """Students and training state of one checkpoint; weights-only unpickling throughout."""
+    def read(name: str) -> Any:
+        try:
+            return torch.load(ckpt / name, map_location=device, weights_only=True)
+        except FileNotFoundError:
+            raise MinidmlError(f"{ckpt / name}: missing; the checkpoint is incomplete") from None
+        except Exception as e:  # noqa: BLE001 - unpickling errors have many types
+            raise MinidmlError(f"{ckpt / name}: refused or damaged ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:160]})") from None
+
+    students = []
+    for i, scfg in enumerate(scfgs):
+        model = Student(scfg).to(device)
+        try:
+            model.load_state_dict(read(f"student-{i}.pt"))
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise MinidmlError(f"{ckpt / f'student-{i}.pt'}: does not match the config "
+                               f"({str(e).splitlines()[0][:160]})") from None
+        students.append(model.eval())
+    return students, read("state.pt")
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """Trains ``len(students)`` students on the same batches with the mutual-learning loss."""
+
+    def __init__(self, config: TrainConfig, students: list[Student], batches: Batches,
+                 run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = (),
+                 progress: bool = False, total_steps: int | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.students = [s.to(self.device) for s in students]
+        self.batches = batches
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.total_steps = total_steps or steps_for(config, batches)
+        self.optimizers = [make_optimizer(s, config) for s in self.students]
+        k = len(students)
+        self.omega = torch.full((k,), 1.0 / k, device=self.device)
+        self.step = 0
+        self.should_stop = False
+        self.last_eval: dict[str, Any] | None = None
+        self._metrics_offset = 0
+
+    # ---------------------------------------------------------------- one step
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.precision == "bf16")
+
+    def train_step(self) -> MutualLoss:
+        """One optimiser step of every student (with gradient accumulation); no host sync."""
+        cfg = self.config
+        alpha = 0.0 if cfg.mode == "single" else cfg.alpha
+        lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        for s in self.students:
+            s.train()
+        parts = []
+        for micro in range(cfg.grad_accum):
+            x, y = self.batches.train(self.step * cfg.grad_accum + micro)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._autocast():
+                logits = [s(x).flatten(0, 1) for s in self.students]
+            losses = mutual_loss(logits, y.flatten(), self.omega, alpha, cfg.temperature)
+            (losses.total / cfg.grad_accum).backward()
+            parts.append(losses)
+        for model, opt in zip(self.students, self.optimizers, strict=True):
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, max_tokens: int | None = None) -> dict[str, Any]:
+        """Validation cross-entropy (nats/token) of each student and of the ω-ensemble."""
+        for s in self.students:
+            s.eval()
+        k = len(self.students)
+        total = torch.zeros(k + 1, device=self.device, dtype=torch.float64)
+        n = 0
+        for x, y in self.batches.validation(max_tokens or self.config.eval_tokens):
+            x, y = x.to(self.device), y.to(self.device).flatten()
+            with self._autocast():
+                logits = [s(x).flatten(0, 1) for s in self.students]
+            per = [torch.nn.functional.cross_entropy(z.float(), y, reduction="sum")
+                   for z in logits]
+            ens = -ensemble_log_probs(logits, self.omega).gather(1, y[:, None]).sum()
+            total += torch.stack([*per, ens]).double()
+            n += y.numel()
+        losses = (total / n).tolist()
+        return {"event": "eval", "step": self.step, "val_loss": losses[:k],
+                "val_ppl": [math.exp(v) for v in losses[:k]], "ensemble_val_loss": losses[k],
+                "val_tokens": n}
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> None:
+        """Train until ``total_steps`` (or until a callback sets ``should_stop``).
+
+        Evaluates every ``eval_every`` steps and at the end, checkpoints every ``save_every``
+        steps and at the end; Ctrl-C writes a checkpoint before it propagates.
+        """
+        cfg = self.config
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="training",
+                   disable=not self.progress, dynamic_ncols=True)
+        t0, tokens0, saved_at = time.perf_counter(), self.step * cfg.tokens_per_step, -1
+        try:
+            while self.step < self.total_steps and not self.should_stop:
+                losses = self.train_step()
+                for cb in self.callbacks:
+                    cb.on_step_end(self, losses)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.perf_counter() - t0
+                    rec = self._log_record(losses, elapsed, tokens0)
+                    self._emit(rec, "on_log")
+                    bar.set_postfix_str(" ".join(f"{v:.3f}" for v in rec["loss"])
+                                        + f" | {rec['tokens_per_s']:.0f} tok/s")
+                if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
+                    self.last_eval = self.evaluate()
+                    self._emit(self.last_eval, "on_eval")
+                if self.step % cfg.save_every == 0:
+                    self.save_checkpoint()
+                    saved_at = self.step
+                bar.update(1)
+        except KeyboardInterrupt:
+            if self.step != saved_at:
+                self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+        if self.step != saved_at:
+            self.save_checkpoint()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+
+    def _log_record(self, losses: MutualLoss, elapsed: float, tokens0: int) -> dict[str, Any]:
+        cfg = self.config
+        tokens = self.step * cfg.tokens_per_step
+        return {"event": "train", "step": self.step, "tokens": tokens,
+                "lr": lr_at(self.step - 1, cfg.lr, cfg.warmup_steps, self.total_steps,
+                            cfg.min_lr_ratio),
+                "loss": losses.loss.tolist(),
+                "ce": losses.ce.tolist(), "kl": losses.kl.tolist(),
+                "omega": self.omega.tolist(),
+                "tokens_per_s": (tokens - tokens0) / max(elapsed, 1e-9),
+                "time": _now()}
+
+    def _emit(self, record: dict[str, Any], hook: str) -> None:
+        if self.run_dir is not None:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, record)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        metrics = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        return {"step": self.step, "omega": self.omega.detach().cpu(),
+                "optimizers": [o.state_dict() for o in self.optimizers], "rng": rng,
+                "metrics_bytes": metrics.stat().st_size if metrics and metrics.exists() else 0,
+                "total_steps": self.total_steps}
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step-N`` atomically and keep the newest ``CHECKPOINTS_KEPT``."""
+        if self.run_dir is None:
+            return None
+        root = self.run_dir / "checkpoints"
+        final = root / f"step-{self.step:08d}"
+        tmp = root / f".tmp-{final.name}-{os.getpid()}"
+        try:
+            root.mkdir(exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for i, s in enumerate(self.students):
+                with _io.atomic_open(tmp / f"student-{i}.pt") as f:
+                    torch.save(s.state_dict(), f)
+            with _io.atomic_open(tmp / "state.pt") as f:
+                torch.save(self.state_dict(), f)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _io.fsync_dir(root)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise MinidmlError(f"{root}: cannot write checkpoint ({e.strerror or e}); free "
+                               "space or choose another --out; the previous checkpoint is "
+                               "intact") from None
+        for old in checkpoints(self.run_dir)[:-CHECKPOINTS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, final)
+        return final
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.omega = state["omega"].to(self.device, torch.float32)
+        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._metrics_offset = int(state.get("metrics_bytes", 0))
+
+    def resume(self) -> Path:
+        """Load the newest good checkpoint (falling back to an older one if it is damaged)."""
+        assert self.run_dir is not None
+        scfgs = [s.config for s in self.students]
+        errors = []
+        for ckpt in reversed(checkpoints(self.run_dir)):
+            try:
+                students, state = _load_checkpoint(ckpt, scfgs, self.device)
+            except MinidmlError as e:
+                errors.append(str(e))
+                continue
+            for mine, theirs in zip(self.students, students, strict=True):
+                mine.load_state_dict(theirs.state_dict())
+            self.load_state_dict(state)
+            metrics = self.run_dir / "metrics.jsonl"
+            if metrics.exists():  # drop records written after this checkpoint
+                with open(metrics, "r+b") as f:
+                    f.truncate(self._metrics_offset)
+            if errors:
+                print(f"warning: skipped damaged checkpoint(s): {'; '.join(errors)}",
+                      file=sys.stderr)
+            return ckpt
+        raise MinidmlError(f"{self.run_dir}: no usable checkpoint to resume from"
+                           + (f" ({errors[0]})" if errors else "; start a new run"))
+
+
+def steps_for(cfg: TrainConfig, batches: Batches) -> int:
+    """Total optimiser steps: ``steps``, else ``tokens`` / tokens per step, else one epoch."""
+    if cfg.steps is not None:
+        return cfg.steps
+    tokens = cfg.tokens if cfg.tokens is not None else batches.n_train_tokens
+    return max(1, tokens // cfg.tokens_per_step)
+
+
+# ----------------------------------------------------------------------------- top level
+def default_run_dir(corpus: Sequence[str | os.PathLike], root: str | os.PathLike = "runs"
+                    ) -> Path:
+    stem = Path(corpus[0]).name.split(".")[0] or "corpus"
+    return Path(root) / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_run(root: str | os.PathLike = "runs") -> Path | None:
+    """The most recently modified run directory under ``root``, if any."""
+    root = Path(root)
+    runs = [p for p in root.glob("*/config.json")] if root.is_dir() else []
+    return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
+
+
+def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
+    if resume:
+        if not (out / "config.json").exists():
+            raise MinidmlError(f"--resume: {out} holds no run to resume; drop --resume to "
+                               "start one")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it "
+                               "or --force to overwrite it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise MinidmlError(f"--out {out}: not writable ({e.strerror}); choose another "
+                           "directory") from None
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
+    old = TrainConfig.from_dict(saved["config"], str(out / "config.json")).to_dict()
+    new = cfg.to_dict()
+    for key in sorted(new):
+        if key != "device" and old.get(key) != new[key]:
+            raise MinidmlError(f"--resume: option {key!r} differs from the run's config.json "
+                               f"({old.get(key)!r} there, {new[key]!r} now); use the same "
+                               "settings or start a new run with another --out")
+
+
+def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
+          out: str | os.PathLike | None = None, config: TrainConfig | None = None, *,
+          resume: bool = False, force: bool = False, progress: bool = False,
+          callbacks: Sequence[Callback] = (), cache_dir: str | os.PathLike | None = None,
+          on_start: Callable[[Path], None] | None = None, **overrides: Any) -> Run:
+    """Train students on ``corpus`` (paths to text, .gz/.xz files or directories).
+
+    ``config`` (default :class:`TrainConfig`) is updated with ``overrides``. The run goes to
+    ``out`` or to a new directory under ``runs/``. With ``resume=True`` an existing run is
+    continued exactly where its last checkpoint left it. Returns the trained :class:`Run`.
+    """
+    paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
+    cfg = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
+    files = corpus_files(paths)
+    out_dir = Path(out) if out is not None else default_run_dir(paths)
+    _prepare_run_dir(out_dir, resume, force)
+    if on_start is not None:
+        on_start(out_dir)
+    corpus_hash = fingerprint(files)
+    if resume:
+        meta = read_run_config(out_dir)
+        _check_resume_config(meta, cfg, out_dir)
+        if meta.get("corpus", {}).get("fingerprint") != corpus_hash:
+            raise MinidmlError("--resume: the corpus differs from the one this run was "
+                               "trained on; give the same files")
+        tokenizer = Tokenizer.load(out_dir / "tokenizer.model")
+    else:
+        tokenizer = Tokenizer.train(read_lines(files, cfg.encoding_errors), cfg.vocab_size,
+                                    cfg.tokenizer_type, seed=cfg.seed)
+        tokenizer.save(out_dir / "tokenizer.model")
+    tokens = tokenize_corpus(files, tokenizer, cache_dir, cfg.encoding_errors, progress)
+    batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
+                      seed=cfg.seed)
+    scfgs = student_configs(cfg, tokenizer.vocab_size)
+    torch.manual_seed(cfg.seed)
+    students = [Student(c) for c in scfgs]
+    trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress)
+    if resume:
+        trainer.resume()
+    else:
+        _io.write_json(out_dir / "config.json", {
+            "minidml_version": __version__, "torch_version": torch.__version__,
+            "created": _now(), "config": cfg.to_dict(),
+            "students": [{**c.__dict__, "n_params": c.n_params} for c in scfgs],
+            "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256,
+                          "type": cfg.tokenizer_type},
+            "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
+                       "train_tokens": batches.n_train_tokens,
+                       "val_tokens": batches.n_val_tokens},
+            "total_steps": trainer.total_steps,
+        })
+        (out_dir / "metrics.jsonl").touch()
+    trainer.fit()
+    return Run(out_dir, cfg, tokenizer, trainer.students, trainer.omega, trainer.step)
