@@ -33,7 +33,7 @@ from .tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20  # text encoded per call: bounds memory on corpora with huge lines
-_MAGIC = {b"\x1f\x8b": gzip.GzipFile, b"\xfd7zXZ\x00": lzma.LZMAFile, b"BZh": bz2.BZ2File}
+_MAGIC = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile, b"BZh": bz2.BZ2File}
 
 
 # --------------------------------------------------------------------------- reading

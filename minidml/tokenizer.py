@@ -4,7 +4,9 @@ Training streams the corpus once, splits lines that are too long for sentencepie
 silently skips any sentence longer than ``max_sentence_length`` bytes) into whitespace-bounded
 pieces, and keeps a seeded reservoir sample of at most ``input_sentence_size`` pieces, so
 training time and memory stay bounded however large the corpus is. Normalisation is the
-identity and ``byte_fallback`` is on, so ``decode(encode(text)) == text`` for ordinary text.
+identity and ``byte_fallback`` is on, so ``decode(encode(text)) == text`` for any text (a
+literal ``▁``, sentencepiece's space symbol, is encoded as its bytes so that it is not read as a
+space).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .errors import MinidmlError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MAX_PIECE_BYTES = 1024  # well under sentencepiece's default max_sentence_length of 4192 bytes
 MIN_AUTO_VOCAB, MAX_AUTO_VOCAB = 512, 16384
+# sentencepiece reads this character in text as a space; it is encoded as its UTF-8 bytes
+META = "\u2581"
 
 
 def auto_vocab_size(n_words: int) -> int:
@@ -192,12 +196,27 @@ class Tokenizer:
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         """Token ids of one string, optionally with BOS before and EOS after."""
+        if META in text:
+            return self._encode_meta(text, bos, eos)
         return self._sp.encode(text, add_bos=bos, add_eos=eos)
 
     def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False,
                      num_threads: int = -1) -> list[list[int]]:
         """Token ids of many strings at once (sentencepiece's multithreaded batch encoder)."""
-        return self._sp.encode(list(texts), add_bos=bos, add_eos=eos, num_threads=num_threads)
+        texts = list(texts)
+        out = self._sp.encode(texts, add_bos=bos, add_eos=eos, num_threads=num_threads)
+        for i, text in enumerate(texts):
+            if META in text:
+                out[i] = self._encode_meta(text, bos, eos)
+        return out
+
+    def _encode_meta(self, text: str, bos: bool, eos: bool) -> list[int]:
+        """Ids of a text holding ``META``, each ``META`` as its byte pieces, so it decodes back."""
+        meta = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in META.encode("utf-8")]
+        ids = [BOS_ID] if bos else []
+        for k, part in enumerate(text.split(META)):
+            ids += (meta if k else []) + self._sp.encode(part)
+        return ids + ([EOS_ID] if eos else [])
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special ids (pad, bos, eos) are dropped."""

@@ -109,6 +109,7 @@ class Run:
     students: list[Student]
     omega: torch.Tensor
     step: int
+    last_eval: dict[str, Any] | None = None  # the latest validation record, if any
 
     @property
     def device(self) -> torch.device:
@@ -202,8 +203,10 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, students: list[Student], batches: Batches,
                  run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = (),
-                 progress: bool = False, total_steps: int | None = None):
+                 progress: bool = False, total_steps: int | None = None,
+                 tokenizer: Tokenizer | None = None):
         self.config = config
+        self.tokenizer = tokenizer
         self.device = resolve_device(config.device)
         self.students = [s.to(self.device) for s in students]
         self.batches = batches
@@ -440,6 +443,8 @@ def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
             raise MinidmlError(f"--resume: {out} holds no run to resume; drop --resume to "
                                "start one")
         return
+    if out.exists() and not out.is_dir():
+        raise MinidmlError(f"--out {out}: exists and is not a directory; choose another path")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it "
@@ -477,12 +482,26 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     continued exactly where its last checkpoint left it. Returns the trained :class:`Run`.
     """
     paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
-    cfg = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
+    cfg = (config or TrainConfig()).replace(**overrides)
     files = corpus_files(paths)
     out_dir = Path(out) if out is not None else default_run_dir(paths)
     _prepare_run_dir(out_dir, resume, force)
+    try:
+        trainer = _setup(files, out_dir, cfg, resume, progress, callbacks, cache_dir)
+    except BaseException:
+        if not resume:  # nothing half-made stays behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     if on_start is not None:
         on_start(out_dir)
+    trainer.fit()
+    return Run(out_dir, cfg, trainer.tokenizer, trainer.students, trainer.omega, trainer.step,
+               trainer.last_eval)
+
+
+def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, progress: bool,
+           callbacks: Sequence[Callback], cache_dir: str | os.PathLike | None) -> Trainer:
+    """Tokenizer, token file, batches and students of a new or resumed run."""
     corpus_hash = fingerprint(files)
     if resume:
         meta = read_run_config(out_dir)
@@ -494,28 +513,26 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     else:
         tokenizer = Tokenizer.train(read_lines(files, cfg.encoding_errors), cfg.vocab_size,
                                     cfg.tokenizer_type, seed=cfg.seed)
-        tokenizer.save(out_dir / "tokenizer.model")
     tokens = tokenize_corpus(files, tokenizer, cache_dir, cfg.encoding_errors, progress)
     batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
                       seed=cfg.seed)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
     torch.manual_seed(cfg.seed)
     students = [Student(c) for c in scfgs]
-    trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress)
+    trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer)
     if resume:
         trainer.resume()
-    else:
-        _io.write_json(out_dir / "config.json", {
-            "minidml_version": __version__, "torch_version": torch.__version__,
-            "created": _now(), "config": cfg.to_dict(),
-            "students": [{**c.__dict__, "n_params": c.n_params} for c in scfgs],
-            "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256,
-                          "type": cfg.tokenizer_type},
-            "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
-                       "train_tokens": batches.n_train_tokens,
-                       "val_tokens": batches.n_val_tokens},
-            "total_steps": trainer.total_steps,
-        })
-        (out_dir / "metrics.jsonl").touch()
-    trainer.fit()
-    return Run(out_dir, cfg, tokenizer, trainer.students, trainer.omega, trainer.step)
+        return trainer
+    tokenizer.save(out_dir / "tokenizer.model")
+    _io.write_json(out_dir / "config.json", {
+        "minidml_version": __version__, "torch_version": torch.__version__,
+        "created": _now(), "config": cfg.to_dict(),
+        "students": [{**c.__dict__, "n_params": c.n_params} for c in scfgs],
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256,
+                      "type": cfg.tokenizer_type},
+        "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
+                   "train_tokens": batches.n_train_tokens, "val_tokens": batches.n_val_tokens},
+        "total_steps": trainer.total_steps,
+    })
+    (out_dir / "metrics.jsonl").touch()
+    return trainer

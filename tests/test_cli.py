@@ -1,0 +1,171 @@
+"""The command line: bad input gets one line, a non-zero exit and no partial files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minidml.cli import main
+from minidml.grammar import write_corpus
+
+FAST = ["--students", "2", "--layers", "1", "--width", "32", "--heads", "2", "--context", "16",
+        "--batch-size", "8", "--vocab-size", "320", "--steps", "4", "--eval-every", "2",
+        "--warmup", "1", "--quiet"]
+
+
+def run_cli(*args: str, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main([*map(str, args)])
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("c") / "corpus.txt", 1500, seed=1)
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def bad_corpora(tmp_path):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "blank.txt").write_text("  \n\n \t\n")
+    (tmp_path / "binary.bin").write_bytes(b"hello\x00\x01\x02world\n")
+    (tmp_path / "latin1.txt").write_bytes("good line\ncaf\xe9\n".encode("latin-1"))
+    return {
+        "missing": (tmp_path / "nope.txt", "no such file"),
+        "empty_dir": (tmp_path / "empty_dir", "no text files"),
+        "blank": (tmp_path / "blank.txt", "no text"),
+        "binary": (tmp_path / "binary.bin", "binary"),
+        "latin1": (tmp_path / "latin1.txt", "byte offset 13"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "empty_dir", "blank", "binary", "latin1"])
+def test_bad_corpus_is_one_line_and_leaves_nothing(case, tmp_path, capsys):
+    path, needle = bad_corpora(tmp_path)[case]
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", path, "--out", out, *FAST, capsys=capsys)
+    assert_one_line_error(code, err, needle)
+    assert not out.exists()
+
+
+def test_invalid_utf8_can_be_replaced(tmp_path, corpus, capsys):
+    text = corpus.read_bytes() + "caf\xe9 au lait\n".encode("latin-1")
+    (tmp_path / "mixed.txt.gz").write_bytes(gzip.compress(text))
+    code, out, err = run_cli("train", tmp_path / "mixed.txt.gz", "--out", tmp_path / "run",
+                             *FAST, "--encoding-errors", "replace", capsys=capsys)
+    assert code == 0, err
+    assert (tmp_path / "run/config.json").exists()
+
+
+@pytest.mark.parametrize("option,value,needle", [
+    ("--steps", "0", "--steps"), ("--lr", "-1", "--lr"), ("--batch-size", "0", "--batch-size"),
+    ("--students", "-2", "--students"), ("--tokens", "abc", "--tokens"),
+    ("--alpha", "1.5", "--alpha"), ("--width", "32,0", "--width"),
+])
+def test_bad_numbers(option, value, needle, corpus, tmp_path, capsys):
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "r", *FAST, option, value,
+                           capsys=capsys)
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_heads_must_divide_width(corpus, tmp_path, capsys):
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "r", *FAST, "--heads", "3",
+                           capsys=capsys)
+    assert_one_line_error(code, err, "n_heads=3")
+    assert not (tmp_path / "r").exists()
+
+
+def test_vocab_too_large_suggests_a_size(corpus, tmp_path, capsys):
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "r", *FAST,
+                           "--vocab-size", "60000", capsys=capsys)
+    assert_one_line_error(code, err, "--vocab-size 60000", "use --vocab-size")
+    suggested = err.split("use --vocab-size ")[1].split()[0]
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "r", *FAST,
+                           "--vocab-size", suggested, capsys=capsys)
+    assert code == 0, err
+
+
+def test_context_longer_than_data(corpus, tmp_path, capsys):
+    small = tmp_path / "small.txt"
+    small.write_text("".join(corpus.read_text().splitlines(keepends=True)[:200]))
+    auto_vocab = [a for a in FAST if a not in ("--vocab-size", "320")]
+    code, _, err = run_cli("train", small, "--out", tmp_path / "r", *auto_vocab,
+                           "--context", "4096", capsys=capsys)
+    assert_one_line_error(code, err, "--context 4096", "or less")
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_and_unwritable_output(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", corpus, "--out", out, *FAST, capsys=capsys)[0] == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    code, _, err = run_cli("train", corpus, "--out", out, *FAST, capsys=capsys)
+    assert_one_line_error(code, err, "already exists", "--resume", "--force")
+    assert sorted(p.name for p in out.rglob("*")) == before
+    assert run_cli("train", corpus, "--out", out, *FAST, "--force", capsys=capsys)[0] == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli("train", corpus, "--out", blocker / "sub", *FAST, capsys=capsys)
+    assert_one_line_error(code, err, "--out")
+
+
+def test_resume_refuses_a_different_config_and_continues_the_same(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", corpus, "--out", out, *FAST, capsys=capsys)[0] == 0
+    code, _, err = run_cli("train", corpus, "--out", out, *FAST, "--lr", "0.01", "--resume",
+                           capsys=capsys)
+    assert_one_line_error(code, err, "'lr'", "differs")
+    code, _, err = run_cli("train", corpus, "--out", out, "--quiet", "--steps", "6",
+                           "--resume", capsys=capsys)
+    assert_one_line_error(code, err, "'steps'")
+    # options left out on resume come from the run itself
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["steps"] == 4 and cfg["students"][0]["d_model"] == 32
+    code, out_text, err = run_cli("train", corpus, "--out", out, "--quiet", "--resume",
+                                  capsys=capsys)
+    assert code == 0, err
+
+
+def test_toml_config_is_overridden_by_options(corpus, tmp_path, capsys):
+    toml = tmp_path / "c.toml"
+    toml.write_text('lr = 0.004\nseed = 7\n[[students]]\nn_layers = 1\nd_model = 32\n'
+                    'n_heads = 2\n')
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "r", *FAST[4:], "--config", toml,
+                           "--seed", "3", capsys=capsys)
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "r/config.json").read_text())["config"]
+    assert (cfg["lr"], cfg["seed"], len(cfg["students"])) == (0.004, 3, 1)
+    toml.write_text("lr = 'fast'\n")
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "r2", *FAST, "--config", toml,
+                           capsys=capsys)
+    assert_one_line_error(code, err, "'lr'")
+
+
+def test_generate_and_entry_point(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", corpus, "--out", out, *FAST, capsys=capsys)[0] == 0
+    code, text, err = run_cli("generate", out, "--prompt", "The", "-n", "2", "--max-tokens", "5",
+                              capsys=capsys)
+    assert code == 0 and len(text.strip().splitlines()) >= 1
+    assert all(line.startswith("The") for line in text.strip().splitlines())
+    code, _, err = run_cli("generate", out, "--student", "5", capsys=capsys)
+    assert_one_line_error(code, err, "--student 5")
+    proc = subprocess.run([sys.executable, "-m", "minidml", "train", str(tmp_path / "nope")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1

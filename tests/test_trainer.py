@@ -1,0 +1,122 @@
+"""End-to-end training: students learn, resumption is exact, runs reload."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import minidml
+from minidml import Shape, TrainConfig
+from minidml.data import corpus_files, tokenize_corpus
+from minidml.grammar import write_corpus
+from minidml.trainer import Callback, checkpoints, lr_at
+
+TINY = dict(students=(Shape(2, 64, 2), Shape(1, 96, 4)), context=32, batch_size=16,
+            vocab_size=400, warmup_steps=10, log_every=5, eval_every=50, eval_tokens=4096,
+            lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "grammar.txt", 6_000, seed=0)
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    counts = np.bincount(tokens.astype(np.int64)).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+class StopAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, losses):
+        if trainer.step == self.step:
+            trainer.should_stop = True
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    lrs = [lr_at(s, 1.0, 10, 100, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lr_at(100, 1.0, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_two_students_learn_far_below_unigram_entropy(corpus, tmp_path):
+    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=300)
+    tokens = tokenize_corpus(corpus_files([corpus]), run.tokenizer)
+    h1 = unigram_entropy(np.asarray(tokens))
+    records = [json.loads(line) for line in (run.path / "metrics.jsonl").open()]
+    evals = [r for r in records if r["event"] == "eval"]
+    final = evals[-1]
+    assert final["step"] == 300
+    # each student and the ensemble reach well under the unigram entropy of the corpus
+    for loss in [*final["val_loss"], final["ensemble_val_loss"]]:
+        assert loss < 0.6 * h1, (loss, h1)
+    # and training made them better over time
+    assert all(b < a for a, b in zip(evals[0]["val_loss"], final["val_loss"], strict=True))
+    assert final["val_ppl"][0] == pytest.approx(math.exp(final["val_loss"][0]))
+
+
+@pytest.mark.slow
+def test_stop_and_resume_is_bit_identical(corpus, tmp_path):
+    cfg = TrainConfig(**{**TINY, "save_every": 10}, steps=40)
+    full = minidml.train(corpus, tmp_path / "full", cfg)
+    minidml.train(corpus, tmp_path / "part", cfg, callbacks=[StopAt(17)])
+    assert [p.name for p in checkpoints(tmp_path / "part")][-1] == "step-00000017"
+    resumed = minidml.train(corpus, tmp_path / "part", cfg, resume=True)
+    assert resumed.step == full.step == 40
+    for a, b in zip(full.students, resumed.students, strict=True):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(pa, pb), name
+    state_a = torch.load(checkpoints(tmp_path / "full")[-1] / "state.pt", weights_only=True)
+    state_b = torch.load(checkpoints(tmp_path / "part")[-1] / "state.pt", weights_only=True)
+    for oa, ob in zip(state_a["optimizers"], state_b["optimizers"], strict=True):
+        for sa, sb in zip(oa["state"].values(), ob["state"].values(), strict=True):
+            assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # metrics were not duplicated by the resumption
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part/metrics.jsonl").open()
+             if '"train"' in line]
+    assert steps == sorted(set(steps)) == list(range(5, 41, 5))
+
+
+@pytest.mark.slow
+def test_load_reloads_what_training_produced(corpus, tmp_path):
+    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=20)
+    loaded = minidml.load(run.path)
+    assert loaded.step == 20 and loaded.tokenizer.sha256 == run.tokenizer.sha256
+    x = torch.randint(0, loaded.tokenizer.vocab_size, (2, 16))
+    for a, b in zip(run.students, loaded.students, strict=True):
+        torch.testing.assert_close(a.eval()(x), b(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.omega, torch.full((2,), 0.5))
+    text = loaded.generate("The", student=1, max_new_tokens=10, seed=3)
+    assert text.startswith("The") and text == loaded.generate("The", 1, 10, seed=3)
+
+
+@pytest.mark.slow
+def test_single_student_is_plain_language_modelling(corpus, tmp_path):
+    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY),
+                        students=(Shape(1, 64, 2),), steps=10)
+    rec = [json.loads(line) for line in (run.path / "metrics.jsonl").open()][0]
+    assert rec["kl"] == [0.0] and rec["loss"] == rec["ce"]
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(corpus, tmp_path):
+    cfg = TrainConfig(**{**TINY, "save_every": 5}, steps=12)
+    minidml.train(corpus, tmp_path / "run", cfg, callbacks=[StopAt(10)])
+    newest = checkpoints(tmp_path / "run")[-1]
+    assert newest.name == "step-00000010"
+    (newest / "student-0.pt").write_bytes(b"garbage")
+    resumed = minidml.train(corpus, tmp_path / "run", cfg, resume=True)
+    assert resumed.step == 12
+    uninterrupted = minidml.train(corpus, tmp_path / "ref", cfg)
+    for a, b in zip(uninterrupted.students, resumed.students, strict=True):
+        assert all(torch.equal(x, y) for x, y in
+                   zip(a.state_dict().values(), b.state_dict().values(), strict=True))
