@@ -100,6 +100,8 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "temperature": "temperature", "mode": "mode", "device": "device",
     "precision": "precision", "seed": "seed", "encoding_errors": "encoding_errors",
     "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
+    "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
+    "outer_objective": "outer_objective",
 }
 
 
@@ -112,8 +114,16 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--width", type=IntList(), help="Model width, one value or one per student.")
 @click.option("--heads", type=IntList(), help="Attention heads, one value or one per student.")
 @click.option("--mlp-ratio", type=POSITIVE_FLOAT, help="SwiGLU hidden size / width.")
-@click.option("--mode", type=click.Choice(["single", "dml"]),
-              help="single: independent students; dml: mutual learning with equal weights.")
+@click.option("--mode", type=click.Choice(["single", "dml", "wml"]),
+              help="single: independent students; dml: equal fixed peer weights; wml (default): "
+                   "peer weights learned by bi-level optimisation.")
+@click.option("--hypergrad", type=click.Choice(["exact", "first-order", "fd"]),
+              help="How wml differentiates through the unrolled step (default exact).")
+@click.option("--outer-every", type=POSITIVE, help="Inner steps per ω update (default 10).")
+@click.option("--outer-lr", type=POSITIVE_FLOAT, help="Mirror-descent step size (default 1).")
+@click.option("--outer-objective", type=click.Choice(["ensemble", "sum-ce"]),
+              help="Held-out loss that ω minimises: the ensemble's CE (default) or the "
+                   "ω-weighted sum of students' CEs (the paper's code).")
 @click.option("--vocab-size", type=click.IntRange(min=300), help="Default: suits the corpus.")
 @click.option("--tokenizer-type", type=click.Choice(["unigram", "bpe"]))
 @click.option("--context", type=POSITIVE, help="Context length in tokens (default 256).")

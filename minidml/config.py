@@ -19,7 +19,9 @@ from typing import Any
 from .errors import MinidmlError
 from .model import Shape
 
-MODES = ("single", "dml")
+MODES = ("single", "dml", "wml")
+HYPERGRADS = ("exact", "first-order", "fd")
+OUTER_OBJECTIVES = ("ensemble", "sum-ce")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -29,9 +31,17 @@ class TrainConfig:
 
     # students: one Shape each; len(students) is K
     students: tuple[Shape, ...] = (Shape(4, 256, 4),) * 4
-    mode: str = "dml"  # single: independent students (α = 0); dml: fixed equal ω
+    mode: str = "wml"  # single: independent (α = 0); dml: fixed equal ω; wml: learned ω
     alpha: float = 0.5  # weight of the mutual KL against the cross-entropy
     temperature: float = 1.0
+    # weighted mutual learning: the outer (bi-level) loop that learns ω
+    hypergrad: str = "exact"  # exact | first-order | fd
+    outer_every: int = 10  # inner steps per outer step
+    outer_lr: float = 1.0  # mirror-descent step size β
+    outer_lr_schedule: str = "constant"  # constant | cosine (decays like the inner lr)
+    outer_objective: str = "ensemble"  # ensemble (its CE) | sum-ce (Σ ω_i CE_i, the paper's code)
+    outer_batch_size: int | None = None  # held-out sequences per outer step (default batch_size)
+    holdout_fraction: float = 0.01  # share of the corpus held out for the outer loop
     # data and tokenizer
     vocab_size: int | None = None  # None: suited to the corpus size
     tokenizer_type: str = "unigram"
@@ -71,16 +81,16 @@ class TrainConfig:
 
         if not self.students:
             raise MinidmlError("--students: need at least one student")
-        for key in ("context", "batch_size", "grad_accum", "log_every", "eval_every",
+        for key in ("context", "batch_size", "grad_accum", "log_every", "eval_every", "outer_every",
                     "eval_tokens", "save_every", "warmup_steps"):
             if getattr(self, key) < (0 if key == "warmup_steps" else 1):
                 raise bad(key, "must be a positive integer")
-        for key in ("steps", "tokens", "vocab_size"):
+        for key in ("steps", "tokens", "vocab_size", "outer_batch_size"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(key, "must be a positive integer")
         if self.steps is not None and self.tokens is not None:
             raise MinidmlError("--steps and --tokens: give one of them, not both")
-        for key in ("lr", "temperature"):
+        for key in ("lr", "temperature", "outer_lr"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
                 raise bad(key, "must be a positive number")
         for key in ("alpha", "min_lr_ratio", "beta1", "beta2"):
@@ -89,9 +99,12 @@ class TrainConfig:
         for key in ("weight_decay", "grad_clip"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
                 raise bad(key, "must be zero or positive")
-        if not 0 < self.val_fraction < 0.5:
-            raise bad("val_fraction", "must be between 0 and 0.5")
+        for key in ("val_fraction", "holdout_fraction"):
+            if not 0 < getattr(self, key) < 0.5:
+                raise bad(key, "must be between 0 and 0.5")
         for key, allowed in (("mode", MODES), ("precision", PRECISIONS),
+                             ("hypergrad", HYPERGRADS), ("outer_objective", OUTER_OBJECTIVES),
+                             ("outer_lr_schedule", ("constant", "cosine")),
                              ("tokenizer_type", ("unigram", "bpe")),
                              ("encoding_errors", ("strict", "replace", "ignore"))):
             if getattr(self, key) not in allowed:

@@ -33,7 +33,11 @@ from .tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20  # text encoded per call: bounds memory on corpora with huge lines
-_MAGIC = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile, b"BZh": bz2.BZ2File}
+_MAGIC = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile,
+          # bzip2: "BZh", the block size, then the first block's magic (or the end-of-stream
+          # magic when empty); "BZh" alone is text that a plain file may well start with
+          **{b"BZh%d%s" % (n, m): bz2.BZ2File for n in range(1, 10)
+             for m in (b"1AY&SY", b"\x17rE8P\x90")}}
 
 
 # --------------------------------------------------------------------------- reading
@@ -65,7 +69,7 @@ def _open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
         raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as e:
         raise MinidmlError(f"{path}: cannot read ({e.strerror})") from None
-    head = raw.read(6)
+    head = raw.read(10)
     raw.seek(0)
     for magic, opener in _MAGIC.items():
         if head.startswith(magic):
@@ -191,22 +195,41 @@ def tokenize_corpus(
 
 
 # --------------------------------------------------------------------------- batches
-class Batches:
-    """Training and validation windows of ``context + 1`` tokens over one token stream.
+class _Windows:
+    """Uniform sampling of windows of ``context + 1`` tokens inside a set of blocks."""
 
-    The stream is cut into contiguous blocks; a seeded ``val_fraction`` of the blocks is the
-    validation split, the rest is for training, and no window crosses a block boundary, so no
-    validation token is ever trained on. :meth:`train` draws batch ``index`` from its own
-    random generator seeded by ``(seed, index)``: any batch can be re-drawn, which is what
-    makes resumption exact.
+    def __init__(self, starts: np.ndarray, ends: np.ndarray, context: int):
+        self.starts = starts
+        self.cum = np.cumsum(ends - starts - context)  # valid window starts, cumulated per block
+        self.n_tokens = int((ends - starts).sum())
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        u = rng.integers(0, self.cum[-1], size=n)
+        block = np.searchsorted(self.cum, u, side="right")
+        before = np.where(block > 0, self.cum[block - 1], 0)
+        return self.starts[block] + (u - before)
+
+
+class Batches:
+    """Training, validation and held-out windows of ``context + 1`` tokens over one stream.
+
+    The stream is cut into contiguous blocks. A seeded permutation of the blocks gives the
+    validation split (``val_fraction``, for reporting), the held-out split (``holdout_fraction``,
+    for the outer loop of bi-level optimisation) and the training split (the rest); no window
+    crosses a block boundary, so no validation or held-out token is ever trained on.
+    :meth:`train` draws batch ``index`` from its own random generator seeded by
+    ``(seed, index)``: any batch can be re-drawn, which is what makes resumption exact.
     """
 
     def __init__(self, tokens: np.ndarray, context: int, batch_size: int, *,
-                 val_fraction: float = 0.02, seed: int = 0, block_tokens: int | None = None):
+                 val_fraction: float = 0.02, holdout_fraction: float = 0.01, seed: int = 0,
+                 block_tokens: int | None = None):
         if context < 1 or batch_size < 1:
             raise MinidmlError("--context and --batch-size must be positive")
         if not 0 < val_fraction < 1:
             raise MinidmlError(f"--val-fraction {val_fraction}: must be between 0 and 1")
+        if not 0 < holdout_fraction < 1:
+            raise MinidmlError(f"holdout fraction {holdout_fraction}: must be between 0 and 1")
         n, window = len(tokens), context + 1
         if n < 4 * window:
             raise MinidmlError(
@@ -218,19 +241,22 @@ class Batches:
         starts = np.arange(0, n - block + 1, block)
         ends = np.append(starts[1:], n)  # the last block takes the remainder
         n_val = max(1, round(len(starts) * val_fraction))
-        if len(starts) - n_val < 1:
+        n_hold = max(1, round(len(starts) * holdout_fraction))
+        if len(starts) - n_val - n_hold < 1:
             raise MinidmlError(f"--context {context}: too long to split this corpus into "
-                               "training and validation; use a shorter context")
-        rng = np.random.default_rng([seed, 0x5EED])
-        is_val = np.zeros(len(starts), dtype=bool)
-        is_val[rng.choice(len(starts), n_val, replace=False)] = True
+                               "training, validation and held-out parts; use a shorter context")
+        order = np.random.default_rng([seed, 0x5EED]).permutation(len(starts))
+        split = np.zeros(len(starts), dtype=np.int8)  # 0 train, 1 validation, 2 held out
+        split[order[:n_val]] = 1
+        split[order[n_val:n_val + n_hold]] = 2
         self.tokens, self.context, self.batch_size, self.seed = tokens, context, batch_size, seed
-        self.val_blocks = list(zip(starts[is_val].tolist(), ends[is_val].tolist(), strict=True))
-        t_starts, t_ends = starts[~is_val], ends[~is_val]
-        self._train_starts = t_starts
-        self._train_cum = np.cumsum(t_ends - t_starts - context)  # valid window starts per block
-        self.n_train_tokens = int((t_ends - t_starts).sum())
-        self.n_val_tokens = n - self.n_train_tokens
+        self.val_blocks = list(zip(starts[split == 1].tolist(), ends[split == 1].tolist(),
+                                   strict=True))
+        self._train = _Windows(starts[split == 0], ends[split == 0], context)
+        self._holdout = _Windows(starts[split == 2], ends[split == 2], context)
+        self.n_train_tokens = self._train.n_tokens
+        self.n_holdout_tokens = self._holdout.n_tokens
+        self.n_val_tokens = n - self.n_train_tokens - self.n_holdout_tokens
 
     def _windows(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         idx = starts[:, None] + np.arange(self.context + 1)
@@ -239,11 +265,14 @@ class Batches:
 
     def train(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training batch number ``index``: inputs and next-token targets, each [B, context]."""
-        rng = np.random.default_rng([self.seed, 1, index])
-        u = rng.integers(0, self._train_cum[-1], size=self.batch_size)
-        block = np.searchsorted(self._train_cum, u, side="right")
-        before = np.where(block > 0, self._train_cum[block - 1], 0)
-        return self._windows(self._train_starts[block] + (u - before))
+        return self._windows(self._train.draw(np.random.default_rng([self.seed, 1, index]),
+                                              self.batch_size))
+
+    def holdout(self, index: int, batch_size: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held-out batch number ``index`` (for the outer loop; never trained on)."""
+        return self._windows(self._holdout.draw(np.random.default_rng([self.seed, 2, index]),
+                                                batch_size or self.batch_size))
 
     def validation(self, max_tokens: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The validation split as batches of non-overlapping windows, in a fixed order."""

@@ -21,10 +21,10 @@ DEMO_SEED = 0
 
 
 def demo_config(**overrides) -> TrainConfig:
-    """Two differently shaped students (deep-narrow and shallow-wide) learning together."""
+    """Two differently shaped students (deep-narrow and shallow-wide), learned peer weights."""
     base = TrainConfig(
         students=(Shape(4, 128, 4), Shape(2, 192, 4)),
-        mode="dml", alpha=0.5, temperature=1.0,
+        mode="wml", alpha=0.5, temperature=1.0,
         vocab_size=None, context=64, batch_size=32, steps=600, lr=3e-3, warmup_steps=50,
         log_every=20, eval_every=200, eval_tokens=32_768, save_every=200,
     )

@@ -4,19 +4,26 @@ Student i minimises ``(1-α)·CE(z_i, y) + α·T²·Σ_{j≠i} ω̃_j·KL(p_j �
 ``p = softmax(z / T)``, peers detached (they are targets, as in deep mutual learning),
 ``ω̃_j = ω_j / Σ_{k≠i} ω_k`` and the KL averaged over tokens, so it has the scale of the CE.
 
-:func:`mutual_kl_reference` is the plain pairwise definition; it is the yardstick for any
-faster implementation, which plugs in through the ``kl`` argument of :func:`mutual_loss`.
+Two implementations compute the same thing:
+
+* :func:`mutual_kl_reference` (with ``F.cross_entropy``) is the plain pairwise definition,
+  the yardstick for everything else.
+* :func:`fused_mutual_losses` uses the mixture identity. Because the peers are constants for
+  student i, ``Σ_j ω̃_j KL(p_j ‖ p_i) = Σ_j ω̃_j Σ_v p_j log p_j − Σ_v q_i log p_i`` with
+  ``q_i = Σ_j ω̃_j p_j``, so ``∂/∂z_i = (p_i − q_i)/T``: K cross-entropies against mixtures
+  instead of K(K−1) KL terms. It walks the rows in chunks, computing cross-entropy and KL in
+  one pass, and keeps nothing of size K×N×V for backward: the backward pass recomputes the
+  softmaxes chunk by chunk, in differentiable torch ops, so second-order derivatives (the
+  bi-level hypergradient through ``ω``) are exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-
-MutualKL = Callable[[Sequence[torch.Tensor], torch.Tensor, float], torch.Tensor]
 
 
 def peer_weights(omega: torch.Tensor) -> torch.Tensor:
@@ -31,13 +38,18 @@ def peer_weights(omega: torch.Tensor) -> torch.Tensor:
     return w / w.sum(1, keepdim=True).clamp_min(torch.finfo(omega.dtype).tiny)
 
 
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)  # bf16/fp16 -> fp32, fp64 stays
+
+
+# ----------------------------------------------------------------------------- reference
 def mutual_kl_reference(logits: Sequence[torch.Tensor], omega: torch.Tensor,
                         temperature: float = 1.0) -> torch.Tensor:
     """``[K]`` vector: Σ_{j≠i} ω̃_j · mean_tokens KL(p_j ‖ p_i), pairwise, peers detached.
 
     ``logits`` holds K tensors [N, V]; computed in float32 (or float64 if given).
     """
-    dtype = torch.promote_types(logits[0].dtype, torch.float32)
+    dtype = _compute_dtype(logits[0])
     logp = [F.log_softmax(z.to(dtype) / temperature, dim=-1) for z in logits]
     w = peer_weights(omega.to(dtype))
     rows = []
@@ -48,6 +60,126 @@ def mutual_kl_reference(logits: Sequence[torch.Tensor], omega: torch.Tensor,
     return torch.stack(rows)
 
 
+# ----------------------------------------------------------------------------- fused
+def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
+    """Rows per chunk: about 2M (CPU caches) or 64M (GPU) elements of K×rows×V work."""
+    budget = (1 << 26) if device.type == "cuda" else (1 << 21)
+    return max(1, budget // max(1, k * vocab))
+
+
+def _chunk_terms(z: list[torch.Tensor], y: torch.Tensor, temperature: float, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For one chunk of rows: log p [K,C,V] at temperature T, p, and CE rows [K,C].
+
+    Also ``cross[c, j, i] = Σ_v p_j log p_i`` ([C,K,K]) and the negative entropies on its
+    diagonal.
+    """
+    zs = torch.stack([t.to(dtype) for t in z])  # [K, C, V]
+    logp = F.log_softmax(zs / temperature, dim=-1)
+    p = logp.exp()
+    lse1 = logp if temperature == 1.0 else F.log_softmax(zs, dim=-1)
+    ce = -lse1.gather(-1, y.expand(len(z), -1)[..., None])[..., 0]  # [K, C]
+    cross = torch.bmm(p.transpose(0, 1), logp.permute(1, 2, 0))  # [C, K(j), K(i)]
+    return logp, p, ce, cross
+
+
+def _kl_from_cross(cross: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ_c Σ_j W_ij (Σ_v p_j log p_j − Σ_v p_j log p_i) from ``cross`` [C,K,K]: a [K] vector."""
+    neg_entropy = torch.diagonal(cross, dim1=1, dim2=2)  # [C, K(j)]
+    d = neg_entropy.sum(0)[None, :] - cross.sum(0).T  # D[i, j]
+    return (w * d).sum(1)
+
+
+class _FusedMutualLosses(torch.autograd.Function):
+    """(ce [K], kl [K]) of K students from logits, in row chunks; see the module docstring."""
+
+    @staticmethod
+    def forward(w: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int,
+                *logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = targets.shape[0]
+        dtype = _compute_dtype(logits[0])
+        ce = torch.zeros(len(logits), dtype=dtype, device=targets.device)
+        kl = torch.zeros_like(ce)
+        wd = w.to(dtype)
+        for r in range(0, n, chunk):
+            z = [t[r:r + chunk] for t in logits]
+            _, _, ce_rows, cross = _chunk_terms(z, targets[r:r + chunk], temperature, dtype)
+            ce += ce_rows.sum(1)
+            kl += _kl_from_cross(cross, wd)
+        return ce / n, kl / n
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        w, targets, temperature, chunk, *logits = inputs
+        ctx.save_for_backward(w, targets, *logits)
+        ctx.temperature, ctx.chunk = temperature, chunk
+
+    @staticmethod
+    def backward(ctx: Any, g_ce: torch.Tensor, g_kl: torch.Tensor) -> tuple:
+        w, targets, *logits = ctx.saved_tensors
+        return (*_fused_backward(w, targets, ctx.temperature, ctx.chunk, logits, g_ce, g_kl,
+                                 need_w=ctx.needs_input_grad[0]),)
+
+
+def _fused_backward(w: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int,
+                    logits: Sequence[torch.Tensor], g_ce: torch.Tensor, g_kl: torch.Tensor,
+                    need_w: bool = True) -> tuple:
+    """Gradients for (w, targets, temperature, chunk, *logits), from recomputed softmaxes.
+
+    Written in ordinary differentiable torch ops, so that autograd (and ``torch.func``) can
+    differentiate the gradients themselves when asked to (``create_graph=True``). The
+    gradient for W, ``D[i, j] = mean KL(p_j ‖ p_i)``, is computed only when needed (the
+    bi-level step), from elementwise log-ratios, which keeps it accurate in float32.
+    """
+    n, k = targets.shape[0], len(logits)
+    dtype = _compute_dtype(logits[0])
+    wd = w.to(dtype)
+    a = (g_ce.to(dtype) / n)[:, None, None]
+    b = (g_kl.to(dtype) / (n * temperature))[:, None, None]
+    differentiable = torch.is_grad_enabled()  # True only under create_graph / torch.func
+    if differentiable:
+        parts: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    else:
+        grads = [torch.empty_like(t) for t in logits]
+    g_w = torch.zeros_like(wd)
+    for r in range(0, n, chunk):
+        z = [t[r:r + chunk] for t in logits]
+        y = targets[r:r + chunk]
+        zs = torch.stack([t.to(dtype) for t in z])
+        logp = F.log_softmax(zs / temperature, dim=-1)
+        p = logp.exp()
+        q = (wd @ p.flatten(1)).view_as(p)  # q_i = Σ_j W_ij p_j
+        p1 = p if temperature == 1.0 else F.softmax(zs, -1)
+        g = a * (p1 - F.one_hot(y, p.shape[-1]).to(dtype)) + b * (p - q)  # [K, C, V]
+        if need_w:  # D[i, j] += Σ_rows Σ_v p_j (log p_j − log p_i)
+            g_w = g_w + torch.einsum("jcv,ijcv->ij", p, logp[None] - logp[:, None])
+        for i in range(k):
+            if differentiable:
+                parts[i].append(g[i].to(logits[i].dtype))
+            else:
+                grads[i][r:r + chunk] = g[i]
+    if differentiable:
+        grads = [torch.cat(pp) for pp in parts]
+    g_w = (g_w * (g_kl.to(dtype) / n)[:, None]).to(w.dtype) if need_w else None
+    return (g_w, None, None, None, *grads)
+
+
+def fused_mutual_losses(logits: Sequence[torch.Tensor], targets: torch.Tensor,
+                        omega: torch.Tensor, temperature: float = 1.0,
+                        chunk_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-student mean cross-entropy and ω̃-weighted mutual KL, each ``[K]``, fused.
+
+    Equal to ``F.cross_entropy`` and :func:`mutual_kl_reference` (values and gradients for
+    logits and ``omega``), without materialising any K×N×V tensor for backward.
+    Inputs may be bf16; the arithmetic is float32 (float64 for float64 inputs).
+    """
+    k, vocab = len(logits), logits[0].shape[-1]
+    chunk = chunk_rows or default_chunk_rows(k, vocab, targets.device)
+    w = peer_weights(omega)
+    return _FusedMutualLosses.apply(w, targets, float(temperature), int(chunk), *logits)
+
+
+# ----------------------------------------------------------------------------- the loss
 class MutualLoss(NamedTuple):
     total: torch.Tensor  # Σ_i loss_i: one backward trains every student
     loss: torch.Tensor  # [K] loss of each student
@@ -56,12 +188,18 @@ class MutualLoss(NamedTuple):
 
 
 def mutual_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: torch.Tensor,
-                alpha: float, temperature: float = 1.0,
-                kl: MutualKL = mutual_kl_reference) -> MutualLoss:
-    """Losses of K students on the same targets [N] from their logits (K tensors [N, V])."""
-    ce = torch.stack([F.cross_entropy(z.float(), targets) for z in logits])
+                alpha: float, temperature: float = 1.0, fused: bool = True) -> MutualLoss:
+    """Losses of K students on the same targets [N] from their logits (K tensors [N, V]).
+
+    ``fused=False`` selects the plain reference implementation.
+    """
     if len(logits) == 1 or alpha == 0:
+        ce = torch.stack([F.cross_entropy(z.float(), targets) for z in logits])
         return MutualLoss(ce.sum(), ce, ce, torch.zeros_like(ce))
-    div = kl(logits, omega, temperature)
+    if fused:
+        ce, div = fused_mutual_losses(logits, targets, omega, temperature)
+    else:
+        ce = torch.stack([F.cross_entropy(z.float(), targets) for z in logits])
+        div = mutual_kl_reference(logits, omega, temperature)
     per_student = (1 - alpha) * ce + alpha * temperature**2 * div
     return MutualLoss(per_student.sum(), per_student, ce, div)

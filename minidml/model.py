@@ -44,15 +44,16 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layers", "d_model", "n_heads", "context"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise MinidmlError(f"student {name}={getattr(self, name)!r}: must be a "
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MinidmlError(f"student {name}={value!r}: must be a "
                                    "positive integer")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise MinidmlError(
                 f"student d_model={self.d_model}, n_heads={self.n_heads}: the head size "
                 "d_model/n_heads must be an even integer; change --width or --heads")
-        if not self.mlp_ratio > 0:
-            raise MinidmlError(f"student mlp_ratio={self.mlp_ratio}: must be positive")
+        if not (self.mlp_ratio > 0 and math.isfinite(self.mlp_ratio)):
+            raise MinidmlError(f"student mlp_ratio={self.mlp_ratio}: must be a positive number")
 
     @property
     def head_dim(self) -> int:

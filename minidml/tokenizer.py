@@ -152,6 +152,10 @@ class Tokenizer:
             limit = re.search(r"value <= (\d+)", str(e))
             if limit and vocab_size is None:
                 return cls(_train_proto(pieces, int(limit.group(1)), model_type, seed, num_threads))
+            if limit and int(limit.group(1)) < 300:  # below the smallest size we accept
+                raise MinidmlError(
+                    f"--vocab-size {vocab_size}: too large for this corpus, which supports only "
+                    f"{limit.group(1)}; give a larger corpus or leave --vocab-size out") from None
             if limit:
                 raise MinidmlError(
                     f"--vocab-size {vocab_size}: too large for this corpus; "

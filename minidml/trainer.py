@@ -37,6 +37,7 @@ from . import _io, __version__
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .errors import MinidmlError
+from .bilevel import ensemble_log_probs, hypergradient, mirror_step
 from .losses import MutualLoss, mutual_loss
 from .model import Student, StudentConfig
 from .tokenizer import Tokenizer
@@ -75,13 +76,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def ensemble_log_probs(logits: Sequence[torch.Tensor], omega: torch.Tensor) -> torch.Tensor:
-    """log Σ_i ω_i softmax(z_i): the log-probabilities of the ω-weighted mixture (float32)."""
-    logp = torch.stack([torch.log_softmax(z.float(), -1) for z in logits])
-    log_w = omega.float().log().view(-1, *([1] * (logp.dim() - 1)))
-    return torch.logsumexp(logp + log_w, dim=0)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -94,6 +88,7 @@ class Callback:
     def on_step_end(self, trainer: Trainer, losses: MutualLoss) -> None: ...
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
     def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_outer(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
     def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
 
@@ -228,13 +223,18 @@ class Trainer:
                               enabled=self.config.precision == "bf16")
 
     def train_step(self) -> MutualLoss:
-        """One optimiser step of every student (with gradient accumulation); no host sync."""
+        """One optimiser step of every student (with gradient accumulation).
+
+        In ``wml`` mode, every ``outer_every`` steps the peer weights ω take a mirror-descent
+        step along the hypergradient, computed from this step's gradients before the optimiser
+        uses them. No host synchronisation happens here.
+        """
         cfg = self.config
         alpha = 0.0 if cfg.mode == "single" else cfg.alpha
         lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
         for s in self.students:
             s.train()
-        parts = []
+        parts, inputs = [], []
         for micro in range(cfg.grad_accum):
             x, y = self.batches.train(self.step * cfg.grad_accum + micro)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -243,6 +243,9 @@ class Trainer:
             losses = mutual_loss(logits, y.flatten(), self.omega, alpha, cfg.temperature)
             (losses.total / cfg.grad_accum).backward()
             parts.append(losses)
+            inputs.append(x)
+        if self.learns_omega and (self.step + 1) % cfg.outer_every == 0:
+            self.outer_step(inputs, lr)
         for model, opt in zip(self.students, self.optimizers, strict=True):
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -252,6 +255,27 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         self.step += 1
         return MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
+
+    @property
+    def learns_omega(self) -> bool:
+        return self.config.mode == "wml" and len(self.students) > 1 and self.config.alpha > 0
+
+    def outer_step(self, inputs: list[torch.Tensor], lr: float) -> None:
+        """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py)."""
+        cfg = self.config
+        index = (self.step + 1) // cfg.outer_every - 1
+        x_out, y_out = (t.to(self.device) for t in
+                        self.batches.holdout(index, cfg.outer_batch_size))
+        hyper = hypergradient(self.students, self.omega, inputs, x_out, y_out, lr=lr,
+                              alpha=cfg.alpha, temperature=cfg.temperature,
+                              variant=cfg.hypergrad, objective=cfg.outer_objective)
+        beta = cfg.outer_lr
+        if cfg.outer_lr_schedule == "cosine":
+            beta *= lr / cfg.lr
+        self.omega = mirror_step(self.omega, hyper.grad.to(self.omega.dtype), beta)
+        self._emit({"event": "omega", "step": self.step + 1, "omega": self.omega.tolist(),
+                    "hypergrad": hyper.grad.tolist(), "direct": hyper.direct.tolist(),
+                    "outer_loss": float(hyper.outer_loss)}, "on_outer")
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -515,7 +539,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
                                     cfg.tokenizer_type, seed=cfg.seed)
     tokens = tokenize_corpus(files, tokenizer, cache_dir, cfg.encoding_errors, progress)
     batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
-                      seed=cfg.seed)
+                      holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
     torch.manual_seed(cfg.seed)
     students = [Student(c) for c in scfgs]

@@ -1,0 +1,201 @@
+"""Learning the peer weights ω by bi-level optimisation.
+
+Every few inner steps, on a held-out batch (x', y') that the inner loop never trains on:
+
+    θ_i'(ω) = θ_i − η · ∇_θi L_i(θ, ω)                       one unrolled inner step
+    L_out(ω) = CE(log Σ_i ω_i p_i(x'; θ_i'(ω)), y')          the ω-weighted ensemble's loss
+    ω ← ω ⊙ exp(−β · dL_out/dω) / Σ(…)                       mirror descent on the simplex
+
+The unrolled step is plain gradient descent with the optimiser's current learning rate η (as in
+DARTS), although the real inner optimiser is AdamW; weight decay and clipping are left out of it.
+
+**The exact hypergradient without a nested graph.** With v_i = ∇_θi' L_out (one forward and
+backward of the ensemble loss at θ'), and since only the KL part of L_i depends on ω,
+
+    dL_out/dω_k = ∂L_out/∂ω_k − η·α·T² · Σ_i Σ_{j≠i} (∂ω̃_j^{(i)}/∂ω_k) · D_ij,
+    D_ij = ⟨v_i, ∇_θi KL(p_j ‖ p_i)⟩ = mean_tokens ⟨(p_i − p_j)/T, dz_i⟩,
+
+where dz_i is the forward-mode derivative (``torch.func.jvp``) of student i's logits on the
+training inputs along v_i. That costs one validation forward+backward and one JVP per student,
+reusing the inner step's gradient for θ'. :func:`hypergradient_nested` differentiates through
+the unrolled step with nested ``torch.func.grad`` instead: simpler, slower, and the yardstick.
+
+Variants: ``exact`` (above), ``first-order`` (only ∂L_out/∂ω: θ' taken as constant), ``fd``
+(D by central finite differences along v_i, DARTS-style). Outer objectives: ``ensemble`` (the
+ensemble's cross-entropy, above) and ``sum-ce``, Σ_i ω_i·CE_i(θ_i'), which is what the
+paper's code optimises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .losses import mutual_loss, peer_weights
+
+VARIANTS = ("exact", "first-order", "fd")
+OBJECTIVES = ("ensemble", "sum-ce")
+Params = dict[str, torch.Tensor]
+
+
+def ensemble_log_probs(logits: Sequence[torch.Tensor], omega: torch.Tensor) -> torch.Tensor:
+    """log Σ_i ω_i softmax(z_i): log-probabilities of the ω-weighted mixture (float32 or more).
+
+    A student with ω_i = 0 contributes nothing (its log-weight is −inf).
+    """
+    dtype = torch.promote_types(logits[0].dtype, torch.float32)
+    logp = torch.stack([torch.log_softmax(z.to(dtype), -1) for z in logits])
+    log_w = omega.to(dtype).log().view(-1, *([1] * (logp.dim() - 1)))
+    return torch.logsumexp(logp + log_w, dim=0)
+
+
+def outer_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: torch.Tensor,
+               objective: str = "ensemble") -> torch.Tensor:
+    """The outer objective on held-out logits (K tensors [N, V]) and targets [N]."""
+    if objective == "ensemble":
+        return F.nll_loss(ensemble_log_probs(logits, omega), targets)
+    if objective == "sum-ce":
+        ce = torch.stack([F.cross_entropy(z.to(omega.dtype), targets) for z in logits])
+        return (omega * ce).sum()
+    raise ValueError(f"unknown outer objective {objective!r}; choose from {OBJECTIVES}")
+
+
+def mirror_step(omega: torch.Tensor, grad: torch.Tensor, lr: float,
+                max_step: float = 20.0) -> torch.Tensor:
+    """Exponentiated-gradient step ``ω ⊙ exp(−lr·g) / Σ``, computed in log space.
+
+    Non-finite gradient entries count as 0 and each exponent is clipped to ±``max_step``, so
+    ω stays a probability vector whatever the gradient (no host synchronisation).
+    """
+    step = (lr * grad).nan_to_num(0.0, 0.0, 0.0).clamp(-max_step, max_step)
+    log_w = omega.clamp_min(torch.finfo(omega.dtype).tiny).log() - step
+    return torch.softmax(log_w, dim=0)
+
+
+@dataclass(frozen=True)
+class Hypergradient:
+    grad: torch.Tensor  # dL_out/dω, [K]
+    direct: torch.Tensor  # ∂L_out/∂ω with θ' held fixed (the first-order part), [K]
+    outer_loss: torch.Tensor  # L_out at θ'(ω), a scalar
+
+
+def _params(model: torch.nn.Module) -> Params:
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def unrolled(students: Sequence[torch.nn.Module], lr: float) -> list[Params]:
+    """θ' = θ − lr·∇θ from each parameter's current ``.grad`` (missing gradients count as 0)."""
+    return [{name: (p.detach() - lr * p.grad.detach()) if p.grad is not None else p.detach()
+             for name, p in s.named_parameters()} for s in students]
+
+
+def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[Params],
+                        inputs: Sequence[torch.Tensor], temperature: float,
+                        method: str = "exact", eps: float = 1e-3) -> torch.Tensor:
+    """D[i, j] = ⟨v_i, ∇_θi mean_tokens KL(p_j ‖ p_i)⟩ over the training ``inputs``.
+
+    ``exact``: a JVP of each student's logits along v_i. ``fd``: the central difference
+    [KL(p_j ‖ p_i(θ_i + εv_i)) − KL(p_j ‖ p_i(θ_i − εv_i))] / 2ε with ε scaled to v_i's norm.
+    Peers stay at θ, as the detached targets of the inner loss do. Inputs are weighted by
+    their token counts, matching a loss averaged over all tokens of the step.
+    """
+    k = len(students)
+    dtype = torch.promote_types(next(students[0].parameters()).dtype, torch.float32)
+    total = torch.zeros(k, k, dtype=dtype, device=inputs[0].device)
+    n_tokens = sum(x.numel() for x in inputs)
+    params = [_params(s) for s in students]
+    for x in inputs:
+        with torch.no_grad():
+            p = torch.stack([F.softmax(s(x).to(dtype) / temperature, -1) for s in students])
+        for i, (s, theta, v) in enumerate(zip(students, params, tangents, strict=True)):
+            def logits(prm: Params, s=s) -> torch.Tensor:
+                return functional_call(s, prm, (x,)).to(dtype) / temperature
+
+            if method == "exact":
+                with sdpa_kernel(SDPBackend.MATH):  # fused attention has no forward-mode AD
+                    _, dz = jvp(logits, (theta,), (v,))
+                total[i] += _pair_dots(p, i, dz)
+            elif method == "fd":
+                norm = math.sqrt(sum(float((t.double() ** 2).sum()) for t in v.values()))
+                e = eps / max(norm, 1e-12)
+                with torch.no_grad():
+                    plus = {n: theta[n] + e * v[n] for n in theta}
+                    minus = {n: theta[n] - e * v[n] for n in theta}
+                    lp = F.log_softmax(logits(plus), -1)
+                    lm = F.log_softmax(logits(minus), -1)
+                # KL(p_j || p_i) differs between ± only through −Σ p_j log p_i
+                total[i] += -(p * (lp - lm)).sum(-1).flatten(1).sum(1) / (2 * e)
+            else:
+                raise ValueError(f"unknown method {method!r}")
+    return total / n_tokens
+
+
+def _pair_dots(p: torch.Tensor, i: int, dz: torch.Tensor) -> torch.Tensor:
+    """[K] vector over j of Σ_tokens ⟨p_i − p_j, dz_i⟩, with dz_i the JVP of z_i / T."""
+    dz = dz.reshape(-1, dz.shape[-1])
+    p = p.reshape(p.shape[0], -1, p.shape[-1])
+    dots = torch.einsum("knv,nv->k", p, dz)  # Σ_tokens ⟨p_j, dz_i⟩ for every j
+    return dots[i] - dots
+
+
+def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
+                  inputs: Sequence[torch.Tensor], x_out: torch.Tensor, y_out: torch.Tensor, *,
+                  lr: float, alpha: float, temperature: float, variant: str = "exact",
+                  objective: str = "ensemble", eps: float = 1e-3) -> Hypergradient:
+    """dL_out/dω through one unrolled inner step (see the module docstring).
+
+    Reads the inner step's gradients from the students' ``.grad`` (call it after the inner
+    backward pass and before the optimiser step); ``inputs`` are the training inputs that
+    gradient was computed on; (x_out, y_out) is the held-out batch. Changes nothing.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown hypergradient variant {variant!r}; choose from {VARIANTS}")
+    theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unrolled(students, lr)]
+    w = omega.detach().clone().requires_grad_()
+    out_logits = [functional_call(s, prm, (x_out,)).flatten(0, -2)
+                  for s, prm in zip(students, theta_new, strict=True)]
+    loss = outer_loss(out_logits, y_out.flatten(), w, objective)
+    flat = [t for prm in theta_new for t in prm.values()]
+    grads = torch.autograd.grad(loss, [w, *flat], allow_unused=True)
+    direct = grads[0]
+    if variant == "first-order" or alpha == 0 or len(students) == 1:
+        return Hypergradient(direct, direct, loss.detach())
+    it = iter(grads[1:])
+    tangents = [{n: (g if g is not None else torch.zeros_like(t))
+                 for (n, t), g in zip(prm.items(), it, strict=False)} for prm in theta_new]
+    d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps)
+    w2 = omega.detach().clone().requires_grad_()
+    (second,) = torch.autograd.grad((peer_weights(w2) * d.to(w2.dtype)).sum(), [w2])
+    grad = direct - lr * alpha * temperature**2 * second
+    return Hypergradient(grad, direct, loss.detach())
+
+
+def hypergradient_nested(students: Sequence[torch.nn.Module], omega: torch.Tensor,
+                         x: torch.Tensor, y: torch.Tensor, x_out: torch.Tensor,
+                         y_out: torch.Tensor, *, lr: float, alpha: float, temperature: float,
+                         objective: str = "ensemble", fused: bool = True,
+                         inner_loss: Callable | None = None) -> torch.Tensor:
+    """The plain reference: dL_out/dω by nested ``torch.func.grad`` through the inner loss
+    (the same :func:`~minidml.losses.mutual_loss` training uses, fused or not)."""
+    params = [_params(s) for s in students]
+
+    def inner(prms: list[Params], w: torch.Tensor) -> torch.Tensor:
+        logits = [functional_call(s, p, (x,)).flatten(0, -2)
+                  for s, p in zip(students, prms, strict=True)]
+        return mutual_loss(logits, y.flatten(), w, alpha, temperature, fused=fused).total
+
+    def outer(w: torch.Tensor) -> torch.Tensor:
+        g = torch.func.grad(inner_loss or inner)(params, w)
+        new = [{n: p[n] - lr * gp[n] for n in p} for p, gp in zip(params, g, strict=True)]
+        logits = [functional_call(s, p, (x_out,)).flatten(0, -2)
+                  for s, p in zip(students, new, strict=True)]
+        return outer_loss(logits, y_out.flatten(), w, objective)
+
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.func.grad(outer)(omega.detach())

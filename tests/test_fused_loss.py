@@ -1,0 +1,134 @@
+"""The fused mutual loss against the plain reference: values, gradients, dtypes, gradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minidml.losses import fused_mutual_losses, mutual_kl_reference, mutual_loss
+
+
+def problem(k: int, n: int, v: int, dtype=torch.float32, seed: int = 0, zeros: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = [(3 * torch.randn(n, v, generator=g)).to(dtype).requires_grad_() for _ in range(k)]
+    omega = torch.rand(k, generator=g, dtype=torch.float64) + 0.1
+    omega[:zeros] = 0.0  # weights including zeros
+    omega = (omega / omega.sum()).to(torch.float32)
+    targets = torch.randint(0, v, (n,), generator=g)
+    return logits, omega, targets
+
+
+def reference(logits, omega, targets, temperature):
+    dtype = torch.promote_types(logits[0].dtype, torch.float32)
+    ce = torch.stack([F.cross_entropy(z.to(dtype), targets) for z in logits])
+    return ce, mutual_kl_reference(logits, omega, temperature)
+
+
+def close_to(actual: torch.Tensor, truth: torch.Tensor, rtol: float) -> None:
+    """Relative error ``rtol`` measured against the tensor's scale (its largest entry)."""
+    scale = truth.abs().max().item()
+    torch.testing.assert_close(actual.double(), truth, rtol=rtol, atol=rtol * scale + 1e-7)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_values_and_gradients_match_the_reference_fp32(k, temperature):
+    """fp32 fused against the float64 reference: values and gradients (logits and ω)."""
+    logits, omega, y = problem(k, n=67, v=131, seed=k, zeros=1 if k > 2 else 0)
+    omega.requires_grad_()
+    # a loss that is not the last operation: arbitrary upstream gradients for every output
+    g_ce, g_kl = torch.randn(k), torch.randn(k)
+    fused = fused_mutual_losses(logits, y, omega, temperature, chunk_rows=16)
+    ref64 = [z.detach().double().requires_grad_() for z in logits]
+    omega64 = omega.detach().double().requires_grad_()
+    ref = reference(ref64, omega64, y, temperature)
+    for a, b in zip(fused, ref, strict=True):
+        assert a.dtype == torch.float32
+        close_to(a, b.detach(), 1e-5)
+    got = torch.autograd.grad((fused[0] * g_ce).sum() + (fused[1] * g_kl).sum(), [*logits, omega])
+    want = torch.autograd.grad((ref[0] * g_ce.double()).sum() + (ref[1] * g_kl.double()).sum(),
+                               [*ref64, omega64])
+    for a, b in zip(got, want, strict=True):
+        close_to(a, b, 1e-5)
+
+
+def test_chunking_does_not_change_the_result():
+    logits, omega, y = problem(4, n=50, v=37)
+    whole = fused_mutual_losses(logits, y, omega, 1.5, chunk_rows=50)
+    for rows in (1, 7, 13):
+        for a, b in zip(whole, fused_mutual_losses(logits, y, omega, 1.5, chunk_rows=rows),
+                        strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_is_p_minus_peer_mixture_over_t():
+    k, n, v, t = 3, 5, 7, 2.0
+    logits, omega, y = problem(k, n, v, dtype=torch.float64)
+    _, kl = fused_mutual_losses(logits, y, omega.double(), t)
+    grads = torch.autograd.grad(kl.sum(), logits)
+    p = [F.softmax(z.detach() / t, -1) for z in logits]
+    w = omega.double()
+    for i in range(k):
+        peers = [j for j in range(k) if j != i]
+        q = sum(w[j] * p[j] for j in peers) / sum(w[j] for j in peers)
+        torch.testing.assert_close(grads[i], (p[i] - q) / t / n)
+
+
+def test_bf16_inputs_accumulate_in_fp32():
+    logits, omega, y = problem(4, n=64, v=200, dtype=torch.bfloat16)
+    fused = fused_mutual_losses(logits, y, omega, 2.0)
+    assert all(t.dtype == torch.float32 for t in fused)
+    ref = reference([z.float() for z in logits], omega, y, 2.0)
+    for a, b in zip(fused, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(fused[1].sum() + fused[0].sum(), logits)
+    ref_logits = [z.detach().float().requires_grad_() for z in logits]
+    ref = reference(ref_logits, omega, y, 2.0)
+    want = torch.autograd.grad(ref[1].sum() + ref[0].sum(), ref_logits)
+    for a, b in zip(grads, want, strict=True):
+        assert a.dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-4)
+
+
+@pytest.mark.parametrize("i", [0, 2])
+def test_gradcheck_and_gradgradcheck_float64(i):
+    """Peers are constants of student i's loss, so check student i's outputs w.r.t. its own
+    logits and ω (the finite differences then see exactly what the gradient claims)."""
+    logits, omega, y = problem(3, n=9, v=11, dtype=torch.float64, seed=3)
+    others = [z.detach() for z in logits]
+    w = omega.double().requires_grad_()
+
+    def f(zi, w):
+        zs = list(others)
+        zs[i] = zi
+        ce, kl = fused_mutual_losses(zs, y, w, 1.7, chunk_rows=4)
+        return ce[i], kl[i]
+
+    zi = others[i].clone().requires_grad_()
+    assert torch.autograd.gradcheck(f, (zi, w))
+    assert torch.autograd.gradgradcheck(f, (zi, w))
+
+
+def test_mutual_loss_fused_equals_reference_and_combines_terms():
+    logits, omega, y = problem(3, n=40, v=29)
+    a = mutual_loss(logits, y, omega, alpha=0.3, temperature=2.0, fused=True)
+    b = mutual_loss(logits, y, omega, alpha=0.3, temperature=2.0, fused=False)
+    for x, z in zip(a, b, strict=True):
+        torch.testing.assert_close(x, z, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.loss, 0.7 * a.ce + 0.3 * 4.0 * a.kl)
+    torch.testing.assert_close(a.total, a.loss.sum())
+
+
+def test_torch_func_can_transform_the_fused_loss():
+    logits, omega, y = problem(3, n=12, v=17, dtype=torch.float64)
+    zs = [z.detach() for z in logits]
+
+    def kl_sum(w):
+        return fused_mutual_losses(zs, y, w, 1.3)[1].sum()
+
+    def kl_sum_ref(w):
+        return mutual_kl_reference(zs, w, 1.3).sum()
+
+    w = omega.double()
+    torch.testing.assert_close(torch.func.grad(kl_sum)(w), torch.func.grad(kl_sum_ref)(w))

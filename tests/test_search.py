@@ -1,0 +1,319 @@
+"""Student architecture search: targets, tolerance, diversity, limits and exactness."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+import time
+
+import pytest
+
+from minidml import search as S
+from minidml.errors import MinidmlError
+from minidml.model import Student, StudentConfig
+
+M = 1_000_000
+TYPICAL = [(v, b, k) for v in (16384, 8192) for b in (5 * M, 20 * M, 100 * M) for k in range(2, 9)]
+
+
+def _plan_or_none(vocab: int, budget: int, k: int, scheme: str = "harmonic"):
+    """The plan, or None where the budget is below the minimum (checked to raise properly)."""
+    if budget < S.min_budget(k, vocab, scheme):
+        with pytest.raises(MinidmlError, match="--budget"):
+            S.plan(budget, k, vocab, scheme=scheme)
+        return None
+    return S.plan(budget, k, vocab, scheme=scheme)
+
+
+@functools.lru_cache(maxsize=4)
+def _independent_grid(vocab: int) -> dict[tuple[int, int], int]:
+    """(layers, width) -> parameters for the default grid, counted here without search.py."""
+    return {(n, w): StudentConfig(vocab_size=vocab, n_layers=n, d_model=w,
+                                  n_heads=w // 32).n_params
+            for n in range(1, 33) for w in range(64, 2049, 32)}
+
+
+def _all_within_possible(targets: list[int], vocab: int, tol: float = 0.02) -> bool:
+    """Whether distinct grid shapes within ``tol`` of every target exist (Kuhn's matching)."""
+    grid = _independent_grid(vocab)
+    options = [[pair for pair, n in grid.items() if abs(n - t) <= tol * t] for t in targets]
+    owner: dict[tuple[int, int], int] = {}
+
+    def augment(i: int, seen: set) -> bool:
+        for pair in options[i]:
+            if pair not in seen:
+                seen.add(pair)
+                if pair not in owner or augment(owner[pair], seen):
+                    owner[pair] = i
+                    return True
+        return False
+
+    return all(augment(i, set()) for i in range(len(targets)))
+
+
+def _zigzag(aspects: list[float]) -> bool:
+    return all(aspects[i] < aspects[i + 1] if i % 2 == 0 else aspects[i] > aspects[i + 1]
+               for i in range(len(aspects) - 1))
+
+
+# ----------------------------------------------------------------------------- targets
+def test_targets_harmonic_and_equal():
+    assert S.targets(20 * M, 4) == [10 * M, 6_666_667, 5 * M, 4 * M]
+    assert S.targets(20 * M, 4, "harmonic") == [round(20 * M / (i + 2)) for i in range(4)]
+    assert S.targets(20 * M, 4, "equal") == [5 * M] * 4
+    assert S.targets(20 * M, 1) == [10 * M]
+    assert S.targets(21 * M, 3, "equal") == [7 * M] * 3
+
+
+@pytest.mark.parametrize("args", [(20 * M, 0), (0, 4), (20 * M, 4, "zipf"), (2.5, 2)])
+def test_targets_rejects_bad_input(args):
+    with pytest.raises(MinidmlError):
+        S.targets(*args)
+
+
+# ----------------------------------------------------------------------------- counts
+@pytest.mark.parametrize("text, value", [
+    ("20M", 20_000_000), ("20m", 20_000_000), ("1.5M", 1_500_000), ("20k", 20_000),
+    ("2B", 2_000_000_000), ("3G", 3_000_000_000), ("1.001k", 1001), ("0.5k", 500),
+    (".5M", 500_000), ("20_000_000", 20_000_000), (" 5000 ", 5000), ("7", 7), (7, 7),
+    ("4.35k", 4350),
+])
+def test_parse_count(text, value):
+    assert S.parse_count(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.5", "-5M", "0", "0k", "1.0005k", "5X", "1e6",
+                                  "1__0", "20M!", "M", True, 0])
+def test_parse_count_rejects(text):
+    with pytest.raises(MinidmlError, match=r"^--budget "):
+        S.parse_count(text)
+    with pytest.raises(MinidmlError, match=r"^--targets "):
+        S.parse_count(text, option="--targets")
+
+
+def test_format_count():
+    assert S.format_count(20 * M) == "20M"
+    assert S.format_count(1_500_000) == "1.5M"
+    assert S.format_count(5_600_000) == "5.6M"
+    assert S.format_count(2_000_000_000) == "2B"
+    assert S.format_count(999) == "999"
+    for n in (5_600_000, 1_110_000, 20_000, 3 * 10**9):
+        assert S.parse_count(S.format_count(n)) == n
+
+
+# ----------------------------------------------------------------------------- search
+@pytest.mark.parametrize("vocab, budget, k", TYPICAL)
+def test_typical_budgets_hit_targets_with_distinct_shapes(vocab, budget, k):
+    cands = _plan_or_none(vocab, budget, k)
+    if cands is None:
+        return
+    goals = S.targets(budget, k)
+    assert [c.target for c in cands] == goals
+    pairs = [(c.shape.n_layers, c.shape.d_model) for c in cands]
+    assert len(set(pairs)) == k, pairs
+    possible = _all_within_possible(goals, vocab)
+    if budget >= 20 * M:
+        assert possible  # so the check below is not vacuous where it matters
+    within = [abs(c.error) <= 0.02 for c in cands]
+    assert all(within) == possible, [f"{c.error:+.2%}" for c in cands]
+    for c in cands:
+        assert c.n_params == StudentConfig.from_shape(c.shape, vocab, 256).n_params
+        assert c.error == (c.n_params - c.target) / c.target
+        assert 1 <= c.shape.n_layers <= 32 and 64 <= c.shape.d_model <= 2048
+        assert c.shape.d_model % 32 == 0 and c.shape.mlp_ratio == 8 / 3
+        assert c.shape.d_model % c.shape.n_heads == 0
+        assert c.shape.d_model // c.shape.n_heads in (32, 64)
+
+
+def test_almost_every_typical_case_is_within_tolerance():
+    """The grid is dense enough: out of the typical cases that fit, at most a couple at the
+    small-budget edge (8192 × 5M, K = 6 or 7) cannot put every student within 2%."""
+    misses = []
+    for vocab, budget, k in TYPICAL:
+        if budget >= S.min_budget(k, vocab) and max(
+                abs(c.error) for c in S.plan(budget, k, vocab)) > 0.02:
+            misses.append((vocab, budget, k))
+    assert set(misses) <= {(8192, 5 * M, 6), (8192, 5 * M, 7)}, misses
+
+
+@pytest.mark.parametrize("scheme", ["harmonic", "equal"])
+def test_shapes_alternate_deep_narrow_and_shallow_wide(scheme):
+    """Where the budget is not at its minimum edge (>= 2 × min_budget), aspects zigzag:
+    aspect[0] < aspect[1] > aspect[2] < ..., and roles alternate by index."""
+    checked = 0
+    for vocab, budget, k in TYPICAL:
+        if budget < 2 * S.min_budget(k, vocab, scheme):
+            continue
+        cands = S.plan(budget, k, vocab, scheme=scheme)
+        aspects = [c.aspect for c in cands]
+        assert aspects == [c.shape.d_model / c.shape.n_layers for c in cands]
+        assert _zigzag(aspects), (vocab, budget, k, [f"{a:.1f}" for a in aspects])
+        assert [c.role for c in cands] == [S.DEEP_NARROW, S.SHALLOW_WIDE] * (k // 2) + (
+            [S.DEEP_NARROW] if k % 2 else [])
+        checked += 1
+    assert checked >= 25
+
+
+def test_roles_are_extremes_and_spread():
+    """20M, K = 4, vocab 16384: the deep-narrow students are the deepest within 2% of their
+    targets (with aspect >= 4) and the shallow-wide ones the shallowest-widest (aspect <= 256)."""
+    cands = S.plan(20 * M, 4, 16384)
+    grid = _independent_grid(16384)
+    for c in cands:
+        pool = [w / n for (n, w), p in grid.items()
+                if abs(p - c.target) <= 0.02 * c.target and 4 <= w / n <= 256]
+        best = min(pool) if c.role == S.DEEP_NARROW else max(pool)
+        assert c.aspect == best
+    deep = [c.aspect for c in cands if c.role == S.DEEP_NARROW]
+    wide = [c.aspect for c in cands if c.role == S.SHALLOW_WIDE]
+    assert max(deep) * 4 < min(wide)
+
+
+def test_aspect_range_is_respected_where_possible():
+    cands = S.plan(100 * M, 4, 16384, aspect_range=(8, 128))
+    assert all(8 <= c.aspect <= 128 for c in cands)
+    assert all(abs(c.error) <= 0.02 for c in cands)
+    free = S.plan(100 * M, 4, 16384, aspect_range=None)
+    assert min(c.aspect for c in free) <= min(c.aspect for c in cands)
+    assert max(c.aspect for c in free) > 128
+
+
+def test_deterministic():
+    first = S.plan(20 * M, 8, 16384)
+    assert S.plan(20 * M, 8, 16384) == first
+    S._grid.cache_clear()
+    assert S.plan(20 * M, 8, 16384) == first
+    reordered = S.plan(20 * M, 8, 16384, layers=reversed(range(1, 33)),
+                       widths=sorted(range(64, 2049, 32), reverse=True), head_dims=(64, 32))
+    assert reordered == first
+
+
+def test_no_model_is_built(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("search must not build a model")
+
+    monkeypatch.setattr(Student, "__init__", refuse)
+    S._grid.cache_clear()
+    assert len(S.plan(20 * M, 4, 16384)) == 4
+
+
+@pytest.mark.parametrize("vocab, budget, k", [(8192, 5 * M, 3), (16384, 20 * M, 4),
+                                              (16384, 5 * M, 2)])
+def test_n_params_matches_a_built_student(vocab, budget, k):
+    for c in S.plan(budget, k, vocab):
+        model = Student(StudentConfig.from_shape(c.shape, vocab, context=8))
+        assert c.n_params == sum(p.numel() for p in model.parameters())
+
+
+def test_budget_too_small_names_budget_and_a_minimum():
+    with pytest.raises(MinidmlError) as info:
+        S.plan(4 * M, 4, 16384)
+    msg = str(info.value)
+    assert msg.startswith("--budget 4M") and "\n" not in msg
+    assert "--budget 5.6M or more" in msg
+    assert S.min_budget(4, 16384) == 5_600_000
+    assert len(S.plan(S.min_budget(4, 16384), 4, 16384)) == 4
+    for k in (1, 3, 8):
+        for scheme in S.SCHEMES:
+            assert len(S.plan(S.min_budget(k, 8192, scheme), k, 8192, scheme=scheme)) == k
+    with pytest.raises(MinidmlError, match=r"--budget.*1\.11M") as info:
+        S.search([500_000], 16384)
+    assert "\n" not in str(info.value)
+
+
+def test_budget_too_large_raises():
+    with pytest.raises(MinidmlError, match="--budget too large"):
+        S.search([5_000_000_000], 16384)
+    with pytest.raises(MinidmlError, match="--budget too large"):
+        S.plan(100 * M, 2, 16384, layers=range(1, 5), widths=range(64, 257, 32))
+
+
+def test_explicit_targets():
+    goals = [12 * M, 3 * M, 7 * M]
+    cands = S.search(goals, 16384)
+    assert [c.target for c in cands] == goals
+    assert all(abs(c.error) <= 0.02 for c in cands)
+    assert len({(c.shape.n_layers, c.shape.d_model) for c in cands}) == 3
+    assert [c.role for c in cands] == [S.DEEP_NARROW, S.SHALLOW_WIDE, S.DEEP_NARROW]
+
+
+def test_unreachable_tolerance_reports_error_or_raises_when_strict():
+    goals = [1_200_000] * 8  # vocab 16384: only a handful of shapes are this small
+    cands = S.search(goals, 16384)
+    assert len({(c.shape.n_layers, c.shape.d_model) for c in cands}) == 8
+    assert any(abs(c.error) > 0.02 for c in cands)
+    assert sum(abs(c.error) <= 0.02 for c in cands) >= 1
+    with pytest.raises(MinidmlError, match="no shape within 2.0%"):
+        S.search(goals, 16384, strict=True)
+
+
+def test_custom_grid_limits_and_heads():
+    cands = S.plan(20 * M, 4, 8192, layers=range(2, 13), widths=range(128, 1025, 64),
+                   head_dims=(16, 32, 64, 128), mlp_ratios=(2.0, 8 / 3, 3.0, 4.0))
+    for c in cands:
+        assert 2 <= c.shape.n_layers <= 12 and c.shape.d_model % 64 == 0
+        assert c.shape.n_heads == S.heads_for(c.shape.d_model, (16, 32, 64, 128)) >= 2
+        assert c.shape.d_model // c.shape.n_heads in (64, 128)
+        assert c.shape.mlp_ratio in (2.0, 8 / 3, 3.0, 4.0)
+        assert abs(c.error) <= 0.02
+
+
+def test_heads_for():
+    assert S.heads_for(64) == 2  # head size 32: two heads rather than one of 64
+    assert S.heads_for(96) == 3
+    assert S.heads_for(128) == 2
+    assert S.heads_for(288) == 9
+    assert S.heads_for(2048) == 32
+    assert S.heads_for(80) is None
+    assert S.heads_for(64, (64,)) == 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(head_dims=(33,)), dict(layers=[]), dict(layers=[0]),
+                                    dict(mlp_ratios=(0.0,)), dict(tolerance=1.5),
+                                    dict(aspect_range=(10, 5)), dict(widths=[80, 112]),
+                                    dict(mlp_ratios=("x",)), dict(layers=[True])])
+def test_bad_grid_arguments_raise(kwargs):
+    with pytest.raises(MinidmlError):
+        S.search([5 * M], 16384, **kwargs)
+
+
+def test_candidate_to_dict_round_trips_the_shape():
+    c = S.plan(20 * M, 2, 16384)[1]
+    d = c.to_dict()
+    assert S.Shape(d["n_layers"], d["d_model"], d["n_heads"], d["mlp_ratio"]) == c.shape
+    assert (d["n_params"], d["target"], d["error"], d["role"]) == (
+        c.n_params, c.target, c.error, S.SHALLOW_WIDE)
+
+
+def test_format_table():
+    cands = S.plan(20 * M, 4, 16384)
+    lines = S.format_table(cands).splitlines()
+    assert lines[0].split() == ["student", "layers", "width", "heads", "mlp", "params",
+                                "target", "error", "kind"]
+    assert len(lines) == 2 + len(cands)
+    for i, (line, c) in enumerate(zip(lines[2:], cands, strict=True)):
+        cells = line.split()
+        assert cells[:4] == [str(i), str(c.shape.n_layers), str(c.shape.d_model),
+                             str(c.shape.n_heads)]
+        assert cells[5:9] == [f"{c.n_params:,}", f"{c.target:,}", f"{c.error:+.2%}", c.role]
+
+
+def test_assignment_is_optimal():
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 4)
+        m = rng.randint(n, 6)
+        cost = [[rng.randint(0, 9) for _ in range(m)] for _ in range(n)]
+        got = S._assign(cost)
+        assert len(set(got)) == n
+        best = min(sum(cost[i][p[i]] for i in range(n))
+                   for p in itertools.permutations(range(m), n))
+        assert sum(cost[i][got[i]] for i in range(n)) == best
+
+
+def test_fast():
+    S._grid.cache_clear()
+    start = time.perf_counter()
+    S.plan(100 * M, 8, 16384)
+    assert time.perf_counter() - start < 1.0
