@@ -97,29 +97,33 @@ def unrolled(students: Sequence[torch.nn.Module], lr: float) -> list[Params]:
 
 def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[Params],
                         inputs: Sequence[torch.Tensor], temperature: float,
-                        method: str = "exact", eps: float = 1e-3) -> torch.Tensor:
+                        method: str = "exact", eps: float = 1e-3,
+                        logits: Sequence[Sequence[torch.Tensor]] | None = None) -> torch.Tensor:
     """D[i, j] = ⟨v_i, ∇_θi mean_tokens KL(p_j ‖ p_i)⟩ over the training ``inputs``.
 
     ``exact``: a JVP of each student's logits along v_i. ``fd``: the central difference
     [KL(p_j ‖ p_i(θ_i + εv_i)) − KL(p_j ‖ p_i(θ_i − εv_i))] / 2ε with ε scaled to v_i's norm.
     Peers stay at θ, as the detached targets of the inner loss do. Inputs are weighted by
-    their token counts, matching a loss averaged over all tokens of the step.
+    their token counts, matching a loss averaged over all tokens of the step. ``logits``, the
+    students' logits at θ on each input if the caller has them, saves a forward pass.
     """
     k = len(students)
     dtype = torch.promote_types(next(students[0].parameters()).dtype, torch.float32)
     total = torch.zeros(k, k, dtype=dtype, device=inputs[0].device)
     n_tokens = sum(x.numel() for x in inputs)
     params = [_params(s) for s in students]
-    for x in inputs:
+    for n, x in enumerate(inputs):
         with torch.no_grad():
-            p = torch.stack([F.softmax(s(x).to(dtype) / temperature, -1) for s in students])
+            zs = logits[n] if logits is not None else [s(x) for s in students]
+            p = torch.stack([F.softmax(z.to(dtype).view(*x.shape, -1) / temperature, -1)
+                             for z in zs])
         for i, (s, theta, v) in enumerate(zip(students, params, tangents, strict=True)):
-            def logits(prm: Params, s=s) -> torch.Tensor:
+            def scaled(prm: Params, s=s) -> torch.Tensor:
                 return functional_call(s, prm, (x,)).to(dtype) / temperature
 
             if method == "exact":
                 with sdpa_kernel(SDPBackend.MATH):  # fused attention has no forward-mode AD
-                    _, dz = jvp(logits, (theta,), (v,))
+                    _, dz = jvp(scaled, (theta,), (v,))
                 total[i] += _pair_dots(p, i, dz)
             elif method == "fd":
                 norm = math.sqrt(sum(float((t.double() ** 2).sum()) for t in v.values()))
@@ -127,8 +131,8 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
                 with torch.no_grad():
                     plus = {n: theta[n] + e * v[n] for n in theta}
                     minus = {n: theta[n] - e * v[n] for n in theta}
-                    lp = F.log_softmax(logits(plus), -1)
-                    lm = F.log_softmax(logits(minus), -1)
+                    lp = F.log_softmax(scaled(plus), -1)
+                    lm = F.log_softmax(scaled(minus), -1)
                 # KL(p_j || p_i) differs between ± only through −Σ p_j log p_i
                 total[i] += -(p * (lp - lm)).sum(-1).flatten(1).sum(1) / (2 * e)
             else:
@@ -147,12 +151,14 @@ def _pair_dots(p: torch.Tensor, i: int, dz: torch.Tensor) -> torch.Tensor:
 def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
                   inputs: Sequence[torch.Tensor], x_out: torch.Tensor, y_out: torch.Tensor, *,
                   lr: float, alpha: float, temperature: float, variant: str = "exact",
-                  objective: str = "ensemble", eps: float = 1e-3) -> Hypergradient:
+                  objective: str = "ensemble", eps: float = 1e-3,
+                  logits: Sequence[Sequence[torch.Tensor]] | None = None) -> Hypergradient:
     """dL_out/dω through one unrolled inner step (see the module docstring).
 
     Reads the inner step's gradients from the students' ``.grad`` (call it after the inner
     backward pass and before the optimiser step); ``inputs`` are the training inputs that
-    gradient was computed on; (x_out, y_out) is the held-out batch. Changes nothing.
+    gradient was computed on, and ``logits`` optionally the students' (detached) logits on
+    them; (x_out, y_out) is the held-out batch. Changes nothing.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown hypergradient variant {variant!r}; choose from {VARIANTS}")
@@ -169,7 +175,7 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
     it = iter(grads[1:])
     tangents = [{n: (g if g is not None else torch.zeros_like(t))
                  for (n, t), g in zip(prm.items(), it, strict=False)} for prm in theta_new]
-    d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps)
+    d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps, logits)
     w2 = omega.detach().clone().requires_grad_()
     (second,) = torch.autograd.grad((peer_weights(w2) * d.to(w2.dtype)).sum(), [w2])
     grad = direct - lr * alpha * temperature**2 * second

@@ -8,7 +8,6 @@ see one for an unexpected internal error).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,18 @@ from click.core import ParameterSource
 from . import __version__
 from .errors import MinidmlError
 
-_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-
-
 class Count(click.ParamType):
     """A positive whole number, with an optional k/M/B suffix: ``20M``, ``1.5k``."""
 
     name = "count"
 
     def convert(self, value: Any, param, ctx) -> int:
-        if isinstance(value, int):
-            n = value
-        else:
-            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbBgG]?)\s*", str(value))
-            if not m:
-                self.fail(f"{value!r} is not a count like 5000, 20k or 1.5M", param, ctx)
-            n = int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
-        if n < 1:
-            self.fail(f"{value!r} must be at least 1", param, ctx)
-        return n
+        from .search import parse_count
+
+        try:
+            return parse_count(value, param.opts[0] if param is not None else "count")
+        except MinidmlError as e:
+            self.fail(str(e), param, ctx)
 
 
 class IntList(click.ParamType):
@@ -101,6 +93,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "precision": "precision", "seed": "seed", "encoding_errors": "encoding_errors",
     "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
+    "budget": "budget",
     "outer_objective": "outer_objective",
 }
 
@@ -114,6 +107,8 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--width", type=IntList(), help="Model width, one value or one per student.")
 @click.option("--heads", type=IntList(), help="Attention heads, one value or one per student.")
 @click.option("--mlp-ratio", type=POSITIVE_FLOAT, help="SwiGLU hidden size / width.")
+@click.option("--budget", type=Count(),
+              help="Total parameter budget N: search K diverse shapes for N/2, N/3, ...")
 @click.option("--mode", type=click.Choice(["single", "dml", "wml"]),
               help="single: independent students; dml: equal fixed peer weights; wml (default): "
                    "peer weights learned by bi-level optimisation.")
@@ -173,6 +168,9 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
         given.setdefault("tokens", None)
     if "tokens" in given and "steps" not in given:
         given["steps"] = None
+    if given.get("budget") and (layers or width or heads):
+        raise MinidmlError("--budget searches the shapes: drop --layers/--width/--heads, or "
+                           "drop --budget")
     shapes = _student_shapes(k, layers, width, heads, mlp_ratio, base.students)
     if shapes is not None:
         given["students"] = shapes
@@ -188,6 +186,35 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
         click.echo(f"student {i}: validation loss {loss:.3f}")
     click.echo(f"trained {len(run.students)} student(s) for {run.step} steps: {run.path}")
     click.echo(f"next: minidml generate {run.path} --prompt 'The'")
+
+
+# ----------------------------------------------------------------------------- search
+@cli.command()
+@click.option("--budget", type=Count(), help="Total parameters N, e.g. 20M.")
+@click.option("--students", "k", default=4, show_default=True, type=POSITIVE)
+@click.option("--targets", help="Explicit per-student targets instead, e.g. 10M,5M,3M.")
+@click.option("--scheme", type=click.Choice(["harmonic", "equal"]), default="harmonic",
+              show_default=True, help="harmonic: N/2, N/3, ...; equal: N/K each.")
+@click.option("--vocab-size", type=click.IntRange(min=300), default=16384, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_size: int,
+           as_json: bool) -> None:
+    """Choose K diverse student shapes that hit parameter targets (no model is built)."""
+    import json
+
+    from . import search as student_search
+
+    if (budget is None) == (targets is None):
+        raise MinidmlError("search: give --budget N or --targets N1,N2,... (one of them)")
+    if targets is not None:
+        goals = [student_search.parse_count(t, "--targets") for t in targets.split(",")]
+        found = student_search.search(goals, vocab_size)
+    else:
+        found = student_search.plan(budget, k, vocab_size, scheme=scheme)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in found], indent=2))
+    else:
+        click.echo(student_search.format_table(found))
 
 
 # ----------------------------------------------------------------------------- demo

@@ -31,6 +31,10 @@ class TrainConfig:
 
     # students: one Shape each; len(students) is K
     students: tuple[Shape, ...] = (Shape(4, 256, 4),) * 4
+    # or a parameter budget N: K = len(students) shapes are searched (minidml.search) once the
+    # vocabulary is known, with targets N/2, N/3, ... (harmonic) or N/K each (equal)
+    budget: int | None = None
+    budget_scheme: str = "harmonic"
     mode: str = "wml"  # single: independent (α = 0); dml: fixed equal ω; wml: learned ω
     alpha: float = 0.5  # weight of the mutual KL against the cross-entropy
     temperature: float = 1.0
@@ -85,7 +89,7 @@ class TrainConfig:
                     "eval_tokens", "save_every", "warmup_steps"):
             if getattr(self, key) < (0 if key == "warmup_steps" else 1):
                 raise bad(key, "must be a positive integer")
-        for key in ("steps", "tokens", "vocab_size", "outer_batch_size"):
+        for key in ("steps", "tokens", "vocab_size", "outer_batch_size", "budget"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(key, "must be a positive integer")
         if self.steps is not None and self.tokens is not None:
@@ -105,12 +109,22 @@ class TrainConfig:
         for key, allowed in (("mode", MODES), ("precision", PRECISIONS),
                              ("hypergrad", HYPERGRADS), ("outer_objective", OUTER_OBJECTIVES),
                              ("outer_lr_schedule", ("constant", "cosine")),
+                             ("budget_scheme", ("harmonic", "equal")),
                              ("tokenizer_type", ("unigram", "bpe")),
                              ("encoding_errors", ("strict", "replace", "ignore"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"choose one of {', '.join(allowed)}")
         if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
             raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
+
+    def resolve_shapes(self, vocab_size: int) -> TrainConfig:
+        """With a ``budget``, the config whose students are the searched shapes; else self."""
+        if self.budget is None:
+            return self
+        from .search import plan
+
+        found = plan(self.budget, self.n_students, vocab_size, scheme=self.budget_scheme)
+        return self.replace(students=tuple(c.shape for c in found))
 
     @property
     def n_students(self) -> int:

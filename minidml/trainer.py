@@ -234,7 +234,8 @@ class Trainer:
         lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
         for s in self.students:
             s.train()
-        parts, inputs = [], []
+        outer = self.learns_omega and (self.step + 1) % cfg.outer_every == 0
+        parts, inputs, kept = [], [], []
         for micro in range(cfg.grad_accum):
             x, y = self.batches.train(self.step * cfg.grad_accum + micro)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -243,9 +244,11 @@ class Trainer:
             losses = mutual_loss(logits, y.flatten(), self.omega, alpha, cfg.temperature)
             (losses.total / cfg.grad_accum).backward()
             parts.append(losses)
-            inputs.append(x)
-        if self.learns_omega and (self.step + 1) % cfg.outer_every == 0:
-            self.outer_step(inputs, lr)
+            if outer:  # the hypergradient reuses this step's inputs and logits
+                inputs.append(x)
+                kept.append([z.detach() for z in logits])
+        if outer:
+            self.outer_step(inputs, kept, lr)
         for model, opt in zip(self.students, self.optimizers, strict=True):
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -260,7 +263,8 @@ class Trainer:
     def learns_omega(self) -> bool:
         return self.config.mode == "wml" and len(self.students) > 1 and self.config.alpha > 0
 
-    def outer_step(self, inputs: list[torch.Tensor], lr: float) -> None:
+    def outer_step(self, inputs: list[torch.Tensor], logits: list[list[torch.Tensor]],
+                   lr: float) -> None:
         """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py)."""
         cfg = self.config
         index = (self.step + 1) // cfg.outer_every - 1
@@ -268,7 +272,8 @@ class Trainer:
                         self.batches.holdout(index, cfg.outer_batch_size))
         hyper = hypergradient(self.students, self.omega, inputs, x_out, y_out, lr=lr,
                               alpha=cfg.alpha, temperature=cfg.temperature,
-                              variant=cfg.hypergrad, objective=cfg.outer_objective)
+                              variant=cfg.hypergrad, objective=cfg.outer_objective,
+                              logits=logits)
         beta = cfg.outer_lr
         if cfg.outer_lr_schedule == "cosine":
             beta *= lr / cfg.lr
@@ -519,8 +524,8 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     if on_start is not None:
         on_start(out_dir)
     trainer.fit()
-    return Run(out_dir, cfg, trainer.tokenizer, trainer.students, trainer.omega, trainer.step,
-               trainer.last_eval)
+    return Run(out_dir, trainer.config, trainer.tokenizer, trainer.students, trainer.omega,
+               trainer.step, trainer.last_eval)
 
 
 def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, progress: bool,
@@ -529,14 +534,16 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     corpus_hash = fingerprint(files)
     if resume:
         meta = read_run_config(out_dir)
+        tokenizer = Tokenizer.load(out_dir / "tokenizer.model")
+        cfg = cfg.resolve_shapes(tokenizer.vocab_size)
         _check_resume_config(meta, cfg, out_dir)
         if meta.get("corpus", {}).get("fingerprint") != corpus_hash:
             raise MinidmlError("--resume: the corpus differs from the one this run was "
                                "trained on; give the same files")
-        tokenizer = Tokenizer.load(out_dir / "tokenizer.model")
     else:
         tokenizer = Tokenizer.train(read_lines(files, cfg.encoding_errors), cfg.vocab_size,
                                     cfg.tokenizer_type, seed=cfg.seed)
+        cfg = cfg.resolve_shapes(tokenizer.vocab_size)
     tokens = tokenize_corpus(files, tokenizer, cache_dir, cfg.encoding_errors, progress)
     batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
                       holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
