@@ -1,0 +1,37 @@
+"""Shared fixtures: the evaluation data directory and a token cache that never touches $HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared evaluation data: ``$MINIDML_DATA_DIR``, else ``../shared/data`` beside the repo.
+
+    Skips when neither is there, but fails when the variable names a missing directory: a
+    misconfigured run must not pass by skipping.
+    """
+    env = os.environ.get("MINIDML_DATA_DIR")
+    if env:
+        path = Path(env)
+        if not path.is_dir():
+            pytest.fail(f"MINIDML_DATA_DIR={env!r} is set but is not a directory", pytrace=False)
+        return path
+    path = REPO_ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"no evaluation data: set MINIDML_DATA_DIR (looked for {path})")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _token_cache(tmp_path_factory):
+    """Point the token cache at a per-session temporary directory for every test."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINIDML_CACHE_DIR", str(tmp_path_factory.mktemp("token-cache")))
+        yield
