@@ -132,7 +132,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--temperature", type=POSITIVE_FLOAT, help="Softmax temperature T (default 1).")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]))
-@click.option("--seed", type=click.IntRange(min=0))
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1))
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
               help="What to do with invalid UTF-8 (default: stop with an error).")
 @click.option("--eval-every", type=POSITIVE)

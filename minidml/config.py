@@ -83,6 +83,8 @@ class TrainConfig:
         def bad(key: str, why: str) -> MinidmlError:
             return MinidmlError(f"--{key.replace('_', '-')} {getattr(self, key)!r}: {why}")
 
+        if not 0 <= self.seed < 2**32:
+            raise bad("seed", "must be between 0 and 2**32 - 1")
         if not self.students:
             raise MinidmlError("--students: need at least one student")
         for key in ("context", "batch_size", "grad_accum", "log_every", "eval_every", "outer_every",
@@ -211,7 +213,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        if ok:
+            try:
+                value = float(value)
+            except OverflowError:
+                raise MinidmlError(f"{where}: {str(value)[:20]}... is too large") from None
     else:
         ok = isinstance(value, hint)
     if not ok:

@@ -35,7 +35,8 @@ def peer_weights(omega: torch.Tensor) -> torch.Tensor:
     k = omega.shape[0]
     off = 1.0 - torch.eye(k, dtype=omega.dtype, device=omega.device)
     w = omega[None, :] * off
-    return w / w.sum(1, keepdim=True).clamp_min(torch.finfo(omega.dtype).tiny)
+    total = w.sum(1, keepdim=True)
+    return w / torch.where(total > 0, total, torch.ones_like(total))  # finite gradients too
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -184,7 +185,7 @@ class MutualLoss(NamedTuple):
     total: torch.Tensor  # Σ_i loss_i: one backward trains every student
     loss: torch.Tensor  # [K] loss of each student
     ce: torch.Tensor  # [K] cross-entropy of each student
-    kl: torch.Tensor  # [K] ω̃-weighted KL of each student to its peers (0 when K = 1)
+    kl: torch.Tensor  # [K] ω̃-weighted KL of each student to its peers (0 when K = 1 or α = 0)
 
 
 def mutual_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: torch.Tensor,
@@ -193,13 +194,16 @@ def mutual_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: to
 
     ``fused=False`` selects the plain reference implementation.
     """
-    if len(logits) == 1 or alpha == 0:
-        ce = torch.stack([F.cross_entropy(z.float(), targets) for z in logits])
+    def cross_entropies() -> torch.Tensor:
+        return torch.stack([F.cross_entropy(z.to(_compute_dtype(z)), targets) for z in logits])
+
+    if len(logits) == 1 or alpha == 0:  # no distillation: the KL is not even computed
+        ce = cross_entropies()
         return MutualLoss(ce.sum(), ce, ce, torch.zeros_like(ce))
     if fused:
         ce, div = fused_mutual_losses(logits, targets, omega, temperature)
     else:
-        ce = torch.stack([F.cross_entropy(z.float(), targets) for z in logits])
+        ce = cross_entropies()
         div = mutual_kl_reference(logits, omega, temperature)
     per_student = (1 - alpha) * ce + alpha * temperature**2 * div
     return MutualLoss(per_student.sum(), per_student, ce, div)

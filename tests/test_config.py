@@ -171,19 +171,12 @@ def test_steps_and_tokens_are_exclusive():
         TrainConfig.from_dict({"steps": 10, "tokens": 1000})
 
 
-@pytest.mark.xfail(strict=True, reason="validate() does not check the seed's range: seed=-1 "
-                   "passes, then sentencepiece's set_random_generator_seed raises TypeError "
-                   "(also for seeds >= 2**32) and np.random.default_rng([seed, ...]) in Batches "
-                   "raises ValueError")
 @pytest.mark.parametrize("seed", [-1, 2**32])
 def test_seed_out_of_range_is_refused(seed):
     with pytest.raises(MinidmlError, match="seed"):
         TrainConfig.from_dict({"seed": seed})
 
 
-@pytest.mark.xfail(strict=True, reason="_coerce calls float(value) on ints for float keys, "
-                   "and an int too large for a float (valid JSON) raises OverflowError "
-                   "instead of MinidmlError")
 def test_int_too_large_for_a_float_is_refused():
     data = json.loads('{"lr": 1' + "0" * 400 + "}")
     with pytest.raises(MinidmlError, match="lr"):

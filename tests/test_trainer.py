@@ -15,7 +15,7 @@ from minidml.data import corpus_files, tokenize_corpus
 from minidml.grammar import write_corpus
 from minidml.trainer import Callback, checkpoints, lr_at
 
-TINY = dict(students=(Shape(2, 64, 2), Shape(1, 96, 4)), context=32, batch_size=16,
+TINY = dict(students=(Shape(2, 64, 2), Shape(1, 96, 4)), mode="dml", context=32, batch_size=16,
             vocab_size=400, warmup_steps=10, log_every=5, eval_every=50, eval_tokens=4096,
             lr=3e-3)
 
@@ -49,7 +49,8 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
 
 @pytest.mark.slow
 def test_two_students_learn_far_below_unigram_entropy(corpus, tmp_path):
-    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=300)
+    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=300, mode="wml",
+                        outer_every=10)
     tokens = tokenize_corpus(corpus_files([corpus]), run.tokenizer)
     h1 = unigram_entropy(np.asarray(tokens))
     records = [json.loads(line) for line in (run.path / "metrics.jsonl").open()]
@@ -62,6 +63,11 @@ def test_two_students_learn_far_below_unigram_entropy(corpus, tmp_path):
     # and training made them better over time
     assert all(b < a for a, b in zip(evals[0]["val_loss"], final["val_loss"], strict=True))
     assert final["val_ppl"][0] == pytest.approx(math.exp(final["val_loss"][0]))
+    # ω was learned: one record per outer step, always a probability vector
+    omegas = [r["omega"] for r in records if r["event"] == "omega"]
+    assert len(omegas) == 30
+    assert all(abs(sum(w) - 1) < 1e-6 and min(w) >= 0 for w in omegas)
+    assert run.omega.tolist() == pytest.approx(omegas[-1])
 
 
 @pytest.mark.slow
@@ -94,7 +100,7 @@ def test_load_reloads_what_training_produced(corpus, tmp_path):
     x = torch.randint(0, loaded.tokenizer.vocab_size, (2, 16))
     for a, b in zip(run.students, loaded.students, strict=True):
         torch.testing.assert_close(a.eval()(x), b(x), rtol=0, atol=0)
-    torch.testing.assert_close(loaded.omega, torch.full((2,), 0.5))
+    torch.testing.assert_close(loaded.omega, run.omega)
     text = loaded.generate("The", student=1, max_new_tokens=10, seed=3)
     assert text.startswith("The") and text == loaded.generate("The", 1, 10, seed=3)
 
