@@ -68,58 +68,113 @@ def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
     return max(1, budget // max(1, k * vocab))
 
 
-def _chunk_terms(z: list[torch.Tensor], y: torch.Tensor, temperature: float, dtype: torch.dtype
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For one chunk of rows: log p [K,C,V] at temperature T, p, and CE rows [K,C].
-
-    Also ``cross[c, j, i] = Σ_v p_j log p_i`` ([C,K,K]) and the negative entropies on its
-    diagonal.
-    """
-    zs = torch.stack([t.to(dtype) for t in z])  # [K, C, V]
-    logp = F.log_softmax(zs / temperature, dim=-1)
-    p = logp.exp()
-    lse1 = logp if temperature == 1.0 else F.log_softmax(zs, dim=-1)
-    ce = -lse1.gather(-1, y.expand(len(z), -1)[..., None])[..., 0]  # [K, C]
-    cross = torch.bmm(p.transpose(0, 1), logp.permute(1, 2, 0))  # [C, K(j), K(i)]
-    return logp, p, ce, cross
-
-
-def _kl_from_cross(cross: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Σ_c Σ_j W_ij (Σ_v p_j log p_j − Σ_v p_j log p_i) from ``cross`` [C,K,K]: a [K] vector."""
-    neg_entropy = torch.diagonal(cross, dim1=1, dim2=2)  # [C, K(j)]
-    d = neg_entropy.sum(0)[None, :] - cross.sum(0).T  # D[i, j]
-    return (w * d).sum(1)
+def _log_probs_chunk(z: Sequence[torch.Tensor], temperature: float, logp: torch.Tensor
+                     ) -> torch.Tensor:
+    """Fill ``logp`` [K,C,V] with log softmax(z_k / T) in place; return the lse [K,C]."""
+    for k, zk in enumerate(z):
+        torch.mul(zk, 1.0 / temperature, out=logp[k]) if temperature != 1.0 else logp[k].copy_(zk)
+    lse = torch.logsumexp(logp, dim=-1)
+    logp.sub_(lse[..., None])
+    return lse
 
 
 class _FusedMutualLosses(torch.autograd.Function):
-    """(ce [K], kl [K]) of K students from logits, in row chunks; see the module docstring."""
+    """(ce [K], kl [K]) of K students from logits, in row chunks; see the module docstring.
+
+    The forward pass also returns each row's log-sum-exp (at T, and at 1 when T ≠ 1), [K, N]
+    each, so that the backward pass rebuilds the softmaxes in two passes over the logits.
+    """
 
     @staticmethod
     def forward(w: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int,
-                *logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = targets.shape[0]
+                *logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n, k, v = targets.shape[0], len(logits), logits[0].shape[-1]
         dtype = _compute_dtype(logits[0])
-        ce = torch.zeros(len(logits), dtype=dtype, device=targets.device)
+        device = targets.device
+        ce = torch.zeros(k, dtype=dtype, device=device)
         kl = torch.zeros_like(ce)
+        lse_t = torch.empty(k, n, dtype=dtype, device=device)
+        lse_1 = torch.empty(k, n, dtype=dtype, device=device) if temperature != 1.0 else lse_t
         wd = w.to(dtype)
+        logp_buf = torch.empty(k, min(chunk, n), v, dtype=dtype, device=device)
+        p_buf = torch.empty_like(logp_buf)
         for r in range(0, n, chunk):
             z = [t[r:r + chunk] for t in logits]
-            _, _, ce_rows, cross = _chunk_terms(z, targets[r:r + chunk], temperature, dtype)
-            ce += ce_rows.sum(1)
-            kl += _kl_from_cross(cross, wd)
-        return ce / n, kl / n
+            y = targets[r:r + chunk]
+            c = y.shape[0]
+            logp, p = logp_buf[:, :c], p_buf[:, :c]
+            lse_t[:, r:r + c] = _log_probs_chunk(z, temperature, logp)
+            if temperature != 1.0:
+                lse_1[:, r:r + c] = torch.stack([torch.logsumexp(zk.to(dtype), -1) for zk in z])
+            picked = torch.stack([zk.gather(-1, y[:, None])[:, 0].to(dtype) for zk in z])
+            ce += (lse_1[:, r:r + c] - picked).sum(1)
+            torch.exp(logp, out=p)
+            # cross[c, j, i] = Σ_v p_j log p_i; KL_i = Σ_j W_ij (cross[j, j] − cross[j, i])
+            cross = torch.bmm(p.transpose(0, 1), logp.transpose(0, 1).transpose(1, 2))
+            d = torch.diagonal(cross, dim1=1, dim2=2).sum(0)[None, :] - cross.sum(0).T
+            kl += (wd * d).sum(1)
+        return ce / n, kl / n, lse_t, lse_1
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         w, targets, temperature, chunk, *logits = inputs
-        ctx.save_for_backward(w, targets, *logits)
+        _, _, lse_t, lse_1 = output
+        ctx.mark_non_differentiable(lse_t, lse_1)
+        ctx.save_for_backward(w, targets, lse_t, lse_1, *logits)
         ctx.temperature, ctx.chunk = temperature, chunk
 
     @staticmethod
-    def backward(ctx: Any, g_ce: torch.Tensor, g_kl: torch.Tensor) -> tuple:
-        w, targets, *logits = ctx.saved_tensors
-        return (*_fused_backward(w, targets, ctx.temperature, ctx.chunk, logits, g_ce, g_kl,
-                                 need_w=ctx.needs_input_grad[0]),)
+    def backward(ctx: Any, g_ce: torch.Tensor, g_kl: torch.Tensor, *_: Any) -> tuple:
+        w, targets, lse_t, lse_1, *logits = ctx.saved_tensors
+        if torch.is_grad_enabled() or ctx.needs_input_grad[0]:
+            # create_graph / torch.func, or a gradient for ω: the plain differentiable path
+            return _fused_backward(w, targets, ctx.temperature, ctx.chunk, logits, g_ce, g_kl,
+                                   need_w=ctx.needs_input_grad[0])
+        grads = _fast_backward(w, targets, ctx.temperature, ctx.chunk, logits, g_ce, g_kl,
+                               lse_t, lse_1)
+        return (None, None, None, None, *grads)
+
+
+def _fast_backward(w: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int,
+                   logits: Sequence[torch.Tensor], g_ce: torch.Tensor, g_kl: torch.Tensor,
+                   lse_t: torch.Tensor, lse_1: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients for the logits only, with no graph: three passes over each chunk.
+
+    With a_i = g_ce_i / N, b_i = g_kl_i / (N·T) and s_i = Σ_j W_ij (1, or 0 for a student
+    whose peers all weigh 0), student i's gradient is a_i·(p¹_i − onehot) + b_i·(s_i·p_i −
+    Σ_j W_ij p_j); for T = 1 that is ``M @ p`` with the K×K matrix
+    M = diag(a + b∘s) − diag(b)·W, minus a_i at each target.
+    """
+    n, k, v = targets.shape[0], len(logits), logits[0].shape[-1]
+    dtype = lse_t.dtype
+    a = g_ce.to(dtype) / n
+    b = g_kl.to(dtype) / (n * temperature)
+    wd = w.to(dtype)
+    m = torch.diag(b * wd.sum(1)) - b[:, None] * wd  # the KL part: b_i (s_i p_i − q_i)
+    if temperature == 1.0:
+        m = m + torch.diag(a)  # the CE part shares the softmax
+    grads = [torch.empty_like(t) for t in logits]
+    p_buf = torch.empty(k, min(chunk, n), v, dtype=dtype, device=a.device)
+    g_buf = torch.empty_like(p_buf)
+    for r in range(0, n, chunk):
+        y = targets[r:r + chunk]
+        c = y.shape[0]
+        p, g = p_buf[:, :c], g_buf[:, :c]
+        for i, t in enumerate(logits):
+            zi = t[r:r + chunk]
+            torch.sub(zi * (1.0 / temperature) if temperature != 1.0 else zi,
+                      lse_t[i, r:r + c, None], out=p[i])
+        p.exp_()
+        torch.mm(m, p.reshape(k, -1), out=g.reshape(k, -1))
+        if temperature != 1.0:  # the cross-entropy's own softmax at T = 1
+            for i, t in enumerate(logits):
+                p1 = torch.exp(t[r:r + chunk].to(dtype) - lse_1[i, r:r + c, None])
+                g[i].addcmul_(p1, a[i])
+        rows = torch.arange(c, device=a.device)
+        g[:, rows, y] -= a[:, None]
+        for i in range(k):
+            grads[i][r:r + c] = g[i]
+    return grads
 
 
 def _fused_backward(w: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int,
@@ -137,6 +192,7 @@ def _fused_backward(w: torch.Tensor, targets: torch.Tensor, temperature: float, 
     wd = w.to(dtype)
     a = (g_ce.to(dtype) / n)[:, None, None]
     b = (g_kl.to(dtype) / (n * temperature))[:, None, None]
+    s = wd.sum(1)[:, None, None]  # 1, or 0 for a student whose peers all weigh 0
     differentiable = torch.is_grad_enabled()  # True only under create_graph / torch.func
     if differentiable:
         parts: list[list[torch.Tensor]] = [[] for _ in range(k)]
@@ -151,7 +207,7 @@ def _fused_backward(w: torch.Tensor, targets: torch.Tensor, temperature: float, 
         p = logp.exp()
         q = (wd @ p.flatten(1)).view_as(p)  # q_i = Σ_j W_ij p_j
         p1 = p if temperature == 1.0 else F.softmax(zs, -1)
-        g = a * (p1 - F.one_hot(y, p.shape[-1]).to(dtype)) + b * (p - q)  # [K, C, V]
+        g = a * (p1 - F.one_hot(y, p.shape[-1]).to(dtype)) + b * (s * p - q)  # [K, C, V]
         if need_w:  # D[i, j] += Σ_rows Σ_v p_j (log p_j − log p_i)
             g_w = g_w + torch.einsum("jcv,ijcv->ij", p, logp[None] - logp[:, None])
         for i in range(k):
@@ -177,7 +233,8 @@ def fused_mutual_losses(logits: Sequence[torch.Tensor], targets: torch.Tensor,
     k, vocab = len(logits), logits[0].shape[-1]
     chunk = chunk_rows or default_chunk_rows(k, vocab, targets.device)
     w = peer_weights(omega)
-    return _FusedMutualLosses.apply(w, targets, float(temperature), int(chunk), *logits)
+    ce, kl, _, _ = _FusedMutualLosses.apply(w, targets, float(temperature), int(chunk), *logits)
+    return ce, kl
 
 
 # ----------------------------------------------------------------------------- the loss
