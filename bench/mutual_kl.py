@@ -55,18 +55,13 @@ def fused(logits, targets, omega) -> None:
 VARIANTS = {"naive": naive, "fused": fused}
 
 
-def _rss() -> int:
-    for line in open("/proc/self/status", encoding="ascii"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def _hwm() -> int:
-    for line in open("/proc/self/status", encoding="ascii"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
+def _status(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def child(variant: str, k: int, n: int, v: int, device_name: str) -> dict[str, int]:
@@ -82,11 +77,11 @@ def child(variant: str, k: int, n: int, v: int, device_name: str) -> dict[str, i
         VARIANTS[variant](logits, targets, omega)
         torch.cuda.synchronize()
         return {"extra_bytes": torch.cuda.max_memory_allocated() - base}
-    base = _rss()
+    base = _status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark to now
         f.write("5")
     VARIANTS[variant](logits, targets, omega)
-    return {"extra_bytes": _hwm() - base}
+    return {"extra_bytes": _status("VmHWM") - base}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["settings"] = {**s, "dtype": "float32", "temperature": 1.0, "alpha": 0.5}
     logits, targets, omega = make_inputs(s["k"], s["n"], s["v"], device)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for name, fn in VARIANTS.items():  # warm-up
+    for fn in VARIANTS.values():  # warm-up
         common.timed(lambda fn=fn: fn(logits, targets, omega), device)
     for r in range(s["rounds"]):
         order = list(VARIANTS.items())[r % 2:] + list(VARIANTS.items())[:r % 2]

@@ -17,7 +17,10 @@ _EXPORTS = {
     "Batches": "data", "MinidmlError": "errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # noqa: RUF022 - grouped by module, like _EXPORTS
+    "__version__", "train", "load", "Run", "Trainer", "Callback", "TrainConfig", "Student",
+    "StudentConfig", "Shape", "Tokenizer", "Batches", "MinidmlError",
+]
 
 if TYPE_CHECKING:
     from .config import TrainConfig

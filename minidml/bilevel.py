@@ -118,7 +118,7 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
             p = torch.stack([F.softmax(z.to(dtype).view(*x.shape, -1) / temperature, -1)
                              for z in zs])
         for i, (s, theta, v) in enumerate(zip(students, params, tangents, strict=True)):
-            def scaled(prm: Params, s=s) -> torch.Tensor:
+            def scaled(prm: Params, s=s, x=x) -> torch.Tensor:
                 return functional_call(s, prm, (x,)).to(dtype) / temperature
 
             if method == "exact":

@@ -18,6 +18,7 @@ from click.core import ParameterSource
 from . import __version__
 from .errors import MinidmlError
 
+
 class Count(click.ParamType):
     """A positive whole number, with an optional k/M/B suffix: ``20M``, ``1.5k``."""
 
@@ -219,7 +220,8 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
 
 # ----------------------------------------------------------------------------- demo
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/demo-…).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Run directory (default: runs/demo-…).")
 @click.option("--steps", type=Count(), help="Optimiser steps (default 600).")
 @click.option("--device", default="auto")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")

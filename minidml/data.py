@@ -274,7 +274,8 @@ class Batches:
         return self._windows(self._holdout.draw(np.random.default_rng([self.seed, 2, index]),
                                                 batch_size or self.batch_size))
 
-    def validation(self, max_tokens: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def validation(self, max_tokens: int | None = None
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The validation split as batches of non-overlapping windows, in a fixed order."""
         window = self.context + 1
         starts = np.concatenate([np.arange(s, e - window + 1, self.context)

@@ -33,11 +33,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import _io, __version__
+from . import __version__, _io
+from .bilevel import ensemble_log_probs, hypergradient, mirror_step
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .errors import MinidmlError
-from .bilevel import ensemble_log_probs, hypergradient, mirror_step
 from .losses import MutualLoss, mutual_loss
 from .model import Student, StudentConfig
 from .tokenizer import Tokenizer

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +36,13 @@ def _token_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINIDML_CACHE_DIR", str(tmp_path_factory.mktemp("token-cache")))
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The tests' models are tiny: threads gain nothing, and on a busy machine every parallel
+    region of a two-thread pool can wait a scheduler slice for its second thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

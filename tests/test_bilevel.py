@@ -9,7 +9,11 @@ from torch.func import functional_call
 
 from minidml import Shape, Student, StudentConfig, TrainConfig
 from minidml.bilevel import (
-    hypergradient, hypergradient_nested, mirror_step, outer_loss, unrolled,
+    hypergradient,
+    hypergradient_nested,
+    mirror_step,
+    outer_loss,
+    unrolled,
 )
 from minidml.data import Batches, read_lines, tokenize_corpus
 from minidml.grammar import write_corpus

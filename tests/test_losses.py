@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
@@ -14,18 +13,7 @@ from hypothesis import strategies as st
 from minidml.losses import mutual_kl_reference, mutual_loss, peer_weights
 
 # mutual_loss's default, and the plain path where it can be chosen
-IMPLEMENTATIONS = [pytest.param({}, id="default")]
-if "fused" in inspect.signature(mutual_loss).parameters:
-    IMPLEMENTATIONS.append(pytest.param({"fused": False}, id="plain"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads; on a busy machine a two-thread pool is slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+IMPLEMENTATIONS = [pytest.param({}, id="default"), pytest.param({"fused": False}, id="plain")]
 
 
 def make_logits(k: int, n: int = 6, v: int = 7, seed: int = 0, scale: float = 3.0,

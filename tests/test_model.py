@@ -15,17 +15,6 @@ from hypothesis import strategies as st
 from minidml.errors import MinidmlError
 from minidml.model import Shape, Student, StudentConfig, apply_rope, rope_tables
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine every parallel region of a
-    two-thread pool can wait a whole scheduler slice for its second thread (100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = StudentConfig(vocab_size=50, n_layers=2, d_model=32, n_heads=4, mlp_ratio=2.0, context=16)
 
 
