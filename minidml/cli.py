@@ -183,7 +183,10 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 
     run = run_training(list(corpus), out, cfg, resume=resume, force=force, progress=progress,
                        on_start=started)
-    for i, loss in enumerate((run.last_eval or {}).get("val_loss", [])):
+    if run.last_eval is None:
+        click.echo(f"{run.path} had already finished its {run.step} steps; nothing to do")
+        return
+    for i, loss in enumerate(run.last_eval["val_loss"]):
         click.echo(f"student {i}: validation loss {loss:.3f}")
     click.echo(f"trained {len(run.students)} student(s) for {run.step} steps: {run.path}")
     click.echo(f"next: minidml generate {run.path} --prompt 'The'")
@@ -236,7 +239,9 @@ def demo(out: Path | None, steps: int | None, device: str, force: bool, quiet: b
     losses = run.last_eval or {}
     click.echo(f"run directory: {run.path}")
     for i, loss in enumerate(losses.get("val_loss", [])):
-        click.echo(f"  student {i}: {run.config.students[i]}  validation loss {loss:.3f}")
+        click.echo(f"  student {i} ({run.config.students[i]}, "
+                   f"{run.students[i].config.n_params / 1e6:.2f}M parameters, "
+                   f"ω = {run.omega[i]:.2f}): validation loss {loss:.3f}")
     if "ensemble_val_loss" in losses:
         click.echo(f"  ensemble:  validation loss {losses['ensemble_val_loss']:.3f}")
     for i in range(len(run.students)):

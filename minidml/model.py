@@ -28,6 +28,10 @@ class Shape:
     n_heads: int
     mlp_ratio: float = 8 / 3
 
+    def __str__(self) -> str:
+        return (f"{self.n_layers} layers × {self.d_model} wide, {self.n_heads} heads, "
+                f"MLP ×{self.mlp_ratio:.3g}")
+
 
 @dataclass(frozen=True)
 class StudentConfig:

@@ -313,6 +313,8 @@ class Trainer:
         steps and at the end; Ctrl-C writes a checkpoint before it propagates.
         """
         cfg = self.config
+        if self.step >= self.total_steps:  # a resumed run that had already finished
+            return
         for cb in self.callbacks:
             cb.on_train_start(self)
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="training",

@@ -71,8 +71,9 @@ def test_two_students_learn_far_below_unigram_entropy(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_stop_and_resume_is_bit_identical(corpus, tmp_path):
-    cfg = TrainConfig(**{**TINY, "save_every": 10}, steps=40)
+@pytest.mark.parametrize("mode", ["dml", "wml"])
+def test_stop_and_resume_is_bit_identical(corpus, tmp_path, mode):
+    cfg = TrainConfig(**{**TINY, "save_every": 10, "mode": mode, "outer_every": 4}, steps=40)
     full = minidml.train(corpus, tmp_path / "full", cfg)
     minidml.train(corpus, tmp_path / "part", cfg, callbacks=[StopAt(17)])
     assert [p.name for p in checkpoints(tmp_path / "part")][-1] == "step-00000017"
@@ -83,6 +84,10 @@ def test_stop_and_resume_is_bit_identical(corpus, tmp_path):
             assert torch.equal(pa, pb), name
     state_a = torch.load(checkpoints(tmp_path / "full")[-1] / "state.pt", weights_only=True)
     state_b = torch.load(checkpoints(tmp_path / "part")[-1] / "state.pt", weights_only=True)
+    assert torch.equal(state_a["omega"], state_b["omega"])
+    assert torch.equal(full.omega, resumed.omega)
+    if mode == "wml":  # ω really moved, so its restoration is tested
+        assert not torch.equal(full.omega, torch.full((2,), 0.5))
     for oa, ob in zip(state_a["optimizers"], state_b["optimizers"], strict=True):
         for sa, sb in zip(oa["state"].values(), ob["state"].values(), strict=True):
             assert all(torch.equal(sa[k], sb[k]) for k in sa)
