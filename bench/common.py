@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from minidml._io import write_json
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
@@ -241,19 +243,37 @@ def write_result(results_dir: Path, name: str, result: dict[str, Any]) -> Path:
     """Write ``<results_dir>/<name>.json`` atomically (temporary file + ``os.replace``)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=results_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_json(path, result)
     return path
+
+
+def standalone(name: str, doc: str | None, run: Callable[[argparse.Namespace], dict[str, Any]],
+               report: Callable[[dict[str, Any]], str], argv: list[str] | None = None,
+               extra_options: Callable[[argparse.ArgumentParser], None] | None = None,
+               child: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> int:
+    """``python -m bench.<name>``: run one benchmark, write its JSON, print its report.
+
+    ``extra_options`` adds the benchmark's own options; with ``child``, a ``--child`` option
+    makes the process a measuring subprocess that prints ``child(args)`` as JSON instead.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_options(parser)
+    if extra_options is not None:
+        extra_options(parser)
+    args = parser.parse_args(argv)
+    if child is not None and getattr(args, "child", None) is not None:
+        print(json.dumps(child(args)))
+        return 0
+    try:
+        result = run(args)
+    except BenchError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 1
+    path = write_result(args.results_dir, name, result)
+    print(report(result))
+    print(f"  -> {path}")
+    return 0
 
 
 def envelope(name: str, device: torch.device, quick: bool) -> dict[str, Any]:

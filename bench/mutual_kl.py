@@ -143,23 +143,16 @@ def report(result: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.mutual_kl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_options(parser)
+def _child_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     for opt in ("--k", "--n", "--v"):
         parser.add_argument(opt, type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, args.k, args.n, args.v, args.device)))
-        return 0
-    result = run(args)
-    path = common.write_result(args.results_dir, NAME, result)
-    print(report(result))
-    print(f"  -> {path}")
-    return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    return common.standalone(
+        NAME, __doc__, run, report, argv, _child_options,
+        child=lambda a: child(a.child, a.k, a.n, a.v, a.device))
 
 if __name__ == "__main__":
     sys.exit(main())

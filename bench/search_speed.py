@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from minidml import search as S
+from minidml._io import write_json
 from minidml.errors import MinidmlError
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "search_speed.json"
@@ -94,22 +93,6 @@ def _refused(run) -> None:
     raise AssertionError("expected the budget to be refused")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m bench.search_speed", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "cases_timed": len(timed), "cases_budget_too_small": len(rows) - len(timed)},
         "results": rows,
     }
-    write_json_atomic(args.out, result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, result)
 
     print(f"{'vocab':>6} {'budget':>7} {'K':>2}  {'cold ms':>8} {'warm ms':>8}  max|err|")
     for r in rows:

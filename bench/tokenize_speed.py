@@ -310,25 +310,13 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tokenize_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_options(parser)
+def _child_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: the memory subprocess
-    args = parser.parse_args(argv)
-    if args.child is not None:
-        print(json.dumps(child(json.loads(args.child))))
-        return 0
-    try:
-        result = run(args)
-    except common.BenchError as e:
-        print(f"{NAME}: {e}", file=sys.stderr)
-        return 1
-    path = common.write_result(args.results_dir, NAME, result)
-    print(report(result))
-    print(f"  -> {path}")
-    return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    return common.standalone(NAME, __doc__, run, report, argv, _child_option,
+                             child=lambda a: child(json.loads(a.child)))
 
 if __name__ == "__main__":
     sys.exit(main())

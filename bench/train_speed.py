@@ -620,20 +620,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_options(parser)
-    args = parser.parse_args(argv)
-    try:
-        result = run(args)
-    except common.BenchError as e:
-        print(f"{NAME}: {e}", file=sys.stderr)
-        return 1
-    path = common.write_result(args.results_dir, NAME, result)
-    print(report(result))
-    print(f"  -> {path}")
-    return 0
-
+    return common.standalone(NAME, __doc__, run, report, argv)
 
 if __name__ == "__main__":
     sys.exit(main())
