@@ -55,11 +55,26 @@ def ensemble_log_probs(logits: Sequence[torch.Tensor], omega: torch.Tensor) -> t
     return torch.logsumexp(logp + log_w, dim=0)
 
 
+def ensemble_target_log_probs(logits: Sequence[torch.Tensor], targets: torch.Tensor,
+                              omega: torch.Tensor) -> torch.Tensor:
+    """log Σ_i ω_i p_i[y]: the ω-mixture's log-probability of each target, [N].
+
+    Equal to ``ensemble_log_probs(logits, omega).gather(-1, targets)`` but it never builds the
+    K×N×V stack: each student contributes log p_i[y] through one cross-entropy kernel, whose
+    backward is a single softmax per student.
+    """
+    dtype = torch.promote_types(logits[0].dtype, torch.float32)
+    logp_y = torch.stack([-F.cross_entropy(z.to(dtype), targets, reduction="none")
+                          for z in logits])
+    log_w = omega.to(dtype).log().view(-1, *([1] * (logp_y.dim() - 1)))
+    return torch.logsumexp(logp_y + log_w, dim=0)
+
+
 def outer_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: torch.Tensor,
                objective: str = "ensemble") -> torch.Tensor:
     """The outer objective on held-out logits (K tensors [N, V]) and targets [N]."""
     if objective == "ensemble":
-        return F.nll_loss(ensemble_log_probs(logits, omega), targets)
+        return -ensemble_target_log_probs(logits, targets, omega).mean()
     if objective == "sum-ce":
         ce = torch.stack([F.cross_entropy(z.to(omega.dtype), targets) for z in logits])
         return (omega * ce).sum()
@@ -115,16 +130,17 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
     for n, x in enumerate(inputs):
         with torch.no_grad():
             zs = logits[n] if logits is not None else [s(x) for s in students]
-            p = torch.stack([F.softmax(z.to(dtype).view(*x.shape, -1) / temperature, -1)
+            p = torch.stack([F.softmax(_scale(z.to(dtype).view(*x.shape, -1), temperature), -1)
                              for z in zs])
         for i, (s, theta, v) in enumerate(zip(students, params, tangents, strict=True)):
             def scaled(prm: Params, s=s, x=x) -> torch.Tensor:
-                return functional_call(s, prm, (x,)).to(dtype) / temperature
+                return _scale(functional_call(s, prm, (x,)).to(dtype), temperature)
 
             if method == "exact":
-                with sdpa_kernel(SDPBackend.MATH):  # fused attention has no forward-mode AD
-                    _, dz = jvp(scaled, (theta,), (v,))
-                total[i] += _pair_dots(p, i, dz)
+                # The JVP of z_i/T is the JVP of z_i divided by T: dividing the dots
+                # afterwards spares two passes over [tokens, V] dual tensors.
+                dz = _logits_jvp(s, x, theta, v)
+                total[i] += _pair_dots(p, i, dz.to(dtype)) / temperature
             elif method == "fd":
                 norm = math.sqrt(sum(float((t.double() ** 2).sum()) for t in v.values()))
                 e = eps / max(norm, 1e-12)
@@ -138,6 +154,20 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
             else:
                 raise ValueError(f"unknown method {method!r}")
     return total / n_tokens
+
+
+def _logits_jvp(model: torch.nn.Module, x: torch.Tensor, params: Params,
+                tangents: Params) -> torch.Tensor:
+    """d logits along ``tangents``: the model's own ``logits_jvp`` if it has one (a
+    :class:`~minidml.model.Student` skips its head's primal matmul), else ``torch.func.jvp``."""
+    if hasattr(model, "logits_jvp"):
+        return model.logits_jvp(x, params, tangents)
+    with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no forward-mode AD
+        return jvp(lambda prm: functional_call(model, prm, (x,)), (params,), (tangents,))[1]
+
+
+def _scale(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    return z if temperature == 1 else z / temperature
 
 
 def _pair_dots(p: torch.Tensor, i: int, dz: torch.Tensor) -> torch.Tensor:

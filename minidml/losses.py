@@ -69,13 +69,11 @@ def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
 
 
 def _log_probs_chunk(z: Sequence[torch.Tensor], temperature: float, logp: torch.Tensor
-                     ) -> torch.Tensor:
-    """Fill ``logp`` [K,C,V] with log softmax(z_k / T) in place; return the lse [K,C]."""
+                     ) -> None:
+    """Fill ``logp`` [K,C,V] with log softmax(z_k / T), one fused kernel per student."""
     for k, zk in enumerate(z):
-        torch.mul(zk, 1.0 / temperature, out=logp[k]) if temperature != 1.0 else logp[k].copy_(zk)
-    lse = torch.logsumexp(logp, dim=-1)
-    logp.sub_(lse[..., None])
-    return lse
+        zk = zk.to(logp.dtype)
+        torch.log_softmax(zk / temperature if temperature != 1.0 else zk, -1, out=logp[k])
 
 
 class _FusedMutualLosses(torch.autograd.Function):
@@ -103,16 +101,26 @@ class _FusedMutualLosses(torch.autograd.Function):
             y = targets[r:r + chunk]
             c = y.shape[0]
             logp, p = logp_buf[:, :c], p_buf[:, :c]
-            lse_t[:, r:r + c] = _log_probs_chunk(z, temperature, logp)
-            if temperature != 1.0:
+            _log_probs_chunk(z, temperature, logp)
+            # log p(y) now; the log-sum-exp, z_y/T − log p(y), follows after the loop
+            torch.gather(logp, -1, y[None, :, None].expand(k, c, 1), out=lse_t[:, r:r + c, None])
+            if temperature == 1.0:
+                ce -= lse_t[:, r:r + c].sum(1)
+            else:
                 lse_1[:, r:r + c] = torch.stack([torch.logsumexp(zk.to(dtype), -1) for zk in z])
-            picked = torch.stack([zk.gather(-1, y[:, None])[:, 0].to(dtype) for zk in z])
-            ce += (lse_1[:, r:r + c] - picked).sum(1)
+                picked = torch.stack([zk.gather(-1, y[:, None])[:, 0].to(dtype) for zk in z])
+                ce += (lse_1[:, r:r + c] - picked).sum(1)
             torch.exp(logp, out=p)
             # cross[c, j, i] = Σ_v p_j log p_i; KL_i = Σ_j W_ij (cross[j, j] − cross[j, i])
             cross = torch.bmm(p.transpose(0, 1), logp.transpose(0, 1).transpose(1, 2))
             d = torch.diagonal(cross, dim1=1, dim2=2).sum(0)[None, :] - cross.sum(0).T
             kl += (wd * d).sum(1)
+        # the softmax kernel's own log-sum-exp, recovered at the target (whose log p is small,
+        # so the subtraction loses nothing): no second reduction over the vocabulary
+        z_y = torch.stack([t.gather(-1, targets[:, None])[:, 0].to(dtype) for t in logits])
+        lse_t = (z_y / temperature if temperature != 1.0 else z_y) - lse_t
+        if temperature == 1.0:
+            lse_1 = lse_t
         return ce / n, kl / n, lse_t, lse_1
 
     @staticmethod

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .errors import MinidmlError
 
@@ -198,6 +200,21 @@ class Student(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(ids))
 
+    def logits_jvp(self, ids: torch.Tensor, params: dict[str, torch.Tensor],
+                   tangents: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward-mode derivative of the logits [B, T, V] at ``params`` along ``tangents``.
+
+        ``torch.func.jvp`` runs through the trunk only; the tied head's product rule,
+        dz = dh·Wᵀ + h·dWᵀ, is then one matmul of [h', h] with [W, dW]. The head's primal
+        product, the largest matmul of a small model, is never computed.
+        """
+        view = _TrunkView(self)
+        with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no forward-mode AD
+            h, dh = jvp(lambda p: functional_call(
+                view, {f"student.{n}": t for n, t in p.items()}, (ids,)), (params,), (tangents,))
+        w, dw = params["embed.weight"], tangents["embed.weight"]
+        return F.linear(torch.cat([dh, h], -1), torch.cat([w, dw], -1))
+
     @torch.no_grad()
     def generate(self, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, eos_id: int | None = None,
@@ -224,3 +241,14 @@ class Student(nn.Module):
             if eos_id is not None and bool(done.all()):
                 break
         return ids
+
+
+class _TrunkView(nn.Module):
+    """A student seen through :meth:`Student.trunk`, for ``functional_call``."""
+
+    def __init__(self, student: Student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.student.trunk(ids)

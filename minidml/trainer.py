@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, _io
-from .bilevel import ensemble_log_probs, hypergradient, mirror_step
+from .bilevel import ensemble_target_log_probs, hypergradient, mirror_step
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .errors import MinidmlError
@@ -297,7 +297,7 @@ class Trainer:
                 logits = [s(x).flatten(0, 1) for s in self.students]
             per = [torch.nn.functional.cross_entropy(z.float(), y, reduction="sum")
                    for z in logits]
-            ens = -ensemble_log_probs(logits, self.omega).gather(1, y[:, None]).sum()
+            ens = -ensemble_target_log_probs(logits, y, self.omega).sum()
             total += torch.stack([*per, ens]).double()
             n += y.numel()
         losses = (total / n).tolist()

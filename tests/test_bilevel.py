@@ -9,6 +9,8 @@ from torch.func import functional_call
 
 from minidml import Shape, Student, StudentConfig, TrainConfig
 from minidml.bilevel import (
+    ensemble_log_probs,
+    ensemble_target_log_probs,
     hypergradient,
     hypergradient_nested,
     mirror_step,
@@ -100,6 +102,39 @@ def test_exact_hypergradient_equals_nested_torch_func(tiny, fused):
     reused = hypergradient(students, omega, xs, xo, yo, lr=LR, alpha=ALPHA, temperature=T,
                            logits=logits)
     torch.testing.assert_close(reused.grad, exact.grad, rtol=1e-12, atol=1e-14)
+
+
+class Opaque(torch.nn.Module):
+    """A student seen only through forward(): the hypergradient's generic JVP path."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_generic_modules_get_the_same_exact_hypergradient(tiny):
+    students, omega, xs, ys, xo, yo = tiny
+    inner_backward(students, omega, xs, ys)
+    kw = dict(lr=LR, alpha=ALPHA, temperature=T)
+    native = hypergradient(students, omega, xs, xo, yo, **kw)
+    opaque = [Opaque(s) for s in students]
+    assert not hasattr(opaque[0], "logits_jvp")
+    generic = hypergradient(opaque, omega, xs, xo, yo, **kw)
+    torch.testing.assert_close(generic.grad, native.grad, rtol=1e-10, atol=1e-13)
+
+
+def test_ensemble_target_log_probs_gathers_the_mixture(tiny):
+    torch.manual_seed(3)
+    logits = [torch.randn(11, V, dtype=torch.float64) * 3 for _ in range(3)]
+    y = torch.randint(0, V, (11,))
+    omega = torch.tensor([0.6, 0.4, 0.0], dtype=torch.float64)  # a zero weight too
+    want = ensemble_log_probs(logits, omega).gather(1, y[:, None]).squeeze(1)
+    torch.testing.assert_close(ensemble_target_log_probs(logits, y, omega), want)
+    mix = sum(w * torch.softmax(z, -1) for w, z in zip(omega, logits, strict=True))
+    torch.testing.assert_close(want, mix.gather(1, y[:, None]).squeeze(1).log())
 
 
 def test_hypergradient_changes_nothing(tiny):

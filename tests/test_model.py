@@ -168,6 +168,25 @@ def test_trunk_and_head_compose_to_forward():
     assert torch.equal(model.head(hidden), model(ids))
 
 
+def test_logits_jvp_equals_forward_mode_autodiff_through_forward():
+    """The trunk-only JVP plus the tied head's product rule, against torch.func.jvp of the
+    whole model, in float64 (the tangent of the tied matrix enters both ends)."""
+    from torch.func import functional_call, jvp
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = perturbed().double()
+    ids = torch.randint(0, TINY.vocab_size, (2, 9))
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    tangents = {n: torch.randn_like(p) for n, p in params.items()}
+    with sdpa_kernel(SDPBackend.MATH):
+        _, want = jvp(lambda p: functional_call(model, p, (ids,)), (params,), (tangents,))
+    got = model.logits_jvp(ids, params, tangents)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    only_embed = {n: t if n == "embed.weight" else torch.zeros_like(t)
+                  for n, t in tangents.items()}
+    assert model.logits_jvp(ids, params, only_embed).abs().max() > 1e-3
+
+
 def test_embeddings_are_tied():
     model = perturbed()
     shape = (TINY.vocab_size, TINY.d_model)
