@@ -37,37 +37,11 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .losses import mutual_loss, peer_weights
+from .losses import ensemble_target_log_probs, mutual_loss, peer_weights
 
 VARIANTS = ("exact", "first-order", "fd")
 OBJECTIVES = ("ensemble", "sum-ce")
 Params = dict[str, torch.Tensor]
-
-
-def ensemble_log_probs(logits: Sequence[torch.Tensor], omega: torch.Tensor) -> torch.Tensor:
-    """log Σ_i ω_i softmax(z_i): log-probabilities of the ω-weighted mixture (float32 or more).
-
-    A student with ω_i = 0 contributes nothing (its log-weight is −inf).
-    """
-    dtype = torch.promote_types(logits[0].dtype, torch.float32)
-    logp = torch.stack([torch.log_softmax(z.to(dtype), -1) for z in logits])
-    log_w = omega.to(dtype).log().view(-1, *([1] * (logp.dim() - 1)))
-    return torch.logsumexp(logp + log_w, dim=0)
-
-
-def ensemble_target_log_probs(logits: Sequence[torch.Tensor], targets: torch.Tensor,
-                              omega: torch.Tensor) -> torch.Tensor:
-    """log Σ_i ω_i p_i[y]: the ω-mixture's log-probability of each target, [N].
-
-    Equal to ``ensemble_log_probs(logits, omega).gather(-1, targets)`` but it never builds the
-    K×N×V stack: each student contributes log p_i[y] through one cross-entropy kernel, whose
-    backward is a single softmax per student.
-    """
-    dtype = torch.promote_types(logits[0].dtype, torch.float32)
-    logp_y = torch.stack([-F.cross_entropy(z.to(dtype), targets, reduction="none")
-                          for z in logits])
-    log_w = omega.to(dtype).log().view(-1, *([1] * (logp_y.dim() - 1)))
-    return torch.logsumexp(logp_y + log_w, dim=0)
 
 
 def outer_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: torch.Tensor,

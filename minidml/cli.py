@@ -274,6 +274,108 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
         click.echo(run.generate(prompt, student, max_tokens, temperature, top_k, seed + i))
 
 
+# ----------------------------------------------------------------------------- evaluation
+@cli.command(name="eval")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--suite", "suite_names", multiple=True, required=True,
+              help="Suite to run (repeatable); `all`: every suite whose data is present.")
+@click.option("--student", default="all", show_default=True,
+              help="all (each student and the ensemble), ensemble, or a student index.")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
+                   "`minidml data fetch` fills).")
+@click.option("--limit", type=POSITIVE, help="At most N examples per task.")
+@click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--output", type=click.Path(path_type=Path),
+              help="Results JSON (default: RUN_DIR/eval/results-<date>.json).")
+@click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
+@click.option("--epochs", type=POSITIVE, help="glue: at most this many epochs (default 10).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
+          data_dir: Path | None, limit: int | None, batch_size: int, device: str,
+          output: Path | None, max_train_examples: int | None, epochs: int | None,
+          quiet: bool) -> None:
+    """Evaluate the students of RUN_DIR (default: the latest run) on benchmark suites."""
+    from .evaluation import evaluate
+    from .trainer import load
+
+    run = load(_run_or_latest(run_dir), device)
+    options = {k: v for k, v in (("max_train_examples", max_train_examples),
+                                 ("epochs", epochs)) if v is not None}
+
+    def announce(outcome) -> None:
+        click.echo(f"[{outcome.spec.name}] {outcome.status} ({outcome.seconds:.1f}s)"
+                   + (f": {outcome.error}" if outcome.error else ""), err=True)
+
+    results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
+                       batch_size=batch_size, progress=not quiet and sys.stderr.isatty(),
+                       options=options, on_suite=announce)
+    click.echo(results.table(), nl=False)
+    stamp = results.date.replace(":", "").replace("-", "")[:15]
+    path = results.write(output or run.path / "eval" / f"results-{stamp}.json")
+    click.echo(f"results: {path}")
+    if not results.ok:
+        failed = [o.spec.name for o in results.outcomes if o.status != "ok"]
+        raise MinidmlError(f"suite(s) {', '.join(failed)} did not complete (see above)")
+
+
+@cli.command(name="suites")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Data root to check (default: $MINIDML_DATA_DIR, else the cache).")
+def suites_(data_dir: Path | None) -> None:
+    """List every evaluation suite: name, package, description, whether its data is here."""
+    from .evaluation import resolve_data_dir
+    from .plugins import suites
+
+    root = resolve_data_dir(data_dir)
+    found = suites()
+    rows = [(n, f"{s.package} {s.package_version}".strip(), "yes" if s.data_present(root)
+             else "no", s.description) for n, s in sorted(found.items())]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in
+              enumerate(("suite", "package", "data"))]
+    head = ("suite", "package", "data", "description")
+    for r in [head, *rows]:
+        click.echo("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[3])
+    click.echo(f"data root: {root}")
+
+
+@cli.group()
+def data() -> None:
+    """Evaluation data: download it with pinned checksums."""
+
+
+@data.command()
+@click.argument("suite_names", nargs=-1, required=True)
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Where to put it (default: $MINIDML_DATA_DIR, else the cache).")
+@click.option("--mirror", help="Base URL of a mirror with the data root's layout.")
+@click.option("--force", is_flag=True, help="Download again even when files are present.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | None,
+          force: bool, quiet: bool) -> None:
+    """Download the data of SUITE... (`all`: every suite) and check its sha256 sums."""
+    from .evaluation import resolve_data_dir
+    from .fetch import fetch as download
+    from .plugins import suites
+
+    found = suites()
+    names = list(found) if "all" in suite_names else list(suite_names)
+    for name in names:
+        if name not in found:
+            raise MinidmlError(f"{name}: no such suite; choose from {', '.join(sorted(found))}")
+    root = resolve_data_dir(data_dir)
+    for name in names:
+        files = found[name].sources
+        if not files:
+            click.echo(f"{name}: nothing to download", err=True)
+            continue
+        got = download(files, root, mirror=mirror, force=force,
+                       progress=not quiet and sys.stderr.isatty())
+        click.echo(f"{name}: {len(got)} downloaded, {len(files) - len(got)} already present "
+                   f"and verified, in {root}")
+
+
 def _run_or_latest(run_dir: Path | None) -> Path:
     from .trainer import latest_run
 

@@ -245,6 +245,37 @@ def fused_mutual_losses(logits: Sequence[torch.Tensor], targets: torch.Tensor,
     return ce, kl
 
 
+# ----------------------------------------------------------------------------- ensembles
+def mixture_log_probs(log_probs: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """log Σ_i ω_i exp(log_probs[i]) over the leading (student) axis of ``log_probs``.
+
+    A student with ω_i = 0 contributes nothing (its log-weight is −inf).
+    """
+    log_w = omega.to(log_probs.dtype).log().view(-1, *([1] * (log_probs.dim() - 1)))
+    return torch.logsumexp(log_probs + log_w, dim=0)
+
+
+def ensemble_log_probs(logits: Sequence[torch.Tensor], omega: torch.Tensor) -> torch.Tensor:
+    """log Σ_i ω_i softmax(z_i): log-probabilities of the ω-weighted mixture (float32 or more)."""
+    dtype = _compute_dtype(logits[0])
+    return mixture_log_probs(torch.stack([torch.log_softmax(z.to(dtype), -1) for z in logits]),
+                             omega)
+
+
+def ensemble_target_log_probs(logits: Sequence[torch.Tensor], targets: torch.Tensor,
+                              omega: torch.Tensor) -> torch.Tensor:
+    """log Σ_i ω_i p_i[y]: the ω-mixture's log-probability of each target, [N].
+
+    Equal to ``ensemble_log_probs(logits, omega).gather(-1, targets)`` but it never builds the
+    K×N×V stack: each student contributes log p_i[y] through one cross-entropy kernel, whose
+    backward is a single softmax per student.
+    """
+    dtype = _compute_dtype(logits[0])
+    return mixture_log_probs(torch.stack([-F.cross_entropy(z.to(dtype), targets,
+                                                           reduction="none") for z in logits]),
+                             omega)
+
+
 # ----------------------------------------------------------------------------- the loss
 class MutualLoss(NamedTuple):
     total: torch.Tensor  # Σ_i loss_i: one backward trains every student

@@ -34,11 +34,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, _io
-from .bilevel import ensemble_target_log_probs, hypergradient, mirror_step
+from .bilevel import hypergradient, mirror_step
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .errors import MinidmlError
-from .losses import MutualLoss, mutual_loss
+from .losses import MutualLoss, ensemble_target_log_probs, mutual_loss
 from .model import Student, StudentConfig
 from .tokenizer import Tokenizer
 

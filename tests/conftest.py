@@ -46,3 +46,22 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def grammar_corpus(tmp_path_factory) -> Path:
+    from minidml.grammar import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("grammar") / "grammar.txt", 6_000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(grammar_corpus, tmp_path_factory):
+    """Two tiny students trained for a few steps: a real run directory, quickly."""
+    import minidml
+    from minidml import Shape, TrainConfig
+
+    cfg = TrainConfig(students=(Shape(1, 32, 2), Shape(1, 48, 2)), context=32, batch_size=8,
+                      vocab_size=400, warmup_steps=2, eval_every=10, eval_tokens=1024,
+                      steps=10)
+    return minidml.train(grammar_corpus, tmp_path_factory.mktemp("runs") / "tiny", cfg)

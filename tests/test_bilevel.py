@@ -9,8 +9,6 @@ from torch.func import functional_call
 
 from minidml import Shape, Student, StudentConfig, TrainConfig
 from minidml.bilevel import (
-    ensemble_log_probs,
-    ensemble_target_log_probs,
     hypergradient,
     hypergradient_nested,
     mirror_step,
@@ -19,7 +17,7 @@ from minidml.bilevel import (
 )
 from minidml.data import Batches, read_lines, tokenize_corpus
 from minidml.grammar import write_corpus
-from minidml.losses import mutual_loss
+from minidml.losses import ensemble_log_probs, ensemble_target_log_probs, mutual_loss
 from minidml.tokenizer import Tokenizer
 from minidml.trainer import Trainer, student_configs
 

@@ -1,0 +1,95 @@
+"""The plugin manager: entry-point plugins first, then minidml's own suites.
+
+Plugins come from the ``minidml`` entry-point group of installed packages; the built-in
+suites (the ``minidml_plugins`` package, from ``plugins/`` in the source tree) are registered
+after them through the same hooks, so the core uses its own plugin API. A plugin named in
+``$MINIDML_BLOCK_PLUGINS`` (comma-separated; a built-in by its short name, e.g. ``glue``) is
+not loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import pluggy
+
+from . import __version__, hookspecs
+from .errors import MinidmlError
+from .evaluation import SuiteSpec
+
+ENTRY_POINT_GROUP = "minidml"
+BLOCK_ENV = "MINIDML_BLOCK_PLUGINS"
+BUILTIN_PACKAGE = "minidml_plugins"
+DEFAULT_PLUGINS = ("agreement", "blimp", "supplement", "ewok", "glue")
+
+
+def blocked() -> set[str]:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def make_manager(builtins: Sequence[str] = DEFAULT_PLUGINS, entry_points: bool = True,
+                 extra: Sequence[object] = ()) -> pluggy.PluginManager:
+    """A fresh plugin manager with the hook specifications, entry-point plugins, the
+    built-in suites and any ``extra`` plugin objects (modules, classes or instances with
+    ``@hookimpl`` functions) loaded; a hook implementation that matches no hook is an error."""
+    pm = pluggy.PluginManager("minidml")
+    pm.add_hookspecs(hookspecs)
+    off = blocked()
+    for name in off:
+        pm.set_blocked(name)
+    if entry_points:
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as e:
+            raise MinidmlError(f"a plugin in entry-point group {ENTRY_POINT_GROUP!r} failed to "
+                               f"load ({type(e).__name__}: {e}); uninstall it or name it in "
+                               f"{BLOCK_ENV}") from None
+    for short in builtins:
+        if short in off:
+            continue
+        module = importlib.import_module(f"{BUILTIN_PACKAGE}.{short}")
+        pm.register(module, name=f"{BUILTIN_PACKAGE}.{short}")
+    for plugin in extra:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        raise MinidmlError(f"plugin {e.plugin!r}: {e}; fix the hook's name") from None
+    return pm
+
+
+@cache
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager (built on first use)."""
+    return make_manager()
+
+
+def suites(pm: pluggy.PluginManager | None = None) -> dict[str, SuiteSpec]:
+    """Every registered suite by name, tagged with the plugin and package that gave it."""
+    pm = pm or plugin_manager()
+    dists = {pm.get_name(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    found: dict[str, SuiteSpec] = {}
+    # call each implementation separately so that every suite knows its plugin
+    for impl in pm.hook.register_suites.get_hookimpls():  # in registration order
+        name = impl.plugin_name
+        dist = dists.get(name)
+        package, pkg_version = (
+            (dist.metadata["Name"], dist.version) if dist is not None
+            else ("minidml", __version__) if name.startswith(BUILTIN_PACKAGE) else ("", ""))
+
+        def register(suite: str, factory: Any, *, description: str, version: str = "1",
+                     requires: Sequence[str] = (), sources: Sequence[Any] = (),
+                     _plugin: str = name, _package: str = package, _pv: str = pkg_version) -> None:
+            if suite in found:
+                raise MinidmlError(f"suite {suite!r} is registered by both "
+                                   f"{found[suite].plugin} and {_plugin}; block one with "
+                                   f"{BLOCK_ENV}")
+            found[suite] = SuiteSpec(suite, factory, description, str(version),
+                                     tuple(requires), tuple(sources), _plugin, _package, _pv)
+
+        impl.function(register=register)
+    return found

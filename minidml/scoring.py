@@ -1,0 +1,127 @@
+"""Sequence log-probabilities: the one computation every minimal-pair suite needs.
+
+The score of a text is the sum of the log-probabilities of its tokens after one BOS token
+(and after its context, if it has one), with no length normalisation: the rule of the
+BabyLM 2024 pipeline. Texts are scored in length-sorted batches, right-padded with a mask;
+log-softmax runs in float32 whatever the model computes in. The ω-weighted ensemble scores
+each token by the log of the mixture of the students' probabilities, log Σ_i ω_i p_i(y).
+
+A text longer than the students' context keeps its last ``context`` positions: the tokens
+that fall off the front are neither seen nor scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .losses import mixture_log_probs
+from .model import Student
+from .tokenizer import Tokenizer
+
+ENSEMBLE = "ensemble"
+
+
+def student_label(index: int) -> str:
+    return f"student-{index}"
+
+
+class Scorer:
+    """Scores texts under some students and, optionally, their ω-weighted ensemble.
+
+    ``students``: the models (all of them: the ensemble needs every one); ``labels`` picks
+    what to report, any of ``student-<i>`` and ``ensemble`` (default: all of them).
+    """
+
+    def __init__(self, students: Sequence[Student], tokenizer: Tokenizer,
+                 omega: torch.Tensor | None = None, *, labels: Sequence[str] | None = None,
+                 batch_size: int = 64, progress: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch size {batch_size}: must be at least 1")
+        self.students = list(students)
+        self.tokenizer = tokenizer
+        k = len(self.students)
+        self.omega = (torch.full((k,), 1.0 / k) if omega is None else omega.detach()).float()
+        names = [student_label(i) for i in range(k)] + ([ENSEMBLE] if k > 1 else [])
+        self.labels = list(names if labels is None else labels)
+        unknown = [lb for lb in self.labels if lb not in names]
+        if unknown:
+            raise ValueError(f"unknown model label(s) {unknown}; choose from {names}")
+        self.batch_size = batch_size
+        self.progress = progress
+        self.context = min(s.config.context for s in self.students)
+        self.device = next(self.students[0].parameters()).device
+
+    def encode(self, texts: Sequence[str], contexts: Sequence[str] | None = None
+               ) -> list[tuple[list[int], int]]:
+        """(token ids starting with BOS, number of leading ids that are not scored) per text.
+
+        A context is encoded on its own and the text after it as given: pass the text with
+        its leading space (``" " + target``) when it continues the context mid-line.
+        """
+        body = self.tokenizer.encode_batch(list(texts))
+        if contexts is None:
+            return [([Tokenizer.bos_id, *ids], 1) for ids in body]
+        if len(contexts) != len(texts):
+            raise ValueError(f"{len(contexts)} contexts for {len(texts)} texts")
+        ctx = self.tokenizer.encode_batch(list(contexts))
+        return [([Tokenizer.bos_id, *c, *ids], 1 + len(c)) for c, ids in zip(ctx, body,
+                                                                              strict=True)]
+
+    def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None
+              ) -> dict[str, torch.Tensor]:
+        """{label: float64 [len(texts)]} summed log-probabilities (see the module docstring)."""
+        return self.score_ids(self.encode(texts, contexts))
+
+    @torch.inference_mode()
+    def score_ids(self, items: Sequence[tuple[Sequence[int], int]]) -> dict[str, torch.Tensor]:
+        """Like :meth:`score`, for pre-tokenised (ids, n_unscored) items."""
+        n = len(items)
+        out = {lb: torch.zeros(n, dtype=torch.float64) for lb in self.labels}
+        if n == 0:
+            return out
+        for s in self.students:
+            s.eval()
+        wanted = [int(lb.rsplit("-", 1)[1]) for lb in self.labels if lb != ENSEMBLE]
+        needed = range(len(self.students)) if ENSEMBLE in self.labels else wanted
+        order = sorted(range(n), key=lambda i: -len(items[i][0]))
+        batches = [order[b:b + self.batch_size] for b in range(0, n, self.batch_size)]
+        for batch in tqdm(batches, desc="scoring", unit="batch", disable=not self.progress,
+                          leave=False):
+            x, y, mask = self._pad([items[i] for i in batch])
+            if x.shape[1] == 0:  # only BOS: nothing to score
+                continue
+            logp = {i: -F.cross_entropy(self.students[i](x).flatten(0, 1).float(),
+                                        y.flatten(), reduction="none").view_as(y)
+                    for i in needed}
+            sums = {student_label(i): (logp[i] * mask).sum(1) for i in wanted}
+            if ENSEMBLE in self.labels:
+                mix = mixture_log_probs(torch.stack([logp[i] for i in needed]),
+                                        self.omega.to(self.device))
+                sums[ENSEMBLE] = (mix * mask).sum(1)
+            idx = torch.tensor(batch)
+            for lb, v in sums.items():
+                out[lb][idx] = v.double().cpu()
+        return out
+
+    def _pad(self, items: Sequence[tuple[Sequence[int], int]]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs, next-token targets and the mask of scored positions, right-padded."""
+        rows = []
+        for ids, skip in items:
+            ids = list(ids)
+            drop = max(0, len(ids) - 1 - self.context)  # keep the last `context` positions
+            rows.append((ids[drop:], max(skip - drop, 1)))
+        width = max(len(ids) - 1 for ids, _ in rows)
+        x = torch.full((len(rows), width), Tokenizer.pad_id, dtype=torch.long)
+        y = torch.zeros_like(x)
+        mask = torch.zeros(x.shape, dtype=torch.float32)
+        for r, (ids, skip) in enumerate(rows):
+            t = torch.tensor(ids)
+            x[r, :len(ids) - 1] = t[:-1]
+            y[r, :len(ids) - 1] = t[1:]
+            mask[r, skip - 1:len(ids) - 1] = 1.0  # position p predicts token p + 1
+        return x.to(self.device), y.to(self.device), mask.to(self.device)

@@ -1,0 +1,64 @@
+"""``blimp`` (the BabyLM 2024 vocabulary-filtered BLiMP) and ``blimp-full`` (the original).
+
+67 paradigms, one file each; a pair is correct when the good sentence's summed
+log-probability (after BOS) is strictly higher. Reported per paradigm, and as unweighted
+means over paradigms: overall (the macro score BabyLM reports), per ``field`` and per
+phenomenon (``linguistics_term``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from minidml.errors import MinidmlError
+from minidml.evaluation import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
+from minidml.hookspecs import hookimpl
+from minidml_plugins._sources import sources
+
+FIELDS = ("sentence_good", "sentence_bad", "field", "linguistics_term")
+
+
+def paradigm_pairs(ctx: EvalContext, folder: str, expected: int = 67
+                   ) -> tuple[dict[str, list[Pair]], dict[str, tuple[str, ...]]]:
+    """Pairs per paradigm from ``folder``'s jsonl files, and the field/phenomenon groups."""
+    root = ctx.path(folder)
+    files = sorted(Path(root).glob("*.jsonl"))
+    if len(files) != expected:
+        raise MinidmlError(f"{root}: {len(files)} paradigm files, expected {expected}; "
+                           f"run `minidml data fetch {ctx.suite}`")
+    tasks: dict[str, list[Pair]] = {}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for f in files:
+        rows = read_jsonl(f, FIELDS)
+        if not rows:
+            raise MinidmlError(f"{f}: no pairs")
+        name = f.stem
+        tasks[name] = [Pair(r["sentence_good"], r["sentence_bad"]) for r in rows]
+        groups[f"field={rows[0]['field']}"].append(name)
+        groups[f"phenomenon={rows[0]['linguistics_term']}"].append(name)
+    return tasks, {ctx.suite: tuple(tasks), **{g: tuple(m) for g, m in sorted(groups.items())}}
+
+
+class BlimpSuite:
+    folder = "babylm-eval/blimp_filtered"
+
+    def evaluate(self, ctx: EvalContext) -> SuiteResult:
+        tasks, groups = paradigm_pairs(ctx, self.folder)
+        return score_pairs(ctx, tasks, groups)
+
+
+class BlimpFullSuite(BlimpSuite):
+    folder = "blimp"
+
+
+@hookimpl
+def register_suites(register):
+    register("blimp", BlimpSuite, version="1",
+             description="BLiMP, BabyLM 2024 vocabulary-filtered: 67 paradigms, 59,875 pairs",
+             requires=(BlimpSuite.folder,),
+             sources=sources(BlimpSuite.folder + "/"))
+    register("blimp-full", BlimpFullSuite, version="1",
+             description="BLiMP, original: 67 paradigms, 67,000 pairs",
+             requires=(BlimpFullSuite.folder,),
+             sources=sources(BlimpFullSuite.folder + "/"))

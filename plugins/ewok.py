@@ -1,0 +1,37 @@
+"""``ewok``: EWoK-core-1.0 filtered to the BabyLM vocabulary, 11 domains.
+
+As in the BabyLM 2024 pipeline, each row compares two continuations of the same context:
+it is correct when log p(Target1 | Context1) > log p(Target2 | Context1). Each item appears
+twice in the files (the second time with contexts and targets swapped), so both orders count.
+The target is scored after the context and a space, as one running text.
+"""
+
+from __future__ import annotations
+
+from minidml.evaluation import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
+from minidml.hookspecs import hookimpl
+from minidml_plugins._sources import sources
+
+FOLDER = "babylm-eval/ewok_filtered"
+DOMAINS = ("agent-properties", "material-dynamics", "material-properties", "physical-dynamics",
+           "physical-interactions", "physical-relations", "quantitative-properties",
+           "social-interactions", "social-properties", "social-relations", "spatial-relations")
+
+
+class EwokSuite:
+    def evaluate(self, ctx: EvalContext) -> SuiteResult:
+        tasks = {}
+        for domain in DOMAINS:
+            rows = read_jsonl(ctx.path(f"{FOLDER}/{domain}.jsonl"),
+                              ("Context1", "Target1", "Target2"))
+            tasks[domain] = [Pair(" " + r["Target1"], " " + r["Target2"], r["Context1"])
+                             for r in rows]
+        return score_pairs(ctx, tasks)
+
+
+@hookimpl
+def register_suites(register):
+    register("ewok", EwokSuite, version="1",
+             description="EWoK-core-1.0, BabyLM-filtered: 11 domains, 7,618 rows",
+             requires=tuple(f"{FOLDER}/{d}.jsonl" for d in DOMAINS),
+             sources=sources(FOLDER + "/"))

@@ -1,0 +1,31 @@
+"""``blimp-supplement``: the five BabyLM 2024 supplement tasks (hypernym, QA congruence easy
+and tricky, subject–auxiliary inversion, turn taking). Some sentences are two-line dialogues;
+they are scored whole, newline included."""
+
+from __future__ import annotations
+
+from minidml.evaluation import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
+from minidml.hookspecs import hookimpl
+from minidml_plugins._sources import sources
+
+FOLDER = "babylm-eval/supplement_filtered"
+TASKS = ("hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion",
+         "turn_taking")
+
+
+class SupplementSuite:
+    def evaluate(self, ctx: EvalContext) -> SuiteResult:
+        tasks = {}
+        for name in TASKS:
+            rows = read_jsonl(ctx.path(f"{FOLDER}/{name}.jsonl"),
+                              ("sentence_good", "sentence_bad"))
+            tasks[name] = [Pair(r["sentence_good"], r["sentence_bad"]) for r in rows]
+        return score_pairs(ctx, tasks)
+
+
+@hookimpl
+def register_suites(register):
+    register("blimp-supplement", SupplementSuite, version="1",
+             description="BabyLM 2024 BLiMP supplement: 5 tasks, 5,218 pairs",
+             requires=tuple(f"{FOLDER}/{t}.jsonl" for t in TASKS),
+             sources=sources(FOLDER + "/"))

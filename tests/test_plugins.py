@@ -1,0 +1,185 @@
+"""Suites are pluggy plugins: entry points of other packages, built-ins, blocking, failures."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from minidml import hookspecs
+from minidml.errors import MinidmlError
+from minidml.evaluation import evaluate
+from minidml.hookspecs import hookimpl
+from minidml.plugins import BLOCK_ENV, DEFAULT_PLUGINS, make_manager, suites
+
+REPO = Path(__file__).resolve().parent.parent
+
+THIRD_PARTY = '''
+from minidml.evaluation import Pair, score_pairs
+from minidml.hookspecs import hookimpl
+
+
+class Echo:
+    def evaluate(self, ctx):
+        good, bad = "The dog sleeps .", "dog The . sleeps"
+        return score_pairs(ctx, {"word-order": [Pair(good, bad)] * 3})
+
+
+class Boom:
+    def evaluate(self, ctx):
+        raise RuntimeError("kaboom")
+
+
+@hookimpl
+def register_suites(register):
+    register("echo", Echo, description="a third-party suite", version="2")
+    register("boom", Boom, description="a suite that always fails")
+'''
+
+
+@pytest.fixture(scope="module")
+def third_party(tmp_path_factory) -> Path:
+    """An installed-looking package: a module plus a dist-info with a minidml entry point."""
+    root = tmp_path_factory.mktemp("site")
+    (root / "thirdparty_suites").mkdir()
+    (root / "thirdparty_suites" / "__init__.py").write_text(THIRD_PARTY)
+    info = root / "thirdparty_suites-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-suites\n"
+                                   "Version: 0.3\n")
+    (info / "entry_points.txt").write_text("[minidml]\nthirdparty = thirdparty_suites\n")
+    return root
+
+
+def cli(*args: str, site: Path | None = None, cwd: Path | None = None, **env: str
+        ) -> subprocess.CompletedProcess:
+    environ = {**os.environ, **env}
+    if site is not None:
+        environ["PYTHONPATH"] = os.pathsep.join([str(site), environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "minidml", *args], capture_output=True,
+                          text=True, cwd=cwd or REPO, env=environ, timeout=300)
+
+
+def test_builtin_suites_are_registered_by_minidml(data_dir):
+    found = suites(make_manager(entry_points=False))
+    assert {"agreement", "blimp", "blimp-full", "blimp-supplement", "ewok", "glue"} <= set(found)
+    for spec in found.values():
+        assert spec.package == "minidml" and spec.plugin.startswith("minidml_plugins.")
+        assert spec.description
+    assert found["blimp"].data_present(data_dir) and found["ewok"].data_present(data_dir)
+    assert found["blimp"].sources and not found["agreement"].sources
+
+
+def test_a_third_party_package_is_listed_and_runs(third_party, tiny_run, tmp_path):
+    listing = cli("suites", site=third_party)
+    assert listing.returncode == 0, listing.stderr
+    line = next(ln for ln in listing.stdout.splitlines() if ln.startswith("echo "))
+    assert "thirdparty-suites 0.3" in line and "a third-party suite" in line
+    out = tmp_path / "results.json"
+    run = cli("eval", str(tiny_run.path), "--suite", "echo", "--suite", "agreement",
+              "--limit", "5", "--output", str(out), site=third_party)
+    assert run.returncode == 0, run.stderr
+    assert "word-order" in run.stdout and "determiner_noun_agreement" in run.stdout
+    results = json.loads(out.read_text())
+    assert results["suites"]["echo"]["package"] == "thirdparty-suites"
+    assert results["suites"]["echo"]["version"] == "2"
+    for label in ("student-0", "student-1", "ensemble"):
+        assert results["results"][label]["echo/word-order"]["n"] == 3
+        assert results["results"][label]["agreement/subject_verb_agreement"]["n"] == 5
+
+
+def test_a_failing_suite_does_not_stop_the_others(third_party, tiny_run, tmp_path):
+    out = tmp_path / "results.json"
+    run = cli("eval", str(tiny_run.path), "--suite", "boom", "--suite", "echo", "--output",
+              str(out), site=third_party)
+    assert run.returncode == 1
+    assert "RuntimeError: kaboom" in run.stderr and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: suite(s) boom")
+    results = json.loads(out.read_text())
+    assert results["suites"]["boom"]["status"] == "failed"
+    assert results["suites"]["echo"]["status"] == "ok"
+
+
+def test_blocked_plugins_are_not_loaded(third_party, monkeypatch):
+    listing = cli("suites", site=third_party, **{BLOCK_ENV: "thirdparty,ewok"})
+    assert listing.returncode == 0, listing.stderr
+    names = {ln.split()[0] for ln in listing.stdout.splitlines()[1:-1]}
+    assert "echo" not in names and "ewok" not in names and "blimp" in names
+    monkeypatch.setenv(BLOCK_ENV, "glue")
+    assert "glue" not in suites(make_manager(entry_points=False))
+
+
+def test_a_misspelt_hook_is_caught():
+    class Typo:
+        @hookimpl
+        def register_suite(self, register):  # not a hook: register_suites
+            pass
+
+    with pytest.raises(MinidmlError, match="register_suite"):
+        make_manager(builtins=(), entry_points=False, extra=[Typo()])
+
+
+def test_two_plugins_cannot_register_the_same_suite():
+    class Again:
+        @hookimpl
+        def register_suites(self, register):
+            register("agreement", object, description="a clash")
+
+    pm = make_manager(builtins=("agreement",), entry_points=False, extra=[Again()])
+    with pytest.raises(MinidmlError, match="registered by both"):
+        suites(pm)
+
+
+def test_every_hook_is_documented_in_the_readme_with_its_signature():
+    readme = (REPO / "README.md").read_text()
+    hooks = [(n, f) for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
+             if hasattr(f, "minidml_spec")]
+    assert hooks
+    for name, fn in hooks:
+        params = ", ".join(inspect.signature(fn).parameters)
+        assert f"{name}({params})" in readme, name
+
+
+def test_missing_data_is_unavailable_and_all_runs_what_is_present(tiny_run, tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    res = evaluate(tiny_run, ["blimp", "agreement"], data_dir=empty, limit=4)
+    status = {o.spec.name: o for o in res.outcomes}
+    assert status["blimp"].status == "unavailable" and not res.ok
+    assert "minidml data fetch blimp" in status["blimp"].error
+    assert status["agreement"].status == "ok"
+    res = evaluate(tiny_run, ["all"], data_dir=empty, limit=4)
+    assert [o.spec.name for o in res.outcomes] == ["agreement"] and res.ok
+    with pytest.raises(MinidmlError, match="no such suite"):
+        evaluate(tiny_run, ["blimpp"], data_dir=empty)
+
+
+def test_eval_without_any_run_says_how_to_train_one(tmp_path):
+    run = cli("eval", "--suite", "agreement", cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "minidml train" in run.stderr
+
+
+def test_default_plugins_are_all_importable():
+    pm = make_manager(entry_points=False)
+    assert {pm.get_name(p) for p in pm.get_plugins()} >= {f"minidml_plugins.{n}"
+                                                           for n in DEFAULT_PLUGINS}
+
+
+def test_readme_plugin_example_is_a_working_plugin(tmp_path):
+    """The README's plugin how-to is code that registers a suite."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```python\n# my_suites.py")
+    code = readme[start + len("```python\n"):readme.index("```", start + 10)]
+    namespace: dict = {}
+    exec(compile(textwrap.dedent(code), "README", "exec"), namespace)
+    found = suites(make_manager(builtins=(), entry_points=False,
+                                extra=[type("P", (), {"register_suites": staticmethod(
+                                    namespace["register_suites"])})()]))
+    assert found

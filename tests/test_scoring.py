@@ -1,0 +1,161 @@
+"""Sequence scoring against a plain one-sentence loop, and the minimal-pair rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from minidml import Student, StudentConfig, Tokenizer
+from minidml.errors import MinidmlError
+from minidml.evaluation import EvalContext, Pair, accuracy, read_jsonl, score_pairs
+from minidml.grammar import sentences
+from minidml.scoring import Scorer
+
+LINES = list(sentences(400, seed=3))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    tok = Tokenizer.train(LINES, vocab_size=300)
+    return tok
+
+
+def models(tokenizer, context=96, k=2):
+    torch.manual_seed(0)
+    out = []
+    for n, d in [(2, 32), (1, 48), (1, 32)][:k]:
+        m = Student(StudentConfig(vocab_size=tokenizer.vocab_size, n_layers=n, d_model=d,
+                                  n_heads=2, context=context))
+        with torch.no_grad():  # break the symmetric initialisation so scores differ
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        out.append(m.eval())
+    return out
+
+
+def reference(model, ids: list[int], skip: int) -> float:
+    """log p of ids[skip:] given ids[:skip], one sequence, float64 log-softmax."""
+    if len(ids) < 2:
+        return 0.0
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids[:-1]])).double(), -1)[0]
+    return sum(float(logp[p, ids[p + 1]]) for p in range(skip - 1, len(ids) - 1))
+
+
+def test_scores_equal_a_one_sentence_reference_at_any_batch_size(tokenizer):
+    students = models(tokenizer)
+    texts = LINES[:40] + ["", "a", "The dogs near the cat sleep ."]
+    for bs in (1, 7, 64):
+        got = Scorer(students, tokenizer, batch_size=bs).score(texts)
+        for i, s in enumerate(students):
+            want = [reference(s, [Tokenizer.bos_id, *tokenizer.encode(t)], 1) for t in texts]
+            torch.testing.assert_close(got[f"student-{i}"], torch.tensor(want,
+                                       dtype=torch.float64), rtol=0, atol=1e-4)
+    assert got["student-0"][texts.index("")] == 0.0  # nothing to score
+
+
+def test_batch_sizes_1_and_64_agree_within_1e4(tokenizer):
+    students = models(tokenizer, k=3)
+    omega = torch.tensor([0.5, 0.3, 0.2])
+    one = Scorer(students, tokenizer, omega, batch_size=1).score(LINES[:100])
+    many = Scorer(students, tokenizer, omega, batch_size=64).score(LINES[:100])
+    assert set(one) == {"student-0", "student-1", "student-2", "ensemble"}
+    for label in one:
+        assert (one[label] - many[label]).abs().max() < 1e-4, label
+
+
+def test_ensemble_scores_the_mixture_of_probabilities(tokenizer):
+    students = models(tokenizer, k=3)
+    omega = torch.tensor([0.6, 0.4, 0.0])  # a zero weight contributes nothing
+    text = LINES[5]
+    ids = [Tokenizer.bos_id, *tokenizer.encode(text)]
+    with torch.no_grad():
+        probs = [torch.softmax(s(torch.tensor([ids[:-1]])).double(), -1)[0] for s in students]
+    mix = sum(w * p for w, p in zip(omega.double(), probs, strict=True))
+    want = sum(math.log(float(mix[p, ids[p + 1]])) for p in range(len(ids) - 1))
+    got = Scorer(students, tokenizer, omega).score([text])["ensemble"]
+    assert float(got) == pytest.approx(want, abs=1e-4)
+    assert float(got) > max(float(Scorer(students[:2], tokenizer).score([text])[f"student-{i}"])
+                            for i in range(2)) - 1.0  # sanity: same scale as its members
+
+
+def test_a_context_is_seen_but_not_scored(tokenizer):
+    students = models(tokenizer, k=1)
+    ctx, cont = "The dog sleeps .", " The cats run ."
+    got = Scorer(students, tokenizer).score([cont], [ctx])["student-0"]
+    c, t = tokenizer.encode(ctx), tokenizer.encode(cont)
+    ids = [Tokenizer.bos_id, *c, *t]
+    assert float(got) == pytest.approx(reference(students[0], ids, 1 + len(c)), abs=1e-4)
+    alone = Scorer(students, tokenizer).score([cont])["student-0"]
+    assert float(got) != pytest.approx(float(alone), abs=1e-3)  # the context matters
+
+
+def test_texts_longer_than_the_context_keep_their_last_positions(tokenizer):
+    students = models(tokenizer, context=8, k=1)
+    text = " ".join(LINES[:6])
+    ids = [Tokenizer.bos_id, *tokenizer.encode(text)]
+    assert len(ids) > 20
+    got = Scorer(students, tokenizer).score([text])["student-0"]
+    kept = ids[-9:]
+    with torch.no_grad():
+        logp = torch.log_softmax(students[0](torch.tensor([kept[:-1]])).double(), -1)[0]
+    want = sum(float(logp[p, kept[p + 1]]) for p in range(8))
+    assert float(got) == pytest.approx(want, abs=1e-4)
+
+
+def test_labels_choose_what_is_reported(tokenizer):
+    students = models(tokenizer)
+    got = Scorer(students, tokenizer, labels=["student-1"]).score(LINES[:3])
+    assert set(got) == {"student-1"}
+    with pytest.raises(ValueError, match="unknown model label"):
+        Scorer(students, tokenizer, labels=["student-7"])
+    assert Scorer(students, tokenizer).score([])["ensemble"].numel() == 0
+
+
+def context_for(students, tokenizer, labels=None, limit=None):
+    scorer = Scorer(students, tokenizer, labels=labels)
+    return EvalContext(run=None, scorer=scorer, labels=scorer.labels, data_dir=None,
+                       limit=limit, suite="pairs")
+
+
+def test_a_tie_never_counts_as_correct(tokenizer):
+    students = models(tokenizer)
+    ctx = context_for(students, tokenizer)
+    same = [Pair(t, t) for t in LINES[:10]]
+    result = score_pairs(ctx, {"ties": same})
+    for label in ctx.labels:
+        task = result.tasks[label]["ties"]
+        assert task.metrics["acc"] == 0.0 and task.metrics["ties"] == 10 and task.n == 10
+
+
+def test_score_pairs_accuracy_and_limit(tokenizer):
+    students = models(tokenizer)
+    ctx = context_for(students, tokenizer, limit=5)
+    good = LINES[0]
+    pairs = [Pair(good, good + " dogs dogs dogs"), Pair(good + " dogs dogs dogs", good)] * 4
+    result = score_pairs(ctx, {"t": pairs})
+    for label in ctx.labels:
+        t = result.tasks[label]["t"]
+        assert t.n == 5
+        scores = ctx.scorer.score([p.good for p in pairs[:5]] + [p.bad for p in pairs[:5]])
+        want = (scores[label][:5] > scores[label][5:]).double().mean()
+        assert t.metrics["acc"] == pytest.approx(float(want))
+    assert result.groups == {"pairs": ("t",)}
+
+
+def test_accuracy_stderr_is_the_sample_standard_error():
+    m = accuracy([1, 0, 1, 1])
+    assert m["acc"] == 0.75
+    assert m["acc_stderr"] == pytest.approx(math.sqrt(0.75 * 0.25 / 3))  # p(1-p)/(n-1)
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"sentence_good": "a", "sentence_bad": "b"}\n{"sentence_good": \n')
+    with pytest.raises(MinidmlError, match=r"x\.jsonl:2: not valid JSON"):
+        read_jsonl(f)
+    f.write_text('{"sentence_good": "a"}\n')
+    with pytest.raises(MinidmlError, match=r"x\.jsonl:1: missing field\(s\) sentence_bad"):
+        read_jsonl(f, ("sentence_good", "sentence_bad"))
