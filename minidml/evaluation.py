@@ -213,11 +213,11 @@ def group_score(results: Mapping[str, TaskResult], tasks: Iterable[str]) -> dict
 
 def data_checksum(data_dir: Path, paths: Iterable[str]) -> str | None:
     """A sha256 over the bytes of every file under ``paths`` (sorted by path)."""
-    files: list[Path] = []
+    files: set[Path] = set()
     for rel in paths:
         p = data_dir / rel
-        files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    return fingerprint(files) if files else None
+        files |= {q for q in p.rglob("*") if q.is_file()} if p.is_dir() else {p}
+    return fingerprint(sorted(files)) if files else None
 
 
 # ----------------------------------------------------------------------------- running
@@ -290,8 +290,8 @@ class EvalResults:
             names = sorted({n for per in o.result.tasks.values() for n in per})
             metric = {n: next(per[n].primary for per in o.result.tasks.values() if n in per)
                       for n in names}
-            name_w = max(12, *(len(n) + len(metric[n]) + 3 for n in names),
-                         *(len(g) + 10 for g in o.result.groups))
+            name_w = max([12, *(len(n) + len(metric[n]) + 3 for n in names),
+                          *(len(g) + 10 for g in o.result.groups)])
             head = f"{title:<{name_w}}" + "".join(f" {lb:>{width}}" for lb in self.labels)
             lines += [head, "-" * len(head)]
             for n in names:
@@ -368,8 +368,10 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
                               dict(options or {}), suite=name)
             try:
                 result = spec.factory().evaluate(ctx)
+                read = [*spec.requires, *(f.path for f in spec.sources
+                                          if (root / f.path).is_file())]
                 outcome = SuiteOutcome(spec, "ok", result,
-                                       data_sha256=data_checksum(root, spec.requires))
+                                       data_sha256=data_checksum(root, dict.fromkeys(read)))
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # one suite's failure must not stop the others
