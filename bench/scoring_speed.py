@@ -2,10 +2,12 @@
 
 * Setup (untimed): a tokenizer trained on a sample of the shared BabyLM text, and a randomly
   initialised ~5M-parameter student (speed does not depend on the weights).
-* Speed: BLiMP pairs/s of ``Scorer(batch_size=64)`` against a loop that scores one sentence
-  at a time (``model(ids[None])``, float32 log-softmax, sum after BOS), on the same sample of
-  pairs drawn across all 67 paradigms; the two alternate and the best round of each counts.
-  The scores of both must agree (max |Δ| is reported). Target: ≥ 20×.
+* Speed: BLiMP pairs/s of ``Scorer(batch_size=64)`` (fp32, and bf16 autocast) against a loop
+  that scores one sentence at a time (``model(ids[None])``, float32 log-softmax, sum after
+  BOS), on the same sample of pairs drawn across all 67 paradigms; the variants alternate and
+  the best round of each counts. The scores must agree (max |Δ| is reported). Target: ≥ 20×.
+* Compute: model FLOPs per pair ÷ the best float32 matmul FLOP/s measured here gives the
+  batched scorer's MFU and the least time the whole BLiMP could take on this machine.
 * The whole original BLiMP (``blimp/``, 67,000 pairs) through ``Scorer``, timed once.
   Target: < 60 s.
 """
@@ -70,6 +72,21 @@ def loop_scores(model, tok, texts: list[str]) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float64)
 
 
+def matmul_peak(device: torch.device, reps: int = 5) -> float:
+    """Best FLOP/s of float32 matmuls shaped like the student's (tokens × d × d, d × V)."""
+    best = 0.0
+    for m, k, n in ((1024, 256, 8192), (1024, 256, 704), (4096, 256, 1024)):
+        a = torch.randn(m, k, device=device)
+        b = torch.randn(k, n, device=device)
+        a @ b
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            common.sync(device)
+            best = max(best, 2 * m * k * n / (time.perf_counter() - t0))
+    return best
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from minidml import Student, StudentConfig
     from minidml.scoring import Scorer
@@ -88,30 +105,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sample = random.Random(0).sample(pairs, s["sample_pairs"])
     texts = [t for p in sample for t in p]
     scorer = Scorer([model], tok, batch_size=64)
+    scorer_bf16 = Scorer([model], tok, batch_size=64, precision="bf16")
     result["settings"] = {**s, "student_params": model.config.n_params,
                           "pairs_in_blimp": len(pairs)}
     common.log(f"[{NAME}] student of {model.config.n_params:,} parameters, "
                f"{len(sample)} sampled pairs")
 
-    times: dict[str, list[float]] = {"batched": [], "loop": []}
+    variants = {"batched": lambda: scorer.score(texts)["student-0"],
+                "batched_bf16": lambda: scorer_bf16.score(texts)["student-0"],
+                "loop": lambda: loop_scores(model, tok, texts)}
+    times: dict[str, list[float]] = {n: [] for n in variants}
     scores: dict[str, torch.Tensor] = {}
     for r in range(s["rounds"]):
-        for name in (("batched", "loop") if r % 2 == 0 else ("loop", "batched")):
-            fn = ((lambda: scorer.score(texts)["student-0"]) if name == "batched"
-                  else (lambda: loop_scores(model, tok, texts)))
+        names = list(variants)
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            scores[name] = fn()
+            scores[name] = variants[name]()
             times[name].append(time.perf_counter() - t0)
-        common.log(f"[{NAME}] round {r}: batched {times['batched'][-1]:.2f}s, "
-                   f"loop {times['loop'][-1]:.2f}s")
+        common.log(f"[{NAME}] round {r}: " + ", ".join(f"{n} {t[-1]:.2f}s"
+                                                       for n, t in times.items()))
     best = {n: min(t) for n, t in times.items()}
     rate = {n: len(sample) / b for n, b in best.items()}
     result["sample"] = {
         "seconds": {n: common.summary(t) for n, t in times.items()},
         "pairs_per_second": rate,
         "max_abs_score_difference": float((scores["batched"] - scores["loop"]).abs().max()),
+        "max_abs_score_difference_bf16": float((scores["batched_bf16"]
+                                                - scores["loop"]).abs().max()),
     }
-    ratios = {"speedup_batched_over_loop": rate["batched"] / rate["loop"]}
+    ratios = {"speedup_batched_over_loop": rate["batched"] / rate["loop"],
+              "speedup_batched_bf16_over_loop": rate["batched_bf16"] / rate["loop"]}
+    # the compute floor: model FLOPs of every scored position ÷ the best matmul FLOP/s here
+    peak = matmul_peak(device)
+    tokens_sample = sum(len(ids) - 1 for ids, _ in scorer.encode(texts))
+    per_token = model.config.flops_per_token(round(tokens_sample / len(texts))) / 3  # forward
+    flops_per_pair = per_token * tokens_sample / len(sample)
+    result["compute"] = {"matmul_peak_flops_per_s": peak, "flops_per_pair": flops_per_pair,
+                         "model_flops_per_s_batched": flops_per_pair * rate["batched"],
+                         "mfu_batched": flops_per_pair * rate["batched"] / peak,
+                         "full_blimp_floor_seconds": flops_per_pair * len(pairs) / peak}
     targets = {"speedup": {"target": TARGET_SPEEDUP, "value": ratios[
         "speedup_batched_over_loop"], "met": ratios["speedup_batched_over_loop"]
         >= TARGET_SPEEDUP}}
@@ -141,7 +173,12 @@ def report(result: dict[str, Any]) -> str:
              f"  BLiMP pairs/s: batched {smp['pairs_per_second']['batched']:.0f}, one sentence "
              f"at a time {smp['pairs_per_second']['loop']:.0f}: "
              f"{r['speedup_batched_over_loop']:.1f}x (target >= {TARGET_SPEEDUP:.0f}x), "
-             f"max |score difference| {smp['max_abs_score_difference']:.1e}"]
+             f"max |score difference| {smp['max_abs_score_difference']:.1e}; bf16 "
+             f"{smp['pairs_per_second']['batched_bf16']:.0f} pairs/s "
+             f"({r['speedup_batched_bf16_over_loop']:.1f}x)",
+             f"  compute: {result['compute']['flops_per_pair'] / 1e6:.0f} MFLOP/pair, batched "
+             f"MFU {result['compute']['mfu_batched']:.2f}; full BLiMP needs at least "
+             f"{result['compute']['full_blimp_floor_seconds']:.0f}s at the matmul peak"]
     if "full_blimp" in result:
         f = result["full_blimp"]
         lines.append(f"  full BLiMP: {f['pairs']} pairs in {f['seconds']:.1f}s "

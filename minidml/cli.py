@@ -287,6 +287,8 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--limit", type=POSITIVE, help="At most N examples per task.")
 @click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="bf16: the models run under bfloat16 autocast.")
 @click.option("--output", type=click.Path(path_type=Path),
               help="Results JSON (default: RUN_DIR/eval/results-<date>.json).")
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
@@ -294,8 +296,8 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           data_dir: Path | None, limit: int | None, batch_size: int, device: str,
-          output: Path | None, max_train_examples: int | None, epochs: int | None,
-          quiet: bool) -> None:
+          precision: str, output: Path | None, max_train_examples: int | None,
+          epochs: int | None, quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run) on benchmark suites."""
     from .evaluation import evaluate
     from .trainer import load
@@ -309,7 +311,8 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
                    + (f": {outcome.error}" if outcome.error else ""), err=True)
 
     results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
-                       batch_size=batch_size, progress=not quiet and sys.stderr.isatty(),
+                       batch_size=batch_size, precision=precision,
+                       progress=not quiet and sys.stderr.isatty(),
                        options=options, on_suite=announce)
     click.echo(results.table(), nl=False)
     stamp = results.date.replace(":", "").replace("-", "")[:15]

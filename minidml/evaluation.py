@@ -332,7 +332,7 @@ def labels_for(student: str, k: int) -> list[str]:
 
 def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
              data_dir: str | os.PathLike | None = None, limit: int | None = None,
-             batch_size: int = 64, progress: bool = False,
+             batch_size: int = 64, precision: str = "fp32", progress: bool = False,
              options: Mapping[str, Any] | None = None,
              available: Mapping[str, SuiteSpec] | None = None,
              on_suite: Callable[[SuiteOutcome], None] | None = None) -> EvalResults:
@@ -353,7 +353,7 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
     names = _expand(suites, available, root)
     labels = labels_for(student, len(run.students))
     scorer = Scorer(run.students, run.tokenizer, run.omega, labels=labels,
-                    batch_size=batch_size, progress=progress)
+                    batch_size=batch_size, precision=precision, progress=progress)
     outcomes = []
     for name in names:
         spec = available[name]

@@ -3,8 +3,10 @@
 The score of a text is the sum of the log-probabilities of its tokens after one BOS token
 (and after its context, if it has one), with no length normalisation: the rule of the
 BabyLM 2024 pipeline. Texts are scored in length-sorted batches, right-padded with a mask;
-log-softmax runs in float32 whatever the model computes in. The ω-weighted ensemble scores
-each token by the log of the mixture of the students' probabilities, log Σ_i ω_i p_i(y).
+log-softmax runs in float32 whatever the model computes in (``precision="bf16"`` runs the
+model under bfloat16 autocast: faster on CPUs and GPUs with bf16 units, scores within a few
+percent). The ω-weighted ensemble scores each token by the log of the mixture of the
+students' probabilities, log Σ_i ω_i p_i(y).
 
 A text longer than the students' context keeps its last ``context`` positions: the tokens
 that fall off the front are neither seen nor scored.
@@ -38,9 +40,12 @@ class Scorer:
 
     def __init__(self, students: Sequence[Student], tokenizer: Tokenizer,
                  omega: torch.Tensor | None = None, *, labels: Sequence[str] | None = None,
-                 batch_size: int = 64, progress: bool = False):
+                 batch_size: int = 64, precision: str = "fp32", progress: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch size {batch_size}: must be at least 1")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {precision!r}: choose fp32 or bf16")
+        self.precision = precision
         self.students = list(students)
         self.tokenizer = tokenizer
         k = len(self.students)
@@ -94,9 +99,12 @@ class Scorer:
             x, y, mask = self._pad([items[i] for i in batch])
             if x.shape[1] == 0:  # only BOS: nothing to score
                 continue
-            logp = {i: -F.cross_entropy(self.students[i](x).flatten(0, 1).float(),
-                                        y.flatten(), reduction="none").view_as(y)
-                    for i in needed}
+            with torch.autocast(self.device.type, torch.bfloat16,
+                                enabled=self.precision == "bf16"):
+                logits = {i: self.students[i](x) for i in needed}
+            logp = {i: -F.cross_entropy(z.flatten(0, 1).float(), y.flatten(),
+                                        reduction="none").view_as(y)
+                    for i, z in logits.items()}
             sums = {student_label(i): (logp[i] * mask).sum(1) for i in wanted}
             if ENSEMBLE in self.labels:
                 mix = mixture_log_probs(torch.stack([logp[i] for i in needed]),

@@ -159,3 +159,14 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     f.write_text('{"sentence_good": "a"}\n')
     with pytest.raises(MinidmlError, match=r"x\.jsonl:1: missing field\(s\) sentence_bad"):
         read_jsonl(f, ("sentence_good", "sentence_bad"))
+
+
+def test_bf16_scores_stay_close_to_fp32(tokenizer):
+    students = models(tokenizer)
+    fp32 = Scorer(students, tokenizer).score(LINES[:20])
+    bf16 = Scorer(students, tokenizer, precision="bf16").score(LINES[:20])
+    for label in fp32:
+        rel = ((bf16[label] - fp32[label]).abs() / fp32[label].abs()).max()
+        assert 0 < rel < 0.05, (label, rel)  # computed differently, and close
+    with pytest.raises(ValueError, match="precision"):
+        Scorer(students, tokenizer, precision="fp8")
