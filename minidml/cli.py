@@ -291,19 +291,21 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
               show_default=True, help="bf16: the models run under bfloat16 autocast.")
 @click.option("--output", type=click.Path(path_type=Path),
               help="Results JSON (default: RUN_DIR/eval/results-<date>.json).")
+@click.option("--glue-tasks", help="glue: a comma-separated subset of tasks, e.g. rte,mrpc.")
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
 @click.option("--epochs", type=POSITIVE, help="glue: at most this many epochs (default 10).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           data_dir: Path | None, limit: int | None, batch_size: int, device: str,
-          precision: str, output: Path | None, max_train_examples: int | None,
-          epochs: int | None, quiet: bool) -> None:
+          precision: str, output: Path | None, glue_tasks: str | None,
+          max_train_examples: int | None, epochs: int | None, quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run) on benchmark suites."""
     from .evaluation import evaluate
     from .trainer import load
 
     run = load(_run_or_latest(run_dir), device)
-    options = {k: v for k, v in (("max_train_examples", max_train_examples),
+    options = {k: v for k, v in (("tasks", glue_tasks), ("max_train_examples",
+                                                         max_train_examples),
                                  ("epochs", epochs)) if v is not None}
 
     def announce(outcome) -> None:

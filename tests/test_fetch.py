@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 import threading
 import time
@@ -270,3 +271,32 @@ def test_sources_table_matches_the_data(data_dir):
         if f.path != "babylm-eval/ewok_vocab.txt":  # the one file renamed (from ewok/vocab.txt)
             assert f.url.endswith("/" + urllib.parse.quote(f.path.rsplit("/", 1)[-1])), f
     assert verify(rows, data_dir) == []  # hashes every listed file (~90 MB)
+
+
+def test_cli_fetches_a_suite_from_a_mirror_and_evaluates_with_it(srv, data_dir, tmp_path,
+                                                                   tiny_run):
+    """`minidml data fetch ewok --mirror URL` fills a data root that `minidml eval` uses;
+    a second fetch downloads nothing."""
+    from minidml.cli import main
+
+    state, base = srv
+    root = tmp_path / "root"
+
+    def run(*args):
+        try:
+            main(list(args))
+        except SystemExit as e:
+            return e.code
+        return 0
+
+    assert run("data", "fetch", "ewok", "--data-dir", str(root), "--mirror", base, "-q") == 0
+    assert len(state.requests) == 11
+    for f in (data_dir / "babylm-eval" / "ewok_filtered").glob("*.jsonl"):
+        assert (root / "babylm-eval" / "ewok_filtered" / f.name).read_bytes() == f.read_bytes()
+    state.requests.clear()
+    assert run("data", "fetch", "ewok", "--data-dir", str(root), "--mirror", base, "-q") == 0
+    assert state.requests == []
+    out = tmp_path / "r.json"
+    assert run("eval", str(tiny_run.path), "--suite", "ewok", "--data-dir", str(root),
+               "--limit", "3", "--output", str(out), "-q") in (None, 0)
+    assert json.loads(out.read_text())["suites"]["ewok"]["status"] == "ok"

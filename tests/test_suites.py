@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -114,3 +115,17 @@ def test_malformed_suite_data_fails_that_suite_with_file_and_line(tiny_run, data
     bad, good = res.outcomes
     assert bad.status == "failed" and "hypernym.jsonl:843: not valid JSON" in bad.error
     assert good.status == "ok" and not res.ok
+
+
+def test_glue_through_the_command_line_on_one_capped_task(tiny_run, data_dir, tmp_path):
+    from minidml.cli import main
+
+    out = tmp_path / "glue.json"
+    main(["eval", str(tiny_run.path), "--suite", "glue", "--glue-tasks", "rte",
+          "--max-train-examples", "32", "--epochs", "1", "--limit", "16", "--data-dir",
+          str(data_dir), "--output", str(out), "-q"])
+    results = json.loads(out.read_text())
+    assert results["suites"]["glue"]["status"] == "ok"
+    for label in ("student-0", "student-1", "ensemble"):
+        assert set(results["results"][label]) == {"glue/rte"}
+        assert results["results"][label]["glue/rte"]["n"] == 16
