@@ -17,11 +17,14 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import itertools
 import lzma
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from queue import Empty, Full, Queue
+from typing import IO, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +34,7 @@ from . import _io
 from .errors import MinidmlError
 from .tokenizer import Tokenizer
 
+T = TypeVar("T")
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20  # text encoded per call: bounds memory on corpora with huge lines
 _MAGIC = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile,
@@ -155,6 +159,60 @@ def _chunks(lines: Iterator[str], chunk_bytes: int) -> Iterator[list[str]]:
         yield chunk
 
 
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    Reading and decompressing the next chunk then overlaps with encoding this one. An
+    exception in the producer is raised here, in the consumer; a consumer that stops early
+    (or fails) stops the producer.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((done, None))
+        except BaseException as e:  # handed over to the consumer
+            queue.put((done, e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator: release its files now
+                close()
+
+    worker = threading.Thread(target=produce, name="minidml-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(Empty):
+            while True:  # unblock a producer waiting on a full queue
+                queue.get_nowait()
+        worker.join()
+
+
+def _token_bytes(ids: list[list[int]], dtype: np.dtype) -> bytes:
+    """The concatenation of the id lists as ``dtype`` bytes (one conversion per chunk)."""
+    return np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype,
+                       count=sum(map(len, ids))).tobytes()
+
+
 def tokenize_corpus(
     files: Sequence[Path],
     tokenizer: Tokenizer,
@@ -183,9 +241,9 @@ def tokenize_corpus(
         total = sum(f.stat().st_size for f in files)
         with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
                   disable=not progress, leave=False) as bar, _io.atomic_open(path) as out:
-            for chunk in _chunks(read_lines(files, encoding_errors, bar), CHUNK_BYTES):
-                for ids in tokenizer.encode_batch(chunk, bos=True, eos=True):
-                    out.write(np.asarray(ids, dtype=dtype).tobytes())
+            chunks = _chunks(read_lines(files, encoding_errors, bar), CHUNK_BYTES)
+            for chunk in prefetch(chunks):
+                out.write(_token_bytes(tokenizer.encode_batch(chunk, bos=True, eos=True), dtype))
     if path.stat().st_size == 0:
         with contextlib.suppress(OSError):
             path.unlink()

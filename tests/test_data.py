@@ -589,3 +589,35 @@ def test_write_json_and_write_bytes(tmp_path):
     assert text.endswith("\n") and text.index('"a"') < text.index('"b"')  # sorted keys
     _io.write_bytes(tmp_path / "b.bin", b"\x00\xff")
     assert (tmp_path / "b.bin").read_bytes() == b"\x00\xff"
+
+
+def test_prefetch_keeps_order_raises_producer_errors_and_stops_early():
+    from minidml.data import prefetch
+
+    assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise MinidmlError("bad line 2")
+
+    got = []
+    with pytest.raises(MinidmlError, match="bad line 2"):
+        for x in prefetch(failing()):
+            got.append(x)
+    assert got == [1]
+
+    closed = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    stream = prefetch(endless(), depth=2)
+    assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
+    stream.close()  # the consumer stops: the producer must stop and release its source
+    assert closed == [True]

@@ -183,3 +183,15 @@ def test_readme_plugin_example_is_a_working_plugin(tmp_path):
                                 extra=[type("P", (), {"register_suites": staticmethod(
                                     namespace["register_suites"])})()]))
     assert found
+
+
+def test_eval_without_a_run_takes_the_latest_and_says_so(tiny_run, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_run.path, tmp_path / "runs" / "grammar-1")
+    out = tmp_path / "r.json"
+    run = cli("eval", "--suite", "agreement", "--limit", "2", "--output", str(out),
+              cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "using the latest run: runs/grammar-1" in run.stderr
+    assert json.loads(out.read_text())["run"] == "runs/grammar-1"
