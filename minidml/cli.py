@@ -95,7 +95,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
-    "outer_objective": "outer_objective",
+    "outer_objective": "outer_objective", "on_nonfinite": "on_nonfinite",
 }
 
 
@@ -133,6 +133,8 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--temperature", type=POSITIVE_FLOAT, help="Softmax temperature T (default 1).")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]))
+@click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]),
+              help="A NaN/inf loss or gradient: stop with an error (default) or skip the step.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1))
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
               help="What to do with invalid UTF-8 (default: stop with an error).")

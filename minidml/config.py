@@ -70,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop with an error, or skip the step
     log_every: int = 10
     eval_every: int = 200
     eval_tokens: int = 65_536
@@ -114,7 +115,8 @@ class TrainConfig:
                              ("outer_lr_schedule", ("constant", "cosine")),
                              ("budget_scheme", ("harmonic", "equal")),
                              ("tokenizer_type", ("unigram", "bpe")),
-                             ("encoding_errors", ("strict", "replace", "ignore"))):
+                             ("encoding_errors", ("strict", "replace", "ignore")),
+                             ("on_nonfinite", ("stop", "skip"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"choose one of {', '.join(allowed)}")
         if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
@@ -146,8 +148,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Build from plain data (parsed JSON/TOML), checking every key and type."""
-        return cls(**cls.checked(data, source))
+        """Build from plain data (parsed JSON/TOML), checking every key, type and range."""
+        kwargs = cls.checked(data, source)
+        try:
+            return cls(**kwargs)
+        except MinidmlError as e:  # a range check: say where the value came from
+            raise MinidmlError(f"{source}: {e}") from None
 
     @classmethod
     def checked(cls, data: dict[str, Any], source: str = "config") -> dict[str, Any]:

@@ -128,6 +128,7 @@ def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
     meta = read_run_config(path)
     tokenizer = Tokenizer.load(path / "tokenizer.model")
     cfg = TrainConfig.from_dict(meta["config"], f"{path / 'config.json'}")
+    _check_tokenizer(path, meta, tokenizer)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
     ckpt = latest_checkpoint(path)
     if ckpt is None:
@@ -135,6 +136,16 @@ def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
     dev = resolve_device(device)
     students, state = _load_checkpoint(ckpt, scfgs, dev)
     return Run(path, cfg, tokenizer, students, state["omega"].to(dev), int(state["step"]))
+
+
+def _check_tokenizer(path: Path, meta: dict[str, Any], tokenizer: Tokenizer) -> None:
+    """The run's tokenizer.model must be the one its config.json recorded."""
+    want = meta.get("tokenizer", {})
+    if want.get("vocab_size") not in (None, tokenizer.vocab_size) or \
+            want.get("sha256") not in (None, tokenizer.sha256):
+        raise MinidmlError(f"{path / 'tokenizer.model'}: not the tokenizer this run was "
+                           f"trained with (vocabulary {tokenizer.vocab_size}, config.json "
+                           f"says {want.get('vocab_size')}); restore the run's own file")
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
@@ -215,6 +226,7 @@ class Trainer:
         self.step = 0
         self.should_stop = False
         self.last_eval: dict[str, Any] | None = None
+        self.skipped_steps = 0  # steps dropped for a non-finite loss (on_nonfinite = skip)
         self._metrics_offset = 0
 
     # ---------------------------------------------------------------- one step
@@ -247,17 +259,46 @@ class Trainer:
             if outer:  # the hypergradient reuses this step's inputs and logits
                 inputs.append(x)
                 kept.append([z.detach() for z in logits])
+        losses = MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
+        omega_before = self.omega
         if outer:
             self.outer_step(inputs, kept, lr)
-        for model, opt in zip(self.students, self.optimizers, strict=True):
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        # the gradient norms (clipped to grad_clip, if set) double as the finiteness check
+        norms = torch.stack([torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            for model in self.students])
+        finite = torch.isfinite(norms) & torch.isfinite(losses.loss)
+        if not bool(finite.all()):  # the one host synchronisation of a step
+            self._non_finite((~finite).nonzero().flatten().tolist(), omega_before)
+            return losses
+        for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.step()
             opt.zero_grad(set_to_none=True)
         self.step += 1
-        return MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
+        return losses
+
+    def _non_finite(self, bad: list[int], omega_before: torch.Tensor) -> None:
+        """A step whose loss or gradient is NaN/inf: stop, or skip it (``on_nonfinite``).
+
+        Stopping happens before any weight changes, so the weights in memory and every
+        checkpoint stay finite. Skipping drops the step's gradients and any ω update and
+        moves on to the next batch; ``metrics.jsonl`` records it.
+        """
+        step = self.step + 1
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.omega = omega_before
+        who = ", ".join(str(i) for i in bad)
+        if self.config.on_nonfinite == "stop":
+            raise MinidmlError(f"step {step}: non-finite loss or gradient for student(s) "
+                               f"{who}; lower --lr, or pass --on-nonfinite skip (checkpoints "
+                               "written so far are intact)")
+        self.skipped_steps += 1
+        self.step = step
+        self._emit({"event": "nonfinite", "step": step, "students": bad, "action": "skipped",
+                    "skipped_steps": self.skipped_steps}, "on_log")
 
     @property
     def learns_omega(self) -> bool:
@@ -302,7 +343,8 @@ class Trainer:
             n += y.numel()
         losses = (total / n).tolist()
         return {"event": "eval", "step": self.step, "val_loss": losses[:k],
-                "val_ppl": [math.exp(v) for v in losses[:k]], "ensemble_val_loss": losses[k],
+                "val_ppl": [math.exp(min(v, 700.0)) for v in losses[:k]],
+                "ensemble_val_loss": losses[k],
                 "val_tokens": n}
 
     # ---------------------------------------------------------------- the loop
@@ -357,7 +399,7 @@ class Trainer:
                             cfg.min_lr_ratio),
                 "loss": losses.loss.tolist(),
                 "ce": losses.ce.tolist(), "kl": losses.kl.tolist(),
-                "omega": self.omega.tolist(),
+                "omega": self.omega.tolist(), "skipped_steps": self.skipped_steps,
                 "tokens_per_s": (tokens - tokens0) / max(elapsed, 1e-9),
                 "time": _now()}
 
@@ -377,7 +419,7 @@ class Trainer:
         return {"step": self.step, "omega": self.omega.detach().cpu(),
                 "optimizers": [o.state_dict() for o in self.optimizers], "rng": rng,
                 "metrics_bytes": metrics.stat().st_size if metrics and metrics.exists() else 0,
-                "total_steps": self.total_steps}
+                "total_steps": self.total_steps, "skipped_steps": self.skipped_steps}
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step-N`` atomically and keep the newest ``CHECKPOINTS_KEPT``."""
@@ -412,6 +454,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         self.omega = state["omega"].to(self.device, torch.float32)
         for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(sd)
@@ -420,9 +463,22 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self._metrics_offset = int(state.get("metrics_bytes", 0))
 
-    def resume(self) -> Path:
-        """Load the newest good checkpoint (falling back to an older one if it is damaged)."""
+    def resume(self) -> Path | None:
+        """Load the newest good checkpoint (falling back to an older one if it is damaged).
+
+        A run stopped before its first checkpoint starts again from step 0, which is exactly
+        where it started (the initialisation follows from the seed): ``None`` is returned.
+        Leftovers of a checkpoint whose writing was interrupted are removed.
+        """
         assert self.run_dir is not None
+        for stale in (self.run_dir / "checkpoints").glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        metrics = self.run_dir / "metrics.jsonl"
+        if not checkpoints(self.run_dir):
+            if metrics.exists():
+                with open(metrics, "r+b") as f:
+                    f.truncate(0)
+            return None
         scfgs = [s.config for s in self.students]
         errors = []
         for ckpt in reversed(checkpoints(self.run_dir)):
@@ -434,7 +490,6 @@ class Trainer:
             for mine, theirs in zip(self.students, students, strict=True):
                 mine.load_state_dict(theirs.state_dict())
             self.load_state_dict(state)
-            metrics = self.run_dir / "metrics.jsonl"
             if metrics.exists():  # drop records written after this checkpoint
                 with open(metrics, "r+b") as f:
                     f.truncate(self._metrics_offset)
@@ -468,6 +523,14 @@ def latest_run(root: str | os.PathLike = "runs") -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
 
 
+def _stopped_before_start(out: Path) -> bool:
+    """A run directory that a killed ``train`` left before writing its ``config.json``:
+    at most a tokenizer and temporary files."""
+    return (out.is_dir() and not (out / "config.json").exists()
+            and all(p.name == "tokenizer.model" or p.name.startswith(".")
+                    for p in out.iterdir()))
+
+
 def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
     if resume:
         if not (out / "config.json").exists():
@@ -494,8 +557,8 @@ def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
 def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
     old = TrainConfig.from_dict(saved["config"], str(out / "config.json")).to_dict()
     new = cfg.to_dict()
-    for key in sorted(new):
-        if key != "device" and old.get(key) != new[key]:
+    for key in sorted(new):  # where it runs, and what to do about NaNs, may change
+        if key not in ("device", "on_nonfinite") and old.get(key) != new[key]:
             raise MinidmlError(f"--resume: option {key!r} differs from the run's config.json "
                                f"({old.get(key)!r} there, {new[key]!r} now); use the same "
                                "settings or start a new run with another --out")
@@ -516,6 +579,8 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     cfg = (config or TrainConfig()).replace(**overrides)
     files = corpus_files(paths)
     out_dir = Path(out) if out is not None else default_run_dir(paths)
+    if resume and _stopped_before_start(out_dir):  # nothing to resume yet: start it again
+        resume, force = False, True
     _prepare_run_dir(out_dir, resume, force)
     try:
         trainer = _setup(files, out_dir, cfg, resume, progress, callbacks, cache_dir)
@@ -537,6 +602,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     if resume:
         meta = read_run_config(out_dir)
         tokenizer = Tokenizer.load(out_dir / "tokenizer.model")
+        _check_tokenizer(out_dir, meta, tokenizer)
         cfg = cfg.resolve_shapes(tokenizer.vocab_size)
         _check_resume_config(meta, cfg, out_dir)
         if meta.get("corpus", {}).get("fingerprint") != corpus_hash:

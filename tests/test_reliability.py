@@ -1,0 +1,276 @@
+"""Crash safety: kill -9 anywhere, non-finite losses, untrusted files, failing disks."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import minidml
+from minidml import Callback, Shape, TrainConfig
+from minidml.errors import MinidmlError
+from minidml.trainer import checkpoints
+
+KILL_CFG = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), mode="wml", outer_every=4,
+                context=16, batch_size=8, vocab_size=300, warmup_steps=5, eval_every=15,
+                eval_tokens=512, log_every=5, save_every=1, steps=45)
+
+DRIVER = """
+import sys, torch
+torch.set_num_threads(1)
+import minidml
+from minidml import Shape, TrainConfig
+cfg = TrainConfig(**eval(sys.argv[3], {"Shape": Shape}))
+from pathlib import Path
+out = Path(sys.argv[2])
+minidml.train(sys.argv[1], out, cfg, resume=out.exists())
+"""
+
+
+def launch(corpus: Path, out: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(corpus), str(out),
+                             repr(KILL_CFG)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def final_state(run_dir: Path) -> dict:
+    last = checkpoints(run_dir)[-1]
+    return {p.name: torch.load(p, weights_only=True) for p in sorted(last.glob("*.pt"))}
+
+
+def assert_identical(a, b, where="") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            if k != "metrics_bytes":
+                assert_identical(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.mark.slow
+def test_kill_9_anywhere_then_resume_is_bit_identical(grammar_corpus, tmp_path):
+    """SIGKILL a training run at 12 random moments (one during start-up, the rest while it
+    trains and writes a checkpoint every step), resume each time; the final weights,
+    optimiser states and ω equal those of a run that was never interrupted."""
+    env = {**os.environ, "MINIDML_CACHE_DIR": str(tmp_path / "cache")}
+    reference = tmp_path / "reference"
+    done = launch(grammar_corpus, reference, env)
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+
+    rng = random.Random(1234)
+    out = tmp_path / "killed"
+    kills, at_kill = 0, []
+    while kills < 12:
+        proc = launch(grammar_corpus, out, env)
+        if kills == 0:
+            time.sleep(rng.uniform(0.5, 2.0))  # somewhere in start-up or set-up
+        else:
+            seen = len(checkpoints(out)) and checkpoints(out)[-1].name
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                now = len(checkpoints(out)) and checkpoints(out)[-1].name
+                if now and now != seen:
+                    break
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.08))  # mid-step or mid-checkpoint
+        if proc.poll() is not None:  # it finished first: nothing left to interrupt
+            break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
+        found = checkpoints(out) if out.exists() else []
+        at_kill.append(found[-1].name if found else None)
+    assert kills >= 10
+    # the kills landed at many different points of training, not all in start-up
+    assert len({a for a in at_kill if a is not None}) >= 8, at_kill
+    last = launch(grammar_corpus, out, env)
+    assert last.wait(timeout=300) == 0, last.stderr.read()
+    assert_identical(final_state(out), final_state(reference))
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    steps = [r["step"] for r in records if r["event"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == KILL_CFG["steps"]  # no duplicates
+
+
+TINY = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), context=16, batch_size=8,
+            vocab_size=300, warmup_steps=2, eval_every=100, eval_tokens=512, log_every=1,
+            save_every=2, steps=12)
+
+
+class PoisonParameter(Callback):
+    """Sets one weight of one student to NaN after a given step."""
+
+    def __init__(self, step: int, student: int):
+        self.step, self.student = step, student
+
+    def on_step_end(self, trainer, losses):
+        if trainer.step == self.step:
+            with torch.no_grad():
+                trainer.students[self.student].norm.weight[0] = float("nan")
+
+
+def test_a_non_finite_loss_stops_with_step_and_student_and_keeps_checkpoints(
+        grammar_corpus, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(MinidmlError, match=r"step 6: non-finite loss or gradient for "
+                                           r"student\(s\) 1;"):
+        minidml.train(grammar_corpus, out, TrainConfig(**TINY, mode="single"),
+                      callbacks=[PoisonParameter(5, 1)])
+    run = minidml.load(out)  # the last good checkpoint: step 4, finite
+    assert run.step == 4
+    assert all(torch.isfinite(p).all() for s in run.students for p in s.parameters())
+
+
+class PoisonOutput:
+    """A forward hook that makes one student's logits NaN during a chosen training step."""
+
+    def __init__(self, trainer_steps: set[int]):
+        self.steps, self.trainer = trainer_steps, None
+
+    def __call__(self, module, inputs, output):
+        if self.trainer is not None and self.trainer.step + 1 in self.steps and module.training:
+            return output * float("nan")
+        return output
+
+
+class Attach(Callback):
+    def __init__(self, hook):
+        self.hook = hook
+
+    def on_train_start(self, trainer):
+        self.hook.trainer = trainer
+        trainer.students[0].register_forward_hook(self.hook)
+
+
+def test_skip_drops_non_finite_steps_counts_them_and_training_goes_on(grammar_corpus,
+                                                                       tmp_path):
+    out = tmp_path / "run"
+    hook = PoisonOutput({3, 7})
+    run = minidml.train(grammar_corpus, out, TrainConfig(**TINY, mode="wml", outer_every=3,
+                                                         on_nonfinite="skip"),
+                        callbacks=[Attach(hook)])
+    assert run.step == TINY["steps"]
+    assert all(torch.isfinite(p).all() for s in run.students for p in s.parameters())
+    assert torch.isfinite(run.omega).all() and abs(float(run.omega.sum()) - 1) < 1e-6
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    skipped = [r for r in records if r["event"] == "nonfinite"]
+    assert [r["step"] for r in skipped] == [3, 7] and skipped[-1]["skipped_steps"] == 2
+    assert skipped[0]["students"] == [0, 1]  # the peer's KL term inherits the NaN
+    last = [r for r in records if r["event"] == "train"][-1]
+    assert last["skipped_steps"] == 2 and all(map(lambda v: v == v, last["loss"]))
+
+
+def test_skipped_steps_survive_a_resume(grammar_corpus, tmp_path):
+    out = tmp_path / "run"
+
+    class Stop(Callback):
+        def on_step_end(self, trainer, losses):
+            if trainer.step == 6:
+                trainer.should_stop = True
+
+    cfg = TrainConfig(**TINY, on_nonfinite="skip")
+    minidml.train(grammar_corpus, out, cfg, callbacks=[Attach(PoisonOutput({3})), Stop()])
+    state = torch.load(checkpoints(out)[-1] / "state.pt", weights_only=True)
+    assert state["skipped_steps"] == 1
+    run = minidml.train(grammar_corpus, out, cfg, resume=True)
+    assert run.step == TINY["steps"]
+
+
+# ----------------------------------------------------------------------------- untrusted files
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_weights_file_that_would_run_code_is_refused(tiny_run, tmp_path):
+    import pickle
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run_dir)
+    for ckpt in checkpoints(run_dir):
+        (ckpt / "student-0.pt").write_bytes(pickle.dumps({"embed.weight": Exploit()}))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(MinidmlError, match=r"student-0\.pt: refused or damaged"):
+            minidml.load(run_dir)
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"batch_size": "32"}, r"config\.json: key 'batch_size': expected int"),
+    ({"no_such_setting": 1}, r"config\.json: unknown key 'no_such_setting'"),
+    ({"lr": -1.0}, r"config\.json: --lr -1\.0: must be a positive number"),
+    ({"students": [{"n_layers": 2}]}, r"config\.json: key 'students'"),
+])
+def test_a_config_with_wrong_types_unknown_keys_or_bad_values_is_refused(
+        tiny_run, tmp_path, change, match):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run_dir)
+    meta = json.loads((run_dir / "config.json").read_text())
+    meta["config"].update(change)
+    (run_dir / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(MinidmlError, match=match):
+        minidml.load(run_dir)
+
+
+def test_a_tokenizer_that_does_not_match_the_config_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    from minidml import Tokenizer
+    from minidml.grammar import sentences
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run_dir)
+    Tokenizer.train(list(sentences(300, seed=1)), vocab_size=350).save(
+        run_dir / "tokenizer.model")
+    with pytest.raises(MinidmlError, match=r"tokenizer\.model: not the tokenizer this run"):
+        minidml.load(run_dir)
+
+
+# ----------------------------------------------------------------------------- failing disks
+def test_a_full_disk_while_checkpointing_is_one_error_and_the_last_checkpoint_survives(
+        grammar_corpus, tmp_path, monkeypatch):
+    import errno
+
+    import minidml.trainer as trainer_module
+
+    out = tmp_path / "run"
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def flaky_save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 7:  # the third checkpoint (3 files each) runs out of space
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.torch, "save", flaky_save)
+    with pytest.raises(MinidmlError, match="cannot write checkpoint .*No space left"):
+        minidml.train(grammar_corpus, out, TrainConfig(**TINY))
+    monkeypatch.setattr(trainer_module.torch, "save", real_save)
+    assert [c.name for c in checkpoints(out)] == ["step-00000002", "step-00000004"]
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert minidml.load(out).step == 4
+    run = minidml.train(grammar_corpus, out, TrainConfig(**TINY), resume=True)
+    assert run.step == TINY["steps"]
