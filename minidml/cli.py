@@ -50,6 +50,18 @@ class IntList(click.ParamType):
         return out
 
 
+class FilePath(click.Path):
+    """A filesystem path given as a :class:`~pathlib.Path`; a NUL byte is refused."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value: Any, param, ctx) -> Any:
+        if "\x00" in str(value):
+            self.fail(f"{value!r} contains a NUL byte, which no path can hold", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 POSITIVE = click.IntRange(min=1)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 UNIT = click.FloatRange(0, 1)
@@ -100,8 +112,8 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 
 
 @cli.command()
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path),
+@click.argument("corpus", nargs=-1, required=True, type=FilePath())
+@click.option("--out", type=FilePath(),
               help="Run directory (default: a new one under runs/).")
 @click.option("--students", "k", type=POSITIVE, help="Number of students K (default 4).")
 @click.option("--layers", type=IntList(), help="Layers, one value or one per student.")
@@ -141,7 +153,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--eval-every", type=POSITIVE)
 @click.option("--save-every", type=POSITIVE)
 @click.option("--log-every", type=POSITIVE)
-@click.option("--config", "config_file", type=click.Path(path_type=Path),
+@click.option("--config", "config_file", type=FilePath(),
               help="TOML file of settings; options given here override it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest run).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
@@ -225,7 +237,7 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
 
 # ----------------------------------------------------------------------------- demo
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=FilePath(),
               help="Run directory (default: runs/demo-…).")
 @click.option("--steps", type=Count(), help="Optimiser steps (default 600).")
 @click.option("--device", default="auto")
@@ -254,7 +266,7 @@ def demo(out: Path | None, steps: int | None, device: str, force: bool, quiet: b
 
 # ----------------------------------------------------------------------------- generate
 @cli.command()
-@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.argument("run_dir", required=False, type=FilePath())
 @click.option("--prompt", default="", help="Text to continue.")
 @click.option("--student", default=0, type=click.IntRange(min=0), help="Which student.")
 @click.option("--max-tokens", default=50, type=POSITIVE)
@@ -278,12 +290,12 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 
 # ----------------------------------------------------------------------------- evaluation
 @cli.command(name="eval")
-@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.argument("run_dir", required=False, type=FilePath())
 @click.option("--suite", "suite_names", multiple=True, required=True,
               help="Suite to run (repeatable); `all`: every suite whose data is present.")
 @click.option("--student", default="all", show_default=True,
               help="all (each student and the ensemble), ensemble, or a student index.")
-@click.option("--data-dir", type=click.Path(path_type=Path),
+@click.option("--data-dir", type=FilePath(),
               help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
                    "`minidml data fetch` fills).")
 @click.option("--limit", type=POSITIVE, help="At most N examples per task.")
@@ -291,7 +303,7 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True, help="bf16: the models run under bfloat16 autocast.")
-@click.option("--output", type=click.Path(path_type=Path),
+@click.option("--output", type=FilePath(),
               help="Results JSON (default: RUN_DIR/eval/results-<date>.json).")
 @click.option("--glue-tasks", help="glue: a comma-separated subset of tasks, e.g. rte,mrpc.")
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
@@ -328,7 +340,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
 
 
 @cli.command(name="suites")
-@click.option("--data-dir", type=click.Path(path_type=Path),
+@click.option("--data-dir", type=FilePath(),
               help="Data root to check (default: $MINIDML_DATA_DIR, else the cache).")
 def suites_(data_dir: Path | None) -> None:
     """List every evaluation suite: name, package, description, whether its data is here."""
@@ -354,7 +366,7 @@ def data() -> None:
 
 @data.command()
 @click.argument("suite_names", nargs=-1, required=True)
-@click.option("--data-dir", type=click.Path(path_type=Path),
+@click.option("--data-dir", type=FilePath(),
               help="Where to put it (default: $MINIDML_DATA_DIR, else the cache).")
 @click.option("--mirror", help="Base URL of a mirror with the data root's layout.")
 @click.option("--force", is_flag=True, help="Download again even when files are present.")

@@ -130,24 +130,36 @@ class EvalContext:
 
 
 # ----------------------------------------------------------------------------- helpers
-def read_jsonl(path: str | os.PathLike, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file (plain, .gz or .xz); a bad line or a row without one of
-    ``fields`` is a one-line error naming the file and line."""
+def read_jsonl(path: str | os.PathLike,
+               fields: Sequence[str] | Mapping[str, type | tuple[type, ...]] = ()
+               ) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file (plain, .gz or .xz). A bad line, a row without one of
+    ``fields``, or (when ``fields`` maps names to types) a value of the wrong type is a
+    one-line error naming the file and line."""
     path = Path(path)
+    types = fields if isinstance(fields, Mapping) else {}
     rows = []
     for number, line in enumerate(read_lines([path]), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MinidmlError(f"{path}:{number}: not valid JSON ({e.msg}); "
+        except (json.JSONDecodeError, RecursionError) as e:
+            why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            raise MinidmlError(f"{path}:{number}: not valid JSON ({why}); "
                                "re-download the file") from None
         if not isinstance(row, dict):
             raise MinidmlError(f"{path}:{number}: expected a JSON object per line")
         lacking = [k for k in fields if k not in row]
         if lacking:
             raise MinidmlError(f"{path}:{number}: missing field(s) {', '.join(lacking)}")
+        for key, kind in types.items():
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            value = row[key]  # JSON true/false are bools, which Python counts as ints too
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                want = " or ".join(t.__name__ for t in kinds)
+                raise MinidmlError(f"{path}:{number}: field {key!r} should be {want}, "
+                                   f"got {type(row[key]).__name__}")
         rows.append(row)
     return rows
 

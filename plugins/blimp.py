@@ -16,7 +16,7 @@ from minidml.evaluation import EvalContext, Pair, SuiteResult, read_jsonl, score
 from minidml.hookspecs import hookimpl
 from minidml_plugins._sources import sources
 
-FIELDS = ("sentence_good", "sentence_bad", "field", "linguistics_term")
+FIELDS = {"sentence_good": str, "sentence_bad": str, "field": str, "linguistics_term": str}
 
 
 def paradigm_pairs(ctx: EvalContext, folder: str, expected: int = 67

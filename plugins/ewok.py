@@ -23,7 +23,7 @@ class EwokSuite:
         tasks = {}
         for domain in DOMAINS:
             rows = read_jsonl(ctx.path(f"{FOLDER}/{domain}.jsonl"),
-                              ("Context1", "Target1", "Target2"))
+                              {"Context1": str, "Target1": str, "Target2": str})
             tasks[domain] = [Pair(" " + r["Target1"], " " + r["Target2"], r["Context1"])
                              for r in rows]
         return score_pairs(ctx, tasks)

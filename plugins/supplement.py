@@ -18,7 +18,7 @@ class SupplementSuite:
         tasks = {}
         for name in TASKS:
             rows = read_jsonl(ctx.path(f"{FOLDER}/{name}.jsonl"),
-                              ("sentence_good", "sentence_bad"))
+                              {"sentence_good": str, "sentence_bad": str})
             tasks[name] = [Pair(r["sentence_good"], r["sentence_bad"]) for r in rows]
         return score_pairs(ctx, tasks)
 
