@@ -7,7 +7,6 @@ import bz2
 import gzip
 import json
 import lzma
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
