@@ -7,6 +7,7 @@ import bz2
 import gzip
 import json
 import lzma
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +20,12 @@ from minidml.evaluation import read_jsonl
 from minidml.grammar import sentences
 from minidml.tokenizer import Tokenizer
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                      HealthCheck.too_slow])
+# derandomised: the same cases on every run, so that CI is reproducible; set
+# MINIDML_FUZZ_RANDOM=1 to explore new ones
+SETTINGS = dict(deadline=None, derandomize=not os.environ.get("MINIDML_FUZZ_RANDOM"),
+                database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
 COMPRESS = {"": lambda b: b, ".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress}
 
 
@@ -152,5 +157,6 @@ def test_the_cli_answers_bad_input_with_one_line_and_a_non_zero_status(capsys, t
         # a one-line error, or (a group called without a command) click's usage text
         assert last.startswith(("error:", "Error:")) or (code == 2 and "Usage:" in err), (
             argv, err)
-    else:  # only listings and searches succeed without data
-        assert argv[:1] in (["search"], ["suites"], []) or "--help" in argv, (argv, out)
+    else:  # only help, listings and searches succeed without data
+        words = [a for a in argv if a != "--"]
+        assert words[:1] in (["search"], ["suites"]) or "--help" in argv, (argv, out)
