@@ -366,7 +366,7 @@ def loss_microbench(s: Settings, cfg: Config, device: torch.device) -> dict[str,
     x, y = x.to(device), y.to(device).flatten()
     with torch.no_grad():
         logits = [st(x).flatten(0, 1) for st in tr.students]
-    omega, alpha, temp = tr.omega, tr.config.alpha, tr.config.temperature
+    omega, alpha, temp = tr.omega, tr.config.alpha, tr.config.softmax_temperature
     variants: dict[str, Callable[[list[torch.Tensor]], Any]] = {
         "trainer_default": lambda z: mutual_loss(z, y, omega, alpha, temp),
         "ce_only": lambda z: mutual_loss(z, y, omega, 0.0, temp),

@@ -108,6 +108,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
     "outer_objective": "outer_objective", "on_nonfinite": "on_nonfinite",
+    "teacher": "teachers",
 }
 
 
@@ -122,9 +123,13 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--mlp-ratio", type=POSITIVE_FLOAT, help="SwiGLU hidden size / width.")
 @click.option("--budget", type=Count(),
               help="Total parameter budget N: search K diverse shapes for N/2, N/3, ...")
-@click.option("--mode", type=click.Choice(["single", "dml", "wml"]),
+@click.option("--mode", type=click.Choice(["single", "dml", "wml", "kd"]),
               help="single: independent students; dml: equal fixed peer weights; wml (default): "
-                   "peer weights learned by bi-level optimisation.")
+                   "peer weights learned by bi-level optimisation; kd: distil each student "
+                   "from --teacher runs.")
+@click.option("--teacher", multiple=True, type=FilePath(),
+              help="kd: a trained run whose champion student teaches (repeat for an ensemble, "
+                   "whose probabilities are averaged).")
 @click.option("--hypergrad", type=click.Choice(["exact", "first-order", "fd"]),
               help="How wml differentiates through the unrolled step (default exact).")
 @click.option("--outer-every", type=POSITIVE, help="Inner steps per ω update (default 10).")
@@ -141,8 +146,9 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
 @click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3).")
 @click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps (default 100).")
-@click.option("--alpha", type=UNIT, help="Weight of the mutual KL (default 0.5).")
-@click.option("--temperature", type=POSITIVE_FLOAT, help="Softmax temperature T (default 1).")
+@click.option("--alpha", type=UNIT, help="Weight of the mutual (or teacher) KL (default 0.5).")
+@click.option("--temperature", type=POSITIVE_FLOAT,
+              help="Softmax temperature T (default 1; 2 for --mode kd).")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]))
 @click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]),
@@ -179,6 +185,8 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
         base = base.replace(**TrainConfig.toml_settings(config_file))
     given = {field: options[name] for name, field in _TRAIN_OPTIONS.items()
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if "teachers" in given:
+        given["teachers"] = tuple(str(t) for t in given["teachers"])
     if "steps" in given:
         given.setdefault("tokens", None)
     if "tokens" in given and "steps" not in given:

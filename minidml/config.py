@@ -20,7 +20,7 @@ import tomllib
 from .errors import MinidmlError
 from .model import Shape
 
-MODES = ("single", "dml", "wml")
+MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
 OUTER_OBJECTIVES = ("ensemble", "sum-ce")
 PRECISIONS = ("fp32", "bf16")
@@ -36,9 +36,14 @@ class TrainConfig:
     # vocabulary is known, with targets N/2, N/3, ... (harmonic) or N/K each (equal)
     budget: int | None = None
     budget_scheme: str = "harmonic"
-    mode: str = "wml"  # single: independent (α = 0); dml: fixed equal ω; wml: learned ω
-    alpha: float = 0.5  # weight of the mutual KL against the cross-entropy
-    temperature: float = 1.0
+    # single: independent (α = 0); dml: fixed equal ω; wml: learned ω; kd: each student
+    # distilled from frozen teachers (BabyLlama-style), no peers
+    mode: str = "wml"
+    alpha: float = 0.5  # weight of the mutual (or teacher) KL against the cross-entropy
+    temperature: float | None = None  # softmax temperature T; None: 2 for kd, else 1
+    # kd: run directories of the teachers; each gives its champion student, and several
+    # teachers are an ensemble whose probabilities are averaged
+    teachers: tuple[str, ...] = ()
     # weighted mutual learning: the outer (bi-level) loop that learns ω
     hypergrad: str = "exact"  # exact | first-order | fd
     outer_every: int = 10  # inner steps per outer step
@@ -99,7 +104,8 @@ class TrainConfig:
         if self.steps is not None and self.tokens is not None:
             raise MinidmlError("--steps and --tokens: give one of them, not both")
         for key in ("lr", "temperature", "outer_lr"):
-            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
                 raise bad(key, "must be a positive number")
         for key in ("alpha", "min_lr_ratio", "beta1", "beta2"):
             if not 0 <= getattr(self, key) <= 1:
@@ -121,6 +127,11 @@ class TrainConfig:
                 raise bad(key, f"choose one of {', '.join(allowed)}")
         if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
             raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
+        if self.mode == "kd" and not self.teachers:
+            raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
+        if self.teachers and self.mode != "kd":
+            raise MinidmlError(f"--teacher: only --mode kd distils from teachers (mode is "
+                               f"{self.mode!r}); add --mode kd or drop --teacher")
 
     def resolve_shapes(self, vocab_size: int) -> TrainConfig:
         """With a ``budget``, the config whose students are the searched shapes; else self."""
@@ -130,6 +141,13 @@ class TrainConfig:
 
         found = plan(self.budget, self.n_students, vocab_size, scheme=self.budget_scheme)
         return self.replace(students=tuple(c.shape for c in found))
+
+    @property
+    def softmax_temperature(self) -> float:
+        """T: ``temperature``, else BabyLlama's 2 for ``kd`` and 1 for mutual learning."""
+        if self.temperature is not None:
+            return self.temperature
+        return 2.0 if self.mode == "kd" else 1.0
 
     @property
     def n_students(self) -> int:

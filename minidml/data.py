@@ -342,3 +342,16 @@ class Batches:
             starts = starts[: max(1, max_tokens // self.context)]
         for i in range(0, len(starts), self.batch_size):
             yield self._windows(starts[i:i + self.batch_size])
+
+
+def unigram_entropy(tokens: np.ndarray, chunk: int = 1 << 24) -> float:
+    """Entropy (nats/token) of the token frequencies: the loss of a model that knows only how
+    often each token occurs, the first yardstick a language model must beat. Counted in
+    chunks, so a memory-mapped token file is never loaded whole."""
+    counts = np.zeros(1, dtype=np.int64)
+    for i in range(0, len(tokens), chunk):
+        c = np.bincount(np.asarray(tokens[i:i + chunk], dtype=np.int64))
+        counts = np.pad(counts, (0, max(0, len(c) - len(counts))))
+        counts[:len(c)] += c
+    p = counts[counts > 0] / max(1, counts.sum())
+    return float(-(p * np.log(p)).sum())

@@ -19,6 +19,7 @@ Two implementations compute the same thing:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -303,3 +304,31 @@ def mutual_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: to
         div = mutual_kl_reference(logits, omega, temperature)
     per_student = (1 - alpha) * ce + alpha * temperature**2 * div
     return MutualLoss(per_student.sum(), per_student, ce, div)
+
+
+def teacher_logits(logits: Sequence[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """One teacher's logits [N, V] standing for an ensemble that averages its members'
+    probabilities: ``T · log mean_m softmax(z_m / T)``, whose softmax at T is that average."""
+    if len(logits) == 1:
+        return logits[0]
+    dtype = _compute_dtype(logits[0])
+    logp = torch.stack([F.log_softmax(z.to(dtype) / temperature, -1) for z in logits])
+    return temperature * (torch.logsumexp(logp, 0) - math.log(len(logits)))
+
+
+def distillation_loss(logits: Sequence[torch.Tensor], teacher: torch.Tensor,
+                      targets: torch.Tensor, alpha: float, temperature: float = 2.0,
+                      fused: bool = True) -> MutualLoss:
+    """Teacher-guided distillation (BabyLlama-style) of K students from one frozen teacher:
+    ``(1-α)·CE(z_i, y) + α·T²·KL(p_teacher ‖ p_i)`` for each student i, with no peers.
+
+    It is the mutual loss of the K students and the teacher in which only the teacher has
+    weight: each student's peer mixture is the teacher alone, and the teacher (detached,
+    its row of weights empty) learns nothing. The result covers the K students only.
+    """
+    k = len(logits)
+    omega = torch.zeros(k + 1, device=targets.device)
+    omega[k] = 1.0
+    full = mutual_loss([*logits, teacher.detach()], targets, omega, alpha, temperature, fused)
+    per_student = full.loss[:k]
+    return MutualLoss(per_student.sum(), per_student, full.ce[:k], full.kl[:k])

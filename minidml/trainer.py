@@ -18,6 +18,7 @@ step, so a resumed run on the CPU reproduces an uninterrupted one bit for bit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -38,7 +39,13 @@ from .bilevel import hypergradient, mirror_step
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .errors import MinidmlError
-from .losses import MutualLoss, ensemble_target_log_probs, mutual_loss
+from .losses import (
+    MutualLoss,
+    distillation_loss,
+    ensemble_target_log_probs,
+    mutual_loss,
+    teacher_logits,
+)
 from .model import Student, StudentConfig
 from .tokenizer import Tokenizer
 
@@ -110,6 +117,15 @@ class Run:
     def device(self) -> torch.device:
         return self.students[0].embed.weight.device
 
+    @property
+    def champion(self) -> int:
+        """The student with the lowest validation loss at the latest evaluation (student 0 when
+        the run was never evaluated): chosen on held-out text, never on a test suite."""
+        losses = (self.last_eval or {}).get("val_loss")
+        if not losses:
+            return 0
+        return min(range(len(losses)), key=lambda i: (losses[i], i))
+
     def generate(self, prompt: str = "", student: int = 0, max_new_tokens: int = 50,
                  temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:
         """Sample a continuation of ``prompt`` from one student (after a BOS token)."""
@@ -135,7 +151,32 @@ def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
         raise MinidmlError(f"{path}: no complete checkpoint yet; train longer or resume it")
     dev = resolve_device(device)
     students, state = _load_checkpoint(ckpt, scfgs, dev)
-    return Run(path, cfg, tokenizer, students, state["omega"].to(dev), int(state["step"]))
+    step = int(state["step"])
+    return Run(path, cfg, tokenizer, students, state["omega"].to(dev), step,
+               last_eval=_last_eval(path / "metrics.jsonl", step))
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                with contextlib.suppress(json.JSONDecodeError):
+                    rec = json.loads(line)
+                    if isinstance(rec, dict):
+                        records.append(rec)
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def _last_eval(path: Path, step: int) -> dict[str, Any] | None:
+    """The latest validation record at or before ``step``."""
+    evals = [r for r in read_metrics(path)
+             if r.get("event") == "eval" and isinstance(r.get("step"), int) and r["step"] <= step
+             and isinstance(r.get("val_loss"), list)]
+    return evals[-1] if evals else None
 
 
 def _check_tokenizer(path: Path, meta: dict[str, Any], tokenizer: Tokenizer) -> None:
@@ -210,11 +251,15 @@ class Trainer:
     def __init__(self, config: TrainConfig, students: list[Student], batches: Batches,
                  run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = (),
                  progress: bool = False, total_steps: int | None = None,
-                 tokenizer: Tokenizer | None = None):
+                 tokenizer: Tokenizer | None = None, teachers: Sequence[Student] = ()):
         self.config = config
         self.tokenizer = tokenizer
         self.device = resolve_device(config.device)
         self.students = [s.to(self.device) for s in students]
+        # kd: frozen teachers, in eval mode and without gradients
+        self.teachers = [t.to(self.device).eval().requires_grad_(False) for t in teachers]
+        if config.mode == "kd" and not self.teachers:
+            raise MinidmlError("--mode kd: no teacher models were given")
         self.batches = batches
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
@@ -253,7 +298,7 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self._autocast():
                 logits = [s(x).flatten(0, 1) for s in self.students]
-            losses = mutual_loss(logits, y.flatten(), self.omega, alpha, cfg.temperature)
+            losses = self._loss(x, logits, y.flatten(), alpha)
             (losses.total / cfg.grad_accum).backward()
             parts.append(losses)
             if outer:  # the hypergradient reuses this step's inputs and logits
@@ -278,6 +323,17 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         self.step += 1
         return losses
+
+    def _loss(self, x: torch.Tensor, logits: list[torch.Tensor], y: torch.Tensor,
+              alpha: float) -> MutualLoss:
+        """The students' losses on one micro-batch: mutual, or distilled from the teachers,
+        whose forward pass runs on the same batch without a graph."""
+        temperature = self.config.softmax_temperature
+        if not self.teachers:
+            return mutual_loss(logits, y, self.omega, alpha, temperature)
+        with torch.no_grad(), self._autocast():
+            teacher = teacher_logits([t(x).flatten(0, 1) for t in self.teachers], temperature)
+        return distillation_loss(logits, teacher, y, alpha, temperature)
 
     def _non_finite(self, bad: list[int], omega_before: torch.Tensor) -> None:
         """A step whose loss or gradient is NaN/inf: stop, or skip it (``on_nonfinite``).
@@ -312,7 +368,7 @@ class Trainer:
         x_out, y_out = (t.to(self.device) for t in
                         self.batches.holdout(index, cfg.outer_batch_size))
         hyper = hypergradient(self.students, self.omega, inputs, x_out, y_out, lr=lr,
-                              alpha=cfg.alpha, temperature=cfg.temperature,
+                              alpha=cfg.alpha, temperature=cfg.softmax_temperature,
                               variant=cfg.hypergrad, objective=cfg.outer_objective,
                               logits=logits)
         beta = cfg.outer_lr
@@ -568,22 +624,30 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
           out: str | os.PathLike | None = None, config: TrainConfig | None = None, *,
           resume: bool = False, force: bool = False, progress: bool = False,
           callbacks: Sequence[Callback] = (), cache_dir: str | os.PathLike | None = None,
-          on_start: Callable[[Path], None] | None = None, **overrides: Any) -> Run:
+          on_start: Callable[[Path], None] | None = None,
+          tokenizer: Tokenizer | str | os.PathLike | None = None, **overrides: Any) -> Run:
     """Train students on ``corpus`` (paths to text, .gz/.xz files or directories).
 
     ``config`` (default :class:`TrainConfig`) is updated with ``overrides``. The run goes to
     ``out`` or to a new directory under ``runs/``. With ``resume=True`` an existing run is
-    continued exactly where its last checkpoint left it. Returns the trained :class:`Run`.
+    continued exactly where its last checkpoint left it. ``tokenizer`` (a
+    :class:`Tokenizer` or a ``.model`` file) is used instead of training one, so that several
+    runs share it; in ``kd`` mode the teachers' tokenizer is the default. Returns the
+    trained :class:`Run`.
     """
     paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
     cfg = (config or TrainConfig()).replace(**overrides)
+    cfg = cfg.replace(teachers=tuple(str(Path(t).resolve()) for t in cfg.teachers))
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        tokenizer = Tokenizer.load(tokenizer)
     files = corpus_files(paths)
     out_dir = Path(out) if out is not None else default_run_dir(paths)
     if resume and _stopped_before_start(out_dir):  # nothing to resume yet: start it again
         resume, force = False, True
     _prepare_run_dir(out_dir, resume, force)
     try:
-        trainer = _setup(files, out_dir, cfg, resume, progress, callbacks, cache_dir)
+        trainer = _setup(files, out_dir, cfg, resume, progress, callbacks, cache_dir,
+                         tokenizer)
     except BaseException:
         if not resume:  # nothing half-made stays behind
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -595,10 +659,49 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
                trainer.step, trainer.last_eval)
 
 
+def load_teachers(paths: Sequence[str | os.PathLike], device: str = "cpu"
+                  ) -> tuple[list[Student], Tokenizer, list[dict[str, Any]]]:
+    """The champion student of each teacher run, their common tokenizer, and a record of
+    each (run, student, step, shape) for ``config.json``."""
+    models, records, tokenizer = [], [], None
+    for path in paths:
+        run = load(path, device)
+        if tokenizer is not None and run.tokenizer.sha256 != tokenizer.sha256:
+            raise MinidmlError(f"--teacher {path}: its tokenizer differs from that of --teacher "
+                               f"{paths[0]}; teachers of one student must share a tokenizer")
+        tokenizer = tokenizer or run.tokenizer
+        i = run.champion
+        models.append(run.students[i])
+        records.append({"run": str(path), "student": i, "step": run.step,
+                        "n_params": run.students[i].config.n_params,
+                        "shape": dataclasses.asdict(run.config.students[i])})
+    if tokenizer is None:
+        raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
+    return models, tokenizer, records
+
+
+def _check_teachers(cfg: TrainConfig, teachers: list[Student], teacher_tok: Tokenizer | None,
+                    tokenizer: Tokenizer) -> None:
+    if teacher_tok is not None and teacher_tok.sha256 != tokenizer.sha256:
+        raise MinidmlError(f"--teacher {cfg.teachers[0]}: the teacher's tokenizer "
+                           f"(vocabulary {teacher_tok.vocab_size}) is not the student's "
+                           f"({tokenizer.vocab_size}); distil with the teacher's tokenizer "
+                           "(drop --vocab-size or the tokenizer you gave)")
+    for path, t in zip(cfg.teachers, teachers, strict=True):
+        if t.config.context < cfg.context:
+            raise MinidmlError(f"--teacher {path}: its context ({t.config.context}) is shorter "
+                               f"than --context {cfg.context}; use --context "
+                               f"{t.config.context} or less")
+
+
 def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, progress: bool,
-           callbacks: Sequence[Callback], cache_dir: str | os.PathLike | None) -> Trainer:
-    """Tokenizer, token file, batches and students of a new or resumed run."""
+           callbacks: Sequence[Callback], cache_dir: str | os.PathLike | None,
+           tokenizer: Tokenizer | None = None) -> Trainer:
+    """Tokenizer, token file, batches, students (and teachers) of a new or resumed run."""
     corpus_hash = fingerprint(files)
+    teachers, teacher_tok, teacher_meta = [], None, []
+    if cfg.mode == "kd":
+        teachers, teacher_tok, teacher_meta = load_teachers(cfg.teachers, cfg.device)
     if resume:
         meta = read_run_config(out_dir)
         tokenizer = Tokenizer.load(out_dir / "tokenizer.model")
@@ -608,17 +711,31 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         if meta.get("corpus", {}).get("fingerprint") != corpus_hash:
             raise MinidmlError("--resume: the corpus differs from the one this run was "
                                "trained on; give the same files")
+        for then, now in zip(meta.get("teachers", []), teacher_meta, strict=False):
+            if then != now:
+                raise MinidmlError(f"--resume: teacher {now['run']} has changed since this "
+                                   f"run started (student {then.get('student')} at step "
+                                   f"{then.get('step')} then, student {now['student']} at "
+                                   f"step {now['step']} now); restore it or start a new run")
     else:
-        tokenizer = Tokenizer.train(read_lines(files, cfg.encoding_errors), cfg.vocab_size,
-                                    cfg.tokenizer_type, seed=cfg.seed)
+        if tokenizer is None:
+            tokenizer = teacher_tok
+        if tokenizer is None:
+            tokenizer = Tokenizer.train(read_lines(files, cfg.encoding_errors), cfg.vocab_size,
+                                        cfg.tokenizer_type, seed=cfg.seed)
+        elif cfg.vocab_size is not None and cfg.vocab_size != tokenizer.vocab_size:
+            raise MinidmlError(f"--vocab-size {cfg.vocab_size}: the given tokenizer has "
+                               f"{tokenizer.vocab_size} pieces; drop --vocab-size")
         cfg = cfg.resolve_shapes(tokenizer.vocab_size)
+    _check_teachers(cfg, teachers, teacher_tok, tokenizer)
     tokens = tokenize_corpus(files, tokenizer, cache_dir, cfg.encoding_errors, progress)
     batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
                       holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
     torch.manual_seed(cfg.seed)
     students = [Student(c) for c in scfgs]
-    trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer)
+    trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer,
+                      teachers=teachers)
     if resume:
         trainer.resume()
         return trainer
@@ -632,6 +749,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
                    "train_tokens": batches.n_train_tokens, "val_tokens": batches.n_val_tokens},
         "total_steps": trainer.total_steps,
+        **({"teachers": teacher_meta} if teacher_meta else {}),
     })
     (out_dir / "metrics.jsonl").touch()
     return trainer

@@ -621,3 +621,16 @@ def test_prefetch_keeps_order_raises_producer_errors_and_stops_early():
     assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
     stream.close()  # the consumer stops: the producer must stop and release its source
     assert closed == [True]
+
+
+def test_unigram_entropy_is_exact_and_chunking_changes_nothing():
+    from minidml.data import unigram_entropy
+
+    assert unigram_entropy(np.array([5, 5, 5], dtype=np.uint16)) == 0.0
+    assert unigram_entropy(np.array([0, 1, 2, 3], dtype=np.uint16)) == pytest.approx(np.log(4))
+    tokens = np.random.default_rng(0).zipf(1.5, 10_000).clip(max=60_000).astype(np.uint16)
+    _, counts = np.unique(tokens, return_counts=True)
+    p = counts / counts.sum()
+    want = float(-(p * np.log(p)).sum())
+    assert unigram_entropy(tokens) == pytest.approx(want, rel=1e-12)
+    assert unigram_entropy(tokens, chunk=7) == pytest.approx(want, rel=1e-12)

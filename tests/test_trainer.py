@@ -11,7 +11,7 @@ import torch
 
 import minidml
 from minidml import Shape, TrainConfig
-from minidml.data import corpus_files, tokenize_corpus
+from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
 from minidml.grammar import write_corpus
 from minidml.trainer import Callback, checkpoints, lr_at
 
@@ -23,12 +23,6 @@ TINY = dict(students=(Shape(2, 64, 2), Shape(1, 96, 4)), mode="dml", context=32,
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus") / "grammar.txt", 6_000, seed=0)
-
-
-def unigram_entropy(tokens: np.ndarray) -> float:
-    counts = np.bincount(tokens.astype(np.int64)).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
 
 
 class StopAt(Callback):

@@ -1,0 +1,154 @@
+"""Teacher-guided distillation (BabyLlama-style): the loss, teacher ensembles, the kd mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import minidml
+from minidml import Shape, TrainConfig
+from minidml.cli import main
+from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
+from minidml.errors import MinidmlError
+from minidml.losses import distillation_loss, teacher_logits
+
+BASE = dict(context=32, batch_size=16, vocab_size=400, warmup_steps=10, log_every=10,
+            eval_every=100, eval_tokens=4096, lr=3e-3)
+
+
+def plain_kd(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, alpha: float,
+             temperature: float) -> torch.Tensor:
+    """(1-α)·CE + α·T²·KL(p_t ‖ p_s), written out directly in float64."""
+    log_s = F.log_softmax(student / temperature, -1)
+    log_t = F.log_softmax(teacher / temperature, -1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+    return (1 - alpha) * F.cross_entropy(student, y) + alpha * temperature**2 * kl
+
+
+@pytest.mark.parametrize("k,temperature", [(1, 2.0), (3, 1.0), (2, 0.7)])
+def test_distillation_loss_matches_the_plain_definition(k, temperature):
+    torch.manual_seed(k)
+    n, v, alpha = 37, 53, 0.4
+    students = [(3 * torch.randn(n, v, dtype=torch.float64)).requires_grad_() for _ in range(k)]
+    teacher = 3 * torch.randn(n, v, dtype=torch.float64)
+    y = torch.randint(v, (n,))
+    got = distillation_loss(students, teacher, y, alpha, temperature)
+    want = [plain_kd(z, teacher, y, alpha, temperature) for z in students]
+    torch.testing.assert_close(got.loss, torch.stack(want))
+    g_got = torch.autograd.grad(got.total, students)
+    g_want = torch.autograd.grad(sum(want), students)
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b)
+    assert got.loss.shape == (k,)  # the teacher is not one of the results
+
+
+def test_a_teacher_ensemble_averages_probabilities():
+    torch.manual_seed(0)
+    members = [2 * torch.randn(11, 17, dtype=torch.float64) for _ in range(3)]
+    for temperature in (1.0, 2.0):
+        z = teacher_logits(members, temperature)
+        mean = torch.stack([F.softmax(m / temperature, -1) for m in members]).mean(0)
+        torch.testing.assert_close(F.softmax(z / temperature, -1), mean)
+    assert teacher_logits(members[:1], 2.0) is members[0]
+
+
+def test_kd_needs_a_teacher_and_teachers_need_kd():
+    with pytest.raises(MinidmlError, match="--mode kd: needs at least one --teacher"):
+        TrainConfig(mode="kd")
+    with pytest.raises(MinidmlError, match="only --mode kd"):
+        TrainConfig(mode="dml", teachers=("runs/x",))
+    assert TrainConfig(mode="kd", teachers=("t",)).softmax_temperature == 2.0
+    assert TrainConfig(mode="dml").softmax_temperature == 1.0
+    assert TrainConfig(mode="kd", teachers=("t",), temperature=1.5).softmax_temperature == 1.5
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from minidml.grammar import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "grammar.txt", 6_000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus, tmp_path_factory):
+    cfg = TrainConfig(students=(Shape(2, 96, 4),), mode="single", steps=200, **BASE)
+    return minidml.train(corpus, tmp_path_factory.mktemp("teacher") / "run", cfg)
+
+
+def parameters(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.slow
+def test_a_student_learns_from_the_teacher_alone(corpus, teacher, tmp_path):
+    """With α = 1 the labels play no part: whatever the student learns comes from the teacher.
+    It must learn context, not just word frequencies: well below the unigram entropy."""
+    before = parameters(minidml.load(teacher.path).students[0])
+    cfg = TrainConfig(students=(Shape(1, 64, 2),), mode="kd", teachers=(str(teacher.path),),
+                      alpha=1.0, steps=150, **BASE)
+    start = minidml.train(corpus, tmp_path / "s0", cfg, steps=1, eval_every=1)
+    run = minidml.train(corpus, tmp_path / "kd", cfg)
+    teacher_loss = teacher.last_eval["val_loss"][0]
+    untrained = start.last_eval["val_loss"][0]
+    final = run.last_eval["val_loss"][0]
+    tokens = tokenize_corpus(corpus_files([corpus]), run.tokenizer)
+    h1 = unigram_entropy(np.asarray(tokens))
+    assert final < untrained - 2.0, (untrained, final)
+    assert final < h1 - 0.5 and teacher_loss < final, (h1, teacher_loss, final)
+    # the teacher stayed frozen, and the run records which teacher it learnt from
+    torch.testing.assert_close(parameters(minidml.load(teacher.path).students[0]), before,
+                               rtol=0, atol=0)
+    meta = json.loads((run.path / "config.json").read_text())
+    assert meta["teachers"] == [{"run": str(teacher.path.resolve()), "student": 0,
+                                 "step": 200, "n_params": teacher.students[0].config.n_params,
+                                 "shape": {"n_layers": 2, "d_model": 96, "n_heads": 4,
+                                           "mlp_ratio": 8 / 3}}]
+    assert run.tokenizer.sha256 == teacher.tokenizer.sha256  # the teacher's, by default
+    records = [json.loads(line) for line in (run.path / "metrics.jsonl").open()]
+    train = [r for r in records if r["event"] == "train"]
+    assert all(len(r["kl"]) == 1 and r["kl"][0] > 0 for r in train)
+    assert train[-1]["kl"][0] < train[0]["kl"][0] / 2  # the student closes in on the teacher
+
+
+@pytest.mark.slow
+def test_kd_resumes_exactly(corpus, teacher, tmp_path):
+    cfg = TrainConfig(students=(Shape(1, 64, 2), Shape(1, 32, 2)), mode="kd",
+                      teachers=(str(teacher.path), str(teacher.path)), steps=20, save_every=5,
+                      **BASE)
+    whole = minidml.train(corpus, tmp_path / "whole", cfg)
+
+    class Stop(minidml.Callback):
+        def on_step_end(self, trainer, losses):
+            trainer.should_stop = trainer.step == 7
+
+    minidml.train(corpus, tmp_path / "part", cfg, callbacks=[Stop()])
+    resumed = minidml.train(corpus, tmp_path / "part", cfg, resume=True)
+    for a, b in zip(whole.students, resumed.students, strict=True):
+        torch.testing.assert_close(parameters(a), parameters(b), rtol=0, atol=0)
+
+
+def test_kd_refuses_a_teacher_with_another_tokenizer_or_a_short_context(
+        corpus, teacher, tmp_path, capsys):
+    other = minidml.train(corpus, tmp_path / "other", TrainConfig(
+        students=(Shape(1, 32, 2),), mode="single", steps=2, **{**BASE, "vocab_size": 420}))
+    common = [str(corpus), "--mode", "kd", "--students", "1", "--layers", "1", "--width", "32",
+              "--heads", "2", "--steps", "2", "--quiet"]
+    cases = [
+        (["--teacher", str(teacher.path), "--teacher", str(other.path)], "share a tokenizer"),
+        (["--teacher", str(teacher.path), "--vocab-size", "420"], "--vocab-size 420"),
+        (["--teacher", str(teacher.path), "--context", "64"], "--context 32 or less"),
+        ([], "needs at least one --teacher"),
+        (["--teacher", str(tmp_path / "nowhere")], "not a minidml run"),
+    ]
+    for i, (extra, message) in enumerate(cases):
+        out = tmp_path / f"kd-{i}"
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", *common, "--out", str(out), *extra])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 1 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not out.exists()  # nothing half-made
