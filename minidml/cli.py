@@ -214,6 +214,102 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
     click.echo(f"next: minidml generate {run.path} --prompt 'The'")
 
 
+# ----------------------------------------------------------------------------- compare
+_COMPARE_TRAIN_OPTIONS = ("vocab_size", "context", "batch_size", "grad_accum", "tokens", "lr",
+                          "warmup", "alpha", "temperature", "hypergrad", "outer_every",
+                          "outer_lr", "device", "precision", "seed")
+
+
+@cli.command()
+@click.argument("corpus", nargs=-1, required=True, type=FilePath())
+@click.option("--out", type=FilePath(), help="Comparison directory (default: runs/compare-…).")
+@click.option("--budget", type=Count(), required=True,
+              help="Parameter budget N: students of N/2, N/3, …; the kd teacher gets N.")
+@click.option("--students", "k", type=click.IntRange(min=2), default=4, show_default=True)
+@click.option("--tokens", type=Count(), help="Training tokens per model (default: one pass).")
+@click.option("--seeds", type=POSITIVE, default=1, show_default=True,
+              help="Repeat every arm with seeds seed, seed+1, …")
+@click.option("--suites", default=",".join(("blimp", "blimp-supplement", "ewok")),
+              show_default=True, help="Comma-separated evaluation suites.")
+@click.option("--arms", default="single,kd,dml,wml", show_default=True,
+              help="Comma-separated subset of single, kd, dml, wml.")
+@click.option("--teacher-params", type=Count(), help="Size of kd's teacher (default N).")
+@click.option("--limit", type=POSITIVE, help="At most N examples per evaluation task.")
+@click.option("--eval-batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--eval-points", type=POSITIVE, default=10, show_default=True,
+              help="Validation-loss evaluations per run (for the curves).")
+@click.option("--data-dir", type=FilePath(), help="Evaluation data root.")
+@click.option("--vocab-size", type=click.IntRange(min=300), help="Default: suits the corpus.")
+@click.option("--context", type=POSITIVE, help="Context length in tokens (default 256).")
+@click.option("--batch-size", type=POSITIVE, help="Sequences per micro-batch (default 32).")
+@click.option("--grad-accum", type=POSITIVE, help="Micro-batches per optimiser step.")
+@click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3).")
+@click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps (default 100).")
+@click.option("--alpha", type=UNIT, help="Weight of the KL in kd, dml and wml (default 0.5).")
+@click.option("--temperature", type=POSITIVE_FLOAT,
+              help="Softmax temperature (default: 2 for kd, 1 for dml and wml).")
+@click.option("--hypergrad", type=click.Choice(["exact", "first-order", "fd"]))
+@click.option("--outer-every", type=POSITIVE, help="wml: inner steps per ω update.")
+@click.option("--outer-lr", type=POSITIVE_FLOAT, help="wml: mirror-descent step size.")
+@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1))
+@click.option("--config", "config_file", type=FilePath(),
+              help="TOML file of training settings shared by the arms.")
+@click.option("--resume", is_flag=True, help="Reuse finished arms and continue the others.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_context
+def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
+            k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,
+            limit: int | None, eval_batch_size: int, eval_points: int, data_dir: Path | None,
+            config_file: Path | None, resume: bool, force: bool, quiet: bool,
+            **options: Any) -> None:
+    """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
+    from datetime import datetime
+
+    from .compare import CompareConfig, format_report
+    from .compare import compare as run_compare
+    from .config import TrainConfig
+
+    base = TrainConfig()
+    if config_file is not None:
+        base = base.replace(**TrainConfig.toml_settings(config_file))
+    given = {_TRAIN_OPTIONS[name]: options[name] for name in _COMPARE_TRAIN_OPTIONS
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if "tokens" in given:
+        given["steps"] = None
+    config = CompareConfig(
+        budget=budget, students=k, seeds=seeds,
+        arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
+        suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
+        teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
+        eval_points=eval_points, train=base.replace(**given))
+    if out is None:
+        out = Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    click.echo(f"comparison directory: {out}", err=True)
+    report = run_compare(list(corpus), out, config, resume=resume, force=force,
+                         progress=not quiet and sys.stderr.isatty(), data_dir=data_dir,
+                         on_event=lambda message: click.echo(message, err=True))
+    click.echo(format_report(report), nl=False)
+    click.echo(f"report: {out / 'report.md'} and {out / 'report.json'}")
+    click.echo(f"next: minidml plot {out}")
+
+
+@cli.command()
+@click.argument("path", required=False, type=FilePath())
+@click.option("--out", type=FilePath(), help="Where the pictures go (default: PATH/plots).")
+@click.option("--format", "formats", type=click.Choice(["png", "svg", "pdf"]), multiple=True,
+              help="File formats (default: png and svg).")
+def plot(path: Path | None, out: Path | None, formats: tuple[str, ...]) -> None:
+    """Draw losses, ω and suite scores of a run or a comparison (default: the latest run)."""
+    from .plot import FORMATS
+    from .plot import plot as draw
+
+    for written in draw(_run_or_latest(path), out, formats or FORMATS):
+        click.echo(str(written))
+
+
 # ----------------------------------------------------------------------------- search
 @cli.command()
 @click.option("--budget", type=Count(), help="Total parameters N, e.g. 20M.")

@@ -1,0 +1,484 @@
+"""The paper's experiment as one call: does teacher-less mutual learning match distillation?
+
+:func:`compare` trains, on one corpus, with one tokenizer, the same data order and the same
+number of training tokens per model, four arms:
+
+``single``  the largest searched student (target N/2) alone;
+``kd``      a teacher of the whole budget N trained alone, then the N/2 student distilled
+            from it (BabyLlama-style: ``(1-α)·CE + α·T²·KL(p_teacher ‖ p_student)``);
+``dml``     K students of searched shapes (N/2, N/3, …), equal fixed peer weights ω;
+``wml``     the same K students, ω learned by bi-level optimisation;
+
+and evaluates every model (and each ensemble, and the teacher) on the chosen suites. The
+champion of an arm is its student with the lowest validation loss: chosen on held-out text,
+never on a test suite. The comparison directory holds::
+
+    compare.json                    the settings (a resumed comparison must match them)
+    tokenizer.model                 the one tokenizer of every arm
+    seed-S/ARM/                     each arm's run directory (seed-S/teacher/ for kd's teacher)
+    seed-S/ARM/eval.json            its evaluation (lm-evaluation-harness-shaped)
+    seed-S/ARM/arm.json             its summary; written last, so it marks the arm as finished
+    report.json, report.md          every arm and model: scores ± stderr, parameters,
+                                    validation loss, training FLOPs and wall time
+
+With ``resume=True`` finished arms are reused and an unfinished one continues from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__, _io
+from .config import TrainConfig
+from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus, unigram_entropy
+from .errors import MinidmlError
+from .evaluation import evaluate
+from .model import Shape, StudentConfig
+from .scoring import ENSEMBLE, student_label
+from .search import format_count, plan, search
+from .tokenizer import Tokenizer
+from .trainer import load, resolve_device, steps_for, train
+
+ARMS = ("single", "kd", "dml", "wml")
+TEACHER = "teacher"
+DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What a comparison runs; ``train`` holds every training setting the arms share (its
+    ``students``, ``mode``, ``teachers`` and ``budget`` are set per arm)."""
+
+    budget: int
+    students: int = 4
+    seeds: int = 1
+    arms: tuple[str, ...] = ARMS
+    suites: tuple[str, ...] = DEFAULT_SUITES
+    teacher_params: int | None = None  # kd's teacher; default: the whole budget N
+    eval_limit: int | None = None  # at most this many examples per task
+    eval_batch_size: int = 64
+    eval_points: int | None = 10  # validation this many times per run (None: eval_every)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.students < 2:
+            raise MinidmlError(f"--students {self.students}: mutual learning needs at least 2")
+        if self.seeds < 1:
+            raise MinidmlError(f"--seeds {self.seeds}: must be at least 1")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise MinidmlError(f"--arms {','.join(self.arms)}: choose among {', '.join(ARMS)}")
+        if self.teacher_params is not None and self.teacher_params < 1:
+            raise MinidmlError("--teacher-params: must be a positive number")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise MinidmlError("--limit: must be at least 1")
+        if self.eval_points is not None and self.eval_points < 1:
+            raise MinidmlError("--eval-points: must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["train"] = self.train.to_dict()
+        return out
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def training_flops(cfg: StudentConfig, tokens: int, context: int) -> float:
+    """Forward + backward FLOPs of training one model on ``tokens`` tokens."""
+    return cfg.flops_per_token(context) * tokens
+
+
+def forward_flops(cfg: StudentConfig, tokens: int, context: int) -> float:
+    """A forward pass is a third of forward + backward."""
+    return training_flops(cfg, tokens, context) / 3
+
+
+def outer_flops(cfgs: Sequence[StudentConfig], n_outer: int, train_tokens: int,
+                holdout_tokens: int, context: int) -> float:
+    """An estimate of WML's outer steps: per student, a held-out forward + backward at θ'
+    and a forward-mode pass (a JVP, about two forwards) over the training batch."""
+    return n_outer * sum(training_flops(c, holdout_tokens, context)
+                         + 2 * forward_flops(c, train_tokens, context) for c in cfgs)
+
+
+# ----------------------------------------------------------------------------- the run
+def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
+            config: CompareConfig, *, resume: bool = False, force: bool = False,
+            progress: bool = False, data_dir: str | os.PathLike | None = None,
+            cache_dir: str | os.PathLike | None = None,
+            on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train and evaluate every arm of ``config`` on ``corpus``; returns the report (also
+    written to ``out/report.json`` and ``out/report.md``)."""
+    say = on_event or (lambda message: None)
+    paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
+    files = corpus_files(paths)
+    out = Path(out)
+    settings = {"compare": config.to_dict(), "corpus": {
+        "files": [str(f) for f in files], "fingerprint": fingerprint(files)}}
+    _prepare(out, settings, resume, force)
+    base = config.train
+    tokenizer = _tokenizer(out, files, base, say)
+    shapes = plan(config.budget, config.students, tokenizer.vocab_size)
+    teacher = search([config.teacher_params or config.budget], tokenizer.vocab_size)[0]
+    say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
+        + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
+    tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress)
+    if config.eval_points is not None:  # validation curves with the same points in every arm
+        steps = steps_for(base, Batches(tokens, base.context, base.batch_size,
+                                        val_fraction=base.val_fraction,
+                                        holdout_fraction=base.holdout_fraction))
+        base = base.replace(eval_every=max(1, steps // config.eval_points))
+    arms: list[dict[str, Any]] = []
+    for s in range(config.seeds):
+        seed = base.seed + s
+        for arm in config.arms:
+            arm_dir = out / f"seed-{s}" / arm
+            summary = _read_summary(arm_dir)
+            if summary is None:
+                summary = _run_arm(arm, arm_dir, files, out / "tokenizer.model", config,
+                                   base.replace(seed=seed), [c.shape for c in shapes],
+                                   teacher.shape, resume, progress, data_dir, cache_dir, say)
+            else:
+                say(f"[seed {s}] {arm}: finished earlier, reused")
+            arms.append(summary)
+    report = _report(config, settings, tokenizer, shapes, teacher, arms,
+                     unigram_entropy(tokens), out)
+    _io.write_json(out / "report.json", report)
+    with _io.atomic_open(out / "report.md", "w") as f:
+        f.write(format_report(report))
+    say(f"report: {out / 'report.md'}")
+    return report
+
+
+def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool) -> None:
+    marker = out / "compare.json"
+    if resume:
+        if not marker.exists():
+            raise MinidmlError(f"--resume: {out} holds no comparison to resume; drop --resume")
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if saved.get("settings") != json.loads(json.dumps(settings)):
+            raise MinidmlError(f"--resume: the settings or corpus differ from {marker}; use "
+                               "the same options or another --out")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it or "
+                               "--force to overwrite it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(marker, {"minidml_version": __version__, "created": _now(),
+                                "settings": settings})
+    except OSError as e:
+        raise MinidmlError(f"--out {out}: not writable ({e.strerror}); choose another "
+                           "directory") from None
+
+
+def _tokenizer(out: Path, files: list[Path], base: TrainConfig,
+               say: Callable[[str], None]) -> Tokenizer:
+    path = out / "tokenizer.model"
+    if path.exists():
+        return Tokenizer.load(path)
+    say("training the shared tokenizer")
+    tokenizer = Tokenizer.train(read_lines(files, base.encoding_errors), base.vocab_size,
+                                base.tokenizer_type, seed=base.seed)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def _read_summary(arm_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((arm_dir / "arm.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg: TrainConfig,
+               resume: bool, progress: bool, cache_dir: str | os.PathLike | None,
+               say: Callable[[str], None]) -> tuple[Any, float]:
+    """Train (or continue) one run; returns the loaded run and the seconds this call took."""
+    again = resume and (run_dir / "config.json").exists()
+    say(f"{name}: {'continuing' if again else 'training'} {cfg.n_students} model(s), mode "
+        f"{cfg.mode}")
+    t0 = time.perf_counter()
+    train(files, run_dir, cfg, resume=again, force=not again, progress=progress,
+          cache_dir=cache_dir, tokenizer=tokenizer)
+    seconds = time.perf_counter() - t0
+    return load(run_dir, str(resolve_device(cfg.device))), seconds
+
+
+def _run_arm(arm: str, arm_dir: Path, files: list[Path], tokenizer: Path,
+             config: CompareConfig, base: TrainConfig, shapes: list[Shape], teacher: Shape,
+             resume: bool, progress: bool, data_dir: str | os.PathLike | None,
+             cache_dir: str | os.PathLike | None, say: Callable[[str], None]) -> dict[str, Any]:
+    seed_dir = arm_dir.parent
+    label = f"[seed {seed_dir.name.removeprefix('seed-')}] {arm}"
+    wall = 0.0
+    teacher_run = None
+    common = dict(budget=None, teachers=())
+    if arm == "kd":
+        teacher_dir = seed_dir / TEACHER
+        teacher_run = _read_summary(teacher_dir)
+        if teacher_run is None:
+            run, seconds = _train_one(f"{label} teacher", teacher_dir, files, tokenizer,
+                                      base.replace(students=(teacher,), mode="single",
+                                                   **common),
+                                      resume, progress, cache_dir, say)
+            teacher_run = _evaluate(run, TEACHER, config, data_dir, progress, seconds, say,
+                                    f"{label} teacher")
+            teacher_run["dir"] = f"{seed_dir.name}/{TEACHER}"
+            _io.write_json(teacher_dir / "arm.json", teacher_run)
+        cfg = base.replace(students=(shapes[0],), mode="kd", budget=None,
+                           teachers=(str(teacher_dir),))
+    elif arm == "single":
+        cfg = base.replace(students=(shapes[0],), mode="single", **common)
+    else:
+        cfg = base.replace(students=tuple(shapes), mode=arm, **common)
+    run, wall = _train_one(label, arm_dir, files, tokenizer, cfg, resume, progress, cache_dir,
+                           say)
+    summary = _evaluate(run, arm, config, data_dir, progress, wall, say, label)
+    summary["dir"] = f"{seed_dir.name}/{arm}"  # relative: the directory may move
+    if teacher_run is not None:
+        summary["teacher"] = teacher_run
+    _io.write_json(arm_dir / "arm.json", summary)
+    return summary
+
+
+def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.PathLike | None,
+              progress: bool, wall: float, say: Callable[[str], None], label: str
+              ) -> dict[str, Any]:
+    """Evaluate every model of ``run``; the arm's summary for the report."""
+    t0 = time.perf_counter()
+    say(f"{label}: evaluating on {', '.join(config.suites)}")
+    results = evaluate(run, config.suites, student="all", data_dir=data_dir,
+                       limit=config.eval_limit, batch_size=config.eval_batch_size,
+                       progress=progress)
+    results.write(run.path / "eval.json")
+    failed = [f"{o.spec.name}: {o.error}" for o in results.outcomes if o.status != "ok"]
+    if failed:
+        raise MinidmlError(f"{label}: evaluation did not complete ({'; '.join(failed)}); fix "
+                           "it (e.g. --data-dir) and continue with --resume")
+    doc = results.to_json()
+    cfg = run.config
+    meta = json.loads((run.path / "config.json").read_text(encoding="utf-8"))
+    steps = run.step
+    tokens = steps * cfg.tokens_per_step
+    scfgs = [s.config for s in run.students]
+    flops = [training_flops(c, tokens, cfg.context) for c in scfgs]
+    extra = {}
+    if cfg.mode == "kd":
+        teachers = [StudentConfig.from_shape(Shape(**t["shape"]), scfgs[0].vocab_size,
+                                             cfg.context) for t in meta["teachers"]]
+        extra["teacher_forward_flops"] = sum(forward_flops(t, tokens, cfg.context)
+                                             for t in teachers) * len(scfgs)
+    if cfg.mode == "wml":
+        n_outer = steps // cfg.outer_every
+        held = (cfg.outer_batch_size or cfg.batch_size) * cfg.context
+        extra["outer_flops_estimate"] = outer_flops(scfgs, n_outer, cfg.tokens_per_step,
+                                                    held, cfg.context)
+    val = (run.last_eval or {}).get("val_loss", [math.nan] * len(scfgs))
+    models = []
+    for i, c in enumerate(scfgs):
+        lb = student_label(i)
+        models.append({"label": lb, "shape": dataclasses.asdict(c.shape), "n_params": c.n_params,
+                       "val_loss": val[i], "champion": i == run.champion,
+                       "omega": float(run.omega[i]), "scores": _scores(doc, lb, config.suites)})
+    if len(scfgs) > 1:
+        models.append({"label": ENSEMBLE, "n_params": sum(c.n_params for c in scfgs),
+                       "val_loss": (run.last_eval or {}).get("ensemble_val_loss", math.nan),
+                       "champion": False, "scores": _scores(doc, ENSEMBLE, config.suites)})
+    summary = {"arm": arm, "seed": cfg.seed, "run": str(run.path), "mode": cfg.mode,
+               "steps": steps, "tokens_per_model": tokens,
+               "alpha": cfg.alpha if cfg.mode != "single" else 0.0,
+               "temperature": cfg.softmax_temperature, "models": models,
+               "train_flops": sum(flops), **extra, "train_seconds": round(wall, 1),
+               "eval_seconds": round(time.perf_counter() - t0, 1)}
+    say(f"{label}: done (" + ", ".join(
+        f"{m['label']} {_fmt_scores(m['scores'], config.suites)}" for m in models) + ")")
+    return summary
+
+
+def _scores(doc: dict[str, Any], label: str, suites: Sequence[str]) -> dict[str, Any]:
+    """Per suite, the macro score and its stderr for one model."""
+    groups = doc["groups"].get(label, {})
+    out = {}
+    for name in suites:
+        g = groups.get(name) or next((v for v in groups.values() if v.get("suite") == name),
+                                     None)
+        if g is not None:
+            out[name] = {"score": g["score"], "stderr": g["score_stderr"],
+                         "n_tasks": g["n_tasks"]}
+    return out
+
+
+def _fmt_scores(scores: dict[str, Any], suites: Sequence[str]) -> str:
+    return " ".join(f"{s}={100 * scores[s]['score']:.1f}" for s in suites if s in scores)
+
+
+# ----------------------------------------------------------------------------- report
+def _report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tokenizer,
+            shapes: list, teacher: Any, arms: list[dict[str, Any]], entropy: float,
+            out: Path) -> dict[str, Any]:
+    base = config.train
+    rows = []
+    for arm in config.arms:
+        runs = [a for a in arms if a["arm"] == arm]
+        labels = [m["label"] for m in runs[0]["models"]]
+        if arm == "kd":
+            labels.append(TEACHER)
+        for lb in labels:
+            per_seed = [_model(a, lb) for a in runs]
+            rows.append(_aggregate(arm, lb, per_seed, runs, config.suites))
+    return {
+        "minidml_version": __version__, "date": _now(), "out": str(out),
+        "settings": settings, "suites": list(config.suites), "seeds": config.seeds,
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256},
+        "unigram_entropy": entropy,
+        "students": [c.to_dict() for c in shapes], "teacher": teacher.to_dict(),
+        "context": base.context, "tokens_per_step": base.tokens_per_step,
+        "arms": arms, "table": rows,
+    }
+
+
+def _model(arm: dict[str, Any], label: str) -> dict[str, Any]:
+    if label == TEACHER:
+        return arm["teacher"]["models"][0]
+    return next(m for m in arm["models"] if m["label"] == label)
+
+
+def _aggregate(arm: str, label: str, per_seed: list[dict[str, Any]],
+               runs: list[dict[str, Any]], suites: Sequence[str]) -> dict[str, Any]:
+    """One row of the table: means over seeds; stderr of one seed, or the spread of several."""
+    row: dict[str, Any] = {"arm": arm, "model": label, "n_params": per_seed[0]["n_params"],
+                           "champion": all(m["champion"] for m in per_seed)
+                           if label != TEACHER else False,
+                           "champions": sum(m["champion"] for m in per_seed),
+                           "val_loss": _mean([m["val_loss"] for m in per_seed])}
+    if len(per_seed) > 1:
+        row["val_loss_sd"] = statistics.stdev([m["val_loss"] for m in per_seed])
+    for s in suites:
+        got = [m["scores"][s] for m in per_seed if s in m["scores"]]
+        if not got:
+            continue
+        cell = {"score": _mean([g["score"] for g in got]),
+                "stderr": _mean([g["stderr"] for g in got])}
+        if len(got) > 1:
+            cell["seed_sd"] = statistics.stdev([g["score"] for g in got])
+        row[s] = cell
+    if label == TEACHER:
+        row["train_flops"] = _mean([r["teacher"]["train_flops"] for r in runs])
+        row["train_seconds"] = _mean([r["teacher"]["train_seconds"] for r in runs])
+    else:
+        extra = [r.get("teacher_forward_flops", 0) + r.get("outer_flops_estimate", 0)
+                 + (r["teacher"]["train_flops"] if "teacher" in r else 0) for r in runs]
+        row["arm_flops"] = _mean([r["train_flops"] + e for r, e in zip(runs, extra,
+                                                                         strict=True)])
+        row["arm_seconds"] = _mean([r["train_seconds"] + (r["teacher"]["train_seconds"]
+                                                          if "teacher" in r else 0)
+                                    for r in runs])
+    return row
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """``report.md``: what was compared, then the champions' table and every model's."""
+    suites = report["suites"]
+    st = report["settings"]["compare"]
+    tr = st["train"]
+    words = ", ".join(Path(f).name for f in report["settings"]["corpus"]["files"])
+    arms = {a["arm"]: a for a in report["arms"] if a["seed"] == tr["seed"]}
+    any_arm = next(iter(arms.values()))
+    lines = [
+        "# minidml compare", "",
+        f"- corpus: {words}",
+        f"- tokenizer: {tr['tokenizer_type']}, {report['tokenizer']['vocab_size']} pieces; "
+        f"unigram entropy of the corpus {report['unigram_entropy']:.3f} nats/token",
+        f"- budget N = {format_count(st['budget'])}, K = {st['students']} students: "
+        + "; ".join(f"{c['n_layers']}×{c['d_model']} ({c['n_params'] / 1e6:.2f}M)"
+                    for c in report["students"])
+        + f"; kd teacher {report['teacher']['n_layers']}×{report['teacher']['d_model']} "
+          f"({report['teacher']['n_params'] / 1e6:.2f}M)",
+        f"- every model: {any_arm['tokens_per_model']:,} training tokens "
+        f"({any_arm['steps']} steps of {report['tokens_per_step']:,}), context "
+        f"{report['context']}, lr {tr['lr']}, seeds {report['seeds']}",
+        f"- kd: α = {arms['kd']['alpha']}, T = {arms['kd']['temperature']}" if "kd" in arms
+        else "- kd: not run",
+        f"- dml/wml: α = {tr['alpha']}, T = {tr['temperature'] or 1.0}; wml: hypergradient "
+        f"{tr['hypergrad']}, ω updated every {tr['outer_every']} steps (β = {tr['outer_lr']})",
+        f"- suites: {', '.join(suites)}"
+        + (f" (at most {st['eval_limit']} examples per task)" if st["eval_limit"] else ""),
+        "",
+        "Scores are accuracies in percent, each suite's unweighted mean over its tasks, ± its "
+        "standard error" + (" (± the spread over seeds after it)" if report["seeds"] > 1
+                            else "") + ". The champion (★) of an arm is its student with the "
+        "lowest validation loss. FLOPs count training (forward + backward) of every model an "
+        "arm needs: kd includes training its teacher and the teacher's forward passes, wml "
+        "an estimate of its outer steps.", "",
+        "## Champions", "",
+    ]
+    head = ["arm", "model", "params", "val loss", *suites, "arm FLOPs", "arm time"]
+    lines += _md_table(head, [_md_row(r, suites) for r in report["table"]
+                              if r["champion"]])
+    lines += ["", "## Every model", ""]
+    lines += _md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]])
+    wml = [a for a in report["arms"] if a["arm"] == "wml"]
+    if wml:
+        lines += ["", "## Learned peer weights ω (wml)", ""]
+        for a in wml:
+            lines.append(f"- seed {a['seed']}: " + ", ".join(
+                f"{m['label']} {m['omega']:.3f}" for m in a["models"] if "omega" in m))
+    return "\n".join(lines) + "\n"
+
+
+def _md_row(row: dict[str, Any], suites: Sequence[str]) -> list[str]:
+    name = row["model"] + (" ★" if row["champion"] else "")
+    cells = [row["arm"], name, f"{row['n_params'] / 1e6:.2f}M", f"{row['val_loss']:.3f}"]
+    for s in suites:
+        c = row.get(s)
+        if c is None:
+            cells.append("-")
+            continue
+        text = f"{100 * c['score']:.1f} ± {100 * c['stderr']:.1f}"
+        if "seed_sd" in c:
+            text += f" (± {100 * c['seed_sd']:.1f})"
+        cells.append(text)
+    flops = row.get("arm_flops", row.get("train_flops", math.nan))
+    secs = row.get("arm_seconds", row.get("train_seconds", math.nan))
+    cells += [_flops(flops), f"{secs / 60:.1f} min"]
+    return cells
+
+
+def _flops(n: float) -> str:
+    """``3.1e15`` as ``3.1 PFLOP``."""
+    if not math.isfinite(n):
+        return "-"
+    for scale, unit in ((1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP")):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.3g} FLOP"
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+__all__ = ["ARMS", "CompareConfig", "compare", "format_report"]

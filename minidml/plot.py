@@ -1,0 +1,170 @@
+"""Pictures of a run or a comparison (matplotlib, from the optional extra ``minidml[plot]``).
+
+For a run directory: training and validation loss per student (and the ensemble's), and ω over
+time when it was learned. For a comparison directory (``minidml compare``): each arm's
+validation loss, the suite scores of every arm's champion as bars with standard errors, and
+ω over time for the wml arm. Files are written as PNG and SVG under ``DIR/plots/``.
+The figures are built with matplotlib's object-oriented API, so importing or calling this
+changes no global matplotlib state (no pyplot, no backend switch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _io
+from .errors import MinidmlError
+from .trainer import read_metrics
+
+FORMATS = ("png", "svg")
+ARM_COLOURS = {"single": "#7f7f7f", "kd": "#d62728", "dml": "#1f77b4", "wml": "#2ca02c",
+               "teacher": "#ff9896"}
+
+
+def _figure(width: float = 7.0, height: float = 4.2):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MinidmlError("minidml plot needs matplotlib; install it with "
+                           "pip install 'minidml[plot]'") from None
+    return Figure(figsize=(width, height), dpi=120, layout="constrained")
+
+
+def _save(fig, out_dir: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in formats:
+        path = out_dir / f"{name}.{ext}"
+        with _io.atomic_open(path, "wb") as f:
+            fig.savefig(f, format=ext)
+        paths.append(path)
+    return paths
+
+
+def _series(records: list[dict[str, Any]], event: str, key: str) -> tuple[list, list]:
+    rows = [r for r in records if r.get("event") == event and key in r]
+    return [r["step"] for r in rows], [r[key] for r in rows]
+
+
+def plot(path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+         formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Draw the figures of a run or comparison directory; returns the files written."""
+    path = Path(path)
+    out = Path(out_dir) if out_dir is not None else path / "plots"
+    if (path / "compare.json").exists():
+        return _plot_comparison(path, out, formats)
+    if (path / "config.json").exists():
+        return _plot_run(path, out, formats)
+    raise MinidmlError(f"{path}: neither a run (config.json) nor a comparison (compare.json); "
+                       "give a directory written by minidml train or minidml compare")
+
+
+# ----------------------------------------------------------------------------- one run
+def _plot_run(run_dir: Path, out: Path, formats: Sequence[str]) -> list[Path]:
+    records = read_metrics(run_dir / "metrics.jsonl")
+    if not any(r.get("event") == "train" for r in records):
+        raise MinidmlError(f"{run_dir / 'metrics.jsonl'}: no training records yet; train "
+                           "longer (they come every --log-every steps)")
+    fig = _figure(9.0, 4.0)
+    left, right = fig.subplots(1, 2, sharey=True)
+    steps, losses = _series(records, "train", "ce")
+    k = len(losses[0])
+    for i in range(k):
+        left.plot(steps, [v[i] for v in losses], label=f"student {i}", lw=1.2)
+    left.set(title="training cross-entropy", xlabel="step", ylabel="nats / token")
+    steps, val = _series(records, "eval", "val_loss")
+    for i in range(k):
+        right.plot(steps, [v[i] for v in val], marker="o", ms=3, label=f"student {i}")
+    if k > 1:
+        _, ens = _series(records, "eval", "ensemble_val_loss")
+        right.plot(steps, ens, "k--", marker="s", ms=3, label="ω-ensemble")
+    right.set(title="validation loss", xlabel="step")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(run_dir.name)
+    paths = _save(fig, out, "losses", formats)
+    omega = _omega_figure(records, run_dir.name)
+    if omega is not None:
+        paths += _save(omega, out, "omega", formats)
+    return paths
+
+
+def _omega_figure(records: list[dict[str, Any]], title: str):
+    steps, omega = _series(records, "omega", "omega")
+    if not steps:
+        return None
+    fig = _figure(6.0, 3.6)
+    ax = fig.subplots()
+    for i in range(len(omega[0])):
+        ax.plot(steps, [w[i] for w in omega], label=f"ω{i} (student {i})")
+    ax.set(title=f"learned peer weights: {title}", xlabel="step", ylabel="ω", ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ----------------------------------------------------------------------------- comparison
+def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[Path]:
+    try:
+        report = json.loads((cmp_dir / "report.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MinidmlError(f"{cmp_dir}: no report.json yet; finish it with minidml compare "
+                           "--resume") from None
+    first_seed = min(a["seed"] for a in report["arms"])
+    arms = [a for a in report["arms"] if a["seed"] == first_seed]
+    paths = []
+
+    fig = _figure(7.0, 4.2)
+    ax = fig.subplots()
+    for arm in arms:
+        records = read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
+        steps, val = _series(records, "eval", "val_loss")
+        champion = next(i for i, m in enumerate(arm["models"]) if m["champion"])
+        ax.plot(steps, [v[champion] for v in val], marker="o", ms=3,
+                color=ARM_COLOURS.get(arm["arm"]),
+                label=f"{arm['arm']} (student {champion})")
+        if "teacher" in arm:
+            t_steps, t_val = _series(read_metrics(cmp_dir / arm["teacher"]["dir"] /
+                                                  "metrics.jsonl"), "eval", "val_loss")
+            ax.plot(t_steps, [v[0] for v in t_val], ls=":", color=ARM_COLOURS["teacher"],
+                    label="kd's teacher")
+    ax.axhline(report["unigram_entropy"], color="k", lw=0.8, ls="--", label="unigram entropy")
+    ax.set(title="validation loss of each arm's champion", xlabel="step",
+           ylabel="nats / token")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    paths += _save(fig, out, "validation", formats)
+
+    rows = [r for r in report["table"] if r["champion"]]
+    suites = [s for s in report["suites"] if any(s in r for r in rows)]
+    if suites:
+        fig = _figure(max(5.0, 1.8 * len(suites) + 2), 4.2)
+        ax = fig.subplots()
+        width = 0.8 / len(rows)
+        for j, row in enumerate(rows):
+            xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(suites))]
+            ys = [100 * row[s]["score"] if s in row else 0 for s in suites]
+            err = [100 * row[s].get("seed_sd", row[s]["stderr"]) if s in row else 0
+                   for s in suites]
+            ax.bar(xs, ys, width, yerr=err, capsize=3, color=ARM_COLOURS.get(row["arm"]),
+                   label=f"{row['arm']} ({row['model']}, {row['n_params'] / 1e6:.1f}M)")
+        low = min(100 * r[s]["score"] for r in rows for s in suites if s in r)
+        ax.set_ylim(max(0, 10 * int(low // 10) - 10), None)
+        ax.set_xticks(range(len(suites)), suites)
+        ax.set(title="champion of each arm", ylabel="accuracy (%)")
+        ax.grid(axis="y", alpha=0.3)
+        fig.legend(fontsize=8, loc="outside lower center", ncol=min(4, len(rows)),
+                   frameon=False)
+        paths += _save(fig, out, "scores", formats)
+
+    for arm in arms:
+        if arm["arm"] == "wml":
+            omega = _omega_figure(read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl"), "wml arm")
+            if omega is not None:
+                paths += _save(omega, out, "omega", formats)
+    return paths

@@ -1,0 +1,135 @@
+"""``minidml compare`` end to end on the generated grammar corpus, with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from minidml.cli import main
+from minidml.compare import ARMS, training_flops
+from minidml.model import Shape, StudentConfig
+
+TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "agreement",
+        "--limit", "100", "--vocab-size", "400", "--context", "32", "--batch-size", "16",
+        "--lr", "3e-3", "--warmup", "10", "--outer-every", "5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def compared(grammar_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    main(["compare", str(grammar_corpus), "--out", str(out), *TINY])
+    return out
+
+
+@pytest.mark.slow
+def test_every_arm_trains_on_equal_data_and_learns(compared):
+    report = json.loads((compared / "report.json").read_text())
+    assert [a["arm"] for a in report["arms"]] == list(ARMS)
+    h1 = report["unigram_entropy"]
+    tokens = {a["tokens_per_model"] for a in report["arms"]}
+    assert len(tokens) == 1 and tokens.pop() >= 80_000 - 16 * 32  # the same data for every model
+    shas = set()
+    for arm in report["arms"]:
+        meta = json.loads((compared / "seed-0" / arm["arm"] / "config.json").read_text())
+        shas.add(meta["tokenizer"]["sha256"])
+        assert meta["config"]["seed"] == 0  # and so the same batches, in the same order
+        for m in arm["models"]:
+            assert m["val_loss"] < h1 - 0.3, (arm["arm"], m["label"], m["val_loss"], h1)
+            score = m["scores"]["agreement"]
+            assert 0 <= score["score"] <= 1 and score["stderr"] > 0 and score["n_tasks"] == 5
+        students = [m for m in arm["models"] if m["label"] != "ensemble"]
+        champion = min(students, key=lambda m: m["val_loss"])
+        assert [m["champion"] for m in students] == [m is champion for m in students]
+    assert shas == {report["tokenizer"]["sha256"]}  # one tokenizer for all
+
+
+@pytest.mark.slow
+def test_the_arms_are_what_they_claim(compared):
+    report = json.loads((compared / "report.json").read_text())
+    arms = {a["arm"]: a for a in report["arms"]}
+    shapes = [Shape(**{k: c[k] for k in ("n_layers", "d_model", "n_heads", "mlp_ratio")})
+              for c in report["students"]]
+    big = shapes[0]  # the N/2 student: single's, and kd's student
+    for arm in ("single", "kd"):
+        assert [Shape(**m["shape"]) for m in arms[arm]["models"]] == [big]
+    assert [Shape(**m["shape"]) for m in arms["wml"]["models"][:3]] == shapes
+    assert [m["label"] for m in arms["single"]["models"]] == ["student-0"]
+    assert [m["label"] for m in arms["kd"]["models"]] == ["student-0"]
+    labels = ["student-0", "student-1", "student-2", "ensemble"]
+    assert [m["label"] for m in arms["dml"]["models"]] == labels
+    assert arms["dml"]["mode"] == "dml" and arms["wml"]["mode"] == "wml"
+    assert all(m["omega"] == pytest.approx(1 / 3) for m in arms["dml"]["models"][:3])
+    learned = [m["omega"] for m in arms["wml"]["models"][:3]]
+    assert sum(learned) == pytest.approx(1) and max(learned) > 0.4  # ω moved
+    assert arms["wml"]["models"][0]["val_loss"] != arms["dml"]["models"][0]["val_loss"]
+    assert arms["kd"]["temperature"] == 2.0 and arms["dml"]["temperature"] == 1.0
+    teacher = arms["kd"]["teacher"]["models"][0]
+    assert teacher["n_params"] > arms["kd"]["models"][0]["n_params"]
+    # FLOPs: the analytic count; kd pays for its teacher, wml for its outer steps
+    cfg = StudentConfig.from_shape(big, report["tokenizer"]["vocab_size"], report["context"])
+    tokens = arms["single"]["tokens_per_model"]
+    assert arms["single"]["train_flops"] == training_flops(cfg, tokens, report["context"])
+    rows = {(r["arm"], r["model"]): r for r in report["table"]}
+    assert rows[("kd", "student-0")]["arm_flops"] > (rows[("single", "student-0")]["arm_flops"]
+                                                     + arms["kd"]["teacher"]["train_flops"])
+    assert rows[("wml", "student-0")]["arm_flops"] > rows[("dml", "student-0")]["arm_flops"]
+    md = (compared / "report.md").read_text()
+    assert "## Champions" in md and "## Every model" in md and "★" in md
+    for arm in ARMS:
+        assert f"| {arm} |" in md
+
+
+@pytest.mark.slow
+def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_corpus,
+                                                             capsys):
+    before = json.loads((compared / "report.json").read_text())
+    (compared / "seed-0" / "wml" / "arm.json").unlink()  # as if it was cut off while evaluating
+    capsys.readouterr()
+    main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume"])
+    err = capsys.readouterr().err
+    for arm in ("single", "kd", "dml"):
+        assert f"[seed 0] {arm}: finished earlier, reused" in err
+    assert "[seed 0] wml: continuing" in err
+    after = json.loads((compared / "report.json").read_text())
+    assert [a["models"] for a in after["arms"]] == [a["models"] for a in before["arms"]]
+
+
+def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsys):
+    cases = [(["--arms", "single,teacherless"], "--arms"),
+             (["--budget", "1k"], "--budget"),
+             (["--students", "1"], "--students")]
+    for i, (extra, needle) in enumerate(cases):
+        out = tmp_path / f"c{i}"
+        args = ["compare", str(grammar_corpus), "--out", str(out), *TINY]
+        for flag, value in zip(extra[::2], extra[1::2], strict=True):
+            j = args.index(flag) if flag in args else None
+            if j is None:
+                args += [flag, value]
+            else:
+                args[j + 1] = value
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code != 0 and needle in err[-1] and "Traceback" not in "\n".join(err)
+    # a resumed comparison must keep its settings
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "compare.json").write_text(json.dumps({"settings": {"other": 1}}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(grammar_corpus), "--out", str(tmp_path / "r"), *TINY, "--resume"])
+    assert exit_.value.code == 1
+    assert "settings or corpus differ" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot extra: pip install 'minidml[plot]'")
+    moved = tmp_path / "moved"  # the report names its runs relative to itself
+    shutil.copytree(compared, moved)
+    main(["plot", str(moved)])
+    names = sorted(p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split())
+    assert names == sorted(f"{n}.{e}" for n in ("validation", "scores", "omega")
+                           for e in ("png", "svg"))
+    svg = (moved / "plots" / "scores.svg").read_text()
+    assert svg.count("<g id=\"patch_") >= 4 + 1  # a bar per arm, and the axes' background

@@ -1,0 +1,48 @@
+"""``minidml plot``: the pictures of a run exist, are what they say, and need only the extra."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from minidml.cli import main
+from minidml.errors import MinidmlError
+
+pytest.importorskip("matplotlib", reason="the plot extra: pip install 'minidml[plot]'")
+
+
+def svg_text(path) -> str:
+    root = ET.parse(path).getroot()  # well-formed SVG, or this raises
+    assert root.tag.endswith("svg")
+    return path.read_text()
+
+
+def test_a_run_gets_loss_and_omega_pictures(tiny_run, tmp_path, capsys):
+    out = tmp_path / "pics"
+    main(["plot", str(tiny_run.path), "--out", str(out)])
+    written = capsys.readouterr().out.split()
+    names = sorted(p.rsplit("/", 1)[1] for p in written)
+    assert names == ["losses.png", "losses.svg", "omega.png", "omega.svg"]  # it learned ω
+    for name in ("losses.png", "omega.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    # matplotlib writes text as glyph paths; the titles survive as comments and ids
+    assert "validation loss" in svg_text(out / "losses.svg")
+    assert "learned peer weights" in svg_text(out / "omega.svg")
+
+
+def test_without_matplotlib_the_message_says_how_to_install_it(tiny_run, monkeypatch):
+    from minidml.plot import plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    with pytest.raises(MinidmlError, match=r"pip install 'minidml\[plot\]'"):
+        plot(tiny_run.path)
+
+
+def test_a_directory_that_is_neither_run_nor_comparison_is_refused(tmp_path):
+    from minidml.plot import plot
+
+    with pytest.raises(MinidmlError, match="neither a run"):
+        plot(tmp_path)
