@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .losses import ensemble_target_log_probs, mutual_loss, peer_weights
+from .distributed import Comm
+from .losses import mixture_log_probs, mutual_loss, peer_weights, target_log_probs
 
 VARIANTS = ("exact", "first-order", "fd")
 OBJECTIVES = ("ensemble", "sum-ce")
@@ -47,12 +48,26 @@ Params = dict[str, torch.Tensor]
 def outer_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, omega: torch.Tensor,
                objective: str = "ensemble") -> torch.Tensor:
     """The outer objective on held-out logits (K tensors [N, V]) and targets [N]."""
+    return combine_outer(outer_terms(logits, targets, objective, omega.dtype), omega, objective)
+
+
+def outer_terms(logits: Sequence[torch.Tensor], targets: torch.Tensor, objective: str,
+                dtype: torch.dtype) -> torch.Tensor:
+    """What each student contributes to the outer objective, whatever the others do: its
+    target log-probabilities [K, N] (``ensemble``) or its cross-entropy [K] (``sum-ce``, in
+    ``dtype``). Students on other ranks send theirs (see :mod:`minidml.distributed`)."""
     if objective == "ensemble":
-        return -ensemble_target_log_probs(logits, targets, omega).mean()
+        return target_log_probs(logits, targets)
     if objective == "sum-ce":
-        ce = torch.stack([F.cross_entropy(z.to(omega.dtype), targets) for z in logits])
-        return (omega * ce).sum()
+        return torch.stack([F.cross_entropy(z.to(dtype), targets) for z in logits])
     raise ValueError(f"unknown outer objective {objective!r}; choose from {OBJECTIVES}")
+
+
+def combine_outer(terms: torch.Tensor, omega: torch.Tensor, objective: str) -> torch.Tensor:
+    """The outer objective from every student's :func:`outer_terms`."""
+    if objective == "ensemble":
+        return -mixture_log_probs(terms, omega).mean()
+    return (omega * terms).sum()
 
 
 def mirror_step(omega: torch.Tensor, grad: torch.Tensor, lr: float,
@@ -87,7 +102,8 @@ def unrolled(students: Sequence[torch.nn.Module], lr: float) -> list[Params]:
 def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[Params],
                         inputs: Sequence[torch.Tensor], temperature: float,
                         method: str = "exact", eps: float = 1e-3,
-                        logits: Sequence[Sequence[torch.Tensor]] | None = None) -> torch.Tensor:
+                        logits: Sequence[Sequence[torch.Tensor]] | None = None,
+                        rows: Sequence[int] | None = None) -> torch.Tensor:
     """D[i, j] = ⟨v_i, ∇_θi mean_tokens KL(p_j ‖ p_i)⟩ over the training ``inputs``.
 
     ``exact``: a JVP of each student's logits along v_i. ``fd``: the central difference
@@ -95,18 +111,24 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
     Peers stay at θ, as the detached targets of the inner loss do. Inputs are weighted by
     their token counts, matching a loss averaged over all tokens of the step. ``logits``, the
     students' logits at θ on each input if the caller has them, saves a forward pass.
+    ``rows`` restricts D to the rows of those students (``tangents`` then holds theirs; the
+    other rows are 0); it needs ``logits``, since only their students are evaluated.
     """
     k = len(students)
-    dtype = torch.promote_types(next(students[0].parameters()).dtype, torch.float32)
+    rows = list(range(k)) if rows is None else list(rows)
+    if logits is None and len(rows) < k:
+        raise ValueError("peer_kl_directional: rows of some students need every student's logits")
+    dtype = torch.promote_types(next(students[rows[0]].parameters()).dtype, torch.float32)
     total = torch.zeros(k, k, dtype=dtype, device=inputs[0].device)
     n_tokens = sum(x.numel() for x in inputs)
-    params = [_params(s) for s in students]
+    mine = [students[i] for i in rows]
+    params = [_params(s) for s in mine]
     for n, x in enumerate(inputs):
         with torch.no_grad():
             zs = logits[n] if logits is not None else [s(x) for s in students]
             p = torch.stack([F.softmax(_scale(z.to(dtype).view(*x.shape, -1), temperature), -1)
                              for z in zs])
-        for i, (s, theta, v) in enumerate(zip(students, params, tangents, strict=True)):
+        for i, s, theta, v in zip(rows, mine, params, tangents, strict=True):
             def scaled(prm: Params, s=s, x=x) -> torch.Tensor:
                 return _scale(functional_call(s, prm, (x,)).to(dtype), temperature)
 
@@ -156,33 +178,58 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
                   inputs: Sequence[torch.Tensor], x_out: torch.Tensor, y_out: torch.Tensor, *,
                   lr: float, alpha: float, temperature: float, variant: str = "exact",
                   objective: str = "ensemble", eps: float = 1e-3,
-                  logits: Sequence[Sequence[torch.Tensor]] | None = None) -> Hypergradient:
+                  logits: Sequence[Sequence[torch.Tensor]] | None = None,
+                  comm: Comm | None = None) -> Hypergradient:
     """dL_out/dω through one unrolled inner step (see the module docstring).
 
     Reads the inner step's gradients from the students' ``.grad`` (call it after the inner
     backward pass and before the optimiser step); ``inputs`` are the training inputs that
     gradient was computed on, and ``logits`` optionally the students' (detached) logits on
     them; (x_out, y_out) is the held-out batch. Changes nothing.
+
+    With a :class:`~minidml.distributed.Comm` of several ranks, each rank differentiates
+    through its own students only (``inputs`` and the held-out batch being its share, and
+    ``logits`` required, every student's): the students' held-out terms are gathered, the
+    held-out gradients averaged over data-parallel replicas, and the per-rank parts of
+    dL_out/dω summed in one all-reduce, so every rank returns the same result.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown hypergradient variant {variant!r}; choose from {VARIANTS}")
-    theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unrolled(students, lr)]
+    alone = comm is None or comm.world_size == 1
+    rows = list(range(len(students))) if alone else list(comm.local)
+    mine = [students[i] for i in rows]
+    theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unrolled(mine, lr)]
     w = omega.detach().clone().requires_grad_()
     out_logits = [functional_call(s, prm, (x_out,)).flatten(0, -2)
-                  for s, prm in zip(students, theta_new, strict=True)]
-    loss = outer_loss(out_logits, y_out.flatten(), w, objective)
+                  for s, prm in zip(mine, theta_new, strict=True)]
+    terms = outer_terms(out_logits, y_out.flatten(), objective, w.dtype)
+    if not alone and comm.peers > 1:  # the other students' terms: constants here
+        terms = torch.stack(comm.gather_students(list(terms)))
+    loss = combine_outer(terms, w, objective)
     flat = [t for prm in theta_new for t in prm.values()]
     grads = torch.autograd.grad(loss, [w, *flat], allow_unused=True)
     direct = grads[0]
     if variant == "first-order" or alpha == 0 or len(students) == 1:
-        return Hypergradient(direct, direct, loss.detach())
+        if alone:
+            return Hypergradient(direct, direct, loss.detach())
+        grad, direct, loss = comm.sum_hypergradient(direct, torch.zeros_like(direct), loss)
+        return Hypergradient(grad, direct, loss.detach())
     it = iter(grads[1:])
     tangents = [{n: (g if g is not None else torch.zeros_like(t))
                  for (n, t), g in zip(prm.items(), it, strict=False)} for prm in theta_new]
-    d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps, logits)
+    if not alone:  # v_i over the whole held-out batch
+        comm.average([t for v in tangents for t in v.values()], "held-out gradients")
+    d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps, logits,
+                            rows=None if alone else rows)
     w2 = omega.detach().clone().requires_grad_()
     (second,) = torch.autograd.grad((peer_weights(w2) * d.to(w2.dtype)).sum(), [w2])
-    grad = direct - lr * alpha * temperature**2 * second
+    if alone:
+        grad = direct - lr * alpha * temperature**2 * second
+        return Hypergradient(grad, direct, loss.detach())
+    # D's rows are this rank's students, averaged over its share of the tokens: the job's
+    # second-order term is the sum over peer ranks of the mean over replicas
+    grad, direct, loss = comm.sum_hypergradient(direct, lr * alpha * temperature**2 * second,
+                                                loss)
     return Hypergradient(grad, direct, loss.detach())
 
 

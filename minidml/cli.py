@@ -108,7 +108,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
     "outer_objective": "outer_objective", "on_nonfinite": "on_nonfinite",
-    "teacher": "teachers",
+    "teacher": "teachers", "peer_dtype": "peer_dtype",
 }
 
 
@@ -153,6 +153,9 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]))
 @click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]),
               help="A NaN/inf loss or gradient: stop with an error (default) or skip the step.")
+@click.option("--peer-dtype", type=click.Choice(["fp32", "bf16"]),
+              help="Under torchrun: dtype of the logits students send to peers on other ranks "
+                   "(default fp32, as one process computes; bf16 halves the bytes).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1))
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
               help="What to do with invalid UTF-8 (default: stop with an error).")
@@ -203,8 +206,17 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
     def started(path: Path) -> None:
         click.echo(f"run directory: {path}", err=True)
 
-    run = run_training(list(corpus), out, cfg, resume=resume, force=force, progress=progress,
-                       on_start=started)
+    from .distributed import env_world, reports
+
+    try:
+        run = run_training(list(corpus), out, cfg, resume=resume, force=force,
+                           progress=progress, on_start=started)
+    except MinidmlError as e:  # under torchrun: one rank says it
+        if not reports(e):
+            raise SystemExit(1) from None
+        raise
+    if env_world()[1] != 0:  # under torchrun, rank 0 reports
+        return
     if run.last_eval is None:
         click.echo(f"{run.path} had already finished its {run.step} steps; nothing to do")
         return

@@ -76,6 +76,9 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop with an error, or skip the step
+    # distributed runs: dtype of the students' logits sent to their peers on other ranks
+    # (fp32 matches a single process; bf16 halves the bytes; bf16 autocast sends bf16 anyway)
+    peer_dtype: str = "fp32"
     log_every: int = 10
     eval_every: int = 200
     eval_tokens: int = 65_536
@@ -122,7 +125,8 @@ class TrainConfig:
                              ("budget_scheme", ("harmonic", "equal")),
                              ("tokenizer_type", ("unigram", "bpe")),
                              ("encoding_errors", ("strict", "replace", "ignore")),
-                             ("on_nonfinite", ("stop", "skip"))):
+                             ("on_nonfinite", ("stop", "skip")),
+                             ("peer_dtype", ("fp32", "bf16"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"choose one of {', '.join(allowed)}")
         if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):

@@ -271,10 +271,15 @@ def ensemble_target_log_probs(logits: Sequence[torch.Tensor], targets: torch.Ten
     K×N×V stack: each student contributes log p_i[y] through one cross-entropy kernel, whose
     backward is a single softmax per student.
     """
+    return mixture_log_probs(target_log_probs(logits, targets), omega)
+
+
+def target_log_probs(logits: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """log p_i[y] of each student and target, [K, N] (float32 or more), one cross-entropy
+    kernel per student: what an ensemble of these students needs from each of them."""
     dtype = _compute_dtype(logits[0])
-    return mixture_log_probs(torch.stack([-F.cross_entropy(z.to(dtype), targets,
-                                                           reduction="none") for z in logits]),
-                             omega)
+    return torch.stack([-F.cross_entropy(z.to(dtype), targets, reduction="none")
+                        for z in logits])
 
 
 # ----------------------------------------------------------------------------- the loss

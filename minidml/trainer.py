@@ -38,12 +38,14 @@ from . import __version__, _io
 from .bilevel import hypergradient, mirror_step
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
+from .distributed import Comm, local_comm, session
 from .errors import MinidmlError
 from .losses import (
     MutualLoss,
     distillation_loss,
-    ensemble_target_log_probs,
+    mixture_log_probs,
     mutual_loss,
+    target_log_probs,
     teacher_logits,
 )
 from .model import Student, StudentConfig
@@ -246,15 +248,26 @@ def _load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.devic
 
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
-    """Trains ``len(students)`` students on the same batches with the mutual-learning loss."""
+    """Trains ``len(students)`` students on the same batches with the mutual-learning loss.
+
+    ``comm`` (a placed :class:`~minidml.distributed.Comm`) makes this one rank of a
+    distributed job: the rank trains only its own students (``comm.local``) and its share of
+    each batch, and exchanges with the other ranks what the losses need. The other students'
+    copies here are brought up to date at each checkpoint and at the end of :meth:`fit`.
+    """
 
     def __init__(self, config: TrainConfig, students: list[Student], batches: Batches,
                  run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = (),
                  progress: bool = False, total_steps: int | None = None,
-                 tokenizer: Tokenizer | None = None, teachers: Sequence[Student] = ()):
+                 tokenizer: Tokenizer | None = None, teachers: Sequence[Student] = (),
+                 comm: Comm | None = None):
         self.config = config
         self.tokenizer = tokenizer
         self.device = resolve_device(config.device)
+        self.comm = comm if comm is not None else local_comm(len(students))
+        if self.comm.placement is None:
+            self.comm.place([s.config.n_params for s in students], self.device,
+                            peer_dtype=config.peer_dtype)
         self.students = [s.to(self.device) for s in students]
         # kd: frozen teachers, in eval mode and without gradients
         self.teachers = [t.to(self.device).eval().requires_grad_(False) for t in teachers]
@@ -262,6 +275,7 @@ class Trainer:
             raise MinidmlError("--mode kd: no teacher models were given")
         self.batches = batches
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._writes = self.run_dir is not None and self.comm.is_main  # rank 0 writes the run
         self.callbacks = list(callbacks)
         self.progress = progress
         self.total_steps = total_steps or steps_for(config, batches)
@@ -289,15 +303,18 @@ class Trainer:
         cfg = self.config
         alpha = 0.0 if cfg.mode == "single" else cfg.alpha
         lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
-        for s in self.students:
+        comm, mine = self.comm, [self.students[i] for i in self.comm.local]
+        for s in mine:
             s.train()
         outer = self.learns_omega and (self.step + 1) % cfg.outer_every == 0
         parts, inputs, kept = [], [], []
         for micro in range(cfg.grad_accum):
-            x, y = self.batches.train(self.step * cfg.grad_accum + micro)
+            x, y = (comm.shard(t) for t in self.batches.train(self.step * cfg.grad_accum + micro))
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self._autocast():
-                logits = [s(x).flatten(0, 1) for s in self.students]
+                logits = [s(x).flatten(0, 1) for s in mine]
+            if not self.teachers and alpha > 0:  # the peers' logits, detached
+                logits = comm.gather_students(logits, comm.peer_dtype)
             losses = self._loss(x, logits, y.flatten(), alpha)
             (losses.total / cfg.grad_accum).backward()
             parts.append(losses)
@@ -305,18 +322,23 @@ class Trainer:
                 inputs.append(x)
                 kept.append([z.detach() for z in logits])
         losses = MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
+        comm.average_gradients(mine)  # over data-parallel replicas, before anything reads them
         omega_before = self.omega
         if outer:
             self.outer_step(inputs, kept, lr)
         # the gradient norms (clipped to grad_clip, if set) double as the finiteness check
         norms = torch.stack([torch.nn.utils.clip_grad_norm_(
             model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            for model in self.students])
-        finite = torch.isfinite(norms) & torch.isfinite(losses.loss)
+            for model in mine])
+        if comm.world_size == 1:
+            finite = torch.isfinite(norms) & torch.isfinite(losses.loss)
+        else:  # the whole batch's losses, and flags that every rank agrees on
+            stats, finite = comm.step_summary(torch.stack(losses[1:]), norms)
+            losses = MutualLoss(stats[0].sum(), *stats)
         if not bool(finite.all()):  # the one host synchronisation of a step
             self._non_finite((~finite).nonzero().flatten().tolist(), omega_before)
             return losses
-        for opt in self.optimizers:
+        for opt in (self.optimizers[i] for i in comm.local):
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.step()
@@ -330,10 +352,18 @@ class Trainer:
         whose forward pass runs on the same batch without a graph."""
         temperature = self.config.softmax_temperature
         if not self.teachers:
-            return mutual_loss(logits, y, self.omega, alpha, temperature)
-        with torch.no_grad(), self._autocast():
-            teacher = teacher_logits([t(x).flatten(0, 1) for t in self.teachers], temperature)
-        return distillation_loss(logits, teacher, y, alpha, temperature)
+            losses = mutual_loss(logits, y, self.omega, alpha, temperature)
+        else:
+            with torch.no_grad(), self._autocast():
+                teacher = teacher_logits([t(x).flatten(0, 1) for t in self.teachers],
+                                         temperature)
+            losses = distillation_loss(logits, teacher, y, alpha, temperature)
+        if len(losses.loss) == len(self.students):
+            return losses
+        # this rank's students only (no peers needed): zeros in the others' places
+        zero = losses.loss.new_zeros(())
+        return MutualLoss(losses.total, *(torch.stack(self.comm.scatter(list(t), zero))
+                                          for t in losses[1:]))
 
     def _non_finite(self, bad: list[int], omega_before: torch.Tensor) -> None:
         """A step whose loss or gradient is NaN/inf: stop, or skip it (``on_nonfinite``).
@@ -343,7 +373,7 @@ class Trainer:
         moves on to the next batch; ``metrics.jsonl`` records it.
         """
         step = self.step + 1
-        for opt in self.optimizers:
+        for opt in (self.optimizers[i] for i in self.comm.local):
             opt.zero_grad(set_to_none=True)
         self.omega = omega_before
         who = ", ".join(str(i) for i in bad)
@@ -365,12 +395,12 @@ class Trainer:
         """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py)."""
         cfg = self.config
         index = (self.step + 1) // cfg.outer_every - 1
-        x_out, y_out = (t.to(self.device) for t in
+        x_out, y_out = (self.comm.shard(t).to(self.device) for t in
                         self.batches.holdout(index, cfg.outer_batch_size))
         hyper = hypergradient(self.students, self.omega, inputs, x_out, y_out, lr=lr,
                               alpha=cfg.alpha, temperature=cfg.softmax_temperature,
                               variant=cfg.hypergrad, objective=cfg.outer_objective,
-                              logits=logits)
+                              logits=logits, comm=self.comm)
         beta = cfg.outer_lr
         if cfg.outer_lr_schedule == "cosine":
             beta *= lr / cfg.lr
@@ -383,20 +413,30 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, max_tokens: int | None = None) -> dict[str, Any]:
         """Validation cross-entropy (nats/token) of each student and of the ω-ensemble."""
-        for s in self.students:
+        comm, mine = self.comm, [self.students[i] for i in self.comm.local]
+        for s in mine:
             s.eval()
         k = len(self.students)
         total = torch.zeros(k + 1, device=self.device, dtype=torch.float64)
         n = 0
-        for x, y in self.batches.validation(max_tokens or self.config.eval_tokens):
+        for b, (x, y) in enumerate(self.batches.validation(max_tokens or self.config.eval_tokens)):
+            if not comm.takes(b):  # data-parallel replicas share the batches out
+                continue
             x, y = x.to(self.device), y.to(self.device).flatten()
             with self._autocast():
-                logits = [s(x).flatten(0, 1) for s in self.students]
+                logits = [s(x).flatten(0, 1) for s in mine]
             per = [torch.nn.functional.cross_entropy(z.float(), y, reduction="sum")
                    for z in logits]
-            ens = -ensemble_target_log_probs(logits, y, self.omega).sum()
-            total += torch.stack([*per, ens]).double()
+            log_p = target_log_probs(logits, y)
+            if comm.peers > 1:
+                log_p = torch.stack(comm.gather_students(list(log_p)))
+            ens = -mixture_log_probs(log_p, self.omega).sum()
+            total += torch.stack([*comm.scatter(per, per[0].new_zeros(())), ens]).double()
             n += y.numel()
+        if comm.world_size > 1:  # every rank gets the same numbers
+            per_student, rest = comm.sum_counts(total[:k], torch.stack(
+                [total[k], torch.tensor(n, dtype=torch.float64, device=self.device)]))
+            total, n = torch.cat([per_student, rest[:1]]), int(rest[1].item())
         losses = (total / n).tolist()
         return {"event": "eval", "step": self.step, "val_loss": losses[:k],
                 "val_ppl": [math.exp(min(v, 700.0)) for v in losses[:k]],
@@ -419,7 +459,7 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)
         t0, tokens0, saved_at = time.perf_counter(), self.step * cfg.tokens_per_step, -1
         try:
-            while self.step < self.total_steps and not self.should_stop:
+            while self.step < self.total_steps and not self._stopping():
                 losses = self.train_step()
                 for cb in self.callbacks:
                     cb.on_step_end(self, losses)
@@ -437,7 +477,8 @@ class Trainer:
                     saved_at = self.step
                 bar.update(1)
         except KeyboardInterrupt:
-            if self.step != saved_at:
+            # several ranks cannot agree on a checkpoint once interrupted: the last one stands
+            if self.step != saved_at and self.comm.world_size == 1:
                 self.save_checkpoint()
             raise
         finally:
@@ -459,8 +500,13 @@ class Trainer:
                 "tokens_per_s": (tokens - tokens0) / max(elapsed, 1e-9),
                 "time": _now()}
 
+    def _stopping(self) -> bool:
+        """``should_stop``, set by a callback on any rank, stops every rank."""
+        self.should_stop = self.comm.any(self.should_stop)
+        return self.should_stop
+
     def _emit(self, record: dict[str, Any], hook: str) -> None:
-        if self.run_dir is not None:
+        if self._writes:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         for cb in self.callbacks:
@@ -471,39 +517,50 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        metrics = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        metrics = self.run_dir / "metrics.jsonl" if self._writes else None
+        # each student's optimiser state from its owner (complete on rank 0)
+        optimizers = self.comm.gather_states([o.state_dict() for o in self.optimizers])
         return {"step": self.step, "omega": self.omega.detach().cpu(),
-                "optimizers": [o.state_dict() for o in self.optimizers], "rng": rng,
+                "optimizers": optimizers, "rng": rng,
                 "metrics_bytes": metrics.stat().st_size if metrics and metrics.exists() else 0,
                 "total_steps": self.total_steps, "skipped_steps": self.skipped_steps}
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoints/step-N`` atomically and keep the newest ``CHECKPOINTS_KEPT``."""
+        """Write ``checkpoints/step-N`` atomically and keep the newest ``CHECKPOINTS_KEPT``.
+
+        In a distributed run every rank first receives every student's weights from its
+        owner, and rank 0 writes the checkpoint (with every optimiser's state)."""
+        self.comm.sync_students(self.students)
         if self.run_dir is None:
             return None
         root = self.run_dir / "checkpoints"
         final = root / f"step-{self.step:08d}"
-        tmp = root / f".tmp-{final.name}-{os.getpid()}"
-        try:
-            root.mkdir(exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for i, s in enumerate(self.students):
-                with _io.atomic_open(tmp / f"student-{i}.pt") as f:
-                    torch.save(s.state_dict(), f)
-            with _io.atomic_open(tmp / "state.pt") as f:
-                torch.save(self.state_dict(), f)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _io.fsync_dir(root)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise MinidmlError(f"{root}: cannot write checkpoint ({e.strerror or e}); free "
-                               "space or choose another --out; the previous checkpoint is "
-                               "intact") from None
-        for old in checkpoints(self.run_dir)[:-CHECKPOINTS_KEPT]:
-            shutil.rmtree(old, ignore_errors=True)
+        state = self.state_dict() if self.comm.world_size > 1 else None  # a collective
+
+        def write() -> None:
+            tmp = root / f".tmp-{final.name}-{os.getpid()}"
+            try:
+                root.mkdir(exist_ok=True)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                for i, s in enumerate(self.students):
+                    with _io.atomic_open(tmp / f"student-{i}.pt") as f:
+                        torch.save(s.state_dict(), f)
+                with _io.atomic_open(tmp / "state.pt") as f:
+                    torch.save(state if state is not None else self.state_dict(), f)
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                _io.fsync_dir(root)
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise MinidmlError(f"{root}: cannot write checkpoint ({e.strerror or e}); free "
+                                   "space or choose another --out; the previous checkpoint is "
+                                   "intact") from None
+            for old in checkpoints(self.run_dir)[:-CHECKPOINTS_KEPT]:
+                shutil.rmtree(old, ignore_errors=True)
+
+        self.comm.on_main(write)
         for cb in self.callbacks:
             cb.on_checkpoint(self, final)
         return final
@@ -524,9 +581,24 @@ class Trainer:
 
         A run stopped before its first checkpoint starts again from step 0, which is exactly
         where it started (the initialisation follows from the seed): ``None`` is returned.
-        Leftovers of a checkpoint whose writing was interrupted are removed.
+        Leftovers of a checkpoint whose writing was interrupted are removed. In a distributed
+        run rank 0 reads the checkpoint and sends it to the others, whatever the world size
+        that wrote it (checkpoints do not depend on it).
         """
         assert self.run_dir is not None
+        if self.comm.world_size == 1:
+            return self._resume(self.device)
+        found = self.comm.on_main(lambda: self._resume(torch.device("cpu")), share=True)
+        if found is not None:
+            ckpt, weights, state = found
+            for model, sd in zip(self.students, weights, strict=True):
+                model.load_state_dict(sd)
+            self.load_state_dict(state)
+        return found[0] if found is not None else None
+
+    def _resume(self, device: torch.device) -> Any:
+        """:meth:`resume` in one process; on rank 0 of a distributed run it returns
+        (checkpoint, weights, state), to send to the others, instead of the path."""
         for stale in (self.run_dir / "checkpoints").glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         metrics = self.run_dir / "metrics.jsonl"
@@ -539,7 +611,7 @@ class Trainer:
         errors = []
         for ckpt in reversed(checkpoints(self.run_dir)):
             try:
-                students, state = _load_checkpoint(ckpt, scfgs, self.device)
+                students, state = _load_checkpoint(ckpt, scfgs, device)
             except MinidmlError as e:
                 errors.append(str(e))
                 continue
@@ -552,7 +624,9 @@ class Trainer:
             if errors:
                 print(f"warning: skipped damaged checkpoint(s): {'; '.join(errors)}",
                       file=sys.stderr)
-            return ckpt
+            if self.comm.world_size == 1:
+                return ckpt
+            return ckpt, [s.state_dict() for s in students], state
         raise MinidmlError(f"{self.run_dir}: no usable checkpoint to resume from"
                            + (f" ({errors[0]})" if errors else "; start a new run"))
 
@@ -634,6 +708,10 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     :class:`Tokenizer` or a ``.model`` file) is used instead of training one, so that several
     runs share it; in ``kd`` mode the teachers' tokenizer is the default. Returns the
     trained :class:`Run`.
+
+    Launched by ``torchrun``, every process calls this: the students are placed across the
+    ranks (see :mod:`minidml.distributed`), rank 0 writes the run directory, and every rank
+    returns the same :class:`Run`; ``on_start`` is called on rank 0 only.
     """
     paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
     cfg = (config or TrainConfig()).replace(**overrides)
@@ -641,22 +719,27 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.load(tokenizer)
     files = corpus_files(paths)
-    out_dir = Path(out) if out is not None else default_run_dir(paths)
-    if resume and _stopped_before_start(out_dir):  # nothing to resume yet: start it again
-        resume, force = False, True
-    _prepare_run_dir(out_dir, resume, force)
-    try:
-        trainer = _setup(files, out_dir, cfg, resume, progress, callbacks, cache_dir,
-                         tokenizer)
-    except BaseException:
-        if not resume:  # nothing half-made stays behind
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    if on_start is not None:
-        on_start(out_dir)
-    trainer.fit()
-    return Run(out_dir, trainer.config, trainer.tokenizer, trainer.students, trainer.omega,
-               trainer.step, trainer.last_eval)
+    with session(cfg.device) as comm:  # a world of one unless launched by torchrun
+
+        def start() -> tuple[Path, bool, bool]:
+            out_dir = Path(out) if out is not None else default_run_dir(paths)
+            again = resume and _stopped_before_start(out_dir)  # nothing to resume yet
+            _prepare_run_dir(out_dir, resume and not again, force or again)
+            return out_dir, resume and not again, force or again
+
+        out_dir, resume, force = comm.on_main(start, share=True)
+        try:
+            trainer = _setup(files, out_dir, cfg, resume, progress and comm.is_main, callbacks,
+                             cache_dir, tokenizer, comm)
+        except BaseException:
+            if not resume and comm.is_main:  # nothing half-made stays behind
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        if on_start is not None and comm.is_main:
+            on_start(out_dir)
+        trainer.fit()
+        return Run(out_dir, trainer.config, trainer.tokenizer, trainer.students, trainer.omega,
+                   trainer.step, trainer.last_eval)
 
 
 def load_teachers(paths: Sequence[str | os.PathLike], device: str = "cpu"
@@ -694,17 +777,29 @@ def _check_teachers(cfg: TrainConfig, teachers: list[Student], teacher_tok: Toke
                                f"{t.config.context} or less")
 
 
+def _on_main_tokenizer(comm: Comm, make: Callable[[], Tokenizer]) -> Tokenizer:
+    """``make()`` on rank 0, the same tokenizer everywhere."""
+    if comm.world_size == 1:
+        return make()
+    return Tokenizer(comm.on_main(lambda: make().to_bytes(), share=True))
+
+
 def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, progress: bool,
            callbacks: Sequence[Callback], cache_dir: str | os.PathLike | None,
-           tokenizer: Tokenizer | None = None) -> Trainer:
-    """Tokenizer, token file, batches, students (and teachers) of a new or resumed run."""
+           tokenizer: Tokenizer | None = None, comm: Comm | None = None) -> Trainer:
+    """Tokenizer, token file, batches, students (and teachers) of a new or resumed run.
+
+    With a ``comm`` of several ranks, rank 0 alone reads and writes the run directory and
+    trains the tokenizer (sent to the others), and fills the token cache before the others
+    read it; every rank builds every student from the same seed."""
+    comm = comm or Comm()
     corpus_hash = fingerprint(files)
     teachers, teacher_tok, teacher_meta = [], None, []
     if cfg.mode == "kd":
         teachers, teacher_tok, teacher_meta = load_teachers(cfg.teachers, cfg.device)
     if resume:
-        meta = read_run_config(out_dir)
-        tokenizer = Tokenizer.load(out_dir / "tokenizer.model")
+        meta = comm.on_main(lambda: read_run_config(out_dir), share=True)
+        tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.load(out_dir / "tokenizer.model"))
         _check_tokenizer(out_dir, meta, tokenizer)
         cfg = cfg.resolve_shapes(tokenizer.vocab_size)
         _check_resume_config(meta, cfg, out_dir)
@@ -721,35 +816,48 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         if tokenizer is None:
             tokenizer = teacher_tok
         if tokenizer is None:
-            tokenizer = Tokenizer.train(read_lines(files, cfg.encoding_errors), cfg.vocab_size,
-                                        cfg.tokenizer_type, seed=cfg.seed)
+            tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.train(
+                read_lines(files, cfg.encoding_errors), cfg.vocab_size, cfg.tokenizer_type,
+                seed=cfg.seed))
         elif cfg.vocab_size is not None and cfg.vocab_size != tokenizer.vocab_size:
             raise MinidmlError(f"--vocab-size {cfg.vocab_size}: the given tokenizer has "
                                f"{tokenizer.vocab_size} pieces; drop --vocab-size")
         cfg = cfg.resolve_shapes(tokenizer.vocab_size)
     _check_teachers(cfg, teachers, teacher_tok, tokenizer)
-    tokens = tokenize_corpus(files, tokenizer, cache_dir, cfg.encoding_errors, progress)
+    tokens = comm.first_on_main(lambda: tokenize_corpus(files, tokenizer, cache_dir,
+                                                        cfg.encoding_errors, progress))
     batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
                       holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
     torch.manual_seed(cfg.seed)
     students = [Student(c) for c in scfgs]
+    comm.place([c.n_params for c in scfgs], resolve_device(cfg.device),
+               (cfg.batch_size, cfg.outer_batch_size or cfg.batch_size), cfg.peer_dtype)
     trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer,
-                      teachers=teachers)
+                      teachers=teachers, comm=comm)
     if resume:
         trainer.resume()
         return trainer
+    comm.on_main(lambda: _write_run_files(out_dir, cfg, scfgs, tokenizer, files, corpus_hash,
+                                          batches, trainer.total_steps, teacher_meta,
+                                          comm.world_size))
+    return trainer
+
+
+def _write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig],
+                     tokenizer: Tokenizer, files: list[Path], corpus_hash: str,
+                     batches: Batches, total_steps: int, teacher_meta: list[dict[str, Any]],
+                     world_size: int) -> None:
     tokenizer.save(out_dir / "tokenizer.model")
     _io.write_json(out_dir / "config.json", {
         "minidml_version": __version__, "torch_version": torch.__version__,
-        "created": _now(), "config": cfg.to_dict(),
+        "created": _now(), "config": cfg.to_dict(), "world_size": world_size,
         "students": [{**c.__dict__, "n_params": c.n_params} for c in scfgs],
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256,
                       "type": cfg.tokenizer_type},
         "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
                    "train_tokens": batches.n_train_tokens, "val_tokens": batches.n_val_tokens},
-        "total_steps": trainer.total_steps,
+        "total_steps": total_steps,
         **({"teachers": teacher_meta} if teacher_meta else {}),
     })
     (out_dir / "metrics.jsonl").touch()
-    return trainer
