@@ -511,6 +511,31 @@ def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | Non
                    f"and verified, in {root}")
 
 
+# ----------------------------------------------------------------------------- export
+@cli.command(name="export")
+@click.argument("run_dir", metavar="RUN", type=FilePath())
+@click.argument("out_dir", type=FilePath())
+@click.option("--student", default="champion", show_default=True,
+              help="A student index, or champion: the one with the lowest validation loss.")
+@click.option("--format", "fmt", default="hf", show_default=True,
+              help="hf: a Hugging Face transformers directory (LlamaForCausalLM).")
+@click.option("--force", is_flag=True, help="Replace an existing non-empty OUT_DIR.")
+def export_(run_dir: Path, out_dir: Path, student: str, fmt: str, force: bool) -> None:
+    """Export a student of RUN to OUT_DIR, e.g. for lm-evaluation-harness."""
+    from .export import FORMATS, export_hf, require_hf, resolve_student
+    from .trainer import load
+
+    if fmt not in FORMATS:
+        raise MinidmlError(f"--format {fmt}: unknown; choose {' or '.join(FORMATS)}")
+    require_hf()
+    run = load(run_dir)
+    index = resolve_student(run, student)
+    path = export_hf(run, index, out_dir, force=force)
+    why = " (champion: lowest validation loss)" if student == "champion" else ""
+    click.echo(f"exported student {index}{why} of {run.path} at step {run.step}: {path}")
+    click.echo(f"next: lm_eval --model hf --model_args pretrained={path} --tasks blimp")
+
+
 def _run_or_latest(run_dir: Path | None) -> Path:
     from .trainer import latest_run
 

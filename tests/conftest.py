@@ -65,3 +65,23 @@ def tiny_run(grammar_corpus, tmp_path_factory):
                       vocab_size=400, warmup_steps=2, eval_every=10, eval_tokens=1024,
                       steps=10)
     return minidml.train(grammar_corpus, tmp_path_factory.mktemp("runs") / "tiny", cfg)
+
+
+def _require_extra(extra: str, *modules: str):
+    """Import the modules of an optional extra. ``make test`` installs the extras, so in CI
+    (where ``MINIDML_DATA_DIR`` is set) a missing one is a failure; elsewhere the test skips."""
+    import importlib
+
+    try:
+        return [importlib.import_module(m) for m in modules]
+    except ImportError as e:
+        if os.environ.get("MINIDML_DATA_DIR"):
+            pytest.fail(f"the {extra} extra is missing ({e}); `make test` installs it "
+                        f"(pip install -e '.[dev,hf,plot]')", pytrace=False)
+        pytest.skip(f"the {extra} extra is not installed ({e}): pip install 'minidml[{extra}]'")
+
+
+@pytest.fixture(scope="session")
+def require_extra():
+    """``require_extra("plot", "matplotlib")``: the imported modules, or a skip/fail."""
+    return _require_extra

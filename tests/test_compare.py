@@ -123,8 +123,8 @@ def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys):
-    pytest.importorskip("matplotlib", reason="the plot extra: pip install 'minidml[plot]'")
+def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys, require_extra):
+    require_extra("plot", "matplotlib")
     moved = tmp_path / "moved"  # the report names its runs relative to itself
     shutil.copytree(compared, moved)
     main(["plot", str(moved)])

@@ -10,7 +10,10 @@ import pytest
 from minidml.cli import main
 from minidml.errors import MinidmlError
 
-pytest.importorskip("matplotlib", reason="the plot extra: pip install 'minidml[plot]'")
+
+@pytest.fixture(autouse=True)
+def _matplotlib(require_extra):
+    require_extra("plot", "matplotlib")
 
 
 def svg_text(path) -> str:

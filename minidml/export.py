@@ -1,0 +1,489 @@
+"""Export a trained student to the Hugging Face ``transformers`` format (a Llama checkpoint).
+
+A student already follows Llama's conventions (pre-norm RMSNorm, rotate-half rotary
+embeddings, SwiGLU, no biases, tied embeddings), so the export only renames parameters:
+
+    embed.weight                    model.embed_tokens.weight  (also the output matrix: tied)
+    layers.N.attn_norm.weight       model.layers.N.input_layernorm.weight
+    layers.N.attn.{q,k,v,o}_proj    model.layers.N.self_attn.{q,k,v,o}_proj
+    layers.N.mlp_norm.weight        model.layers.N.post_attention_layernorm.weight
+    layers.N.mlp.{gate,up,down}_proj  model.layers.N.mlp.{gate,up,down}_proj
+    norm.weight                     model.norm.weight
+
+The directory written holds ``config.json`` (a ``LlamaConfig``), ``generation_config.json``,
+``model.safetensors`` (float32; ``lm_head.weight`` is not stored, since it is the tied
+embedding), the run's sentencepiece model as ``tokenizer.model``, a ``tokenizer.json`` built
+from it for the ``tokenizers`` library, ``tokenizer_config.json``,
+``special_tokens_map.json`` and a ``README.md`` model card. ``AutoTokenizer`` then encodes
+text to exactly the ids of :class:`minidml.Tokenizer` (plus one BOS in front unless
+``add_special_tokens=False``), and ``LlamaForCausalLM`` computes the student's logits.
+
+Writing needs the optional extra ``hf`` (``transformers``, ``safetensors`` and, through
+``transformers``, ``tokenizers``); the core never imports them. The directory is built beside
+its destination under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import __version__, _io
+from .errors import MinidmlError
+from .model import Student, StudentConfig
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+
+if TYPE_CHECKING:
+    from .trainer import Run
+
+FORMATS = ("hf",)
+INSTALL_HINT = "install with pip install 'minidml[hf]'"
+WEIGHTS_FILE = "model.safetensors"
+
+
+# ----------------------------------------------------------------------------- dependencies
+def require_hf() -> None:
+    """Fail with one line when the ``hf`` extra (transformers, safetensors) is missing."""
+    missing = [name for name in ("transformers", "safetensors", "tokenizers")
+               if not _importable(name)]
+    if missing:
+        raise MinidmlError(f"exporting to Hugging Face needs {' and '.join(missing)}; "
+                           f"{INSTALL_HINT}")
+
+
+def _importable(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it (``transformers`` is slow)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise MinidmlError(f"cannot import {name} ({e}); {INSTALL_HINT}") from None
+
+
+# ----------------------------------------------------------------------------- model
+def hf_config(cfg: StudentConfig) -> dict[str, Any]:
+    """``config.json`` of a ``LlamaConfig`` with the student's shape (keys read by every
+    ``transformers`` release since 4.40; newer ones move ``rope_theta`` into
+    ``rope_parameters`` themselves)."""
+    try:
+        version = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        version = None
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.context,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "pad_token_id": PAD_ID,
+        "initializer_range": 0.02,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
+    if version:
+        config["transformers_version"] = version
+    return config
+
+
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    **{f"attn.{p}.weight": f"self_attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj",
+                                                             "o_proj")},
+    **{f"mlp.{p}.weight": f"mlp.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")},
+}
+
+
+def hf_name(name: str) -> str:
+    """The Hugging Face Llama name of a :class:`~minidml.model.Student` parameter."""
+    if name == "embed.weight":
+        return "model.embed_tokens.weight"
+    if name == "norm.weight":
+        return "model.norm.weight"
+    parts = name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "layers" and parts[2] in _LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}"
+    raise ValueError(f"no Hugging Face name for student parameter {name!r}")
+
+
+def hf_state_dict(student: Student) -> dict[str, torch.Tensor]:
+    """The student's weights under Llama names: float32, contiguous, on the CPU, each its own
+    copy (the tied output matrix is the embedding, so it is not repeated)."""
+    return {hf_name(name): p.detach().to("cpu", torch.float32).contiguous().clone()
+            for name, p in student.named_parameters()}
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of a protobuf message, in order: varints as ints, the rest as
+    bytes."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            yield number, value
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            yield number, buf[i:i + size]
+            i += size
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            yield number, buf[i:i + width]
+            i += width
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
+# piece types of sentencepiece's ModelProto.SentencePiece.Type
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+
+
+def spm_pieces(tokenizer: Tokenizer) -> tuple[str, list[tuple[str, float, int]]]:
+    """The model type and the (piece, score, type) list of a tokenizer's sentencepiece model,
+    read from the model's protobuf bytes; a model whose text normalisation is not minidml's
+    (identity, no dummy prefix, spaces kept, spaces as ``▁``) is refused."""
+    try:
+        pieces: list[tuple[str, float, int]] = []
+        trainer: dict[int, int | bytes] = {}
+        normalizer: dict[int, int | bytes] = {}
+        for number, value in _fields(tokenizer.to_bytes()):
+            if number == 1 and isinstance(value, bytes):
+                piece = dict(_fields(value))
+                score = piece.get(2, b"\0\0\0\0")
+                pieces.append((bytes(piece.get(1, b"")).decode("utf-8"),
+                               struct.unpack("<f", bytes(score))[0], int(piece.get(3, _NORMAL))))
+            elif number == 2 and isinstance(value, bytes):
+                trainer = dict(_fields(value))
+            elif number == 3 and isinstance(value, bytes):
+                normalizer = dict(_fields(value))
+    except (ValueError, UnicodeDecodeError, struct.error) as e:
+        raise MinidmlError(f"tokenizer model: unreadable sentencepiece model ({e})") from None
+    model_type = _MODEL_TYPES.get(int(trainer.get(3, 1)), "unknown")
+    name = bytes(normalizer.get(1, b"nmt_nfkc")).decode("utf-8", "replace")
+    plain = (name == "identity" and not normalizer.get(2) and normalizer.get(3, 1) == 0
+             and normalizer.get(4, 1) == 0 and normalizer.get(5, 1) == 1
+             and not trainer.get(24, 0))
+    if model_type not in ("unigram", "bpe") or not plain or len(pieces) != tokenizer.vocab_size:
+        raise MinidmlError(f"tokenizer model: a {model_type} model with {name!r} "
+                           "normalisation cannot be exported exactly; export a run whose "
+                           "tokenizer minidml trained")
+    if any(kind in (_USER_DEFINED, _UNUSED) for _, _, kind in pieces):
+        raise MinidmlError("tokenizer model: user-defined or unused pieces cannot be exported "
+                           "exactly; export a run whose tokenizer minidml trained")
+    return model_type, pieces
+
+
+def _bpe_merges(pieces: list[tuple[str, float, int]]) -> list[tuple[str, str]]:
+    """Merge rules equivalent to sentencepiece's BPE: a pair merges when the joined piece is in
+    the vocabulary, higher-scoring joined pieces first."""
+    ids = {p: i for i, (p, _, kind) in enumerate(pieces) if kind == _NORMAL}
+    ranked = []
+    for piece, score, kind in pieces:
+        if kind != _NORMAL:
+            continue
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in ids and right in ids:
+                ranked.append((-score, ids[piece], ids[left], ids[right], left, right))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
+
+
+def hf_backend_tokenizer(tokenizer: Tokenizer) -> Any:
+    """A ``tokenizers.Tokenizer`` that splits text exactly as ``tokenizer`` does.
+
+    Sentencepiece with minidml's settings only writes spaces as ``▁`` (no normalisation, no
+    dummy prefix), then runs its unigram lattice or BPE merges with byte fallback; that is a
+    ``Replace(" ", "▁")`` normaliser, no pre-tokenizer, and the same model. A BOS is added in
+    front by the post-processor; decoding turns ``▁`` back into spaces and fuses bytes.
+    """
+    require_hf()
+    tk = _import("tokenizers")
+    model_type, pieces = spm_pieces(tokenizer)
+    specials = {i: pieces[i][0] for i in (PAD_ID, UNK_ID, BOS_ID, EOS_ID)}
+    if model_type == "unigram":
+        model = tk.models.Unigram([(p, s) for p, s, _ in pieces], unk_id=UNK_ID,
+                                  byte_fallback=True)
+    else:
+        model = tk.models.BPE({p: i for i, (p, _, _) in enumerate(pieces)}, _bpe_merges(pieces),
+                              unk_token=specials[UNK_ID], fuse_unk=True, byte_fallback=True)
+    backend = tk.Tokenizer(model)
+    backend.normalizer = tk.normalizers.Replace(" ", "\u2581")
+    backend.decoder = tk.decoders.Sequence([tk.decoders.Replace("\u2581", " "),
+                                            tk.decoders.ByteFallback(), tk.decoders.Fuse()])
+    backend.add_special_tokens([tk.AddedToken(specials[i], special=True, normalized=False)
+                                for i in sorted(specials)])
+    bos = specials[BOS_ID]
+    backend.post_processor = tk.processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+        special_tokens=[(bos, BOS_ID)])
+    return backend
+
+
+def _tokenizer_json(backend: Any) -> dict[str, Any]:
+    """The backend's ``tokenizer.json``, BPE merges written as ``"left right"`` strings: the
+    form that every ``tokenizers`` release reads (pieces never hold a space, which
+    sentencepiece writes as ``▁``)."""
+    data = json.loads(backend.to_str())
+    merges = data["model"].get("merges")
+    if merges and all(isinstance(m, list) and not any(" " in h for h in m) for m in merges):
+        data["model"]["merges"] = [" ".join(m) for m in merges]
+    return data
+
+
+def _tokenizer_configs(tokenizer: Tokenizer, context: int) -> tuple[dict, dict]:
+    names = {i: tokenizer.id_to_piece(i) for i in (PAD_ID, UNK_ID, BOS_ID, EOS_ID)}
+    special = {"bos_token": names[BOS_ID], "eos_token": names[EOS_ID],
+               "unk_token": names[UNK_ID], "pad_token": names[PAD_ID]}
+    config = {
+        # the generic fast tokenizer reads tokenizer.json as it is; the Llama classes of
+        # transformers >= 5 rebuild a BPE model, which would not fit a unigram vocabulary
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        # no prefix space: tokenizer.json has none and the sentencepiece model no dummy
+        # prefix. "add_prefix_space" itself is left out, since transformers 4's
+        # LlamaTokenizerFast would rebuild tokenizer.json from the .model file whenever it
+        # is given, with Llama's own special pieces in the place of minidml's
+        "legacy": True,  # a sentencepiece LlamaTokenizer (transformers 4) encodes text as is
+        "clean_up_tokenization_spaces": False,
+        "spaces_between_special_tokens": False,
+        "model_max_length": context,
+        "padding_side": "right",
+        "added_tokens_decoder": {
+            str(i): {"content": names[i], "lstrip": False, "normalized": False,
+                     "rstrip": False, "single_word": False, "special": True}
+            for i in sorted(names)},
+    }
+    return config, special
+
+
+# ----------------------------------------------------------------------------- writing
+def _model_card(student: Student, *, run: Run | None, index: int | None) -> str:
+    cfg = student.config
+    lines = ["---", "library_name: transformers", "pipeline_tag: text-generation",
+             "tags: [minidml, llama, babylm]", "---", ""]
+    title = "a minidml student" if index is None else f"minidml student {index}"
+    lines += [f"# {title}", ""]
+    if run is not None:
+        losses = (run.last_eval or {}).get("val_loss") or []
+        loss = (f", validation loss {losses[index]:.4f}"
+                if index is not None and index < len(losses) else "")
+        champion = " (the run's champion: lowest validation loss)" \
+            if index is not None and losses and run.champion == index else ""
+        lines += [f"Student {index} of the run `{run.path.name}` at step {run.step}"
+                  f"{champion}{loss}; trained by minidml {__version__} "
+                  f"(mode `{run.config.mode}`, {len(run.students)} students).", ""]
+    lines += [
+        "| | |", "| --- | --- |",
+        f"| architecture | LlamaForCausalLM, {cfg.n_layers} layers, width {cfg.d_model}, "
+        f"{cfg.n_heads} heads, SwiGLU {cfg.ffn_dim} |",
+        f"| parameters | {cfg.n_params:,} (tied input and output embeddings) |",
+        f"| context | {cfg.context} tokens (rotary, θ = {cfg.rope_theta:g}) |",
+        f"| vocabulary | {cfg.vocab_size} sentencepiece pieces, byte fallback; "
+        f"pad {PAD_ID}, unk {UNK_ID}, bos {BOS_ID}, eos {EOS_ID} |",
+        "",
+        "```python",
+        "from transformers import AutoTokenizer, LlamaForCausalLM",
+        'tokenizer = AutoTokenizer.from_pretrained("THIS_DIR")',
+        'model = LlamaForCausalLM.from_pretrained("THIS_DIR")',
+        "```",
+        "",
+        "Its logits equal the minidml student's (float32), and the tokenizer gives minidml's "
+        "ids, with one BOS in front unless `add_special_tokens=False`. A sentence's score in "
+        "minidml (and in the BabyLM pipeline) is the sum of its tokens' log-probabilities "
+        "after one BOS token. Load the tokenizer with `AutoTokenizer` (or "
+        "`PreTrainedTokenizerFast`); text that spells a special token (`<s>`), a byte piece "
+        "(`<0x41>`) or sentencepiece's space symbol `▁` is split differently than by "
+        "minidml.",
+        "",
+        "Evaluate it with lm-evaluation-harness: `lm_eval --model hf --model_args "
+        "pretrained=THIS_DIR --tasks blimp`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_out_dir(out: Path, force: bool, protect: Path | None) -> None:
+    if out.exists() and not out.is_dir():
+        raise MinidmlError(f"OUT_DIR {out}: exists and is not a directory; choose another path")
+    if protect is not None:
+        here, run = out.resolve(), protect.resolve()
+        if here == run or here in run.parents:
+            raise MinidmlError(f"OUT_DIR {out}: would replace the run itself; choose a "
+                               "directory outside it or inside it (e.g. RUN/hf)")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise MinidmlError(f"OUT_DIR {out}: exists and is not empty; pass --force "
+                           "(force=True) to replace it, or choose another directory")
+
+
+def write_hf(student: Student, tokenizer: Tokenizer, out_dir: str | os.PathLike, *,
+             force: bool = False, card: str | None = None,
+             protect: str | os.PathLike | None = None) -> Path:
+    """Write ``student`` and ``tokenizer`` as a Hugging Face Llama directory ``out_dir``.
+
+    The directory is built beside ``out_dir`` under a temporary name and renamed into place
+    when complete; an existing non-empty ``out_dir`` is refused unless ``force``. ``protect``
+    is a directory that ``out_dir`` must not be or contain (the run itself).
+    """
+    require_hf()
+    out = Path(out_dir)
+    _check_out_dir(out, force, Path(protect) if protect is not None else None)
+    if student.config.vocab_size != tokenizer.vocab_size:
+        raise MinidmlError(f"student vocabulary {student.config.vocab_size} differs from the "
+                           f"tokenizer's {tokenizer.vocab_size}; export a student of this run")
+    safetensors_torch = _import("safetensors.torch")
+    backend = hf_backend_tokenizer(tokenizer)
+    tok_config, special = _tokenizer_configs(tokenizer, student.config.context)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise MinidmlError(f"OUT_DIR {out}: cannot write beside it ({e.strerror}); choose "
+                           "another directory") from None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        _write_json(tmp / "config.json", hf_config(student.config))
+        _write_json(tmp / "generation_config.json", {
+            "bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID})
+        safetensors_torch.save_file(hf_state_dict(student), str(tmp / WEIGHTS_FILE),
+                                    metadata={"format": "pt"})
+        _fsync(tmp / WEIGHTS_FILE)
+        (tmp / "tokenizer.model").write_bytes(tokenizer.to_bytes())
+        _fsync(tmp / "tokenizer.model")
+        _write_json(tmp / "tokenizer.json", _tokenizer_json(backend))
+        _write_json(tmp / "tokenizer_config.json", tok_config)
+        _write_json(tmp / "special_tokens_map.json", special)
+        _write_text(tmp / "README.md", card if card is not None
+                    else _model_card(student, run=None, index=None))
+        _io.fsync_dir(tmp)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first, removed after."""
+    old = None
+    if out.exists():
+        with contextlib.suppress(OSError):  # an empty directory is replaced by the rename
+            out.rmdir()
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:  # put the previous directory back
+            os.replace(old / out.name, out)
+            old.rmdir()
+        raise
+    _io.fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_student(run: Run, student: int | str) -> int:
+    """A student index from an int, a decimal string, or ``"champion"``."""
+    if isinstance(student, str):
+        if student == "champion":
+            return run.champion
+        if not student.strip().isdigit():
+            raise MinidmlError(f"--student {student}: give a student index or 'champion'")
+        student = int(student)
+    if isinstance(student, bool) or not isinstance(student, int) or not \
+            0 <= student < len(run.students):
+        raise MinidmlError(f"--student {student}: the run has {len(run.students)} students "
+                           f"(0..{len(run.students) - 1}); give one of them or 'champion'")
+    return student
+
+
+def export_hf(run: Run, student: int | str, out_dir: str | os.PathLike, *,
+              force: bool = False) -> Path:
+    """Export student ``student`` (an index or ``"champion"``) of ``run`` to ``out_dir`` as a
+    Hugging Face Llama model; returns ``out_dir``. See the module docstring for the files."""
+    index = resolve_student(run, student)
+    model = run.students[index]
+    return write_hf(model, run.tokenizer, out_dir, force=force,
+                    card=_model_card(model, run=run, index=index), protect=run.path)
