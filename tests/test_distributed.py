@@ -186,13 +186,19 @@ def test_an_uneven_placement_equals_one_process(grammar_corpus, tmp_path):
 
 FAILING = textwrap.dedent("""
     import json, sys
+    import torch
     import minidml
     from minidml import Callback, Shape, TrainConfig
 
     class Fail(Callback):
         def on_step_end(self, trainer, losses):
-            if trainer.comm.rank == 1 and trainer.step == 3:
+            if trainer.step != 3:
+                return
+            if sys.argv[4] == "raise" and trainer.comm.rank == 1:
                 raise RuntimeError("injected failure on rank 1")
+            if sys.argv[4] == "nan" and 0 in trainer.comm.local:  # student 0's owner only
+                with torch.no_grad():
+                    trainer.students[0].embed.weight[0, 0] = float("nan")
 
     settings = json.loads(sys.argv[3])
     settings["students"] = tuple(Shape(**s) for s in settings["students"])
@@ -200,18 +206,17 @@ FAILING = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_a_rank_that_raises_stops_the_whole_job(grammar_corpus, tmp_path):
-    """No agent to kill the survivors: rank 0, blocked in a collective, must fail by itself."""
-    script = tmp_path / "failing.py"
+def launch_failing(corpus: Path, tmp: Path, how: str) -> list[tuple[int, str]]:
+    """Two ranks as plain processes given torchrun's environment (no agent to kill the
+    survivors): each must end by itself within 60 s. Their (status, stderr)."""
+    script = tmp / "failing.py"
     script.write_text(FAILING)
-    settings = {**SETTINGS, "steps": 50,
+    settings = {**SETTINGS, "steps": 50, "save_every": 2,
                 "students": [dict(n_layers=s.n_layers, d_model=s.d_model, n_heads=s.n_heads)
                              for s in SETTINGS["students"]]}
     port, t0 = free_port(), time.monotonic()
     procs = [subprocess.Popen(
-        [sys.executable, str(script), str(grammar_corpus), str(tmp_path / "run"),
-         json.dumps(settings)],
+        [sys.executable, str(script), str(corpus), str(tmp / how), json.dumps(settings), how],
         env={**env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
              "RANK": str(r), "LOCAL_RANK": str(r), "MINIDML_DIST_TIMEOUT": "120"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
@@ -221,9 +226,28 @@ def test_a_rank_that_raises_stops_the_whole_job(grammar_corpus, tmp_path):
         for p in procs:
             p.kill()
     assert time.monotonic() - t0 < 60
-    assert [p.returncode != 0 for p in procs] == [True, True]
-    assert "injected failure on rank 1" in outs[1][1]
-    assert "PeerFailure: rank 0: stopped while" in outs[0][1]  # it did not wait for a timeout
+    return [(p.returncode, err) for p, (_, err) in zip(procs, outs, strict=True)]
+
+
+@pytest.mark.slow
+def test_a_rank_that_raises_stops_the_whole_job(grammar_corpus, tmp_path):
+    (rc0, err0), (rc1, err1) = launch_failing(grammar_corpus, tmp_path, "raise")
+    assert rc0 != 0 and rc1 != 0
+    assert "injected failure on rank 1" in err1
+    assert "PeerFailure: rank 0: stopped while" in err0  # it did not wait for a timeout
+
+
+@pytest.mark.slow
+def test_a_non_finite_step_on_one_rank_stops_every_rank_alike(grammar_corpus, tmp_path):
+    """Only student 0's owner holds the NaN; the flags are summed, so both ranks stop at
+    the same step with the same error (and neither waits for the other)."""
+    results = launch_failing(grammar_corpus, tmp_path, "nan")
+    for rc, err in results:
+        assert rc != 0
+        assert "MinidmlError: step 4: non-finite loss or gradient for student(s) 0" in err
+    run = minidml.load(tmp_path / "nan")  # the checkpoint before the poison, finite
+    assert run.step == 2
+    assert all(torch.isfinite(p).all() for s in run.students for p in s.parameters())
 
 
 @pytest.mark.slow
@@ -255,3 +279,25 @@ def test_a_distributed_run_resumes_with_the_same_or_another_world_size(
         steps = [r["step"] for r in read_metrics(tmp_path / name / "metrics.jsonl")
                  if r["event"] == "train"]
         assert steps == [3, 6, 9, 12]
+
+
+@pytest.mark.slow
+def test_teacher_guided_distillation_is_distributed_too(tiny_run, grammar_corpus, tmp_path):
+    """kd: the teachers are replicated on every rank; each rank distils its own students."""
+    settings = {**SETTINGS, "mode": "kd", "teachers": (str(tiny_run.path),), "steps": 6,
+                "save_every": 3, "eval_every": 3}
+    ref = minidml.train(grammar_corpus, tmp_path / "ref", TrainConfig(**settings))
+    train_cli(2, grammar_corpus, tmp_path / "run", tmp_path, settings)
+    assert_same_run(ref.path, tmp_path / "run")
+    assert json.loads((tmp_path / "run/config.json").read_text())["teachers"][0]["run"] == \
+        str(tiny_run.path)
+
+
+@pytest.mark.slow
+def test_bf16_peer_logits_stay_close_to_one_process(reference, grammar_corpus, tmp_path):
+    train_cli(2, grammar_corpus, tmp_path / "run", tmp_path, SETTINGS, "--peer-dtype", "bf16")
+    a, b = minidml.load(reference), minidml.load(tmp_path / "run")
+    diffs = [(x - y).abs().max().item() for sa, sb in zip(a.students, b.students, strict=True)
+             for x, y in zip(sa.state_dict().values(), sb.state_dict().values(), strict=True)]
+    assert 0 < max(diffs) < 1e-2  # rounded peers: not the same numbers, nearly the same run
+    torch.testing.assert_close(a.omega, b.omega, rtol=0, atol=1e-2)
