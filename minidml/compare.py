@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +48,7 @@ from .model import Shape, StudentConfig
 from .scoring import ENSEMBLE, student_label
 from .search import format_count, plan, search
 from .tokenizer import Tokenizer
-from .trainer import load, resolve_device, steps_for, train
+from .trainer import load, new_out_dir, resolve_device, steps_for, train
 
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
@@ -171,18 +170,9 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool) -> 
             raise MinidmlError(f"--resume: the settings or corpus differ from {marker}; use "
                                "the same options or another --out")
         return
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it or "
-                               "--force to overwrite it")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        _io.write_json(marker, {"minidml_version": __version__, "created": _now(),
-                                "settings": settings})
-    except OSError as e:
-        raise MinidmlError(f"--out {out}: not writable ({e.strerror}); choose another "
-                           "directory") from None
+    new_out_dir(out, force)
+    _io.write_json(marker, {"minidml_version": __version__, "created": _now(),
+                            "settings": settings})
 
 
 def _tokenizer(out: Path, files: list[Path], base: TrainConfig,

@@ -667,6 +667,12 @@ def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
             raise MinidmlError(f"--resume: {out} holds no run to resume; drop --resume to "
                                "start one")
         return
+    new_out_dir(out, force)
+
+
+def new_out_dir(out: Path, force: bool) -> None:
+    """An empty, writable directory at ``--out``: one that exists and holds something is
+    refused, unless ``force`` empties it."""
     if out.exists() and not out.is_dir():
         raise MinidmlError(f"--out {out}: exists and is not a directory; choose another path")
     if out.exists() and any(out.iterdir()):

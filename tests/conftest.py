@@ -85,3 +85,4 @@ def _require_extra(extra: str, *modules: str):
 def require_extra():
     """``require_extra("plot", "matplotlib")``: the imported modules, or a skip/fail."""
     return _require_extra
+

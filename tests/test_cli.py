@@ -12,6 +12,8 @@ import pytest
 from minidml.cli import main
 from minidml.grammar import write_corpus
 
+from _helpers import assert_one_line_error
+
 FAST = ["--students", "2", "--layers", "1", "--width", "32", "--heads", "2", "--context", "16",
         "--batch-size", "8", "--vocab-size", "320", "--steps", "4", "--eval-every", "2",
         "--warmup", "1", "--quiet"]
@@ -28,15 +30,6 @@ def run_cli(*args: str, capsys) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("c") / "corpus.txt", 1500, seed=1)
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def bad_corpora(tmp_path):

@@ -20,6 +20,8 @@ from minidml.export import export_hf, hf_config, write_hf
 from minidml.model import Student, StudentConfig
 from minidml.scoring import Scorer
 
+from _helpers import assert_one_line_error
+
 TOL = 1e-4
 SAMPLES = [
     "The dogs that the cat sees are sleeping.",
@@ -254,15 +256,6 @@ def run_cli(*args, capsys) -> tuple[int, str, str]:
         raise SystemExit(0)
     out = capsys.readouterr()
     return exc.value.code or 0, out.out, out.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def leftovers(parent: Path) -> list[str]:
