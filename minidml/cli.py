@@ -565,7 +565,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("interrupted: a checkpoint was written; continue with --resume", err=True)
+        click.echo("interrupted; training continues from its last checkpoint with --resume",
+                   err=True)
         sys.exit(130)
     except OSError as e:
         if os.environ.get("MINIDML_DEBUG"):

@@ -26,7 +26,10 @@ SETTINGS = dict(deadline=None, derandomize=not os.environ.get("MINIDML_FUZZ_RAND
                 database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
-COMPRESS = {"": lambda b: b, ".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress}
+# the fastest settings of each format: the reader must not care, and xz's default preset
+# spends milliseconds per call setting up its dictionary
+COMPRESS = {"": lambda b: b, ".gz": lambda b: gzip.compress(b, 1),
+            ".xz": lambda b: lzma.compress(b, preset=0), ".bz2": lambda b: bz2.compress(b, 1)}
 
 
 def one_line(message: str) -> None:
