@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,3 +59,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def utc_now() -> str:
+    """The time now, UTC, to the second, as ISO 8601: what every record says it was written."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -194,9 +194,9 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
         given.setdefault("tokens", None)
     if "tokens" in given and "steps" not in given:
         given["steps"] = None
-    if given.get("budget") and (layers or width or heads):
-        raise MinidmlError("--budget searches the shapes: drop --layers/--width/--heads, or "
-                           "drop --budget")
+    if given.get("budget") and (layers or width or heads or mlp_ratio):
+        raise MinidmlError("--budget searches the shapes: drop --layers/--width/--heads/"
+                           "--mlp-ratio, or drop --budget")
     shapes = _student_shapes(k, layers, width, heads, mlp_ratio, base.students)
     if shapes is not None:
         given["students"] = shapes
@@ -284,9 +284,10 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     from .compare import compare as run_compare
     from .config import TrainConfig
 
-    base = TrainConfig()
+    base, from_file = TrainConfig(), {}
     if config_file is not None:
-        base = base.replace(**TrainConfig.toml_settings(config_file))
+        from_file = TrainConfig.toml_settings(config_file)
+        base = base.replace(**from_file)
     given = {_TRAIN_OPTIONS[name]: options[name] for name in _COMPARE_TRAIN_OPTIONS
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if "tokens" in given:
@@ -297,6 +298,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
         eval_points=eval_points, train=base.replace(**given))
+    config.check_train(list(from_file))
     if out is None:
         out = Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"comparison directory: {out}", err=True)

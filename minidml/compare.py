@@ -31,11 +31,11 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from .model import Shape, StudentConfig
 from .scoring import ENSEMBLE, student_label
 from .search import format_count, plan, search
 from .tokenizer import Tokenizer
-from .trainer import load, new_out_dir, resolve_device, steps_for, train
+from .trainer import load, new_out_dir, read_metrics, resolve_device, steps_for, train
 
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
@@ -77,14 +77,27 @@ class CompareConfig:
         if self.seeds < 1:
             raise MinidmlError(f"--seeds {self.seeds}: must be at least 1")
         unknown = [a for a in self.arms if a not in ARMS]
-        if unknown or not self.arms:
-            raise MinidmlError(f"--arms {','.join(self.arms)}: choose among {', '.join(ARMS)}")
+        if unknown or not self.arms or len(set(self.arms)) != len(self.arms):
+            raise MinidmlError(f"--arms {','.join(self.arms)}: choose each of "
+                               f"{', '.join(ARMS)} at most once")
         if self.teacher_params is not None and self.teacher_params < 1:
             raise MinidmlError("--teacher-params: must be a positive number")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise MinidmlError("--limit: must be at least 1")
         if self.eval_points is not None and self.eval_points < 1:
             raise MinidmlError("--eval-points: must be at least 1")
+
+    def check_train(self, given: Sequence[str]) -> None:
+        """Refuse training settings that the arms set themselves (``given``: the keys a
+        user set, e.g. in a TOML file)."""
+        fixed = [k for k in ("students", "budget", "budget_scheme", "mode", "teachers")
+                 if k in given]
+        if self.eval_points is not None and "eval_every" in given:
+            fixed.append("eval_every")
+        if fixed:
+            raise MinidmlError(f"compare: {', '.join(fixed)} cannot be set: each arm sets "
+                               "it (use --budget, --students, --arms"
+                               + (", --eval-points" if "eval_every" in fixed else "") + ")")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -104,11 +117,13 @@ def forward_flops(cfg: StudentConfig, tokens: int, context: int) -> float:
 
 
 def outer_flops(cfgs: Sequence[StudentConfig], n_outer: int, train_tokens: int,
-                holdout_tokens: int, context: int) -> float:
-    """An estimate of WML's outer steps: per student, a held-out forward + backward at θ'
-    and a forward-mode pass (a JVP, about two forwards) over the training batch."""
+                holdout_tokens: int, context: int, hypergrad: str = "exact") -> float:
+    """An estimate of WML's outer steps: per student, a held-out forward + backward at θ',
+    and for the second-order term (not ``first-order``) two more passes over the training
+    batch: a JVP (``exact``) or two perturbed forwards (``fd``)."""
+    second = 0 if hypergrad == "first-order" else 2
     return n_outer * sum(training_flops(c, holdout_tokens, context)
-                         + 2 * forward_flops(c, train_tokens, context) for c in cfgs)
+                         + second * forward_flops(c, train_tokens, context) for c in cfgs)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -120,24 +135,32 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     """Train and evaluate every arm of ``config`` on ``corpus``; returns the report (also
     written to ``out/report.json`` and ``out/report.md``)."""
     say = on_event or (lambda message: None)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MinidmlError("compare: runs in one process; under torchrun, train the arms "
+                           "with minidml train instead")
     paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
     files = corpus_files(paths)
     out = Path(out)
-    settings = {"compare": config.to_dict(), "corpus": {
-        "files": [str(f) for f in files], "fingerprint": fingerprint(files)}}
-    _prepare(out, settings, resume, force)
+    _check_suites(config.suites, data_dir)  # before hours of training, not after
+    settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
+    _prepare(out, settings, resume, force, keep=files)
     base = config.train
-    tokenizer = _tokenizer(out, files, base, say)
-    shapes = plan(config.budget, config.students, tokenizer.vocab_size)
-    teacher = search([config.teacher_params or config.budget], tokenizer.vocab_size)[0]
-    say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
-        + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
-    tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress)
-    if config.eval_points is not None:  # validation curves with the same points in every arm
-        steps = steps_for(base, Batches(tokens, base.context, base.batch_size,
-                                        val_fraction=base.val_fraction,
-                                        holdout_fraction=base.holdout_fraction))
-        base = base.replace(eval_every=max(1, steps // config.eval_points))
+    try:
+        tokenizer = _tokenizer(out, files, base, say)
+        shapes = plan(config.budget, config.students, tokenizer.vocab_size)
+        teacher = search([config.teacher_params or config.budget], tokenizer.vocab_size)[0]
+        say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
+            + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
+        tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress)
+        if config.eval_points is not None:  # validation curves with the same points per arm
+            steps = steps_for(base, Batches(tokens, base.context, base.batch_size,
+                                            val_fraction=base.val_fraction,
+                                            holdout_fraction=base.holdout_fraction))
+            base = base.replace(eval_every=max(1, steps // config.eval_points))
+    except BaseException:
+        if not resume:  # nothing was trained yet: leave nothing half-made behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     arms: list[dict[str, Any]] = []
     for s in range(config.seeds):
         seed = base.seed + s
@@ -153,6 +176,8 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             arms.append(summary)
     report = _report(config, settings, tokenizer, shapes, teacher, arms,
                      unigram_entropy(tokens), out)
+    report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
+                        **settings["corpus"]}
     _io.write_json(out / "report.json", report)
     with _io.atomic_open(out / "report.md", "w") as f:
         f.write(format_report(report))
@@ -160,19 +185,53 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     return report
 
 
-def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool) -> None:
+def _check_suites(suites: Sequence[str], data_dir: str | os.PathLike | None) -> None:
+    from .evaluation import resolve_data_dir
+    from .plugins import suites as registered
+
+    available = registered()
+    root = resolve_data_dir(data_dir)
+    if not suites:
+        raise MinidmlError("--suites: give at least one suite (see `minidml suites`)")
+    for name in suites:
+        if name not in available:
+            raise MinidmlError(f"--suites {name}: no such suite; choose from "
+                               f"{', '.join(sorted(available))}")
+        missing = available[name].missing_data(root)
+        if missing:
+            raise MinidmlError(f"--suites {name}: its data is not in {root} (no "
+                               f"{missing[0]}); pass --data-dir or run `minidml data fetch "
+                               f"{name}`")
+
+
+def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
+             keep: Sequence[Path]) -> None:
     marker = out / "compare.json"
     if resume:
         if not marker.exists():
             raise MinidmlError(f"--resume: {out} holds no comparison to resume; drop --resume")
-        saved = json.loads(marker.read_text(encoding="utf-8"))
-        if saved.get("settings") != json.loads(json.dumps(settings)):
-            raise MinidmlError(f"--resume: the settings or corpus differ from {marker}; use "
-                               "the same options or another --out")
+        try:
+            saved = json.loads(marker.read_text(encoding="utf-8"))["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise MinidmlError(f"{marker}: unreadable; the comparison is damaged") from None
+        _check_same(saved, json.loads(json.dumps(settings)), marker)
         return
-    new_out_dir(out, force)
-    _io.write_json(marker, {"minidml_version": __version__, "created": _now(),
+    new_out_dir(out, force, keep)
+    _io.write_json(marker, {"minidml_version": __version__, "created": _io.utc_now(),
                             "settings": settings})
+
+
+def _check_same(saved: Any, now: Any, marker: Path, where: str = "") -> None:
+    """A resumed comparison must keep its settings (where it runs may change); the first
+    difference is named."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in sorted(set(saved) | set(now)):
+            if key != "device":
+                _check_same(saved.get(key), now.get(key), marker, f"{where}.{key}".lstrip("."))
+    elif saved != now:
+        what = "the corpus" if where.startswith("corpus") else f"setting {where!r}"
+        raise MinidmlError(f"--resume: {what} differs from {marker} ({saved!r} there, "
+                           f"{now!r} now); use the same options and files, or another --out")
 
 
 def _tokenizer(out: Path, files: list[Path], base: TrainConfig,
@@ -197,14 +256,15 @@ def _read_summary(arm_dir: Path) -> dict[str, Any] | None:
 def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg: TrainConfig,
                resume: bool, progress: bool, cache_dir: str | os.PathLike | None,
                say: Callable[[str], None]) -> tuple[Any, float]:
-    """Train (or continue) one run; returns the loaded run and the seconds this call took."""
+    """Train (or continue) one run; returns the loaded run and its training wall time
+    (over every resumption)."""
     again = resume and (run_dir / "config.json").exists()
     say(f"{name}: {'continuing' if again else 'training'} {cfg.n_students} model(s), mode "
         f"{cfg.mode}")
-    t0 = time.perf_counter()
     train(files, run_dir, cfg, resume=again, force=not again, progress=progress,
           cache_dir=cache_dir, tokenizer=tokenizer)
-    seconds = time.perf_counter() - t0
+    logs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "train"]
+    seconds = float(logs[-1].get("train_seconds", math.nan)) if logs else math.nan
     return load(run_dir, str(resolve_device(cfg.device))), seconds
 
 
@@ -270,13 +330,14 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
     if cfg.mode == "kd":
         teachers = [StudentConfig.from_shape(Shape(**t["shape"]), scfgs[0].vocab_size,
                                              cfg.context) for t in meta["teachers"]]
+        # the teachers run once per batch, for all students
         extra["teacher_forward_flops"] = sum(forward_flops(t, tokens, cfg.context)
-                                             for t in teachers) * len(scfgs)
+                                             for t in teachers)
     if cfg.mode == "wml":
         n_outer = steps // cfg.outer_every
         held = (cfg.outer_batch_size or cfg.batch_size) * cfg.context
         extra["outer_flops_estimate"] = outer_flops(scfgs, n_outer, cfg.tokens_per_step,
-                                                    held, cfg.context)
+                                                    held, cfg.context, cfg.hypergrad)
     val = (run.last_eval or {}).get("val_loss", [math.nan] * len(scfgs))
     models = []
     for i, c in enumerate(scfgs):
@@ -321,17 +382,9 @@ def _report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tokenize
             shapes: list, teacher: Any, arms: list[dict[str, Any]], entropy: float,
             out: Path) -> dict[str, Any]:
     base = config.train
-    rows = []
-    for arm in config.arms:
-        runs = [a for a in arms if a["arm"] == arm]
-        labels = [m["label"] for m in runs[0]["models"]]
-        if arm == "kd":
-            labels.append(TEACHER)
-        for lb in labels:
-            per_seed = [_model(a, lb) for a in runs]
-            rows.append(_aggregate(arm, lb, per_seed, runs, config.suites))
+    rows = _table(config, arms)
     return {
-        "minidml_version": __version__, "date": _now(), "out": str(out),
+        "minidml_version": __version__, "date": _io.utc_now(), "out": str(out),
         "settings": settings, "suites": list(config.suites), "seeds": config.seeds,
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256},
         "unigram_entropy": entropy,
@@ -339,6 +392,26 @@ def _report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tokenize
         "context": base.context, "tokens_per_step": base.tokens_per_step,
         "arms": arms, "table": rows,
     }
+
+
+def _table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report's rows: per arm its champion (each seed's own, averaged), then each model."""
+    rows = []
+    for arm in config.arms:
+        runs = [a for a in arms if a["arm"] == arm]
+        labels = [m["label"] for m in runs[0]["models"]]
+        if arm == "kd":
+            labels.append(TEACHER)
+        champions = [next(m for m in a["models"] if m["champion"]) for a in runs]
+        names = sorted({m["label"] for m in champions})
+        title = names[0] if len(names) == 1 else "champion (" + ", ".join(
+            f"{n} ×{sum(m['label'] == n for m in champions)}" for n in names) + ")"
+        rows.append(_aggregate(arm, title, champions, runs, config.suites) | {
+            "champion_row": True, "champion": True})
+        for lb in labels:
+            per_seed = [_model(a, lb) for a in runs]
+            rows.append(_aggregate(arm, lb, per_seed, runs, config.suites))
+    return rows
 
 
 def _model(arm: dict[str, Any], label: str) -> dict[str, Any]:
@@ -389,12 +462,12 @@ def format_report(report: dict[str, Any]) -> str:
     suites = report["suites"]
     st = report["settings"]["compare"]
     tr = st["train"]
-    words = ", ".join(Path(f).name for f in report["settings"]["corpus"]["files"])
+    words = ", ".join(Path(f).name for f in report["corpus"]["files"])
     arms = {a["arm"]: a for a in report["arms"] if a["seed"] == tr["seed"]}
     any_arm = next(iter(arms.values()))
     lines = [
         "# minidml compare", "",
-        f"- corpus: {words}",
+        f"- corpus: {words} ({report['corpus']['tokens']:,} tokens)",
         f"- tokenizer: {tr['tokenizer_type']}, {report['tokenizer']['vocab_size']} pieces; "
         f"unigram entropy of the corpus {report['unigram_entropy']:.3f} nats/token",
         f"- budget N = {format_count(st['budget'])}, K = {st['students']} students: "
@@ -422,9 +495,10 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     head = ["arm", "model", "params", "val loss", *suites, "arm FLOPs", "arm time"]
     lines += _md_table(head, [_md_row(r, suites) for r in report["table"]
-                              if r["champion"]])
+                              if r.get("champion_row")])
     lines += ["", "## Every model", ""]
-    lines += _md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]])
+    lines += _md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]
+                                   if not r.get("champion_row")])
     wml = [a for a in report["arms"] if a["arm"] == "wml"]
     if wml:
         lines += ["", "## Learned peer weights ω (wml)", ""]
@@ -435,7 +509,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _md_row(row: dict[str, Any], suites: Sequence[str]) -> list[str]:
-    name = row["model"] + (" ★" if row["champion"] else "")
+    name = row["model"] + (" ★" if row["champion"] and "×" not in row["model"] else "")
     cells = [row["arm"], name, f"{row['n_params'] / 1e6:.2f}M", f"{row['val_loss']:.3f}"]
     for s in suites:
         c = row.get(s)
@@ -465,10 +539,6 @@ def _flops(n: float) -> str:
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     return out + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 __all__ = ["ARMS", "CompareConfig", "compare", "format_report"]

@@ -385,6 +385,10 @@ def _check_out_dir(out: Path, force: bool, protect: Path | None) -> None:
         if here == run or here in run.parents:
             raise MinidmlError(f"OUT_DIR {out}: would replace the run itself; choose a "
                                "directory outside it or inside it (e.g. RUN/hf)")
+        if run in here.parents and out.is_dir() and any(out.iterdir()) and \
+                not (out / WEIGHTS_FILE).exists():  # e.g. RUN/checkpoints: not an export
+            raise MinidmlError(f"OUT_DIR {out}: part of the run, not an earlier export; "
+                               "choose a new directory (e.g. RUN/hf)")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise MinidmlError(f"OUT_DIR {out}: exists and is not empty; pass --force "
                            "(force=True) to replace it, or choose another directory")
@@ -469,9 +473,10 @@ def resolve_student(run: Run, student: int | str) -> int:
     if isinstance(student, str):
         if student == "champion":
             return run.champion
-        if not student.strip().isdigit():
+        text = student.strip()
+        if not (text.isascii() and text.isdigit()):
             raise MinidmlError(f"--student {student}: give a student index or 'champion'")
-        student = int(student)
+        student = int(text)
     if isinstance(student, bool) or not isinstance(student, int) or not \
             0 <= student < len(run.students):
         raise MinidmlError(f"--student {student}: the run has {len(run.students)} students "

@@ -140,7 +140,7 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
     ax.legend(fontsize=8)
     paths += _save(fig, out, "validation", formats)
 
-    rows = [r for r in report["table"] if r["champion"]]
+    rows = [r for r in report["table"] if r.get("champion_row")]
     suites = [s for s in report["suites"] if any(s in r for r in rows)]
     if suites:
         fig = _figure(max(5.0, 1.8 * len(suites) + 2), 4.2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ CHECKPOINTS_KEPT = 2
 
 # ----------------------------------------------------------------------------- helpers
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, then Apple's MPS, else the CPU."""
+    """``auto`` is CUDA when present, then Apple's MPS, else the CPU. Under ``torchrun`` every
+    CUDA device means the rank's own GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -65,6 +67,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MinidmlError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if name.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # a GPU per rank
     return torch.device(name)
 
 
@@ -83,10 +87,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Callback:
@@ -126,7 +126,8 @@ class Run:
         losses = (self.last_eval or {}).get("val_loss")
         if not losses:
             return 0
-        return min(range(len(losses)), key=lambda i: (losses[i], i))
+        return min(range(len(losses)), key=lambda i: (
+            losses[i] if math.isfinite(losses[i]) else math.inf, i))
 
     def generate(self, prompt: str = "", student: int = 0, max_new_tokens: int = 50,
                  temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:
@@ -271,8 +272,9 @@ class Trainer:
         self.students = [s.to(self.device) for s in students]
         # kd: frozen teachers, in eval mode and without gradients
         self.teachers = [t.to(self.device).eval().requires_grad_(False) for t in teachers]
-        if config.mode == "kd" and not self.teachers:
-            raise MinidmlError("--mode kd: no teacher models were given")
+        if (config.mode == "kd") != bool(self.teachers):
+            raise MinidmlError("--mode kd distils from teachers, and only kd does: give "
+                               "teachers with mode kd, and none otherwise")
         self.batches = batches
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._writes = self.run_dir is not None and self.comm.is_main  # rank 0 writes the run
@@ -286,6 +288,8 @@ class Trainer:
         self.should_stop = False
         self.last_eval: dict[str, Any] | None = None
         self.skipped_steps = 0  # steps dropped for a non-finite loss (on_nonfinite = skip)
+        self._seconds = 0.0  # wall time spent in fit() before the current call, resumes included
+        self._fit_started: float | None = None
         self._metrics_offset = 0
 
     # ---------------------------------------------------------------- one step
@@ -458,6 +462,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="training",
                    disable=not self.progress, dynamic_ncols=True)
         t0, tokens0, saved_at = time.perf_counter(), self.step * cfg.tokens_per_step, -1
+        self._fit_started = t0
         try:
             while self.step < self.total_steps and not self._stopping():
                 losses = self.train_step()
@@ -485,8 +490,16 @@ class Trainer:
             bar.close()
         if self.step != saved_at:
             self.save_checkpoint()
+        self._seconds, self._fit_started = self.train_seconds, None
         for cb in self.callbacks:
             cb.on_train_end(self)
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time spent training this run, over every resumption (up to the checkpoint
+        each one started from)."""
+        running = time.perf_counter() - self._fit_started if self._fit_started else 0.0
+        return self._seconds + running
 
     def _log_record(self, losses: MutualLoss, elapsed: float, tokens0: int) -> dict[str, Any]:
         cfg = self.config
@@ -498,7 +511,8 @@ class Trainer:
                 "ce": losses.ce.tolist(), "kl": losses.kl.tolist(),
                 "omega": self.omega.tolist(), "skipped_steps": self.skipped_steps,
                 "tokens_per_s": (tokens - tokens0) / max(elapsed, 1e-9),
-                "time": _now()}
+                "train_seconds": round(self.train_seconds, 3),
+                "time": _io.utc_now()}
 
     def _stopping(self) -> bool:
         """``should_stop``, set by a callback on any rank, stops every rank."""
@@ -523,7 +537,8 @@ class Trainer:
         return {"step": self.step, "omega": self.omega.detach().cpu(),
                 "optimizers": optimizers, "rng": rng,
                 "metrics_bytes": metrics.stat().st_size if metrics and metrics.exists() else 0,
-                "total_steps": self.total_steps, "skipped_steps": self.skipped_steps}
+                "total_steps": self.total_steps, "skipped_steps": self.skipped_steps,
+                "train_seconds": self.train_seconds}
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step-N`` atomically and keep the newest ``CHECKPOINTS_KEPT``.
@@ -568,6 +583,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._seconds = float(state.get("train_seconds", 0.0))
         self.omega = state["omega"].to(self.device, torch.float32)
         for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(sd)
@@ -661,21 +677,27 @@ def _stopped_before_start(out: Path) -> bool:
                     for p in out.iterdir()))
 
 
-def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
+def _prepare_run_dir(out: Path, resume: bool, force: bool,
+                     keep: Sequence[str | os.PathLike] = ()) -> None:
     if resume:
         if not (out / "config.json").exists():
             raise MinidmlError(f"--resume: {out} holds no run to resume; drop --resume to "
                                "start one")
         return
-    new_out_dir(out, force)
+    new_out_dir(out, force, keep)
 
 
-def new_out_dir(out: Path, force: bool) -> None:
+def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) -> None:
     """An empty, writable directory at ``--out``: one that exists and holds something is
-    refused, unless ``force`` empties it."""
+    refused, unless ``force`` empties it; never one that holds a path of ``keep`` (the
+    corpus, a teacher)."""
     if out.exists() and not out.is_dir():
         raise MinidmlError(f"--out {out}: exists and is not a directory; choose another path")
     if out.exists() and any(out.iterdir()):
+        inside = [k for k in keep if Path(k).resolve().is_relative_to(out.resolve())]
+        if inside:
+            raise MinidmlError(f"--out {out}: holds {inside[0]}, which this run reads; choose "
+                               "another --out")
         if not force:
             raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it "
                                "or --force to overwrite it")
@@ -693,8 +715,10 @@ def new_out_dir(out: Path, force: bool) -> None:
 def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
     old = TrainConfig.from_dict(saved["config"], str(out / "config.json")).to_dict()
     new = cfg.to_dict()
-    for key in sorted(new):  # where it runs, and what to do about NaNs, may change
-        if key not in ("device", "on_nonfinite") and old.get(key) != new[key]:
+    # where it runs and what to do about NaNs may change; teachers may move (their identity,
+    # not their path, is checked against config.json's records)
+    for key in sorted(new):
+        if key not in ("device", "on_nonfinite", "teachers") and old.get(key) != new[key]:
             raise MinidmlError(f"--resume: option {key!r} differs from the run's config.json "
                                f"({old.get(key)!r} there, {new[key]!r} now); use the same "
                                "settings or start a new run with another --out")
@@ -730,7 +754,8 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
         def start() -> tuple[Path, bool, bool]:
             out_dir = Path(out) if out is not None else default_run_dir(paths)
             again = resume and _stopped_before_start(out_dir)  # nothing to resume yet
-            _prepare_run_dir(out_dir, resume and not again, force or again)
+            _prepare_run_dir(out_dir, resume and not again, force or again,
+                             keep=[*files, *cfg.teachers])
             return out_dir, resume and not again, force or again
 
         out_dir, resume, force = comm.on_main(start, share=True)
@@ -754,16 +779,21 @@ def load_teachers(paths: Sequence[str | os.PathLike], device: str = "cpu"
     each (run, student, step, shape) for ``config.json``."""
     models, records, tokenizer = [], [], None
     for path in paths:
-        run = load(path, device)
+        try:
+            run = load(path, device)
+        except MinidmlError as e:
+            raise MinidmlError(f"--teacher {path}: {e}") from None
         if tokenizer is not None and run.tokenizer.sha256 != tokenizer.sha256:
             raise MinidmlError(f"--teacher {path}: its tokenizer differs from that of --teacher "
                                f"{paths[0]}; teachers of one student must share a tokenizer")
         tokenizer = tokenizer or run.tokenizer
         i = run.champion
         models.append(run.students[i])
+        weights = latest_checkpoint(Path(path)) / f"student-{i}.pt"
         records.append({"run": str(path), "student": i, "step": run.step,
                         "n_params": run.students[i].config.n_params,
-                        "shape": dataclasses.asdict(run.config.students[i])})
+                        "shape": dataclasses.asdict(run.config.students[i]),
+                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()})
     if tokenizer is None:
         raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
     return models, tokenizer, records
@@ -813,7 +843,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
             raise MinidmlError("--resume: the corpus differs from the one this run was "
                                "trained on; give the same files")
         for then, now in zip(meta.get("teachers", []), teacher_meta, strict=False):
-            if then != now:
+            if {**then, "run": None} != {**now, "run": None}:  # the same weights, moved or not
                 raise MinidmlError(f"--resume: teacher {now['run']} has changed since this "
                                    f"run started (student {then.get('student')} at step "
                                    f"{then.get('step')} then, student {now['student']} at "
@@ -857,7 +887,7 @@ def _write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig]
     tokenizer.save(out_dir / "tokenizer.model")
     _io.write_json(out_dir / "config.json", {
         "minidml_version": __version__, "torch_version": torch.__version__,
-        "created": _now(), "config": cfg.to_dict(), "world_size": world_size,
+        "created": _io.utc_now(), "config": cfg.to_dict(), "world_size": world_size,
         "students": [{**c.__dict__, "n_params": c.n_params} for c in scfgs],
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256,
                       "type": cfg.tokenizer_type},

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from minidml.cli import main
-from minidml.compare import ARMS, training_flops
+from minidml.compare import ARMS, CompareConfig, _table, training_flops
 from minidml.model import Shape, StudentConfig
 
 TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "agreement",
@@ -94,10 +94,15 @@ def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_c
     assert "[seed 0] wml: continuing" in err
     after = json.loads((compared / "report.json").read_text())
     assert [a["models"] for a in after["arms"]] == [a["models"] for a in before["arms"]]
+    # the wall time is the run's own, not that of the (instant) resumption
+    assert after["arms"][-1]["train_seconds"] == before["arms"][-1]["train_seconds"] > 0
 
 
 def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsys):
     cases = [(["--arms", "single,teacherless"], "--arms"),
+             (["--arms", "dml,dml"], "at most once"),
+             (["--suites", "agreement,blimpp"], "--suites blimpp: no such suite"),
+             (["--data-dir", str(tmp_path / "empty"), "--suites", "blimp"], "--data-dir"),
              (["--budget", "1k"], "--budget"),
              (["--students", "1"], "--students")]
     for i, (extra, needle) in enumerate(cases):
@@ -113,13 +118,39 @@ def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsy
             main(args)
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code != 0 and needle in err[-1] and "Traceback" not in "\n".join(err)
+        assert not out.exists()  # refused before anything was trained or written
     # a resumed comparison must keep its settings
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "compare.json").write_text(json.dumps({"settings": {"other": 1}}))
     with pytest.raises(SystemExit) as exit_:
         main(["compare", str(grammar_corpus), "--out", str(tmp_path / "r"), *TINY, "--resume"])
     assert exit_.value.code == 1
-    assert "settings or corpus differ" in capsys.readouterr().err
+    assert "setting 'compare' differs" in capsys.readouterr().err
+    # settings that each arm makes for itself cannot come from a file either
+    toml = tmp_path / "x.toml"
+    toml.write_text('mode = "dml"\n')
+    with pytest.raises(SystemExit):
+        main(["compare", str(grammar_corpus), "--out", str(tmp_path / "t"), *TINY,
+              "--config", str(toml)])
+    assert "mode cannot be set" in capsys.readouterr().err
+
+
+def test_champions_of_several_seeds_stay_in_the_table():
+    """Each seed's own champion makes the arm's champion row, whichever student it is."""
+    def arm(seed, champion):
+        return {"arm": "dml", "seed": seed, "train_flops": 1.0, "train_seconds": 2.0,
+                "models": [{"label": f"student-{i}", "n_params": 10, "champion": i == champion,
+                            "val_loss": 3.0 + i + seed,
+                            "scores": {"blimp": {"score": 0.5 + 0.1 * i, "stderr": 0.01,
+                                                 "n_tasks": 67}}} for i in range(2)]}
+
+    config = CompareConfig(budget=1000, students=2, seeds=2, arms=("dml",), suites=("blimp",))
+    rows = _table(config, [arm(0, 0), arm(1, 1)])
+    top = [r for r in rows if r.get("champion_row")]
+    assert len(top) == 1 and top[0]["model"] == "champion (student-0 ×1, student-1 ×1)"
+    assert top[0]["blimp"]["score"] == pytest.approx(0.55)  # 0.5 in seed 0, 0.6 in seed 1
+    assert top[0]["val_loss"] == pytest.approx(4.0)  # 3.0 (seed 0) and 5.0 (seed 1)
+    assert not any(r["champion"] for r in rows if not r.get("champion_row"))
 
 
 @pytest.mark.slow

@@ -300,6 +300,8 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(run, transformers, tmp_pat
         ((run.path, out, "--student", "2"), ("--student 2", "2 students")),
         ((run.path, out, "--student", "-1"), ("--student -1",)),
         ((run.path, out, "--student", "best"), ("--student best", "champion")),
+        ((run.path, out, "--student", "²"), ("--student ²", "champion")),
+        ((run.path, run.path / "checkpoints", "--force"), ("not an earlier export",)),
         ((run.path, out, "--format", "onnx"), ("--format onnx", "hf")),
         ((run.path, run.path, "--force"), ("the run itself",)),
         ((run.path, run.path.parent, "--force"), ("the run itself",)),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from minidml.cli import main
 from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
 from minidml.errors import MinidmlError
 from minidml.losses import distillation_loss, teacher_logits
+from minidml.trainer import checkpoints
 
 BASE = dict(context=32, batch_size=16, vocab_size=400, warmup_steps=10, log_every=10,
             eval_every=100, eval_tokens=4096, lr=3e-3)
@@ -103,10 +106,12 @@ def test_a_student_learns_from_the_teacher_alone(corpus, teacher, tmp_path):
     torch.testing.assert_close(parameters(minidml.load(teacher.path).students[0]), before,
                                rtol=0, atol=0)
     meta = json.loads((run.path / "config.json").read_text())
+    weights = checkpoints(teacher.path)[-1] / "student-0.pt"
     assert meta["teachers"] == [{"run": str(teacher.path.resolve()), "student": 0,
                                  "step": 200, "n_params": teacher.students[0].config.n_params,
                                  "shape": {"n_layers": 2, "d_model": 96, "n_heads": 4,
-                                           "mlp_ratio": 8 / 3}}]
+                                           "mlp_ratio": 8 / 3},
+                                 "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}]
     assert run.tokenizer.sha256 == teacher.tokenizer.sha256  # the teacher's, by default
     records = [json.loads(line) for line in (run.path / "metrics.jsonl").open()]
     train = [r for r in records if r["event"] == "train"]
@@ -126,9 +131,21 @@ def test_kd_resumes_exactly(corpus, teacher, tmp_path):
             trainer.should_stop = trainer.step == 7
 
     minidml.train(corpus, tmp_path / "part", cfg, callbacks=[Stop()])
-    resumed = minidml.train(corpus, tmp_path / "part", cfg, resume=True)
+    # the teacher moves in between: its path may change, its weights may not
+    moved = tmp_path / "moved-teacher"
+    shutil.copytree(teacher.path, moved)
+    with pytest.raises(MinidmlError, match="--teacher .*nowhere: .*not a minidml run"):
+        minidml.train(corpus, tmp_path / "part", cfg, resume=True,
+                      teachers=(str(tmp_path / "nowhere"),) * 2)
+    resumed = minidml.train(corpus, tmp_path / "part", cfg, resume=True,
+                            teachers=(str(moved),) * 2)
     for a, b in zip(whole.students, resumed.students, strict=True):
         torch.testing.assert_close(parameters(a), parameters(b), rtol=0, atol=0)
+    # a teacher whose weights changed is refused
+    weights = checkpoints(moved)[-1] / "student-0.pt"
+    torch.save({k: v + 1 for k, v in torch.load(weights, weights_only=True).items()}, weights)
+    with pytest.raises(MinidmlError, match="has changed since this run started"):
+        minidml.train(corpus, tmp_path / "part", cfg, resume=True, teachers=(str(moved),) * 2)
 
 
 def test_kd_refuses_a_teacher_with_another_tokenizer_or_a_short_context(
