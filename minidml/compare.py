@@ -212,9 +212,12 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             raise MinidmlError(f"--resume: {out} holds no comparison to resume; drop --resume")
         try:
             saved = json.loads(marker.read_text(encoding="utf-8"))["settings"]
+            # settings added to TrainConfig since the comparison began take their defaults
+            saved["compare"]["train"] = TrainConfig.from_dict(
+                saved["compare"]["train"], str(marker)).to_dict()
         except (OSError, ValueError, KeyError, TypeError):
             raise MinidmlError(f"{marker}: unreadable; the comparison is damaged") from None
-        _check_same(saved, json.loads(json.dumps(settings)), marker)
+        _check_same(json.loads(json.dumps(saved)), json.loads(json.dumps(settings)), marker)
         return
     new_out_dir(out, force, keep)
     _io.write_json(marker, {"minidml_version": __version__, "created": _io.utc_now(),

@@ -87,10 +87,17 @@ def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_c
     before = json.loads((compared / "report.json").read_text())
     (compared / "seed-0" / "wml" / "arm.json").unlink()  # as if it was cut off while evaluating
     capsys.readouterr()
-    main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume"])
+    main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
+          "--device", "cpu"])
     err = capsys.readouterr().err
     for arm in ("single", "kd", "dml"):
         assert f"[seed 0] {arm}: finished earlier, reused" in err
+    # other settings are refused, naming the one that differs; another device is not
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
+              "--lr", "1e-3"])
+    assert exit_.value.code == 1
+    assert "setting 'compare.train.lr' differs" in capsys.readouterr().err
     assert "[seed 0] wml: continuing" in err
     after = json.loads((compared / "report.json").read_text())
     assert [a["models"] for a in after["arms"]] == [a["models"] for a in before["arms"]]
@@ -125,7 +132,7 @@ def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         main(["compare", str(grammar_corpus), "--out", str(tmp_path / "r"), *TINY, "--resume"])
     assert exit_.value.code == 1
-    assert "setting 'compare' differs" in capsys.readouterr().err
+    assert "compare.json: unreadable; the comparison is damaged" in capsys.readouterr().err
     # settings that each arm makes for itself cannot come from a file either
     toml = tmp_path / "x.toml"
     toml.write_text('mode = "dml"\n')
