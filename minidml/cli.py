@@ -111,6 +111,55 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "teacher": "teachers", "peer_dtype": "peer_dtype",
 }
 
+# training options that train and compare share, in the order --help lists them
+_SHARED_OPTIONS = {
+    "hypergrad": click.option(
+        "--hypergrad", type=click.Choice(["exact", "first-order", "fd"]),
+        help="How wml differentiates through the unrolled step (default exact)."),
+    "outer_every": click.option("--outer-every", type=POSITIVE,
+                                help="wml: inner steps per ω update (default 10)."),
+    "outer_lr": click.option("--outer-lr", type=POSITIVE_FLOAT,
+                             help="wml: mirror-descent step size (default 1)."),
+    "outer_objective": click.option(
+        "--outer-objective", type=click.Choice(["ensemble", "sum-ce"]),
+        help="wml: held-out loss that ω minimises: the ensemble's CE (default) or the "
+             "ω-weighted sum of students' CEs (the paper's code)."),
+    "vocab_size": click.option("--vocab-size", type=click.IntRange(min=300),
+                               help="Default: suits the corpus."),
+    "tokenizer_type": click.option("--tokenizer-type", type=click.Choice(["unigram", "bpe"])),
+    "context": click.option("--context", type=POSITIVE,
+                            help="Context length in tokens (default 256)."),
+    "batch_size": click.option("--batch-size", type=POSITIVE,
+                               help="Sequences per micro-batch (default 32)."),
+    "grad_accum": click.option("--grad-accum", type=POSITIVE,
+                               help="Micro-batches per optimiser step."),
+    "lr": click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3)."),
+    "warmup": click.option("--warmup", type=click.IntRange(min=0),
+                           help="Warmup steps (default 100)."),
+    "alpha": click.option("--alpha", type=UNIT,
+                          help="Weight of the mutual (or teacher) KL (default 0.5)."),
+    "temperature": click.option("--temperature", type=POSITIVE_FLOAT,
+                                help="Softmax temperature T (default 1; 2 for kd)."),
+    "device": click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
+    "precision": click.option("--precision", type=click.Choice(["fp32", "bf16"])),
+    "on_nonfinite": click.option(
+        "--on-nonfinite", type=click.Choice(["stop", "skip"]),
+        help="A NaN/inf loss or gradient: stop with an error (default) or skip the step."),
+    "seed": click.option("--seed", type=click.IntRange(0, 2**32 - 1)),
+    "encoding_errors": click.option(
+        "--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
+        help="What to do with invalid UTF-8 (default: stop with an error)."),
+}
+
+
+def _shared(*names: str) -> Any:
+    """Apply the shared training options ``names``, listed in that order."""
+    def apply(f: Any) -> Any:
+        for name in reversed(names):
+            f = _SHARED_OPTIONS[name](f)
+        return f
+    return apply
+
 
 @cli.command()
 @click.argument("corpus", nargs=-1, required=True, type=FilePath())
@@ -130,35 +179,15 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
 @click.option("--teacher", multiple=True, type=FilePath(),
               help="kd: a trained run whose champion student teaches (repeat for an ensemble, "
                    "whose probabilities are averaged).")
-@click.option("--hypergrad", type=click.Choice(["exact", "first-order", "fd"]),
-              help="How wml differentiates through the unrolled step (default exact).")
-@click.option("--outer-every", type=POSITIVE, help="Inner steps per ω update (default 10).")
-@click.option("--outer-lr", type=POSITIVE_FLOAT, help="Mirror-descent step size (default 1).")
-@click.option("--outer-objective", type=click.Choice(["ensemble", "sum-ce"]),
-              help="Held-out loss that ω minimises: the ensemble's CE (default) or the "
-                   "ω-weighted sum of students' CEs (the paper's code).")
-@click.option("--vocab-size", type=click.IntRange(min=300), help="Default: suits the corpus.")
-@click.option("--tokenizer-type", type=click.Choice(["unigram", "bpe"]))
-@click.option("--context", type=POSITIVE, help="Context length in tokens (default 256).")
-@click.option("--batch-size", type=POSITIVE, help="Sequences per micro-batch (default 32).")
-@click.option("--grad-accum", type=POSITIVE, help="Micro-batches per optimiser step.")
+@_shared("hypergrad", "outer_every", "outer_lr", "outer_objective", "vocab_size",
+         "tokenizer_type", "context", "batch_size", "grad_accum")
 @click.option("--steps", type=Count(), help="Optimiser steps (default: one pass).")
 @click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
-@click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3).")
-@click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps (default 100).")
-@click.option("--alpha", type=UNIT, help="Weight of the mutual (or teacher) KL (default 0.5).")
-@click.option("--temperature", type=POSITIVE_FLOAT,
-              help="Softmax temperature T (default 1; 2 for --mode kd).")
-@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
-@click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]),
-              help="A NaN/inf loss or gradient: stop with an error (default) or skip the step.")
+@_shared("lr", "warmup", "alpha", "temperature", "device", "precision", "on_nonfinite")
 @click.option("--peer-dtype", type=click.Choice(["fp32", "bf16"]),
               help="Under torchrun: dtype of the logits students send to peers on other ranks "
                    "(default fp32, as one process computes; bf16 halves the bytes).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1))
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
-              help="What to do with invalid UTF-8 (default: stop with an error).")
+@_shared("seed", "encoding_errors")
 @click.option("--eval-every", type=POSITIVE)
 @click.option("--save-every", type=POSITIVE)
 @click.option("--log-every", type=POSITIVE)
@@ -227,9 +256,10 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 
 
 # ----------------------------------------------------------------------------- compare
-_COMPARE_TRAIN_OPTIONS = ("vocab_size", "context", "batch_size", "grad_accum", "tokens", "lr",
-                          "warmup", "alpha", "temperature", "hypergrad", "outer_every",
-                          "outer_lr", "device", "precision", "seed")
+_COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "context", "batch_size",
+                          "grad_accum", "lr", "warmup", "alpha", "temperature", "hypergrad",
+                          "outer_every", "outer_lr", "outer_objective", "device", "precision",
+                          "on_nonfinite", "seed", "encoding_errors")
 
 
 @cli.command()
@@ -251,21 +281,10 @@ _COMPARE_TRAIN_OPTIONS = ("vocab_size", "context", "batch_size", "grad_accum", "
 @click.option("--eval-points", type=POSITIVE, default=10, show_default=True,
               help="Validation-loss evaluations per run (for the curves).")
 @click.option("--data-dir", type=FilePath(), help="Evaluation data root.")
-@click.option("--vocab-size", type=click.IntRange(min=300), help="Default: suits the corpus.")
-@click.option("--context", type=POSITIVE, help="Context length in tokens (default 256).")
-@click.option("--batch-size", type=POSITIVE, help="Sequences per micro-batch (default 32).")
-@click.option("--grad-accum", type=POSITIVE, help="Micro-batches per optimiser step.")
-@click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3).")
-@click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps (default 100).")
-@click.option("--alpha", type=UNIT, help="Weight of the KL in kd, dml and wml (default 0.5).")
-@click.option("--temperature", type=POSITIVE_FLOAT,
-              help="Softmax temperature (default: 2 for kd, 1 for dml and wml).")
-@click.option("--hypergrad", type=click.Choice(["exact", "first-order", "fd"]))
-@click.option("--outer-every", type=POSITIVE, help="wml: inner steps per ω update.")
-@click.option("--outer-lr", type=POSITIVE_FLOAT, help="wml: mirror-descent step size.")
-@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1))
+@_shared(*_COMPARE_TRAIN_OPTIONS)
+@click.option("--vary", multiple=True, metavar="[ARM:]KEY=V1,V2",
+              help="Ablation: add arms that change one setting of ARM (default wml), one per "
+                   "value, e.g. --vary alpha=0.25,0.75 --vary hypergrad=first-order.")
 @click.option("--config", "config_file", type=FilePath(),
               help="TOML file of training settings shared by the arms.")
 @click.option("--resume", is_flag=True, help="Reuse finished arms and continue the others.")
@@ -275,12 +294,12 @@ _COMPARE_TRAIN_OPTIONS = ("vocab_size", "context", "batch_size", "grad_accum", "
 def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
             k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,
             limit: int | None, eval_batch_size: int, eval_points: int, data_dir: Path | None,
-            config_file: Path | None, resume: bool, force: bool, quiet: bool,
-            **options: Any) -> None:
+            vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
+            quiet: bool, tokens: int | None, **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
-    from .compare import CompareConfig, format_report
+    from .compare import CompareConfig, Variant, format_report
     from .compare import compare as run_compare
     from .config import TrainConfig
 
@@ -290,14 +309,15 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
         base = base.replace(**from_file)
     given = {_TRAIN_OPTIONS[name]: options[name] for name in _COMPARE_TRAIN_OPTIONS
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    if "tokens" in given:
-        given["steps"] = None
+    if tokens is not None:
+        given |= {"tokens": tokens, "steps": None}
     config = CompareConfig(
         budget=budget, students=k, seeds=seeds,
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
-        eval_points=eval_points, train=base.replace(**given))
+        eval_points=eval_points, train=base.replace(**given),
+        variants=tuple(v for text in vary for v in Variant.parse(text)))
     config.check_train(list(from_file))
     if out is None:
         out = Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

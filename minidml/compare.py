@@ -11,11 +11,16 @@ number of training tokens per model, four arms:
 
 and evaluates every model (and each ensemble, and the teacher) on the chosen suites. The
 champion of an arm is its student with the lowest validation loss: chosen on held-out text,
-never on a test suite. The comparison directory holds::
+never on a test suite.
+
+An ablation adds :class:`Variant` arms: one of those four with one setting changed (wml with
+α = 0.25, with the first-order hypergradient, ...), trained on the same data with the same
+students and compared with it in the report. The comparison directory holds::
 
     compare.json                    the settings (a resumed comparison must match them)
     tokenizer.model                 the one tokenizer of every arm
-    seed-S/ARM/                     each arm's run directory (seed-S/teacher/ for kd's teacher)
+    seed-S/ARM/                     each arm's run directory (seed-S/teacher/ for kd's teacher,
+                                    seed-S/wml-alpha=0.25/ for a variant)
     seed-S/ARM/eval.json            its evaluation (lm-evaluation-harness-shaped)
     seed-S/ARM/arm.json             its summary; written last, so it marks the arm as finished
     report.json, report.md          every arm and model: scores ± stderr, parameters,
@@ -53,6 +58,45 @@ from .trainer import load, new_out_dir, read_metrics, resolve_device, steps_for,
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
 DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
+# what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable
+VARIABLE = ("alpha", "temperature", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
+            "grad_clip", "hypergrad", "outer_every", "outer_lr", "outer_lr_schedule",
+            "outer_objective", "outer_batch_size")
+OUTER = ("hypergrad", "outer_every", "outer_lr", "outer_lr_schedule", "outer_objective",
+         "outer_batch_size")  # only wml has an outer loop
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An extra arm: ``arm`` with the training setting ``key`` changed to ``value``."""
+
+    arm: str
+    key: str
+    value: Any
+
+    @property
+    def name(self) -> str:
+        """How the report names it, e.g. ``wml alpha=0.25``."""
+        return f"{self.arm} {self.key}={self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> tuple[Variant, ...]:
+        """``[ARM:]KEY=V1[,V2...]`` (ARM defaults to wml; KEY as in TrainConfig, ``-`` or
+        ``_``): one variant per value."""
+        arm, _, rest = text.rpartition(":")
+        key, eq, values = rest.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key or not values.strip():
+            raise MinidmlError(f"--vary {text!r}: write [ARM:]KEY=VALUE[,VALUE...], e.g. "
+                               "alpha=0.25,0.75 or wml:hypergrad=fd")
+        return tuple(cls(arm.strip() or "wml", key,
+                         TrainConfig.parse_value(key, v.strip(), f"--vary {text!r}"))
+                     for v in values.split(","))
+
+
+def arm_dir_name(name: str) -> str:
+    """The directory of an arm under ``seed-S/``: ``wml alpha=0.25`` -> ``wml-alpha=0.25``."""
+    return name.replace(" ", "-")
 
 
 @dataclass(frozen=True)
@@ -70,6 +114,7 @@ class CompareConfig:
     eval_batch_size: int = 64
     eval_points: int | None = 10  # validation this many times per run (None: eval_every)
     train: TrainConfig = field(default_factory=TrainConfig)
+    variants: tuple[Variant, ...] = ()  # ablation arms, run after the arms they vary
 
     def __post_init__(self) -> None:
         if self.students < 2:
@@ -86,6 +131,41 @@ class CompareConfig:
             raise MinidmlError("--limit: must be at least 1")
         if self.eval_points is not None and self.eval_points < 1:
             raise MinidmlError("--eval-points: must be at least 1")
+        for v in self.variants:
+            self._check_variant(v)
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise MinidmlError("--vary: " + next(n for n in names if names.count(n) > 1)
+                               + " is asked for twice; give each variant once")
+
+    def _check_variant(self, v: Variant) -> None:
+        where = f"--vary {v.arm}:{v.key}={v.value}"
+        if v.arm not in self.arms:
+            raise MinidmlError(f"{where}: a variant is compared with its arm; add {v.arm} to "
+                               f"--arms (choose from {', '.join(self.arms)})")
+        if v.key not in VARIABLE:
+            raise MinidmlError(f"{where}: {v.key} cannot vary (it would change the data or "
+                               f"the students); choose from {', '.join(VARIABLE)}")
+        if v.key in OUTER and v.arm != "wml":
+            raise MinidmlError(f"{where}: only wml learns ω; vary {v.key} on wml")
+        if v.key in ("alpha", "temperature") and v.arm == "single":
+            raise MinidmlError(f"{where}: a single student has no KL term; vary it on kd, "
+                               "dml or wml")
+        own = getattr(self.train, v.key)
+        if v.key == "temperature" and own is None:  # the arm's default T
+            own = 2.0 if v.arm == "kd" else 1.0
+        if own == v.value:
+            raise MinidmlError(f"{where}: that is the {v.arm} arm's own setting; choose "
+                               "another value")
+        try:
+            self.train.replace(**{v.key: v.value})
+        except MinidmlError as e:
+            raise MinidmlError(f"{where}: {e}") from None
+
+    def arm_specs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(name, arm, changed settings)`` of every arm, the variants last."""
+        return ([(a, a, {}) for a in self.arms]
+                + [(v.name, v.arm, {v.key: v.value}) for v in self.variants])
 
     def check_train(self, given: Sequence[str]) -> None:
         """Refuse training settings that the arms set themselves (``given``: the keys a
@@ -164,15 +244,16 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     arms: list[dict[str, Any]] = []
     for s in range(config.seeds):
         seed = base.seed + s
-        for arm in config.arms:
-            arm_dir = out / f"seed-{s}" / arm
+        for name, arm, changes in config.arm_specs():
+            arm_dir = out / f"seed-{s}" / arm_dir_name(name)
             summary = _read_summary(arm_dir)
             if summary is None:
-                summary = _run_arm(arm, arm_dir, files, out / "tokenizer.model", config,
-                                   base.replace(seed=seed), [c.shape for c in shapes],
-                                   teacher.shape, resume, progress, data_dir, cache_dir, say)
+                summary = _run_arm(name, arm, changes, arm_dir, files,
+                                   out / "tokenizer.model", config, base.replace(seed=seed),
+                                   [c.shape for c in shapes], teacher.shape, resume, progress,
+                                   data_dir, cache_dir, say)
             else:
-                say(f"[seed {s}] {arm}: finished earlier, reused")
+                say(f"[seed {s}] {name}: finished earlier, reused")
             arms.append(summary)
     report = _report(config, settings, tokenizer, shapes, teacher, arms,
                      unigram_entropy(tokens), out)
@@ -215,6 +296,7 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             # settings added to TrainConfig since the comparison began take their defaults
             saved["compare"]["train"] = TrainConfig.from_dict(
                 saved["compare"]["train"], str(marker)).to_dict()
+            saved["compare"].setdefault("variants", [])
         except (OSError, ValueError, KeyError, TypeError):
             raise MinidmlError(f"{marker}: unreadable; the comparison is damaged") from None
         _check_same(json.loads(json.dumps(saved)), json.loads(json.dumps(settings)), marker)
@@ -271,12 +353,14 @@ def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg
     return load(run_dir, str(resolve_device(cfg.device))), seconds
 
 
-def _run_arm(arm: str, arm_dir: Path, files: list[Path], tokenizer: Path,
-             config: CompareConfig, base: TrainConfig, shapes: list[Shape], teacher: Shape,
-             resume: bool, progress: bool, data_dir: str | os.PathLike | None,
+def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files: list[Path],
+             tokenizer: Path, config: CompareConfig, base: TrainConfig, shapes: list[Shape],
+             teacher: Shape, resume: bool, progress: bool, data_dir: str | os.PathLike | None,
              cache_dir: str | os.PathLike | None, say: Callable[[str], None]) -> dict[str, Any]:
+    """Train and evaluate arm ``name``: ``arm`` with the settings ``changes`` (a variant's;
+    kd's teacher, shared by kd and its variants, keeps the base settings)."""
     seed_dir = arm_dir.parent
-    label = f"[seed {seed_dir.name.removeprefix('seed-')}] {arm}"
+    label = f"[seed {seed_dir.name.removeprefix('seed-')}] {name}"
     wall = 0.0
     teacher_run = None
     common = dict(budget=None, teachers=())
@@ -298,10 +382,12 @@ def _run_arm(arm: str, arm_dir: Path, files: list[Path], tokenizer: Path,
         cfg = base.replace(students=(shapes[0],), mode="single", **common)
     else:
         cfg = base.replace(students=tuple(shapes), mode=arm, **common)
-    run, wall = _train_one(label, arm_dir, files, tokenizer, cfg, resume, progress, cache_dir,
-                           say)
-    summary = _evaluate(run, arm, config, data_dir, progress, wall, say, label)
-    summary["dir"] = f"{seed_dir.name}/{arm}"  # relative: the directory may move
+    run, wall = _train_one(label, arm_dir, files, tokenizer, cfg.replace(**changes), resume,
+                           progress, cache_dir, say)
+    summary = _evaluate(run, name, config, data_dir, progress, wall, say, label)
+    if changes:
+        summary |= {"base_arm": arm, "changes": changes}
+    summary["dir"] = f"{seed_dir.name}/{arm_dir.name}"  # relative: the directory may move
     if teacher_run is not None:
         summary["teacher"] = teacher_run
     _io.write_json(arm_dir / "arm.json", summary)
@@ -400,8 +486,8 @@ def _report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tokenize
 def _table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The report's rows: per arm its champion (each seed's own, averaged), then each model."""
     rows = []
-    for arm in config.arms:
-        runs = [a for a in arms if a["arm"] == arm]
+    for name, arm, _ in config.arm_specs():
+        runs = [a for a in arms if a["arm"] == name]
         labels = [m["label"] for m in runs[0]["models"]]
         if arm == "kd":
             labels.append(TEACHER)
@@ -409,11 +495,11 @@ def _table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, 
         names = sorted({m["label"] for m in champions})
         title = names[0] if len(names) == 1 else "champion (" + ", ".join(
             f"{n} ×{sum(m['label'] == n for m in champions)}" for n in names) + ")"
-        rows.append(_aggregate(arm, title, champions, runs, config.suites) | {
+        rows.append(_aggregate(name, title, champions, runs, config.suites) | {
             "champion_row": True, "champion": True})
         for lb in labels:
             per_seed = [_model(a, lb) for a in runs]
-            rows.append(_aggregate(arm, lb, per_seed, runs, config.suites))
+            rows.append(_aggregate(name, lb, per_seed, runs, config.suites))
     return rows
 
 
@@ -502,13 +588,47 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", "## Every model", ""]
     lines += _md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]
                                    if not r.get("champion_row")])
-    wml = [a for a in report["arms"] if a["arm"] == "wml"]
+    if st.get("variants"):
+        lines += ["", "## Variants", "",
+                  "Each variant is its arm with one setting changed; Δ is the variant minus "
+                  "its arm (negative losses and positive scores are better).", ""]
+        lines += _md_table(["variant", "champion val loss", "ensemble val loss", *suites],
+                           _variant_rows(report))
+    wml = [a for a in report["arms"] if a.get("base_arm", a["arm"]) == "wml"]
     if wml:
-        lines += ["", "## Learned peer weights ω (wml)", ""]
+        lines += ["", "## Learned peer weights ω", ""]
         for a in wml:
-            lines.append(f"- seed {a['seed']}: " + ", ".join(
+            lines.append(f"- {a['arm']}, seed {a['seed']}: " + ", ".join(
                 f"{m['label']} {m['omega']:.3f}" for m in a["models"] if "omega" in m))
     return "\n".join(lines) + "\n"
+
+
+def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per variant: its champion's and ensemble's validation loss and its champion's scores,
+    each with the difference from its arm."""
+    suites = report["suites"]
+    champion = {r["arm"]: r for r in report["table"] if r.get("champion_row")}
+    ensemble = {r["arm"]: r for r in report["table"] if r["model"] == ENSEMBLE}
+
+    def cell(value: float, ref: float, scale: float = 1.0, digits: int = 3) -> str:
+        return f"{scale * value:.{digits}f} (Δ {scale * (value - ref):+.{digits}f})"
+
+    rows = []
+    for v in report["settings"]["compare"]["variants"]:
+        name = Variant(**v).name
+        ours, ref = champion[name], champion[v["arm"]]
+        row = [name, cell(ours["val_loss"], ref["val_loss"])]
+        if name in ensemble:
+            row.append(cell(ensemble[name]["val_loss"], ensemble[v["arm"]]["val_loss"]))
+        else:
+            row.append("-")
+        for suite in suites:
+            if suite in ours and suite in ref:
+                row.append(cell(ours[suite]["score"], ref[suite]["score"], 100, 1))
+            else:
+                row.append("-")
+        rows.append(row)
+    return rows
 
 
 def _md_row(row: dict[str, Any], suites: Sequence[str]) -> list[str]:
@@ -544,4 +664,4 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return out + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-__all__ = ["ARMS", "CompareConfig", "compare", "format_report"]
+__all__ = ["ARMS", "VARIABLE", "CompareConfig", "Variant", "compare", "format_report"]

@@ -193,6 +193,25 @@ class TrainConfig:
         return kwargs
 
     @classmethod
+    def parse_value(cls, key: str, text: str, source: str = "config") -> Any:
+        """The value of setting ``key`` written as ``text`` (``"0.25"``, ``"fd"``, ``"40"``),
+        type-checked as in a TOML file; ``source`` names where it came from."""
+        hints = typing.get_type_hints(cls)
+        if key not in hints:
+            raise MinidmlError(f"{source}: unknown setting {key!r} (known: "
+                               f"{', '.join(sorted(hints))})")
+        hint = hints[key]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(o for o in typing.get_args(hint) if o is not type(None))
+        parse = {int: int, float: float}.get(hint, str)
+        try:
+            value = parse(text)
+        except ValueError:
+            raise MinidmlError(f"{source}: {key} takes a {parse.__name__}, not "
+                               f"{text!r}") from None
+        return _coerce(value, hints[key], f"{source}: {key}")
+
+    @classmethod
     def toml_settings(cls, path: str | Path) -> dict[str, Any]:
         """The settings a TOML file gives, checked; apply them with :meth:`replace`."""
         try:

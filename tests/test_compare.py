@@ -8,12 +8,16 @@ import shutil
 import pytest
 
 from minidml.cli import main
-from minidml.compare import ARMS, CompareConfig, _table, training_flops
+from minidml.compare import ARMS, CompareConfig, Variant, _table, training_flops
+from minidml.config import TrainConfig
+from minidml.errors import MinidmlError
 from minidml.model import Shape, StudentConfig
 
 TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "agreement",
         "--limit", "100", "--vocab-size", "400", "--context", "32", "--batch-size", "16",
-        "--lr", "3e-3", "--warmup", "10", "--outer-every", "5", "--quiet"]
+        "--lr", "3e-3", "--warmup", "10", "--outer-every", "5", "--quiet",
+        "--vary", "alpha=0.25", "--vary", "kd:temperature=1"]
+VARIANTS = ["wml alpha=0.25", "kd temperature=1.0"]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +30,13 @@ def compared(grammar_corpus, tmp_path_factory):
 @pytest.mark.slow
 def test_every_arm_trains_on_equal_data_and_learns(compared):
     report = json.loads((compared / "report.json").read_text())
-    assert [a["arm"] for a in report["arms"]] == list(ARMS)
+    assert [a["arm"] for a in report["arms"]] == [*ARMS, *VARIANTS]
     h1 = report["unigram_entropy"]
     tokens = {a["tokens_per_model"] for a in report["arms"]}
     assert len(tokens) == 1 and tokens.pop() >= 80_000 - 16 * 32  # the same data for every model
     shas = set()
     for arm in report["arms"]:
-        meta = json.loads((compared / "seed-0" / arm["arm"] / "config.json").read_text())
+        meta = json.loads((compared / arm["dir"] / "config.json").read_text())
         shas.add(meta["tokenizer"]["sha256"])
         assert meta["config"]["seed"] == 0  # and so the same batches, in the same order
         for m in arm["models"]:
@@ -77,8 +81,55 @@ def test_the_arms_are_what_they_claim(compared):
     assert rows[("wml", "student-0")]["arm_flops"] > rows[("dml", "student-0")]["arm_flops"]
     md = (compared / "report.md").read_text()
     assert "## Champions" in md and "## Every model" in md and "★" in md
-    for arm in ARMS:
+    for arm in [*ARMS, *VARIANTS]:
         assert f"| {arm} |" in md
+
+
+@pytest.mark.slow
+def test_a_variant_is_its_arm_with_one_setting_changed(compared):
+    report = json.loads((compared / "report.json").read_text())
+    arms = {a["arm"]: a for a in report["arms"]}
+
+    def config(arm):
+        return json.loads((compared / arms[arm]["dir"] / "config.json").read_text())["config"]
+
+    for name, base, key, value in (("wml alpha=0.25", "wml", "alpha", 0.25),
+                                   ("kd temperature=1.0", "kd", "temperature", 1.0)):
+        ours, theirs = config(name), config(base)
+        assert ours[key] == value != theirs[key]
+        # nothing else differs: the same students, data, seed and token budget
+        assert {k for k in ours if ours[k] != theirs[k]} == {key}
+        assert arms[name]["base_arm"] == base and arms[name]["changes"] == {key: value}
+        assert arms[name]["tokens_per_model"] == arms[base]["tokens_per_model"]
+    assert arms["wml alpha=0.25"]["alpha"] == 0.25
+    assert arms["kd temperature=1.0"]["temperature"] == 1.0
+    # kd's variant distils from the teacher that kd trained: one teacher, trained once
+    assert config("kd temperature=1.0")["teachers"] == config("kd")["teachers"]
+    assert not (compared / "seed-0" / "kd-temperature=1.0" / "teacher").exists()
+    assert arms["wml alpha=0.25"]["models"][0]["val_loss"] != arms["wml"]["models"][0]["val_loss"]
+    # the report's Δ is the variant's champion minus its arm's
+    champion = {r["arm"]: r for r in report["table"] if r.get("champion_row")}
+    delta = champion["wml alpha=0.25"]["val_loss"] - champion["wml"]["val_loss"]
+    md = (compared / "report.md").read_text()
+    assert "## Variants" in md
+    row = next(line for line in md.splitlines() if line.startswith("| wml alpha=0.25 |")
+               and "Δ" in line)
+    assert f"{champion['wml alpha=0.25']['val_loss']:.3f} (Δ {delta:+.3f})" in row
+
+
+def test_variants_are_parsed_with_the_setting_types():
+    assert Variant.parse("alpha=0.25,0.75") == (Variant("wml", "alpha", 0.25),
+                                                Variant("wml", "alpha", 0.75))
+    assert Variant.parse("wml:outer-every=30") == (Variant("wml", "outer_every", 30),)
+    assert Variant.parse("hypergrad=first-order")[0].value == "first-order"
+    assert Variant.parse("dml:temperature=2")[0] == Variant("dml", "temperature", 2.0)
+    assert Variant("wml", "outer_lr", 3.0).name == "wml outer_lr=3.0"
+    assert TrainConfig.parse_value("outer_batch_size", "8") == 8
+    for text, needle in (("alpha", "write [ARM:]KEY=VALUE"), ("outer_every=2.5", "takes a int"),
+                         ("wml:nonsense=1", "unknown setting 'nonsense'"),
+                         ("steps=x", "steps takes a int")):
+        with pytest.raises(MinidmlError, match=needle.replace("[", r"\[")):
+            Variant.parse(text)
 
 
 @pytest.mark.slow
@@ -90,7 +141,7 @@ def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_c
     main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
           "--device", "cpu"])
     err = capsys.readouterr().err
-    for arm in ("single", "kd", "dml"):
+    for arm in ("single", "kd", "dml", *VARIANTS):
         assert f"[seed 0] {arm}: finished earlier, reused" in err
     # other settings are refused, naming the one that differs; another device is not
     with pytest.raises(SystemExit) as exit_:
@@ -98,11 +149,16 @@ def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_c
               "--lr", "1e-3"])
     assert exit_.value.code == 1
     assert "setting 'compare.train.lr' differs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an ablation arm more is another comparison
+        main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
+              "--vary", "outer-lr=3"])
+    assert "setting 'compare.variants' differs" in capsys.readouterr().err
     assert "[seed 0] wml: continuing" in err
     after = json.loads((compared / "report.json").read_text())
     assert [a["models"] for a in after["arms"]] == [a["models"] for a in before["arms"]]
     # the wall time is the run's own, not that of the (instant) resumption
-    assert after["arms"][-1]["train_seconds"] == before["arms"][-1]["train_seconds"] > 0
+    wml = [next(a for a in report["arms"] if a["arm"] == "wml") for report in (before, after)]
+    assert wml[1]["train_seconds"] == wml[0]["train_seconds"] > 0
 
 
 def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsys):
@@ -111,7 +167,16 @@ def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsy
              (["--suites", "agreement,blimpp"], "--suites blimpp: no such suite"),
              (["--data-dir", str(tmp_path / "empty"), "--suites", "blimp"], "--data-dir"),
              (["--budget", "1k"], "--budget"),
-             (["--students", "1"], "--students")]
+             (["--students", "1"], "--students"),
+             (["--vary", "alpha"], "write [ARM:]KEY=VALUE"),
+             (["--vary", "alpha=lots"], "alpha takes a float, not 'lots'"),
+             (["--vary", "context=64"], "context cannot vary"),
+             (["--vary", "dml:outer-lr=3"], "only wml learns ω"),
+             (["--vary", "single:alpha=0.1"], "no KL term"),
+             (["--vary", "kd:alpha=0.1", "--arms", "dml,wml"], "add kd to --arms"),
+             (["--vary", "alpha=1.5"], "must be between 0 and 1"),
+             (["--vary", "alpha=0.5"], "the wml arm's own setting"),
+             (["--vary", "alpha=0.2,0.2"], "asked for twice")]
     for i, (extra, needle) in enumerate(cases):
         out = tmp_path / f"c{i}"
         args = ["compare", str(grammar_corpus), "--out", str(out), *TINY]
