@@ -2,8 +2,9 @@
 
 For a run directory: training and validation loss per student (and the ensemble's), and ω over
 time when it was learned. For a comparison directory (``minidml compare``): each arm's
-validation loss, the suite scores of every arm's champion as bars with standard errors, and
-ω over time for the wml arm. Files are written as PNG and SVG under ``DIR/plots/``.
+validation loss, the suite scores of every arm's champion as bars with standard errors, ω
+over time for the wml arm, and with ``--vary`` arms how much each variant changed its arm's
+validation losses. Files are written as PNG and SVG under ``DIR/plots/``.
 The figures are built with matplotlib's object-oriented API, so importing or calling this
 changes no global matplotlib state (no pyplot, no backend switch).
 """
@@ -122,6 +123,8 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
     fig = _figure(7.0, 4.2)
     ax = fig.subplots()
     for arm in arms:
+        if "base_arm" in arm:  # variants have a figure of their own
+            continue
         records = read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
         steps, val = _series(records, "eval", "val_loss")
         champion = next(i for i, m in enumerate(arm["models"]) if m["champion"])
@@ -167,4 +170,36 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
             omega = _omega_figure(read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl"), "wml arm")
             if omega is not None:
                 paths += _save(omega, out, "omega", formats)
+    variants = _variants_figure(report)
+    if variants is not None:
+        paths += _save(variants, out, "variants", formats)
     return paths
+
+
+def _variants_figure(report: dict[str, Any]):
+    """Per variant, the change of its champion's and its ensemble's validation loss from
+    its arm's (negative: the variant is better)."""
+    base = {a["arm"]: a["base_arm"] for a in report["arms"] if "base_arm" in a}
+    if not base:
+        return None
+    champion = {r["arm"]: r["val_loss"] for r in report["table"] if r.get("champion_row")}
+    ensemble = {r["arm"]: r["val_loss"] for r in report["table"] if r["model"] == "ensemble"}
+    names = list(base)
+    fig = _figure(7.0, 1.2 + 0.45 * len(names))
+    ax = fig.subplots()
+    ys = range(len(names))
+    ax.barh([y - 0.2 for y in ys], [champion[n] - champion[base[n]] for n in names], 0.4,
+            color="#4d4d4d", label="champion")
+    with_ensemble = [(y, n) for y, n in zip(ys, names, strict=True) if n in ensemble]
+    if with_ensemble:
+        ax.barh([y + 0.2 for y, _ in with_ensemble],
+                [ensemble[n] - ensemble[base[n]] for _, n in with_ensemble], 0.4,
+                color="#b3b3b3", label="ensemble")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(list(ys), names)
+    ax.invert_yaxis()
+    ax.set(title="each variant minus its arm (lower is better)",
+           xlabel="Δ validation loss (nats / token)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
