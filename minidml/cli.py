@@ -272,7 +272,8 @@ _COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "context", "batch_size
 @click.option("--seeds", type=POSITIVE, default=1, show_default=True,
               help="Repeat every arm with seeds seed, seed+1, …")
 @click.option("--suites", default=",".join(("blimp", "blimp-supplement", "ewok")),
-              show_default=True, help="Comma-separated evaluation suites.")
+              show_default=True,
+              help="Comma-separated evaluation suites, or all (those whose data is present).")
 @click.option("--arms", default="single,kd,dml,wml", show_default=True,
               help="Comma-separated subset of single, kd, dml, wml.")
 @click.option("--teacher-params", type=Count(), help="Size of kd's teacher (default N).")

@@ -48,7 +48,7 @@ from . import __version__, _io
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus, unigram_entropy
 from .errors import MinidmlError
-from .evaluation import evaluate
+from .evaluation import evaluate, require_suites
 from .model import Shape, StudentConfig
 from .scoring import ENSEMBLE, student_label
 from .search import format_count, plan, search
@@ -221,7 +221,9 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
     files = corpus_files(paths)
     out = Path(out)
-    _check_suites(config.suites, data_dir)  # before hours of training, not after
+    # before hours of training, not after; "all" becomes the suites whose data is present
+    config = dataclasses.replace(config, suites=tuple(
+        require_suites(config.suites, data_dir, option="--suites")))
     settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
     _prepare(out, settings, resume, force, keep=files)
     base = config.train
@@ -264,25 +266,6 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         f.write(format_report(report))
     say(f"report: {out / 'report.md'}")
     return report
-
-
-def _check_suites(suites: Sequence[str], data_dir: str | os.PathLike | None) -> None:
-    from .evaluation import resolve_data_dir
-    from .plugins import suites as registered
-
-    available = registered()
-    root = resolve_data_dir(data_dir)
-    if not suites:
-        raise MinidmlError("--suites: give at least one suite (see `minidml suites`)")
-    for name in suites:
-        if name not in available:
-            raise MinidmlError(f"--suites {name}: no such suite; choose from "
-                               f"{', '.join(sorted(available))}")
-        missing = available[name].missing_data(root)
-        if missing:
-            raise MinidmlError(f"--suites {name}: its data is not in {root} (no "
-                               f"{missing[0]}); pass --data-dir or run `minidml data fetch "
-                               f"{name}`")
 
 
 def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
@@ -350,6 +333,7 @@ def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg
           cache_dir=cache_dir, tokenizer=tokenizer)
     logs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "train"]
     seconds = float(logs[-1].get("train_seconds", math.nan)) if logs else math.nan
+    # what is evaluated is what was saved: the run as minidml eval would load it
     return load(run_dir, str(resolve_device(cfg.device))), seconds
 
 

@@ -398,11 +398,32 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
     return EvalResults(run, labels, outcomes, date)
 
 
-def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: Path
-            ) -> list[str]:
+def require_suites(requested: Sequence[str], data_dir: str | os.PathLike | None = None, *,
+                   option: str = "--suite", available: Mapping[str, SuiteSpec] | None = None
+                   ) -> list[str]:
+    """The suites that ``requested`` names, each with its data present, else a
+    :class:`MinidmlError` naming ``option``: the check to make before work (training, say)
+    that ends in evaluating them."""
+    if available is None:
+        from .plugins import suites as registered
+
+        available = registered()
+    root = resolve_data_dir(data_dir)
+    names = _expand(requested, available, root, option)
+    for name in names:
+        missing = available[name].missing_data(root)
+        if missing:
+            raise MinidmlError(f"{option} {name}: its data is not in {root} (no "
+                               f"{missing[0]}); pass --data-dir or run `minidml data fetch "
+                               f"{name}`")
+    return names
+
+
+def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: Path,
+            option: str = "--suite") -> list[str]:
     if not requested:
-        raise MinidmlError("no suite given; pass --suite NAME (see `minidml suites`) or "
-                           "--suite all")
+        raise MinidmlError(f"no suite given; pass {option} NAME (see `minidml suites`) or "
+                           f"{option} all")
     names: list[str] = []
     for name in requested:
         if name == "all":
@@ -410,6 +431,6 @@ def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: 
         elif name in available:
             names.append(name)
         else:
-            raise MinidmlError(f"--suite {name}: no such suite; choose from "
+            raise MinidmlError(f"{option} {name}: no such suite; choose from "
                                f"{', '.join(sorted(available))} (see `minidml suites`)")
     return list(dict.fromkeys(names))

@@ -14,7 +14,7 @@ import pytest
 
 from minidml import hookspecs
 from minidml.errors import MinidmlError
-from minidml.evaluation import evaluate
+from minidml.evaluation import evaluate, require_suites
 from minidml.hookspecs import hookimpl
 from minidml.plugins import BLOCK_ENV, DEFAULT_PLUGINS, make_manager, suites
 
@@ -158,6 +158,19 @@ def test_missing_data_is_unavailable_and_all_runs_what_is_present(tiny_run, tmp_
     assert [o.spec.name for o in res.outcomes] == ["agreement"] and res.ok
     with pytest.raises(MinidmlError, match="no such suite"):
         evaluate(tiny_run, ["blimpp"], data_dir=empty)
+
+
+def test_suites_needed_later_are_checked_before_any_work(tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert require_suites(["agreement", "all"], empty) == ["agreement"]  # built in: no data
+    with pytest.raises(MinidmlError, match=r"^--suites blimp: its data is not in .*nothing"
+                                           r".*minidml data fetch blimp"):
+        require_suites(["agreement", "blimp"], empty, option="--suites")
+    with pytest.raises(MinidmlError, match="--suites blimpp: no such suite"):
+        require_suites(["blimpp"], empty, option="--suites")
+    with pytest.raises(MinidmlError, match="no suite given; pass --suites NAME"):
+        require_suites([], empty, option="--suites")
 
 
 def test_eval_without_any_run_says_how_to_train_one(tmp_path):
