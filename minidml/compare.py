@@ -146,6 +146,7 @@ class CompareConfig:
         if v.key not in VARIABLE:
             raise MinidmlError(f"{where}: {v.key} cannot vary (it would change the data or "
                                f"the students); choose from {', '.join(VARIABLE)}")
+        TrainConfig.checked({v.key: v.value}, where)  # the type, from Python callers too
         if v.key in OUTER and v.arm != "wml":
             raise MinidmlError(f"{where}: only wml learns ω; vary {v.key} on wml")
         if v.key in ("alpha", "temperature") and v.arm == "single":

@@ -125,6 +125,8 @@ def test_variants_are_parsed_with_the_setting_types():
     assert Variant.parse("dml:temperature=2")[0] == Variant("dml", "temperature", 2.0)
     assert Variant("wml", "outer_lr", 3.0).name == "wml outer_lr=3.0"
     assert TrainConfig.parse_value("outer_batch_size", "8") == 8
+    with pytest.raises(MinidmlError, match="key 'alpha': expected float, got str"):
+        CompareConfig(budget=1000, students=2, variants=(Variant("wml", "alpha", "0.25"),))
     for text, needle in (("alpha", "write [ARM:]KEY=VALUE"), ("outer_every=2.5", "takes a int"),
                          ("wml:nonsense=1", "unknown setting 'nonsense'"),
                          ("steps=x", "steps takes a int")):
