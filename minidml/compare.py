@@ -27,7 +27,7 @@ students and compared with it in the report. The comparison directory holds::
                                     validation loss, training FLOPs and wall time
 
 With ``resume=True`` finished arms are reused and an unfinished one continues from its last
-checkpoint.
+checkpoint; variants may be added to a comparison that way, and only they are trained.
 """
 
 from __future__ import annotations
@@ -276,14 +276,25 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
         if not marker.exists():
             raise MinidmlError(f"--resume: {out} holds no comparison to resume; drop --resume")
         try:
-            saved = json.loads(marker.read_text(encoding="utf-8"))["settings"]
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+            saved = doc["settings"]
             # settings added to TrainConfig since the comparison began take their defaults
             saved["compare"]["train"] = TrainConfig.from_dict(
                 saved["compare"]["train"], str(marker)).to_dict()
-            saved["compare"].setdefault("variants", [])
+            had = saved["compare"].setdefault("variants", [])
+            now = json.loads(json.dumps(settings))
+            # an ablation may grow: new variants are added, the ones it has must stay
+            dropped = [Variant(**v).name for v in had if v not in now["compare"]["variants"]]
         except (OSError, ValueError, KeyError, TypeError):
             raise MinidmlError(f"{marker}: unreadable; the comparison is damaged") from None
-        _check_same(json.loads(json.dumps(saved)), json.loads(json.dumps(settings)), marker)
+        if dropped:
+            raise MinidmlError(f"--resume: the variant {dropped[0]} of {marker} is not asked "
+                               "for; give every --vary it was started with (new ones may "
+                               "be added)")
+        saved["compare"]["variants"] = now["compare"]["variants"]
+        _check_same(json.loads(json.dumps(saved)), now, marker)
+        if len(had) != len(now["compare"]["variants"]):
+            _io.write_json(marker, doc | {"settings": settings})
         return
     new_out_dir(out, force, keep)
     _io.write_json(marker, {"minidml_version": __version__, "created": _io.utc_now(),

@@ -151,16 +151,25 @@ def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_c
               "--lr", "1e-3"])
     assert exit_.value.code == 1
     assert "setting 'compare.train.lr' differs" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # an ablation arm more is another comparison
-        main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
-              "--vary", "outer-lr=3"])
-    assert "setting 'compare.variants' differs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the variants it has must stay
+        main(["compare", str(grammar_corpus), "--out", str(compared), *TINY[:-2], "--resume"])
+    assert "the variant kd temperature=1.0 of" in capsys.readouterr().err
     assert "[seed 0] wml: continuing" in err
     after = json.loads((compared / "report.json").read_text())
     assert [a["models"] for a in after["arms"]] == [a["models"] for a in before["arms"]]
     # the wall time is the run's own, not that of the (instant) resumption
     wml = [next(a for a in report["arms"] if a["arm"] == "wml") for report in (before, after)]
     assert wml[1]["train_seconds"] == wml[0]["train_seconds"] > 0
+    # an ablation grows: a new variant is trained, nothing else
+    main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
+          "--vary", "outer-lr=3"])
+    err = capsys.readouterr().err
+    assert "wml outer_lr=3.0: training 3 model(s)" in err and err.count(": training ") == 1
+    grown = json.loads((compared / "report.json").read_text())
+    assert [a["arm"] for a in grown["arms"]] == [*ARMS, *VARIANTS, "wml outer_lr=3.0"]
+    assert grown["arms"][:-1] == after["arms"]
+    saved = json.loads((compared / "compare.json").read_text())["settings"]["compare"]
+    assert saved["variants"][-1] == {"arm": "wml", "key": "outer_lr", "value": 3.0}
 
 
 def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsys):
