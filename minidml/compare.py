@@ -17,7 +17,7 @@ An ablation adds :class:`Variant` arms: one of those four with one setting chang
 α = 0.25, with the first-order hypergradient, ...), trained on the same data with the same
 students and compared with it in the report. The comparison directory holds::
 
-    compare.json                    the settings (a resumed comparison must match them)
+    compare.json                    the settings (a resumed comparison keeps them, or adds variants)
     tokenizer.model                 the one tokenizer of every arm
     seed-S/ARM/                     each arm's run directory (seed-S/teacher/ for kd's teacher,
                                     seed-S/wml-alpha=0.25/ for a variant)
