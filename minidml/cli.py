@@ -378,7 +378,7 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
 @cli.command()
 @click.option("--out", type=FilePath(),
               help="Run directory (default: runs/demo-…).")
-@click.option("--steps", type=Count(), help="Optimiser steps (default 600).")
+@click.option("--steps", type=Count(), help="Optimiser steps (default 400).")
 @click.option("--device", default="auto")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")

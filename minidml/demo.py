@@ -25,8 +25,8 @@ def demo_config(**overrides) -> TrainConfig:
     base = TrainConfig(
         students=(Shape(4, 128, 4), Shape(2, 192, 4)),
         mode="wml", alpha=0.5, temperature=1.0,
-        vocab_size=None, context=64, batch_size=32, steps=600, lr=3e-3, warmup_steps=50,
-        log_every=20, eval_every=200, eval_tokens=32_768, save_every=200,
+        vocab_size=None, context=64, batch_size=32, steps=400, lr=3e-3, warmup_steps=50,
+        log_every=20, eval_every=100, eval_tokens=32_768, save_every=200,
     )
     return base.replace(**overrides)
 
