@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _io
-from .config import TrainConfig
+from .config import TrainConfig, default_temperature
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus, unigram_entropy
 from .errors import MinidmlError
 from .evaluation import evaluate, require_suites
@@ -58,12 +58,11 @@ from .trainer import load, new_out_dir, read_metrics, resolve_device, steps_for,
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
 DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
-# what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable
-VARIABLE = ("alpha", "temperature", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
-            "grad_clip", "hypergrad", "outer_every", "outer_lr", "outer_lr_schedule",
-            "outer_objective", "outer_batch_size")
 OUTER = ("hypergrad", "outer_every", "outer_lr", "outer_lr_schedule", "outer_objective",
          "outer_batch_size")  # only wml has an outer loop
+# what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable
+VARIABLE = ("alpha", "temperature", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
+            "grad_clip", *OUTER)
 
 
 @dataclass(frozen=True)
@@ -153,8 +152,8 @@ class CompareConfig:
             raise MinidmlError(f"{where}: a single student has no KL term; vary it on kd, "
                                "dml or wml")
         own = getattr(self.train, v.key)
-        if v.key == "temperature" and own is None:  # the arm's default T
-            own = 2.0 if v.arm == "kd" else 1.0
+        if v.key == "temperature" and own is None:
+            own = default_temperature(v.arm)
         if own == v.value:
             raise MinidmlError(f"{where}: that is the {v.arm} arm's own setting; choose "
                                "another value")
@@ -599,12 +598,20 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def champion_and_ensemble_rows(report: dict[str, Any]
+                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's table rows of each arm's champion, and of each arm's ensemble (arms of
+    several students only), by arm name."""
+    champion = {r["arm"]: r for r in report["table"] if r.get("champion_row")}
+    ensemble = {r["arm"]: r for r in report["table"] if r["model"] == ENSEMBLE}
+    return champion, ensemble
+
+
 def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
     """Per variant: its champion's and ensemble's validation loss and its champion's scores,
     each with the difference from its arm."""
     suites = report["suites"]
-    champion = {r["arm"]: r for r in report["table"] if r.get("champion_row")}
-    ensemble = {r["arm"]: r for r in report["table"] if r["model"] == ENSEMBLE}
+    champion, ensemble = champion_and_ensemble_rows(report)
 
     def cell(value: float, ref: float, scale: float = 1.0, digits: int = 3) -> str:
         return f"{scale * value:.{digits}f} (Δ {scale * (value - ref):+.{digits}f})"

@@ -26,6 +26,11 @@ OUTER_OBJECTIVES = ("ensemble", "sum-ce")
 PRECISIONS = ("fp32", "bf16")
 
 
+def default_temperature(mode: str) -> float:
+    """T when none is given: BabyLlama's 2 for ``kd``, 1 for mutual learning."""
+    return 2.0 if mode == "kd" else 1.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (the device aside, results are reproducible)."""
@@ -151,7 +156,7 @@ class TrainConfig:
         """T: ``temperature``, else BabyLlama's 2 for ``kd`` and 1 for mutual learning."""
         if self.temperature is not None:
             return self.temperature
-        return 2.0 if self.mode == "kd" else 1.0
+        return default_temperature(self.mode)
 
     @property
     def n_students(self) -> int:

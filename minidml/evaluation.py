@@ -355,10 +355,7 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
     """
     import time
 
-    if available is None:
-        from .plugins import suites as registered
-
-        available = registered()
+    available = _registered(available)
     root = resolve_data_dir(data_dir)
     if limit is not None and limit < 1:
         raise MinidmlError(f"--limit {limit}: must be at least 1")
@@ -404,10 +401,7 @@ def require_suites(requested: Sequence[str], data_dir: str | os.PathLike | None 
     """The suites that ``requested`` names, each with its data present, else a
     :class:`MinidmlError` naming ``option``: the check to make before work (training, say)
     that ends in evaluating them."""
-    if available is None:
-        from .plugins import suites as registered
-
-        available = registered()
+    available = _registered(available)
     root = resolve_data_dir(data_dir)
     names = _expand(requested, available, root, option)
     for name in names:
@@ -417,6 +411,15 @@ def require_suites(requested: Sequence[str], data_dir: str | os.PathLike | None 
                                f"{missing[0]}); pass --data-dir or run `minidml data fetch "
                                f"{name}`")
     return names
+
+
+def _registered(available: Mapping[str, SuiteSpec] | None) -> Mapping[str, SuiteSpec]:
+    """``available``, or by default the suites the plugins register."""
+    if available is not None:
+        return available
+    from .plugins import suites
+
+    return suites()
 
 
 def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: Path,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _io
+from .compare import champion_and_ensemble_rows
 from .errors import MinidmlError
 from .trainer import read_metrics
 
@@ -182,8 +183,8 @@ def _variants_figure(report: dict[str, Any]):
     base = {a["arm"]: a["base_arm"] for a in report["arms"] if "base_arm" in a}
     if not base:
         return None
-    champion = {r["arm"]: r["val_loss"] for r in report["table"] if r.get("champion_row")}
-    ensemble = {r["arm"]: r["val_loss"] for r in report["table"] if r["model"] == "ensemble"}
+    rows = champion_and_ensemble_rows(report)
+    champion, ensemble = ({arm: r["val_loss"] for arm, r in by.items()} for by in rows)
     names = list(base)
     fig = _figure(7.0, 1.2 + 0.45 * len(names))
     ax = fig.subplots()
