@@ -444,13 +444,16 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
               show_default=True, help="bf16: the models run under bfloat16 autocast.")
 @click.option("--output", type=FilePath(),
               help="Results JSON (default: RUN_DIR/eval/results-<date>.json).")
+@click.option("--log-samples", is_flag=True,
+              help="Also write every scored pair's log-likelihoods, one JSON line each, to "
+                   "the results file's name with .samples.jsonl.")
 @click.option("--glue-tasks", help="glue: a comma-separated subset of tasks, e.g. rte,mrpc.")
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
 @click.option("--epochs", type=POSITIVE, help="glue: at most this many epochs (default 10).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           data_dir: Path | None, limit: int | None, batch_size: int, device: str,
-          precision: str, output: Path | None, glue_tasks: str | None,
+          precision: str, output: Path | None, log_samples: bool, glue_tasks: str | None,
           max_train_examples: int | None, epochs: int | None, quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run) on benchmark suites."""
     from .evaluation import evaluate
@@ -473,6 +476,9 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
     stamp = results.date.replace(":", "").replace("-", "")[:15]
     path = results.write(output or run.path / "eval" / f"results-{stamp}.json")
     click.echo(f"results: {path}")
+    if log_samples:
+        samples = results.write_samples(path.with_name(path.stem + ".samples.jsonl"))
+        click.echo(f"samples: {samples}")
     if not results.ok:
         failed = [o.spec.name for o in results.outcomes if o.status != "ok"]
         raise MinidmlError(f"suite(s) {', '.join(failed)} did not complete (see above)")

@@ -6,11 +6,14 @@ suite needs comes through :class:`EvalContext`: the run, a :class:`~minidml.scor
 the data directory and the user's limits. Minimal-pair suites need one call,
 :func:`score_pairs`.
 
-Results follow lm-evaluation-harness: per task ``acc``, ``acc_stderr`` (the sample standard
+Texts are scored by lm-evaluation-harness's rule (:mod:`minidml.scoring`: BOS, then
+``" " + text``, or the joint tokens of ``context + " " + text`` beyond the context's).
+Results follow the harness too: per task ``acc``, ``acc_stderr`` (the sample standard
 deviation over examples ÷ √n) and ``n``; a group's score is the unweighted mean of its tasks'
 scores, and its stderr √(Σ se²)/m, treating the tasks as independent. A pair counts as
 correct only when the good text scores strictly higher: a tie counts as wrong, never as
-correct by position.
+correct by position (the harness's argmax takes the first choice, so it counts a tie as
+right); each task reports its ``ties`` and a suite with any says so in a note.
 """
 
 from __future__ import annotations
@@ -89,15 +92,43 @@ class TaskResult:
         return self.metrics[self.primary]
 
 
+class Pair(NamedTuple):
+    """A minimal pair: ``good`` should score higher than ``bad``. Each is scored as the
+    harness scores a choice: ``" " + text`` after BOS, or after ``context`` (see
+    :mod:`minidml.scoring`); pass the texts as the data gives them, with no leading space."""
+
+    good: str
+    bad: str
+    context: str = ""
+
+
 @dataclass
 class SuiteResult:
     """Per model label (``student-0`` …, ``ensemble``), per task, a :class:`TaskResult`;
     ``groups`` maps a group name to its task names (the suite's own name is the usual one);
-    ``notes`` are lines for the user (e.g. tasks whose data is missing)."""
+    ``notes`` are lines for the user (e.g. tasks whose data is missing); ``samples``, when
+    the suite scores examples one by one, one :class:`Sample` per example in task order."""
 
     tasks: dict[str, dict[str, TaskResult]]
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scored minimal pair: its task, its index in the task's file, the texts and, per
+    model label, the summed log-probabilities ``(good, bad)``."""
+
+    task: str
+    index: int
+    pair: Pair
+    scores: dict[str, tuple[float, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "index": self.index, "context": self.pair.context,
+                "good": self.pair.good, "bad": self.pair.bad,
+                "loglikelihoods": {lb: list(v) for lb, v in self.scores.items()}}
 
 
 @dataclass
@@ -174,30 +205,21 @@ def accuracy(correct: Sequence[float] | torch.Tensor) -> dict[str, float]:
     return {"acc": float(c.mean()), "acc_stderr": stderr}
 
 
-class Pair(NamedTuple):
-    """A minimal pair: ``good`` should score higher than ``bad``, both after ``context``
-    (empty: a whole sentence after BOS; else pass the continuations with their leading
-    space)."""
-
-    good: str
-    bad: str
-    context: str = ""
-
-
 def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
                 groups: Mapping[str, Iterable[str]] | None = None) -> SuiteResult:
-    """Accuracy of every model on every task of minimal pairs, in one scoring pass."""
+    """Accuracy of every model on every task of minimal pairs, in one scoring pass, with
+    each pair's log-likelihoods in ``samples`` and a note counting ties."""
     texts, contexts, spans = [], [], {}
-    for name, pairs in tasks.items():
-        pairs = ctx.limited(pairs)
+    chosen = {name: ctx.limited(pairs) for name, pairs in tasks.items()}
+    for name, pairs in chosen.items():
         start = len(texts)
         for p in pairs:
             texts += [p.good, p.bad]
             contexts += [p.context, p.context]
         spans[name] = (start, len(texts))
-    with_context = any(contexts)
-    scores = ctx.scorer.score(texts, contexts if with_context else None)
+    scores = ctx.scorer.score(texts, contexts)
     results: dict[str, dict[str, TaskResult]] = {}
+    ties: dict[str, int] = {}
     for label in ctx.labels:
         s = scores[label]
         per = {}
@@ -207,9 +229,21 @@ def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
             metrics["ties"] = float((good == bad).sum())
             per[name] = TaskResult(name, metrics, int(good.numel()))
         results[label] = per
+        ties[label] = int(sum(t.metrics["ties"] for t in per.values()))
     grp = {ctx.suite: tuple(tasks)} if groups is None else {g: tuple(t) for g, t in
                                                             groups.items()}
-    return SuiteResult(results, grp)
+    rows = {lb: scores[lb].tolist() for lb in ctx.labels}
+    samples = []
+    for name, pairs in chosen.items():
+        a = spans[name][0]
+        samples += [Sample(name, k, p, {lb: (rows[lb][a + 2 * k], rows[lb][a + 2 * k + 1])
+                                        for lb in ctx.labels}) for k, p in enumerate(pairs)]
+    notes = []
+    if any(ties.values()):
+        n = len(texts) // 2
+        notes.append("ties, counted wrong (lm-evaluation-harness would count them right): "
+                     + ", ".join(f"{lb} {t}" for lb, t in ties.items()) + f" of {n:,} pairs")
+    return SuiteResult(results, grp, notes, samples)
 
 
 def group_score(results: Mapping[str, TaskResult], tasks: Iterable[str]) -> dict[str, float]:
@@ -321,6 +355,15 @@ class EvalResults:
     def write(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         _io.write_json(path, self.to_json())
+        return path
+
+    def write_samples(self, path: str | os.PathLike) -> Path:
+        """Every scored example as one JSON line (``suite``, ``task``, ``index``, the texts
+        and each model's log-likelihoods), like lm-evaluation-harness's ``--log_samples``."""
+        lines = [json.dumps({"suite": o.spec.name, **s.to_json()}, ensure_ascii=False)
+                 for o in self.outcomes if o.result is not None for s in o.result.samples]
+        path = Path(path)
+        _io.write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
         return path
 
 

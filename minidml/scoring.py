@@ -1,15 +1,25 @@
 """Sequence log-probabilities: the one computation every minimal-pair suite needs.
 
-The score of a text is the sum of the log-probabilities of its tokens after one BOS token
-(and after its context, if it has one), with no length normalisation: the rule of the
-BabyLM 2024 pipeline. Texts are scored in length-sorted batches, right-padded with a mask;
+The rule is lm-evaluation-harness's, which the BabyLM 2024 pipeline runs: a multiple-choice
+request is a (context, continuation) pair whose continuation is the target delimiter (one
+space) followed by the text, and its score is the sum of the log-probabilities of the
+continuation's tokens, with no length normalisation:
+
+- **no context** (BLiMP, the supplement): the BOS token, then the tokens of ``" " + text``;
+  every token after BOS is scored;
+- **a context** (EWoK): the tokens of ``context + " " + text`` encoded together, after BOS;
+  the scored tokens are those beyond the tokens of ``context`` encoded alone (trailing
+  spaces of the context move to the continuation first). Joint tokenisation, as the harness
+  does it: a piece that straddles the boundary belongs to the continuation.
+
+:func:`request_ids` is that rule and the only place it is written; ``delimiter=""`` scores
+texts as given. Texts are scored in length-sorted batches, right-padded with a mask;
 log-softmax runs in float32 whatever the model computes in (``precision="bf16"`` runs the
-model under bfloat16 autocast: faster on CPUs and GPUs with bf16 units, scores within a few
-percent). The ω-weighted ensemble scores each token by the log of the mixture of the
-students' probabilities, log Σ_i ω_i p_i(y).
+model under bfloat16 autocast: scores within a few percent). The ω-weighted ensemble scores
+each token by the log of the mixture of the students' probabilities, log Σ_i ω_i p_i(y).
 
 A text longer than the students' context keeps its last ``context`` positions: the tokens
-that fall off the front are neither seen nor scored.
+that fall off the front are neither seen nor scored (the harness cuts from the left too).
 """
 
 from __future__ import annotations
@@ -25,6 +35,38 @@ from .model import Student
 from .tokenizer import Tokenizer
 
 ENSEMBLE = "ensemble"
+TARGET_DELIMITER = " "  # lm-evaluation-harness's default target_delimiter
+
+
+def request_ids(tokenizer: Tokenizer, texts: Sequence[str],
+                contexts: Sequence[str] | None = None, delimiter: str = TARGET_DELIMITER
+                ) -> list[tuple[list[int], int]]:
+    """(token ids starting with BOS, number of leading ids that are not scored) per text,
+    as lm-evaluation-harness builds a loglikelihood request (see the module docstring)."""
+    texts = list(texts)
+    if contexts is None or not any(contexts):
+        contexts = [""] * len(texts)
+    if len(contexts) != len(texts):
+        raise ValueError(f"{len(contexts)} contexts for {len(texts)} texts")
+    bos = Tokenizer.bos_id
+    out: list[tuple[list[int], int]] = [([], 0)] * len(texts)
+    plain = [i for i, c in enumerate(contexts) if not c]
+    for i, ids in zip(plain, tokenizer.encode_batch([delimiter + texts[i] for i in plain]),
+                      strict=True):
+        out[i] = ([bos, *ids], 1)
+    joint = [i for i, c in enumerate(contexts) if c]
+    if joint:
+        heads, tails = [], []
+        for i in joint:
+            c = contexts[i]
+            head = c.rstrip()  # trailing spaces join the continuation
+            heads.append(head)
+            tails.append(c[len(head):] + delimiter + texts[i])
+        whole = tokenizer.encode_batch([h + t for h, t in zip(heads, tails, strict=True)])
+        alone = tokenizer.encode_batch(heads)
+        for i, w, a in zip(joint, whole, alone, strict=True):
+            out[i] = ([bos, *a, *w[len(a):]], 1 + len(a))
+    return out
 
 
 def student_label(index: int) -> str:
@@ -60,26 +102,17 @@ class Scorer:
         self.context = min(s.config.context for s in self.students)
         self.device = next(self.students[0].parameters()).device
 
-    def encode(self, texts: Sequence[str], contexts: Sequence[str] | None = None
-               ) -> list[tuple[list[int], int]]:
-        """(token ids starting with BOS, number of leading ids that are not scored) per text.
+    def encode(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
+               delimiter: str = TARGET_DELIMITER) -> list[tuple[list[int], int]]:
+        """(token ids starting with BOS, number of leading ids not scored) per text:
+        :func:`request_ids` with this scorer's tokenizer."""
+        return request_ids(self.tokenizer, texts, contexts, delimiter)
 
-        A context is encoded on its own and the text after it as given: pass the text with
-        its leading space (``" " + target``) when it continues the context mid-line.
-        """
-        body = self.tokenizer.encode_batch(list(texts))
-        if contexts is None:
-            return [([Tokenizer.bos_id, *ids], 1) for ids in body]
-        if len(contexts) != len(texts):
-            raise ValueError(f"{len(contexts)} contexts for {len(texts)} texts")
-        ctx = self.tokenizer.encode_batch(list(contexts))
-        return [([Tokenizer.bos_id, *c, *ids], 1 + len(c)) for c, ids in zip(ctx, body,
-                                                                              strict=True)]
-
-    def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None
-              ) -> dict[str, torch.Tensor]:
-        """{label: float64 [len(texts)]} summed log-probabilities (see the module docstring)."""
-        return self.score_ids(self.encode(texts, contexts))
+    def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
+              delimiter: str = TARGET_DELIMITER) -> dict[str, torch.Tensor]:
+        """{label: float64 [len(texts)]} summed log-probabilities of ``delimiter + text``
+        after BOS and the context (see the module docstring)."""
+        return self.score_ids(self.encode(texts, contexts, delimiter))
 
     @torch.inference_mode()
     def score_ids(self, items: Sequence[tuple[Sequence[int], int]]) -> dict[str, torch.Tensor]:

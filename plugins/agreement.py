@@ -3,7 +3,8 @@
 Five agreement dependencies (determiner–noun, subject–verb with and without attractors or
 relative clauses, reflexives); in each pair the bad sentence changes exactly one word to the
 other number. The pairs are drawn with a seed of their own, so they are new sentences for a
-model trained on the demo corpus, not a replay of it.
+model trained on the demo corpus, not a replay of it. Scored by the same rule as BLiMP
+(BOS, then ``" " + sentence``); version 2 is that rule, version 1 scored without the space.
 """
 
 from __future__ import annotations
@@ -27,5 +28,5 @@ class AgreementSuite:
 
 @hookimpl
 def register_suites(register):
-    register("agreement", AgreementSuite, version="1",
+    register("agreement", AgreementSuite, version="2",
              description="agreement minimal pairs from minidml's grammar (no data needed)")

@@ -1,9 +1,13 @@
 """``blimp`` (the BabyLM 2024 vocabulary-filtered BLiMP) and ``blimp-full`` (the original).
 
 67 paradigms, one file each; a pair is correct when the good sentence's summed
-log-probability (after BOS) is strictly higher. Reported per paradigm, and as unweighted
-means over paradigms: overall (the macro score BabyLM reports), per ``field`` and per
+log-probability is strictly higher, each scored as the BabyLM 2024 pipeline scores it: BOS,
+then the tokens of ``" " + sentence`` (:mod:`minidml.scoring`). Reported per paradigm, and as
+unweighted means over paradigms: overall (the macro score BabyLM reports), per ``field`` and per
 phenomenon (``linguistics_term``).
+
+Version 2: the leading space of the pipeline's rule (version 1 scored the sentence without it,
+so its first word was a piece that running text rarely has).
 """
 
 from __future__ import annotations
@@ -54,11 +58,11 @@ class BlimpFullSuite(BlimpSuite):
 
 @hookimpl
 def register_suites(register):
-    register("blimp", BlimpSuite, version="1",
+    register("blimp", BlimpSuite, version="2",
              description="BLiMP, BabyLM 2024 vocabulary-filtered: 67 paradigms, 59,875 pairs",
              requires=(BlimpSuite.folder,),
              sources=sources(BlimpSuite.folder + "/"))
-    register("blimp-full", BlimpFullSuite, version="1",
+    register("blimp-full", BlimpFullSuite, version="2",
              description="BLiMP, original: 67 paradigms, 67,000 pairs",
              requires=(BlimpFullSuite.folder,),
              sources=sources(BlimpFullSuite.folder + "/"))

@@ -3,7 +3,10 @@
 As in the BabyLM 2024 pipeline, each row compares two continuations of the same context:
 it is correct when log p(Target1 | Context1) > log p(Target2 | Context1). Each item appears
 twice in the files (the second time with contexts and targets swapped), so both orders count.
-The target is scored after the context and a space, as one running text.
+The target is scored by the harness's rule for a context: the tokens of
+``Context1 + " " + Target`` beyond those of ``Context1``, tokenised together.
+
+Version 2: joint tokenisation of context and target (version 1 tokenised them apart).
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ class EwokSuite:
         for domain in DOMAINS:
             rows = read_jsonl(ctx.path(f"{FOLDER}/{domain}.jsonl"),
                               {"Context1": str, "Target1": str, "Target2": str})
-            tasks[domain] = [Pair(" " + r["Target1"], " " + r["Target2"], r["Context1"])
+            tasks[domain] = [Pair(r["Target1"], r["Target2"], r["Context1"])
                              for r in rows]
         return score_pairs(ctx, tasks)
 
 
 @hookimpl
 def register_suites(register):
-    register("ewok", EwokSuite, version="1",
+    register("ewok", EwokSuite, version="2",
              description="EWoK-core-1.0, BabyLM-filtered: 11 domains, 7,618 rows",
              requires=tuple(f"{FOLDER}/{d}.jsonl" for d in DOMAINS),
              sources=sources(FOLDER + "/"))

@@ -1,6 +1,8 @@
 """``blimp-supplement``: the five BabyLM 2024 supplement tasks (hypernym, QA congruence easy
 and tricky, subject–auxiliary inversion, turn taking). Some sentences are two-line dialogues;
-they are scored whole, newline included."""
+they are scored whole, newline included, by the pipeline's rule: BOS, then ``" " + sentence``.
+
+Version 2: the leading space of that rule (version 1 scored the sentence without it)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class SupplementSuite:
 
 @hookimpl
 def register_suites(register):
-    register("blimp-supplement", SupplementSuite, version="1",
+    register("blimp-supplement", SupplementSuite, version="2",
              description="BabyLM 2024 BLiMP supplement: 5 tasks, 5,218 pairs",
              requires=tuple(f"{FOLDER}/{t}.jsonl" for t in TASKS),
              sources=sources(FOLDER + "/"))

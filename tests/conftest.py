@@ -77,7 +77,7 @@ def _require_extra(extra: str, *modules: str):
     except ImportError as e:
         if os.environ.get("MINIDML_DATA_DIR"):
             pytest.fail(f"the {extra} extra is missing ({e}); `make test` installs it "
-                        f"(pip install -e '.[dev,hf,plot]')", pytrace=False)
+                        f"(pip install -e '.[dev,hf,plot,harness]')", pytrace=False)
         pytest.skip(f"the {extra} extra is not installed ({e}): pip install 'minidml[{extra}]'")
 
 

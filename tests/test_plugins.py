@@ -83,8 +83,16 @@ def test_a_third_party_package_is_listed_and_runs(third_party, tiny_run, tmp_pat
     assert "thirdparty-suites 0.3" in line and "a third-party suite" in line
     out = tmp_path / "results.json"
     run = cli("eval", str(tiny_run.path), "--suite", "echo", "--suite", "agreement",
-              "--limit", "5", "--output", str(out), site=third_party)
+              "--limit", "5", "--output", str(out), "--log-samples", site=third_party)
     assert run.returncode == 0, run.stderr
+    samples = [json.loads(line) for line in
+               (tmp_path / "results.samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 + 5 * 5  # echo's 3 pairs, 5 of each agreement phenomenon
+    echo = [r for r in samples if r["suite"] == "echo"]
+    assert [r["index"] for r in echo] == [0, 1, 2] and echo[0]["good"] == "The dog sleeps ."
+    for r in samples:
+        assert set(r["loglikelihoods"]) == {"student-0", "student-1", "ensemble"}
+        assert all(len(v) == 2 and v[0] < 0 and v[1] < 0 for v in r["loglikelihoods"].values())
     assert "word-order" in run.stdout and "determiner_noun_agreement" in run.stdout
     results = json.loads(out.read_text())
     assert results["suites"]["echo"]["package"] == "thirdparty-suites"

@@ -1,4 +1,5 @@
-"""Sequence scoring against a plain one-sentence loop, and the minimal-pair rules."""
+"""Sequence scoring against a plain one-sentence loop, the harness's request rule, and the
+minimal-pair rules."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from minidml import Student, StudentConfig, Tokenizer
 from minidml.errors import MinidmlError
 from minidml.evaluation import EvalContext, Pair, accuracy, read_jsonl, score_pairs
 from minidml.grammar import sentences
-from minidml.scoring import Scorer
+from minidml.scoring import Scorer, request_ids
 
 LINES = list(sentences(400, seed=3))
 
@@ -50,10 +51,48 @@ def test_scores_equal_a_one_sentence_reference_at_any_batch_size(tokenizer):
     for bs in (1, 7, 64):
         got = Scorer(students, tokenizer, batch_size=bs).score(texts)
         for i, s in enumerate(students):
-            want = [reference(s, [Tokenizer.bos_id, *tokenizer.encode(t)], 1) for t in texts]
+            want = [reference(s, [Tokenizer.bos_id, *tokenizer.encode(" " + t)], 1)
+                    for t in texts]
             torch.testing.assert_close(got[f"student-{i}"], torch.tensor(want,
                                        dtype=torch.float64), rtol=0, atol=1e-4)
-    assert got["student-0"][texts.index("")] == 0.0  # nothing to score
+    assert got["student-0"][texts.index("")] < 0  # the delimiter's own piece is scored
+    raw = Scorer(students, tokenizer).score(texts, delimiter="")["student-0"]
+    want = [reference(students[0], [Tokenizer.bos_id, *tokenizer.encode(t)], 1) for t in texts]
+    torch.testing.assert_close(raw, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-4)
+    assert raw[texts.index("")] == 0.0  # nothing to score
+
+
+def test_a_sentence_is_scored_with_its_leading_space(tokenizer):
+    """The harness scores ``" " + sentence`` after BOS, so the first word is the piece it is
+    in running text: ``▁The``, not the ``The`` that starts a line."""
+    (ids, skip), = request_ids(tokenizer, ["The dog sleeps ."])
+    assert skip == 1 and ids[0] == Tokenizer.bos_id
+    assert ids[1:] == tokenizer.encode(" The dog sleeps .")
+    assert tokenizer.id_to_piece(ids[1]).startswith("\u2581")
+    assert ids[1:] != tokenizer.encode("The dog sleeps .")
+
+
+def test_a_context_and_its_continuation_are_tokenised_together(tokenizer):
+    enc = tokenizer.encode
+    bos = Tokenizer.bos_id
+    (ids, skip), = request_ids(tokenizer, ["the cats run ."], ["The dog sleeps ."])
+    assert ids == [bos, *enc("The dog sleeps . the cats run .")]
+    assert skip == 1 + len(enc("The dog sleeps ."))
+    # trailing spaces of the context move into the continuation
+    (ids, skip), = request_ids(tokenizer, ["cats"], ["The dog  "])
+    assert ids == [bos, *enc("The dog   cats")] and skip == 1 + len(enc("The dog"))
+    # a piece across the boundary belongs to the continuation, and the context keeps its own
+    # tokens (the sequence the harness feeds the model is context_enc + whole[len(context):])
+    words = sorted({p[1:] for p in map(tokenizer.id_to_piece, range(tokenizer.vocab_size))
+                    if p.startswith("\u2581") and len(p) > 3}, key=len, reverse=True)
+    ctx, text = next((f"The {w[:2]}", f"{w[2:]} sleep .") for w in words
+                     if enc(f"The {w[:2]}") != enc(f"The {w} sleep .")[:len(enc(f"The {w[:2]}"))])
+    whole, alone = enc(ctx + text), enc(ctx)
+    assert whole[:len(alone)] != alone  # one piece of the joint text spans the split
+    (ids, skip), = request_ids(tokenizer, [text], [ctx], delimiter="")
+    assert ids == [bos, *alone, *whole[len(alone):]] and skip == 1 + len(alone)
+    with pytest.raises(ValueError, match="2 contexts for 1 texts"):
+        request_ids(tokenizer, ["a"], ["b", "c"])
 
 
 def test_batch_sizes_1_and_64_agree_within_1e4(tokenizer):
@@ -70,7 +109,7 @@ def test_ensemble_scores_the_mixture_of_probabilities(tokenizer):
     students = models(tokenizer, k=3)
     omega = torch.tensor([0.6, 0.4, 0.0])  # a zero weight contributes nothing
     text = LINES[5]
-    ids = [Tokenizer.bos_id, *tokenizer.encode(text)]
+    ids = [Tokenizer.bos_id, *tokenizer.encode(" " + text)]
     with torch.no_grad():
         probs = [torch.softmax(s(torch.tensor([ids[:-1]])).double(), -1)[0] for s in students]
     mix = sum(w * p for w, p in zip(omega.double(), probs, strict=True))
@@ -83,10 +122,10 @@ def test_ensemble_scores_the_mixture_of_probabilities(tokenizer):
 
 def test_a_context_is_seen_but_not_scored(tokenizer):
     students = models(tokenizer, k=1)
-    ctx, cont = "The dog sleeps .", " The cats run ."
+    ctx, cont = "The dog sleeps .", "The cats run ."
     got = Scorer(students, tokenizer).score([cont], [ctx])["student-0"]
-    c, t = tokenizer.encode(ctx), tokenizer.encode(cont)
-    ids = [Tokenizer.bos_id, *c, *t]
+    c = tokenizer.encode(ctx)
+    ids = [Tokenizer.bos_id, *tokenizer.encode(ctx + " " + cont)]
     assert float(got) == pytest.approx(reference(students[0], ids, 1 + len(c)), abs=1e-4)
     alone = Scorer(students, tokenizer).score([cont])["student-0"]
     assert float(got) != pytest.approx(float(alone), abs=1e-3)  # the context matters
@@ -95,7 +134,7 @@ def test_a_context_is_seen_but_not_scored(tokenizer):
 def test_texts_longer_than_the_context_keep_their_last_positions(tokenizer):
     students = models(tokenizer, context=8, k=1)
     text = " ".join(LINES[:6])
-    ids = [Tokenizer.bos_id, *tokenizer.encode(text)]
+    ids = [Tokenizer.bos_id, *tokenizer.encode(" " + text)]
     assert len(ids) > 20
     got = Scorer(students, tokenizer).score([text])["student-0"]
     kept = ids[-9:]
@@ -128,6 +167,12 @@ def test_a_tie_never_counts_as_correct(tokenizer):
     for label in ctx.labels:
         task = result.tasks[label]["ties"]
         assert task.metrics["acc"] == 0.0 and task.metrics["ties"] == 10 and task.n == 10
+    assert result.notes == ["ties, counted wrong (lm-evaluation-harness would count them "
+                            "right): student-0 10, student-1 10, ensemble 10 of 10 pairs"]
+    assert [s.index for s in result.samples] == list(range(10))
+    assert all(s.scores["ensemble"][0] == s.scores["ensemble"][1] for s in result.samples)
+    apart = score_pairs(ctx, {"apart": [Pair("the dog runs .", "dog the runs .")]})
+    assert apart.notes == [] and apart.samples[0].pair.good == "the dog runs ."
 
 
 def test_score_pairs_accuracy_and_limit(tokenizer):
