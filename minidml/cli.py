@@ -141,7 +141,9 @@ _SHARED_OPTIONS = {
     "temperature": click.option("--temperature", type=POSITIVE_FLOAT,
                                 help="Softmax temperature T (default 1; 2 for kd)."),
     "device": click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
-    "precision": click.option("--precision", type=click.Choice(["fp32", "bf16"])),
+    "precision": click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+                              help="auto (default): bf16 autocast only where a bf16 matmul "
+                                   "at the run's shapes is faster on the device."),
     "on_nonfinite": click.option(
         "--on-nonfinite", type=click.Choice(["stop", "skip"]),
         help="A NaN/inf loss or gradient: stop with an error (default) or skip the step."),

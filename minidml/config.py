@@ -23,7 +23,7 @@ from .model import Shape
 MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
 OUTER_OBJECTIVES = ("ensemble", "sum-ce")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def default_temperature(mode: str) -> float:
@@ -79,7 +79,13 @@ class TrainConfig:
     # running
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    # auto: bf16 autocast only where a bf16 matmul at the run's shapes measures faster
+    # (minidml.precision); fp32; or bf16 regardless (with a warning where it is slower)
+    precision: str = "auto"
+    # the loss's view of the head: "hidden" computes logits, losses and gradients from the
+    # final hidden states chunk by chunk (no K×N×V tensor); "logits" materialises the logits
+    # first (the reference path; distributed runs and kd use it)
+    head_loss: str = "hidden"
     on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop with an error, or skip the step
     # distributed runs: dtype of the students' logits sent to their peers on other ranks
     # (fp32 matches a single process; bf16 halves the bytes; bf16 autocast sends bf16 anyway)
@@ -131,6 +137,7 @@ class TrainConfig:
                              ("tokenizer_type", ("unigram", "bpe")),
                              ("encoding_errors", ("strict", "replace", "ignore")),
                              ("on_nonfinite", ("stop", "skip")),
+                             ("head_loss", ("hidden", "logits")),
                              ("peer_dtype", ("fp32", "bf16"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"choose one of {', '.join(allowed)}")

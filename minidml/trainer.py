@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .distributed import Comm, local_comm, session
 from .errors import MinidmlError
+from .fused_linear import linear_mutual_loss
 from .losses import (
     MutualLoss,
     distillation_loss,
@@ -50,6 +51,7 @@ from .losses import (
     teacher_logits,
 )
 from .model import Student, StudentConfig
+from .precision import choose as choose_precision
 from .tokenizer import Tokenizer
 
 CHECKPOINTS_KEPT = 2
@@ -261,7 +263,7 @@ class Trainer:
                  run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = (),
                  progress: bool = False, total_steps: int | None = None,
                  tokenizer: Tokenizer | None = None, teachers: Sequence[Student] = (),
-                 comm: Comm | None = None):
+                 comm: Comm | None = None, precision: Mapping[str, Any] | None = None):
         self.config = config
         self.tokenizer = tokenizer
         self.device = resolve_device(config.device)
@@ -270,6 +272,9 @@ class Trainer:
             self.comm.place([s.config.n_params for s in students], self.device,
                             peer_dtype=config.peer_dtype)
         self.students = [s.to(self.device) for s in students]
+        self.precision_record = dict(precision) if precision is not None else self.comm.on_main(
+            lambda: self._choose_precision(), share=True)
+        self.precision = self.precision_record["choice"]
         # kd: frozen teachers, in eval mode and without gradients
         self.teachers = [t.to(self.device).eval().requires_grad_(False) for t in teachers]
         if (config.mode == "kd") != bool(self.teachers):
@@ -292,10 +297,19 @@ class Trainer:
         self._fit_started: float | None = None
         self._metrics_offset = 0
 
+    def _choose_precision(self) -> dict[str, Any]:
+        """The precision this run trains in, measured here (see :mod:`minidml.precision`)."""
+        _, record, warning = choose_precision(
+            self.config.precision, self.device, [s.config.d_model for s in self.students],
+            self.students[0].config.vocab_size)
+        if warning:
+            print(warning, file=sys.stderr)
+        return record
+
     # ---------------------------------------------------------------- one step
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.config.precision == "bf16")
+                              enabled=self.precision == "bf16")
 
     def train_step(self) -> MutualLoss:
         """One optimiser step of every student (with gradient accumulation).
@@ -315,15 +329,24 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             x, y = (comm.shard(t) for t in self.batches.train(self.step * cfg.grad_accum + micro))
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self._autocast():
-                logits = [s(x).flatten(0, 1) for s in mine]
-            if not self.teachers and alpha > 0:  # the peers' logits, detached
-                logits = comm.gather_students(logits, comm.peer_dtype)
-            losses = self._loss(x, logits, y.flatten(), alpha)
+            if self.loss_from_hidden:
+                with self._autocast():
+                    hidden = [s.trunk(x).flatten(0, 1) for s in mine]
+                losses = linear_mutual_loss(hidden, [s.embed.weight for s in mine], y.flatten(),
+                                            self.omega, alpha, cfg.softmax_temperature)
+            else:
+                with self._autocast():
+                    logits = [s(x).flatten(0, 1) for s in mine]
+                if not self.teachers and alpha > 0:  # the peers' logits, detached
+                    logits = comm.gather_students(logits, comm.peer_dtype)
+                losses = self._loss(x, logits, y.flatten(), alpha)
             (losses.total / cfg.grad_accum).backward()
             parts.append(losses)
             if outer:  # the hypergradient reuses this step's inputs and logits
                 inputs.append(x)
+                if self.loss_from_hidden:
+                    with torch.no_grad():
+                        logits = [s.head(h.detach()) for s, h in zip(mine, hidden, strict=True)]
                 kept.append([z.detach() for z in logits])
         losses = MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
         comm.average_gradients(mine)  # over data-parallel replicas, before anything reads them
@@ -389,6 +412,13 @@ class Trainer:
         self.step = step
         self._emit({"event": "nonfinite", "step": step, "students": bad, "action": "skipped",
                     "skipped_steps": self.skipped_steps}, "on_log")
+
+    @property
+    def loss_from_hidden(self) -> bool:
+        """Whether the step takes its loss from hidden states (:mod:`minidml.fused_linear`):
+        the default, in one process without teachers."""
+        return (self.config.head_loss == "hidden" and self.comm.world_size == 1
+                and not self.teachers)
 
     @property
     def learns_omega(self) -> bool:
@@ -716,8 +746,11 @@ def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> 
     old = TrainConfig.from_dict(saved["config"], str(out / "config.json")).to_dict()
     new = cfg.to_dict()
     # where it runs and what to do about NaNs may change; teachers may move (their identity,
-    # not their path, is checked against config.json's records)
+    # not their path, is checked against config.json's records); precision auto keeps the
+    # precision the run started with
     for key in sorted(new):
+        if key == "precision" and new[key] == "auto":
+            continue
         if key not in ("device", "on_nonfinite", "teachers") and old.get(key) != new[key]:
             raise MinidmlError(f"--resume: option {key!r} differs from the run's config.json "
                                f"({old.get(key)!r} there, {new[key]!r} now); use the same "
@@ -870,20 +903,30 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     comm.place([c.n_params for c in scfgs], resolve_device(cfg.device),
                (cfg.batch_size, cfg.outer_batch_size or cfg.batch_size), cfg.peer_dtype)
     trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer,
-                      teachers=teachers, comm=comm)
+                      teachers=teachers, comm=comm,
+                      precision=_recorded_precision(meta, cfg) if resume else None)
     if resume:
         trainer.resume()
         return trainer
     comm.on_main(lambda: _write_run_files(out_dir, cfg, scfgs, tokenizer, files, corpus_hash,
                                           batches, trainer.total_steps, teacher_meta,
-                                          comm.world_size))
+                                          comm.world_size, trainer.precision_record))
     return trainer
+
+
+def _recorded_precision(meta: Mapping[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """The precision a resumed run started with (runs from before ``auto`` existed recorded
+    none: theirs was the configured one)."""
+    record = meta.get("precision")
+    if isinstance(record, dict) and record.get("choice") in ("fp32", "bf16"):
+        return record
+    return {"requested": cfg.precision, "choice": "bf16" if cfg.precision == "bf16" else "fp32"}
 
 
 def _write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig],
                      tokenizer: Tokenizer, files: list[Path], corpus_hash: str,
                      batches: Batches, total_steps: int, teacher_meta: list[dict[str, Any]],
-                     world_size: int) -> None:
+                     world_size: int, precision: dict[str, Any]) -> None:
     tokenizer.save(out_dir / "tokenizer.model")
     _io.write_json(out_dir / "config.json", {
         "minidml_version": __version__, "torch_version": torch.__version__,
@@ -893,7 +936,7 @@ def _write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig]
                       "type": cfg.tokenizer_type},
         "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
                    "train_tokens": batches.n_train_tokens, "val_tokens": batches.n_val_tokens},
-        "total_steps": total_steps,
+        "total_steps": total_steps, "precision": precision,
         **({"teachers": teacher_meta} if teacher_meta else {}),
     })
     (out_dir / "metrics.jsonl").touch()

@@ -112,6 +112,23 @@ def test_single_student_is_plain_language_modelling(corpus, tmp_path):
     assert rec["kl"] == [0.0] and rec["loss"] == rec["ce"]
 
 
+@pytest.mark.parametrize("mode", ["single", "wml"])
+def test_the_loss_from_hidden_states_trains_like_the_logits(corpus, tmp_path, mode):
+    """The default step (loss from hidden states) and the reference step (full logits)
+    train the same students: ten steps, an outer step among them, agree to float32
+    rounding."""
+    cfg = TrainConfig(**TINY, steps=10, outer_every=5)
+    runs = {h: minidml.train(corpus, tmp_path / h, cfg, mode=mode, head_loss=h)
+            for h in ("hidden", "logits")}
+    for a, b in zip(runs["hidden"].students, runs["logits"].students, strict=True):
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(runs["hidden"].omega, runs["logits"].omega, rtol=1e-4,
+                               atol=1e-6)
+    if mode == "wml":
+        assert not torch.equal(runs["hidden"].omega, torch.full((2,), 0.5))
+
+
 @pytest.mark.slow
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(corpus, tmp_path):
     cfg = TrainConfig(**{**TINY, "save_every": 5}, steps=12)

@@ -1,0 +1,209 @@
+"""The mutual-learning loss from hidden states: the tied head fused into the loss.
+
+:func:`linear_mutual_loss` takes each student's final hidden states ``h_i`` [N, d_i] and its
+output matrix ``W_i`` [V, d_i] (the tied embedding) and returns what
+:func:`minidml.losses.mutual_loss` returns for the logits ``z_i = h_i W_iᵀ``:
+
+    loss_i = (1-α)·CE(z_i, y) + α·T²·Σ_{j≠i} ω̃_j·KL(p_j ‖ p_i),    p = softmax(z / T)
+
+but it walks the rows in chunks and never holds a K×N×V tensor, forward or backward (the
+idea of Liger-Kernel's fused linear cross-entropy and of Cut Cross-Entropy, for K students
+and their peer mixtures q_i = Σ_j ω̃_j p_j). Because every student's loss is the last
+operation of its graph and depends on its own (h_i, W_i) only (peers are detached targets),
+the forward pass computes the gradients too, chunk by chunk:
+
+    ∂loss_i/∂z_i = (1-α)/N·(softmax(z_i) − onehot(y)) + α·T/N·(s_i·p_i − q_i)
+    ∂h_i = ∂z_i · W_i        ∂W_i = Σ_chunks ∂z_iᵀ · h_i
+
+(s_i = Σ_j ω̃_j: 1, or 0 for a student whose peers all weigh 0), and the backward pass
+scales them by the upstream gradient of each student's loss: three matmuls per chunk, as
+an unfused head's forward and backward, and none of the logits kept.
+
+Anything else — a gradient through ``ce`` or ``kl`` themselves, a gradient for ω (the
+bi-level step), or a graph of the gradient (``create_graph``, nested ``torch.func``) —
+takes a slower path that recomputes the chunks in differentiable torch ops, so every
+derivative stays exact. The code is device-agnostic and has no host synchronisation
+inside the chunk loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .losses import MutualLoss, peer_weights
+
+__all__ = ["linear_mutual_loss", "default_chunk_rows"]
+
+
+def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
+    """Rows per chunk: about 4M (CPU) or 64M (GPU) elements of K×rows×V work, at least 16."""
+    budget = (1 << 26) if device.type == "cuda" else (1 << 22)
+    return max(16, budget // max(1, k * vocab))
+
+
+def _dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)  # bf16/fp16 -> fp32, fp64 stays
+
+
+class _LinearMutual(torch.autograd.Function):
+    """(loss [K], ce [K], kl [K], *∂h, *∂W) from hidden states and head weights; the
+    gradients (of each student's loss, for an upstream gradient of 1) are outputs that the
+    backward pass scales."""
+
+    @staticmethod
+    def forward(w: torch.Tensor, targets: torch.Tensor, alpha: float, temperature: float,
+                chunk: int, want_grads: bool, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        k = len(tensors) // 2
+        hidden, weights = tensors[:k], tensors[k:]
+        n, v = targets.shape[0], weights[0].shape[0]
+        dtype = _dtype(hidden[0])
+        device = targets.device
+        mats = [wt.to(dtype) for wt in weights]
+        wd = w.to(dtype)
+        distil = alpha > 0 and k > 1
+        ce = torch.zeros(k, dtype=dtype, device=device)
+        kl = torch.zeros_like(ce)
+        grads_h = [torch.empty_like(h) for h in hidden] if want_grads else []
+        grads_w = [torch.zeros(wt.shape, dtype=dtype, device=device) for wt in weights
+                   ] if want_grads else []
+        a = (1.0 - alpha) / n
+        b = alpha * temperature / n
+        m = (torch.diag(b * wd.sum(1)) - b * wd) if distil else torch.zeros_like(wd)
+        if temperature == 1.0:
+            m = m + a * torch.eye(k, dtype=dtype, device=device)
+        rows = min(chunk, n)
+        z = torch.empty(k, rows, v, dtype=dtype, device=device)
+        logp = torch.empty_like(z)
+        for r in range(0, n, chunk):
+            y = targets[r:r + chunk]
+            c = y.shape[0]
+            hs = [h[r:r + chunk].to(dtype) for h in hidden]
+            zc, lp = z[:, :c], logp[:, :c]
+            for i in range(k):
+                torch.mm(hs[i], mats[i].t(), out=zc[i])
+            # cross-entropy at T = 1
+            lp1 = torch.log_softmax(zc, -1)
+            ce -= lp1.gather(-1, y[None, :, None].expand(k, c, 1))[..., 0].sum(1)
+            if temperature == 1.0:
+                lp.copy_(lp1)
+            else:
+                torch.log_softmax(zc / temperature, -1, out=lp)
+            p = lp.exp()
+            if distil:  # cross[c, j, i] = Σ_v p_j log p_i; KL_i = Σ_j W_ij (cross_jj − cross_ji)
+                cross = torch.bmm(p.transpose(0, 1), lp.transpose(0, 1).transpose(1, 2))
+                d = torch.diagonal(cross, dim1=1, dim2=2).sum(0)[None, :] - cross.sum(0).T
+                kl += (wd * d).sum(1)
+            if not want_grads:
+                continue
+            g = torch.mm(m, p.reshape(k, -1)).view(k, c, v)
+            if temperature != 1.0:
+                g.add_(lp1.exp_(), alpha=a)
+            g[:, torch.arange(c, device=device), y] -= a
+            for i in range(k):
+                grads_h[i][r:r + c] = torch.mm(g[i], mats[i]).to(hidden[i].dtype)
+                grads_w[i].addmm_(g[i].t(), hs[i])
+        ce, kl = ce / n, kl / n
+        loss = (1.0 - alpha) * ce + alpha * temperature**2 * kl
+        grads_w = [gw.to(wt.dtype) for gw, wt in zip(grads_w, weights, strict=False)]
+        return (loss, ce, kl, *grads_h, *grads_w)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        w, targets, alpha, temperature, chunk, want_grads, *tensors = inputs
+        stored = output[3:]
+        ctx.mark_non_differentiable(*stored)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(w, targets, *tensors, *stored)
+        ctx.alpha, ctx.temperature, ctx.chunk, ctx.k = alpha, temperature, chunk, len(tensors) // 2
+        ctx.stored = bool(stored)
+
+    @staticmethod
+    def backward(ctx: Any, g_loss: torch.Tensor | None, g_ce: torch.Tensor | None,
+                 g_kl: torch.Tensor | None, *_: Any) -> tuple:
+        k = ctx.k
+        saved = ctx.saved_tensors
+        w, targets, tensors = saved[0], saved[1], saved[2:2 + 2 * k]
+        stored = saved[2 + 2 * k:]
+        fast = (ctx.stored and g_ce is None and g_kl is None and not ctx.needs_input_grad[0]
+                and not torch.is_grad_enabled())
+        if fast:
+            if g_loss is None:
+                return (None,) * (6 + 2 * k)
+            scaled = [g * g_loss[i % k].to(g.dtype) for i, g in enumerate(stored)]
+            return (None,) * 6 + tuple(scaled)
+        zero = torch.zeros(k, dtype=_dtype(tensors[0]), device=targets.device)
+        g_loss, g_ce, g_kl = (zero if t is None else t for t in (g_loss, g_ce, g_kl))
+        g_w, grads = _differentiable_grads(w, targets, ctx.alpha, ctx.temperature, ctx.chunk,
+                                           tensors, g_loss, g_ce, g_kl, ctx.needs_input_grad[0])
+        return (g_w, None, None, None, None, None, *grads)
+
+
+def _differentiable_grads(w: torch.Tensor, targets: torch.Tensor, alpha: float,
+                          temperature: float, chunk: int, tensors: Sequence[torch.Tensor],
+                          g_loss: torch.Tensor, g_ce: torch.Tensor, g_kl: torch.Tensor,
+                          need_w: bool) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """Gradients for w and every (h_i, W_i) from recomputed chunks, in ordinary torch ops,
+    so that autograd and ``torch.func`` can differentiate them in turn. With the upstream
+    gradients (g_loss, g_ce, g_kl), ∂z_i = A_i·(softmax(z_i) − onehot) + B_i·(s_i p_i − q_i),
+    A_i = ((1-α)·g_loss_i + g_ce_i)/N, B_i = (α·T²·g_loss_i + g_kl_i)/(N·T); and
+    ∂w_ij = (α·T²·g_loss_i + g_kl_i)/N · Σ_rows KL(p_j ‖ p_i)."""
+    k = len(tensors) // 2
+    hidden, weights = tensors[:k], tensors[k:]
+    n = targets.shape[0]
+    dtype = _dtype(hidden[0])
+    wd = w.to(dtype)
+    kl_scale = alpha * temperature**2 * g_loss.to(dtype) + g_kl.to(dtype)
+    a = (((1.0 - alpha) * g_loss.to(dtype) + g_ce.to(dtype)) / n)[:, None, None]
+    b = (kl_scale / (n * temperature))[:, None, None]
+    s = wd.sum(1)[:, None, None]
+    mats = [wt.to(dtype) for wt in weights]
+    parts_h: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    grads_w = [torch.zeros_like(m) for m in mats]
+    g_w = torch.zeros_like(wd)
+    for r in range(0, n, chunk):
+        y = targets[r:r + chunk]
+        hs = [h[r:r + chunk].to(dtype) for h in hidden]
+        zs = torch.stack([h @ m.t() for h, m in zip(hs, mats, strict=True)])
+        logp = F.log_softmax(zs / temperature, -1)
+        p = logp.exp()
+        q = (wd @ p.flatten(1)).view_as(p)
+        p1 = p if temperature == 1.0 else F.softmax(zs, -1)
+        g = a * (p1 - F.one_hot(y, p.shape[-1]).to(dtype)) + b * (s * p - q)
+        if need_w:
+            g_w = g_w + torch.einsum("jcv,ijcv->ij", p, logp[None] - logp[:, None])
+        for i in range(k):
+            parts_h[i].append(g[i] @ mats[i])
+            grads_w[i] = grads_w[i] + g[i].t() @ hs[i]
+    grads = [torch.cat(ph).to(h.dtype) for ph, h in zip(parts_h, hidden, strict=True)]
+    grads += [gw.to(wt.dtype) for gw, wt in zip(grads_w, weights, strict=True)]
+    g_w = (g_w * (kl_scale / n)[:, None]).to(w.dtype) if need_w else None
+    return g_w, grads
+
+
+def linear_mutual_loss(hidden: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
+                       targets: torch.Tensor, omega: torch.Tensor, alpha: float,
+                       temperature: float = 1.0, chunk_rows: int | None = None) -> MutualLoss:
+    """The mutual loss of K students from their hidden states (K tensors [N, d_i]) and head
+    weights (K tensors [V, d_i]) on the same targets [N]: the values and gradients of
+    ``mutual_loss([h @ W.T ...], targets, omega, alpha, temperature)``, in row chunks of
+    ``chunk_rows`` (default: :func:`default_chunk_rows`) with no K×N×V tensor. α = 0 or
+    K = 1 computes the cross-entropies alone (``kl`` is then 0). Arithmetic is float32
+    (float64 for float64 inputs)."""
+    k = len(hidden)
+    if len(weights) != k:
+        raise ValueError(f"{k} hidden-state tensors but {len(weights)} head weights")
+    vocab = weights[0].shape[0]
+    chunk = int(chunk_rows or default_chunk_rows(k, vocab, targets.device))
+    want = torch.is_grad_enabled() and any(t.requires_grad for t in (*hidden, *weights))
+    if k == 1 or alpha == 0:  # no distillation: the loss is the cross-entropy
+        alpha, temperature = 0.0, 1.0
+    w = peer_weights(omega) if k > 1 else omega.new_zeros(1, 1)
+    with torch.autocast(targets.device.type, enabled=False):  # the head runs in float32
+        out = _LinearMutual.apply(w, targets, float(alpha), float(temperature), chunk, want,
+                                  *hidden, *weights)
+    loss, ce, kl = out[:3]
+    return MutualLoss(loss.sum(), loss, ce, kl)

@@ -1,0 +1,92 @@
+"""--precision auto: bf16 only where it measures faster; the choice is recorded and kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import minidml
+from minidml import Shape, TrainConfig, precision
+from minidml.errors import MinidmlError
+from minidml.trainer import Callback
+
+CPU = torch.device("cpu")
+TINY = dict(students=(Shape(1, 32, 2),), mode="single", context=16, batch_size=4,
+            vocab_size=300, warmup_steps=1, eval_every=4, eval_tokens=256, save_every=2)
+
+
+class StopAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, losses):
+        trainer.should_stop = trainer.step == self.step
+
+
+def fake_ratio(monkeypatch, ratio: float) -> None:
+    monkeypatch.setattr(precision, "measure", lambda device, widths, vocab: {
+        "device": str(device), "shapes": {}, "bf16_over_fp32_time": ratio})
+
+
+def test_auto_follows_the_measurement_on_this_device():
+    choice, record, warning = precision.choose("auto", CPU, [64, 32], 500)
+    ratio = record["bf16_over_fp32_time"]
+    assert choice == ("bf16" if ratio * precision.MARGIN <= 1 else "fp32") == record["choice"]
+    assert warning is None and set(record["shapes"]) == {"projection", "head"}
+    head = record["shapes"]["head"]
+    assert head["mnk"] == [128, 64, 500] and head["fp32_seconds"] > 0 and head["bf16_seconds"] > 0
+
+
+@pytest.mark.parametrize("ratio, auto", [(80.0, "fp32"), (0.5, "bf16"), (0.95, "fp32")])
+def test_auto_picks_bf16_only_when_clearly_faster(monkeypatch, ratio, auto):
+    fake_ratio(monkeypatch, ratio)
+    assert precision.choose("auto", CPU, [32], 100)[0] == auto
+    choice, record, warning = precision.choose("bf16", CPU, [32], 100)
+    assert choice == "bf16" and record["requested"] == "bf16"
+    if ratio > 1:
+        assert warning == (f"warning: --precision bf16 is {ratio:.1f}x slower than fp32 at "
+                           "this run's matmul shapes on cpu (no bf16 matrix units?); "
+                           "--precision auto would use fp32")
+    else:
+        assert warning is None
+
+
+def test_fp32_measures_nothing_and_unsupported_bf16_is_refused(monkeypatch):
+    monkeypatch.setattr(precision, "measure", lambda *a: pytest.fail("measured"))
+    assert precision.choose("fp32", CPU, [32], 100)[:2] == ("fp32", {"requested": "fp32",
+                                                                     "choice": "fp32"})
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
+    with pytest.raises(MinidmlError, match=r"--precision bf16: cpu has no bfloat16 support"):
+        precision.choose("bf16", CPU, [32], 100)
+    choice, record, _ = precision.choose("auto", CPU, [32], 100)
+    assert choice == "fp32" and "no bfloat16 support" in record["reason"]
+
+
+def test_the_choice_is_recorded_and_kept_on_resume(grammar_corpus, tmp_path, monkeypatch,
+                                                   capsys):
+    fake_ratio(monkeypatch, 0.5)  # as if bf16 were faster here
+    cfg = TrainConfig(**TINY, steps=4)
+    run = minidml.train(grammar_corpus, tmp_path / "run", cfg, callbacks=[StopAt(2)])
+    assert run.step == 2
+    meta = json.loads((run.path / "config.json").read_text())
+    assert meta["config"]["precision"] == "auto"
+    assert meta["precision"] == {"requested": "auto", "choice": "bf16", "device": "cpu",
+                                 "shapes": {}, "bf16_over_fp32_time": 0.5}
+    fake_ratio(monkeypatch, 80.0)  # a resumed run does not measure again
+    monkeypatch.setattr(precision, "measure", lambda *a: pytest.fail("measured on resume"))
+    resumed = minidml.train(grammar_corpus, tmp_path / "run", cfg, resume=True)
+    assert resumed.step == 4
+    assert json.loads((run.path / "config.json").read_text())["precision"]["choice"] == "bf16"
+
+
+def test_an_explicit_bf16_that_is_slower_says_so_once(grammar_corpus, tmp_path, monkeypatch,
+                                                     capsys):
+    fake_ratio(monkeypatch, 42.0)
+    minidml.train(grammar_corpus, tmp_path / "run", TrainConfig(**TINY, steps=1,
+                                                                 precision="bf16"))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "slower" in ln]
+    assert lines == ["warning: --precision bf16 is 42.0x slower than fp32 at this run's "
+                     "matmul shapes on cpu (no bf16 matrix units?); --precision auto would "
+                     "use fp32"]
