@@ -283,6 +283,13 @@ def envelope(name: str, device: torch.device, quick: bool) -> dict[str, Any]:
             "machine": machine_info(device)}
 
 
+def target(value: float, limit: float, at_most: bool) -> dict[str, Any]:
+    """A target's record: the measured value, the limit, and whether it is met (value ≤
+    limit when ``at_most``, else value ≥ limit)."""
+    return {"target": limit, "value": value,
+            "met": value <= limit if at_most else value >= limit}
+
+
 def finish(result: dict[str, Any], t_start: float) -> None:
     result["machine"]["loadavg_at_end"] = loadavg()
     result["wall_seconds"] = round(time.perf_counter() - t_start, 2)

@@ -171,16 +171,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     ratios = result["ratios"]
     result["targets"] = {
-        "speedup": {"target": 5.0, "value": ratios["speedup_fused_over_naive"], "at_least": True},
-        "memory": {"target": 1 / s["k"], "value": ratios["memory_fused_over_naive"],
-                   "at_least": False},
-        "hidden_speed": {"target": 1.0, "value": ratios["speedup_hidden_over_fused_head"],
-                         "at_least": True},
-        "hidden_memory": {"target": 1 / 8, "value": ratios["memory_hidden_over_fused_head"],
-                          "at_least": False},
+        "speedup": common.target(ratios["speedup_fused_over_naive"], 5.0, False),
+        "memory": common.target(ratios["memory_fused_over_naive"], 1 / s["k"], True),
+        "hidden_speed": common.target(ratios["speedup_hidden_over_fused_head"], 1.0, False),
+        "hidden_memory": common.target(ratios["memory_hidden_over_fused_head"], 1 / 8, True),
     }
-    for t in result["targets"].values():
-        t["met"] = (t["value"] >= t["target"]) if t.pop("at_least") else (t["value"] <= t["target"])
     common.finish(result, t_start)
     return result
 

@@ -90,10 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     r = result["ratios"]
     result["targets"] = {
-        "half_at_large_vocab": {"target": 0.5, "value": r["hidden_over_logits_at_large_vocab"],
-                                "met": r["hidden_over_logits_at_large_vocab"] <= 0.5},
-        "growth_gb": {"target": 0.5, "value": r["growth_hidden_gb"],
-                      "met": r["growth_hidden_gb"] <= 0.5},
+        "half_at_large_vocab": common.target(r["hidden_over_logits_at_large_vocab"], 0.5, True),
+        "growth_gb": common.target(r["growth_hidden_gb"], 0.5, True),
     }
     common.finish(result, t_start)
     return result
