@@ -103,7 +103,8 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "batch_size": "batch_size", "grad_accum": "grad_accum", "steps": "steps",
     "tokens": "tokens", "lr": "lr", "warmup": "warmup_steps", "alpha": "alpha",
     "temperature": "temperature", "mode": "mode", "device": "device",
-    "precision": "precision", "seed": "seed", "encoding_errors": "encoding_errors",
+    "precision": "precision", "compile": "compile", "seed": "seed",
+    "encoding_errors": "encoding_errors",
     "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
@@ -144,6 +145,10 @@ _SHARED_OPTIONS = {
     "precision": click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
                               help="auto (default): bf16 autocast only where a bf16 matmul "
                                    "at the run's shapes is faster on the device."),
+    "compile": click.option(
+        "--compile", type=click.Choice(["auto", "on", "off"]),
+        help="torch.compile the students' trunks: auto (default) where inductor works and the "
+             "run is long enough to repay compiling."),
     "on_nonfinite": click.option(
         "--on-nonfinite", type=click.Choice(["stop", "skip"]),
         help="A NaN/inf loss or gradient: stop with an error (default) or skip the step."),
@@ -185,7 +190,8 @@ def _shared(*names: str) -> Any:
          "tokenizer_type", "context", "batch_size", "grad_accum")
 @click.option("--steps", type=Count(), help="Optimiser steps (default: one pass).")
 @click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
-@_shared("lr", "warmup", "alpha", "temperature", "device", "precision", "on_nonfinite")
+@_shared("lr", "warmup", "alpha", "temperature", "device", "precision", "compile",
+         "on_nonfinite")
 @click.option("--peer-dtype", type=click.Choice(["fp32", "bf16"]),
               help="Under torchrun: dtype of the logits students send to peers on other ranks "
                    "(default fp32, as one process computes; bf16 halves the bytes).")
@@ -261,7 +267,7 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 _COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "context", "batch_size",
                           "grad_accum", "lr", "warmup", "alpha", "temperature", "hypergrad",
                           "outer_every", "outer_lr", "outer_objective", "device", "precision",
-                          "on_nonfinite", "seed", "encoding_errors")
+                          "compile", "on_nonfinite", "seed", "encoding_errors")
 
 
 @cli.command()

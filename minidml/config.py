@@ -86,6 +86,9 @@ class TrainConfig:
     # final hidden states chunk by chunk (no K×N×V tensor); "logits" materialises the logits
     # first (the reference path; distributed runs and kd use it)
     head_loss: str = "hidden"
+    # torch.compile of the students' trunks (minidml.compiling): auto (where inductor works
+    # and the run is long enough to repay compiling), on, or off
+    compile: str = "auto"
     on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop with an error, or skip the step
     # distributed runs: dtype of the students' logits sent to their peers on other ranks
     # (fp32 matches a single process; bf16 halves the bytes; bf16 autocast sends bf16 anyway)
@@ -138,6 +141,7 @@ class TrainConfig:
                              ("encoding_errors", ("strict", "replace", "ignore")),
                              ("on_nonfinite", ("stop", "skip")),
                              ("head_loss", ("hidden", "logits")),
+                             ("compile", ("auto", "on", "off")),
                              ("peer_dtype", ("fp32", "bf16"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"choose one of {', '.join(allowed)}")

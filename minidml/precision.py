@@ -50,9 +50,10 @@ def _seconds(fn, device: torch.device, repeats: int, enough: float = float("inf"
     return min(once() for _ in range(repeats))
 
 
-def measure(device: torch.device, widths: Sequence[int], vocab: int,
-            repeats: int = 3) -> dict[str, Any]:
-    """bf16 ÷ fp32 matmul time at the run's shapes (the widest student's), and each time."""
+def measure(device: torch.device, widths: Sequence[int], vocab: int, repeats: int = 3,
+            bf16: bool = True) -> dict[str, Any]:
+    """bf16 ÷ fp32 matmul time at the run's shapes (the widest student's), and each time
+    (``bf16=False``: the fp32 times alone, the rate that sizes a run for compiling)."""
     d = max(widths)
     shapes = {"projection": (_ROWS, d, 4 * d), "head": (_ROWS, d, min(vocab, _MAX_COLUMNS))}
     out: dict[str, Any] = {"device": str(device), "shapes": {}}
@@ -61,13 +62,17 @@ def measure(device: torch.device, widths: Sequence[int], vocab: int,
     for name, (m, k, n) in shapes.items():
         a32 = torch.randn(m, k, generator=g).to(device)
         b32 = torch.randn(k, n, generator=g).to(device)
-        a16, b16 = a32.bfloat16(), b32.bfloat16()
         t32 = _seconds(lambda a=a32, b=b32: a @ b, device, repeats)
+        out["shapes"][name] = {"mnk": [m, k, n], "fp32_seconds": t32}
+        if not bf16:
+            continue
+        a16, b16 = a32.bfloat16(), b32.bfloat16()
         # where bf16 is many times slower, its first call says so: stop there
         t16 = _seconds(lambda a=a16, b=b16: a @ b, device, repeats, enough=4 * t32)
-        out["shapes"][name] = {"mnk": [m, k, n], "fp32_seconds": t32, "bf16_seconds": t16}
+        out["shapes"][name]["bf16_seconds"] = t16
         ratios.append(t16 / t32)
-    out["bf16_over_fp32_time"] = max(ratios)
+    if ratios:
+        out["bf16_over_fp32_time"] = max(ratios)
     return out
 
 
@@ -77,13 +82,15 @@ def choose(requested: str, device: torch.device, widths: Sequence[int], vocab: i
     if requested not in ("auto", "fp32", "bf16"):
         raise MinidmlError(f"--precision {requested!r}: choose auto, fp32 or bf16")
     if requested == "fp32":
-        return "fp32", {"requested": "fp32", "choice": "fp32"}, None
+        return "fp32", {"requested": "fp32", "choice": "fp32",
+                        **measure(device, widths, vocab, bf16=False)}, None
     if not bf16_supported(device):
         if requested == "bf16":
             raise MinidmlError(f"--precision bf16: {device} has no bfloat16 support; use "
                                "--precision fp32 or auto")
         return "fp32", {"requested": "auto", "choice": "fp32",
-                        "reason": f"{device} has no bfloat16 support"}, None
+                        "reason": f"{device} has no bfloat16 support",
+                        **measure(device, widths, vocab, bf16=False)}, None
     timing = measure(device, widths, vocab)
     ratio = timing["bf16_over_fp32_time"]
     if requested == "bf16":

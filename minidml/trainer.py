@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, _io
 from .bilevel import hypergradient, mirror_step
+from .compiling import decide as decide_compile
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .distributed import Comm, local_comm, session
@@ -263,7 +264,8 @@ class Trainer:
                  run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = (),
                  progress: bool = False, total_steps: int | None = None,
                  tokenizer: Tokenizer | None = None, teachers: Sequence[Student] = (),
-                 comm: Comm | None = None, precision: Mapping[str, Any] | None = None):
+                 comm: Comm | None = None, precision: Mapping[str, Any] | None = None,
+                 compiled: Mapping[str, Any] | None = None):
         self.config = config
         self.tokenizer = tokenizer
         self.device = resolve_device(config.device)
@@ -286,6 +288,12 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.total_steps = total_steps or steps_for(config, batches)
+        self.compile_record = dict(compiled) if compiled is not None else self._choose_compile()
+        if progress and self.comm.is_main:
+            print(self.compile_record["line"], file=sys.stderr)
+        # the training step's trunks: compiled callables, the modules themselves stay eager
+        self._trunks = [torch.compile(s.trunk, dynamic=False) if self.compile_record["choice"]
+                        else s.trunk for s in self.students]
         self.optimizers = [make_optimizer(s, config) for s in self.students]
         k = len(students)
         self.omega = torch.full((k,), 1.0 / k, device=self.device)
@@ -305,6 +313,14 @@ class Trainer:
         if warning:
             print(warning, file=sys.stderr)
         return record
+
+    def _choose_compile(self) -> dict[str, Any]:
+        """Whether the training step runs compiled trunks (see :mod:`minidml.compiling`)."""
+        cfg = self.config
+        tokens = cfg.batch_size * cfg.context * cfg.grad_accum * self.total_steps
+        flops = sum(s.config.flops_per_token(cfg.context) for s in self.students) * tokens
+        choice, line = decide_compile(cfg.compile, self.device, flops, self.precision_record)
+        return {"requested": cfg.compile, "choice": choice, "line": line}
 
     # ---------------------------------------------------------------- one step
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -331,12 +347,13 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.loss_from_hidden:
                 with self._autocast():
-                    hidden = [s.trunk(x).flatten(0, 1) for s in mine]
+                    hidden = [self._trunks[i](x).flatten(0, 1) for i in comm.local]
                 losses = linear_mutual_loss(hidden, [s.embed.weight for s in mine], y.flatten(),
                                             self.omega, alpha, cfg.softmax_temperature)
             else:
                 with self._autocast():
-                    logits = [s(x).flatten(0, 1) for s in mine]
+                    logits = [s.head(self._trunks[i](x)).flatten(0, 1)
+                              for i, s in zip(comm.local, mine, strict=True)]
                 if not self.teachers and alpha > 0:  # the peers' logits, detached
                     logits = comm.gather_students(logits, comm.peer_dtype)
                 losses = self._loss(x, logits, y.flatten(), alpha)
@@ -904,14 +921,24 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
                (cfg.batch_size, cfg.outer_batch_size or cfg.batch_size), cfg.peer_dtype)
     trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer,
                       teachers=teachers, comm=comm,
-                      precision=_recorded_precision(meta, cfg) if resume else None)
+                      precision=_recorded_precision(meta, cfg) if resume else None,
+                      compiled=_recorded_compile(meta) if resume else None)
     if resume:
         trainer.resume()
         return trainer
     comm.on_main(lambda: _write_run_files(out_dir, cfg, scfgs, tokenizer, files, corpus_hash,
                                           batches, trainer.total_steps, teacher_meta,
-                                          comm.world_size, trainer.precision_record))
+                                          comm.world_size, trainer.precision_record,
+                                          trainer.compile_record))
     return trainer
+
+
+def _recorded_compile(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether a resumed run started compiled (runs from before compiling existed did not)."""
+    record = meta.get("compile")
+    if isinstance(record, dict) and isinstance(record.get("choice"), bool):
+        return record
+    return {"requested": "off", "choice": False, "line": "compile: off (as the run started)"}
 
 
 def _recorded_precision(meta: Mapping[str, Any], cfg: TrainConfig) -> dict[str, Any]:
@@ -926,7 +953,8 @@ def _recorded_precision(meta: Mapping[str, Any], cfg: TrainConfig) -> dict[str, 
 def _write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig],
                      tokenizer: Tokenizer, files: list[Path], corpus_hash: str,
                      batches: Batches, total_steps: int, teacher_meta: list[dict[str, Any]],
-                     world_size: int, precision: dict[str, Any]) -> None:
+                     world_size: int, precision: dict[str, Any], compiled: dict[str, Any]
+                     ) -> None:
     tokenizer.save(out_dir / "tokenizer.model")
     _io.write_json(out_dir / "config.json", {
         "minidml_version": __version__, "torch_version": torch.__version__,
@@ -936,7 +964,7 @@ def _write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig]
                       "type": cfg.tokenizer_type},
         "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
                    "train_tokens": batches.n_train_tokens, "val_tokens": batches.n_val_tokens},
-        "total_steps": total_steps, "precision": precision,
+        "total_steps": total_steps, "precision": precision, "compile": compiled,
         **({"teachers": teacher_meta} if teacher_meta else {}),
     })
     (out_dir / "metrics.jsonl").touch()

@@ -26,7 +26,7 @@ class StopAt(Callback):
 
 
 def fake_ratio(monkeypatch, ratio: float) -> None:
-    monkeypatch.setattr(precision, "measure", lambda device, widths, vocab: {
+    monkeypatch.setattr(precision, "measure", lambda device, widths, vocab, bf16=True: {
         "device": str(device), "shapes": {}, "bf16_over_fp32_time": ratio})
 
 
@@ -53,10 +53,11 @@ def test_auto_picks_bf16_only_when_clearly_faster(monkeypatch, ratio, auto):
         assert warning is None
 
 
-def test_fp32_measures_nothing_and_unsupported_bf16_is_refused(monkeypatch):
-    monkeypatch.setattr(precision, "measure", lambda *a: pytest.fail("measured"))
-    assert precision.choose("fp32", CPU, [32], 100)[:2] == ("fp32", {"requested": "fp32",
-                                                                     "choice": "fp32"})
+def test_fp32_times_no_bf16_and_unsupported_bf16_is_refused(monkeypatch):
+    choice, record, _ = precision.choose("fp32", CPU, [32], 100)
+    assert choice == record["choice"] == "fp32" and "bf16_over_fp32_time" not in record
+    assert record["shapes"]["head"]["fp32_seconds"] > 0  # the rate that sizes a run
+    assert "bf16_seconds" not in record["shapes"]["head"]
     monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
     with pytest.raises(MinidmlError, match=r"--precision bf16: cpu has no bfloat16 support"):
         precision.choose("bf16", CPU, [32], 100)
