@@ -72,7 +72,7 @@ class _LinearMutual(torch.autograd.Function):
                    ] if want_grads else []
         a = (1.0 - alpha) / n
         b = alpha * temperature / n
-        m = (torch.diag(b * wd.sum(1)) - b * wd) if distil else torch.zeros_like(wd)
+        m = torch.diag(b * wd.sum(1)) - b * wd
         if temperature == 1.0:
             m = m + a * torch.eye(k, dtype=dtype, device=device)
         rows = min(chunk, n)
@@ -99,9 +99,12 @@ class _LinearMutual(torch.autograd.Function):
                 kl += (wd * d).sum(1)
             if not want_grads:
                 continue
-            g = torch.mm(m, p.reshape(k, -1)).view(k, c, v)
-            if temperature != 1.0:
-                g.add_(lp1.exp_(), alpha=a)
+            if distil:
+                g = torch.mm(m, p.reshape(k, -1)).view(k, c, v)
+                if temperature != 1.0:
+                    g.add_(lp1.exp_(), alpha=a)
+            else:  # no mixing: a student's NaN must stay its own
+                g = p.mul_(a)
             g[:, torch.arange(c, device=device), y] -= a
             for i in range(k):
                 grads_h[i][r:r + c] = torch.mm(g[i], mats[i]).to(hidden[i].dtype)

@@ -137,7 +137,8 @@ def test_a_non_finite_loss_stops_with_step_and_student_and_keeps_checkpoints(
 
 
 class PoisonOutput:
-    """A forward hook that makes one student's logits NaN during a chosen training step."""
+    """A forward hook on one student's final norm that makes its hidden states, and so its
+    logits, NaN during a chosen training step."""
 
     def __init__(self, trainer_steps: set[int]):
         self.steps, self.trainer = trainer_steps, None
@@ -154,7 +155,7 @@ class Attach(Callback):
 
     def on_train_start(self, trainer):
         self.hook.trainer = trainer
-        trainer.students[0].register_forward_hook(self.hook)
+        trainer.students[0].norm.register_forward_hook(self.hook)
 
 
 def test_skip_drops_non_finite_steps_counts_them_and_training_goes_on(grammar_corpus,
