@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .losses import MutualLoss, peer_weights
 
-__all__ = ["linear_mutual_loss", "default_chunk_rows"]
+__all__ = ["linear_mutual_loss", "linear_target_log_probs", "default_chunk_rows"]
 
 
 def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
@@ -184,6 +184,24 @@ def _differentiable_grads(w: torch.Tensor, targets: torch.Tensor, alpha: float,
     grads += [gw.to(wt.dtype) for gw, wt in zip(grads_w, weights, strict=True)]
     g_w = (g_w * (kl_scale / n)[:, None]).to(w.dtype) if need_w else None
     return g_w, grads
+
+
+@torch.no_grad()
+def linear_target_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                            chunk_rows: int | None = None) -> torch.Tensor:
+    """log softmax(h Wᵀ)[y] of one student for each row, [N] (float32 or more), in row chunks:
+    what validation needs, without the N×V logits. No gradient."""
+    n, v = targets.shape[0], weight.shape[0]
+    chunk = int(chunk_rows or default_chunk_rows(1, v, targets.device))
+    dtype = _dtype(hidden)
+    mat = weight.to(dtype)
+    out = torch.empty(n, dtype=dtype, device=targets.device)
+    with torch.autocast(targets.device.type, enabled=False):
+        for r in range(0, n, chunk):
+            z = hidden[r:r + chunk].to(dtype) @ mat.t()
+            y = targets[r:r + chunk, None]
+            out[r:r + chunk] = (z.gather(-1, y) - torch.logsumexp(z, -1, keepdim=True))[:, 0]
+    return out
 
 
 def linear_mutual_loss(hidden: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],

@@ -42,13 +42,12 @@ from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .distributed import Comm, local_comm, session
 from .errors import MinidmlError
-from .fused_linear import linear_mutual_loss
+from .fused_linear import linear_mutual_loss, linear_target_log_probs
 from .losses import (
     MutualLoss,
     distillation_loss,
     mixture_log_probs,
     mutual_loss,
-    target_log_probs,
     teacher_logits,
 )
 from .model import Student, StudentConfig
@@ -474,11 +473,10 @@ class Trainer:
             if not comm.takes(b):  # data-parallel replicas share the batches out
                 continue
             x, y = x.to(self.device), y.to(self.device).flatten()
-            with self._autocast():
-                logits = [s(x).flatten(0, 1) for s in mine]
-            per = [torch.nn.functional.cross_entropy(z.float(), y, reduction="sum")
-                   for z in logits]
-            log_p = target_log_probs(logits, y)
+            with self._autocast():  # log p_i(y) from hidden states, in chunks: no N×V logits
+                log_p = torch.stack([linear_target_log_probs(
+                    s.trunk(x).flatten(0, 1), s.embed.weight, y) for s in mine])
+            per = [-lp.sum() for lp in log_p]
             if comm.peers > 1:
                 log_p = torch.stack(comm.gather_students(list(log_p)))
             ens = -mixture_log_probs(log_p, self.omega).sum()

@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from minidml import Student, StudentConfig
 from minidml.bilevel import hypergradient, hypergradient_nested, outer_loss, unrolled
-from minidml.fused_linear import linear_mutual_loss
+from minidml.fused_linear import linear_mutual_loss, linear_target_log_probs
 from minidml.losses import mutual_loss
 
 
@@ -198,3 +198,11 @@ def test_hypergradient_through_the_loss_from_hidden_states(tiny):
     nested = hypergradient_nested(students, omega, x, y, xo, yo, lr=LR, alpha=ALPHA,
                                   temperature=T, inner_loss=inner)
     torch.testing.assert_close(exact.grad, nested, rtol=1e-9, atol=1e-12)
+
+
+def test_target_log_probs_from_hidden_states_equal_the_cross_entropy():
+    hidden, weights, y, _ = problem(1, n=50, v=70, dtype=torch.float64)
+    got = linear_target_log_probs(hidden[0], weights[0], y, chunk_rows=16)
+    want = -torch.nn.functional.cross_entropy(hidden[0] @ weights[0].t(), y, reduction="none")
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+    assert not got.requires_grad
