@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .losses import MutualLoss, peer_weights
+from .losses import MutualLoss, _compute_dtype, peer_weights
 
 __all__ = ["linear_mutual_loss", "linear_target_log_probs", "default_chunk_rows"]
 
@@ -45,10 +45,6 @@ def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
     the head's matmuls thin and its weight gradient's accumulation dominate)."""
     budget = (1 << 26) if device.type == "cuda" else (1 << 24)
     return max(64, budget // max(1, k * vocab))
-
-
-def _dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(t.dtype, torch.float32)  # bf16/fp16 -> fp32, fp64 stays
 
 
 class _LinearMutual(torch.autograd.Function):
@@ -62,7 +58,7 @@ class _LinearMutual(torch.autograd.Function):
         k = len(tensors) // 2
         hidden, weights = tensors[:k], tensors[k:]
         n, v = targets.shape[0], weights[0].shape[0]
-        dtype = _dtype(hidden[0])
+        dtype = _compute_dtype(hidden[0])
         device = targets.device
         mats = [wt.to(dtype) for wt in weights]
         wd = w.to(dtype)
@@ -137,7 +133,7 @@ class _LinearMutual(torch.autograd.Function):
                 return (None,) * (6 + 2 * k)
             scaled = [g * g_loss[i % k].to(g.dtype) for i, g in enumerate(stored)]
             return (None,) * 6 + tuple(scaled)
-        zero = torch.zeros(k, dtype=_dtype(tensors[0]), device=targets.device)
+        zero = torch.zeros(k, dtype=_compute_dtype(tensors[0]), device=targets.device)
         g_loss, g_ce, g_kl = (zero if t is None else t for t in (g_loss, g_ce, g_kl))
         g_w, grads = _differentiable_grads(w, targets, ctx.alpha, ctx.temperature, ctx.chunk,
                                            tensors, g_loss, g_ce, g_kl, ctx.needs_input_grad[0])
@@ -156,7 +152,7 @@ def _differentiable_grads(w: torch.Tensor, targets: torch.Tensor, alpha: float,
     k = len(tensors) // 2
     hidden, weights = tensors[:k], tensors[k:]
     n = targets.shape[0]
-    dtype = _dtype(hidden[0])
+    dtype = _compute_dtype(hidden[0])
     wd = w.to(dtype)
     kl_scale = alpha * temperature**2 * g_loss.to(dtype) + g_kl.to(dtype)
     a = (((1.0 - alpha) * g_loss.to(dtype) + g_ce.to(dtype)) / n)[:, None, None]
@@ -193,7 +189,7 @@ def linear_target_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets:
     what validation needs, without the N×V logits. No gradient."""
     n, v = targets.shape[0], weight.shape[0]
     chunk = int(chunk_rows or default_chunk_rows(1, v, targets.device))
-    dtype = _dtype(hidden)
+    dtype = _compute_dtype(hidden)
     mat = weight.to(dtype)
     out = torch.empty(n, dtype=dtype, device=targets.device)
     with torch.autocast(targets.device.type, enabled=False):
