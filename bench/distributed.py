@@ -50,7 +50,8 @@ def child(args: argparse.Namespace) -> None:
     from minidml import Shape, Student, TrainConfig
     from minidml.data import Batches
     from minidml.distributed import env_world, session
-    from minidml.trainer import Trainer, student_configs
+    from minidml.rundir import student_configs
+    from minidml.trainer import Trainer
 
     s = QUICK if args.quick else FULL
     world, rank, _ = env_world()

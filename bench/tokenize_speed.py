@@ -179,7 +179,8 @@ def train_on(tokens: Any, vocab_size: int, steps: int) -> None:
     """A few WML steps of two small students (with an outer step) and an evaluation."""
     from minidml import Shape, Student, TrainConfig
     from minidml.data import Batches
-    from minidml.trainer import Trainer, student_configs
+    from minidml.rundir import student_configs
+    from minidml.trainer import Trainer
 
     cfg = TrainConfig(students=(Shape(2, 128, 4), Shape(1, 192, 4)), mode="wml",
                       outer_every=max(1, steps // 2), context=128, batch_size=8, steps=steps,

@@ -27,7 +27,8 @@ from minidml import Shape, Student, TrainConfig
 from minidml.bilevel import hypergradient, hypergradient_nested
 from minidml.data import Batches
 from minidml.losses import mutual_loss
-from minidml.trainer import Trainer, student_configs
+from minidml.rundir import student_configs
+from minidml.trainer import Trainer
 
 NAME = "wml_step"
 FULL = dict(k=4, vocab=8192, shape=(4, 128, 4), batch=16, context=128, rounds=5, cycles=2)

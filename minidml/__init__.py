@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "train": "trainer", "load": "trainer", "Run": "trainer", "Trainer": "trainer",
+    "train": "launch", "load": "rundir", "Run": "rundir", "Trainer": "trainer",
     "Callback": "trainer", "TrainConfig": "config", "Student": "model",
     "StudentConfig": "model", "Shape": "model", "Tokenizer": "tokenizer",
     "Batches": "data", "MinidmlError": "errors",
@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import Batches
     from .errors import MinidmlError
+    from .launch import train
     from .model import Shape, Student, StudentConfig
+    from .rundir import Run, load
     from .tokenizer import Tokenizer
-    from .trainer import Callback, Run, Trainer, load, train
+    from .trainer import Callback, Trainer
 
 
 def __getattr__(name: str):

@@ -210,8 +210,8 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
           force: bool, quiet: bool, **options: Any) -> None:
     """Train students on CORPUS (text, .gz or .xz files, or directories of them)."""
     from .config import TrainConfig
-    from .trainer import latest_run, read_run_config
-    from .trainer import train as run_training
+    from .launch import train as run_training
+    from .rundir import latest_run, read_run_config
 
     if resume and out is None:
         out = latest_run()
@@ -425,7 +425,7 @@ def demo(out: Path | None, steps: int | None, device: str, force: bool, quiet: b
 def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
              temperature: float, top_k: int, samples: int, seed: int, device: str) -> None:
     """Sample text from a student of RUN_DIR (default: the latest run)."""
-    from .trainer import load
+    from .rundir import load
 
     run = load(_run_or_latest(run_dir), device)
     if student >= len(run.students):
@@ -465,7 +465,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           max_train_examples: int | None, epochs: int | None, quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run) on benchmark suites."""
     from .evaluation import evaluate
-    from .trainer import load
+    from .rundir import load
 
     run = load(_run_or_latest(run_dir), device)
     options = {k: v for k, v in (("tasks", glue_tasks), ("max_train_examples",
@@ -560,7 +560,7 @@ def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | Non
 def export_(run_dir: Path, out_dir: Path, student: str, fmt: str, force: bool) -> None:
     """Export a student of RUN to OUT_DIR, e.g. for lm-evaluation-harness."""
     from .export import FORMATS, export_hf, require_hf, resolve_student
-    from .trainer import load
+    from .rundir import load
 
     if fmt not in FORMATS:
         raise MinidmlError(f"--format {fmt}: unknown; choose {' or '.join(FORMATS)}")
@@ -574,7 +574,7 @@ def export_(run_dir: Path, out_dir: Path, student: str, fmt: str, force: bool) -
 
 
 def _run_or_latest(run_dir: Path | None) -> Path:
-    from .trainer import latest_run
+    from .rundir import latest_run
 
     if run_dir is not None:
         return run_dir

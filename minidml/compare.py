@@ -47,13 +47,16 @@ from typing import Any
 from . import __version__, _io
 from .config import TrainConfig, default_temperature
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus, unigram_entropy
+from .devices import resolve_device
 from .errors import MinidmlError
 from .evaluation import evaluate, require_suites
+from .launch import train
 from .model import Shape, StudentConfig
+from .rundir import load, new_out_dir, read_metrics
 from .scoring import ENSEMBLE, student_label
 from .search import format_count, plan, search
 from .tokenizer import Tokenizer
-from .trainer import load, new_out_dir, read_metrics, resolve_device, steps_for, train
+from .trainer import steps_for
 
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"

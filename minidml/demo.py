@@ -13,8 +13,10 @@ from pathlib import Path
 from .config import TrainConfig
 from .data import default_cache_dir
 from .grammar import write_corpus
+from .launch import train
 from .model import Shape
-from .trainer import Callback, Run, default_run_dir, train
+from .rundir import Run, default_run_dir
+from .trainer import Callback
 
 DEMO_SENTENCES = 60_000
 DEMO_SEED = 0

@@ -47,7 +47,7 @@ from .model import Student, StudentConfig
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 if TYPE_CHECKING:
-    from .trainer import Run
+    from .rundir import Run
 
 FORMATS = ("hf",)
 INSTALL_HINT = "install with pip install 'minidml[hf]'"

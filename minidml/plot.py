@@ -20,7 +20,7 @@ from typing import Any
 from . import _io
 from .compare import champion_and_ensemble_rows
 from .errors import MinidmlError
-from .trainer import read_metrics
+from .rundir import read_metrics
 
 FORMATS = ("png", "svg")
 ARM_COLOURS = {"single": "#7f7f7f", "kd": "#d62728", "dml": "#1f77b4", "wml": "#2ca02c",

@@ -18,8 +18,9 @@ from minidml.bilevel import (
 from minidml.data import Batches, read_lines, tokenize_corpus
 from minidml.grammar import write_corpus
 from minidml.losses import ensemble_log_probs, ensemble_target_log_probs, mutual_loss
+from minidml.rundir import student_configs
 from minidml.tokenizer import Tokenizer
-from minidml.trainer import Trainer, student_configs
+from minidml.trainer import Trainer
 
 V, LR, ALPHA, T = 23, 0.5, 0.7, 1.5
 

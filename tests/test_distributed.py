@@ -24,7 +24,7 @@ import minidml
 from minidml import Shape, TrainConfig
 from minidml.distributed import Comm, PeerFailure, Placement, reports
 from minidml.errors import MinidmlError
-from minidml.trainer import checkpoints, read_metrics
+from minidml.rundir import checkpoints, read_metrics
 
 SETTINGS = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), mode="wml", hypergrad="exact",
                 outer_every=3, context=32, batch_size=8, vocab_size=400, warmup_steps=2,

@@ -360,7 +360,7 @@ def test_missing_extra_is_one_line(run, tmp_path, capsys, monkeypatch):
 
 
 def test_core_does_not_import_the_extra():
-    code = ("import sys, minidml, minidml.cli, minidml.export, minidml.trainer; "
+    code = ("import sys, minidml, minidml.cli, minidml.export, minidml.launch; "
             "bad = [m for m in ('transformers', 'safetensors', 'tokenizers') "
             "if m in sys.modules]; assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -14,8 +14,8 @@ import minidml_plugins.glue as glue
 from minidml import MinidmlError, Student, StudentConfig, Tokenizer, TrainConfig
 from minidml.evaluation import EvalContext
 from minidml.plugins import make_manager, suites
+from minidml.rundir import Run
 from minidml.scoring import Scorer
-from minidml.trainer import Run
 
 WORDS = ("the", "a", "dog", "cat", "bird", "sees", "likes", "runs", "near", "big", "small",
          "red", "old", "house", "tree", "park", "with", "and")

@@ -17,7 +17,7 @@ from minidml.cli import main
 from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
 from minidml.errors import MinidmlError
 from minidml.losses import distillation_loss, teacher_logits
-from minidml.trainer import checkpoints
+from minidml.rundir import checkpoints
 
 from _helpers import assert_one_line_error
 

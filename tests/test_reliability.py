@@ -17,7 +17,7 @@ import torch
 import minidml
 from minidml import Callback, Shape, TrainConfig
 from minidml.errors import MinidmlError
-from minidml.trainer import checkpoints
+from minidml.rundir import checkpoints
 
 KILL_CFG = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), mode="wml", outer_every=4,
                 context=16, batch_size=8, vocab_size=300, warmup_steps=5, eval_every=15,
@@ -254,7 +254,7 @@ def test_a_full_disk_while_checkpointing_is_one_error_and_the_last_checkpoint_su
         grammar_corpus, tmp_path, monkeypatch):
     import errno
 
-    import minidml.trainer as trainer_module
+    import minidml.rundir as rundir_module
 
     out = tmp_path / "run"
     real_save = torch.save
@@ -266,12 +266,56 @@ def test_a_full_disk_while_checkpointing_is_one_error_and_the_last_checkpoint_su
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module.torch, "save", flaky_save)
+    monkeypatch.setattr(rundir_module.torch, "save", flaky_save)
     with pytest.raises(MinidmlError, match="cannot write checkpoint .*No space left"):
         minidml.train(grammar_corpus, out, TrainConfig(**TINY))
-    monkeypatch.setattr(trainer_module.torch, "save", real_save)
+    monkeypatch.setattr(rundir_module.torch, "save", real_save)
     assert [c.name for c in checkpoints(out)] == ["step-00000002", "step-00000004"]
     assert not list((out / "checkpoints").glob(".tmp-*"))
     assert minidml.load(out).step == 4
     run = minidml.train(grammar_corpus, out, TrainConfig(**TINY), resume=True)
     assert run.step == TINY["steps"]
+
+
+# ----------------------------------------------------------------------------- out of memory
+class AllocatesTooMuch(Callback):
+    """From step ``at`` on, the first student's final norm asks the allocator for 40 TB,
+    which the CPU allocator refuses like any allocation that does not fit."""
+
+    def __init__(self, at: int):
+        self.at, self.handle = at, None
+
+    def on_step_end(self, trainer, losses):
+        if trainer.step == self.at - 1 and self.handle is None:
+            self.handle = trainer.students[0].norm.register_forward_hook(
+                lambda *_: torch.empty(10**13, dtype=torch.uint8))
+
+
+def test_running_out_of_memory_is_one_line_naming_batch_size_and_the_last_checkpoint(
+        grammar_corpus, tmp_path, capsys, monkeypatch):
+    from minidml.cli import main
+    from minidml.model import Student
+
+    out = tmp_path / "run"
+    with pytest.raises(MinidmlError) as err:
+        minidml.train(grammar_corpus, out, TrainConfig(**TINY), callbacks=[AllocatesTooMuch(5)])
+    line = str(err.value)
+    assert "step 5: out of memory on cpu" in line and "\n" not in line
+    assert "--batch-size (now 8)" in line and "--grad-accum (now 1)" in line
+    assert f"{out / 'checkpoints' / 'step-00000004'}" in line  # save_every 2 in TINY
+    assert minidml.load(out).step == 4  # the checkpoint named is whole
+    # from the command line: one line, exit 1, no traceback
+    monkeypatch.setattr(Student, "trunk", lambda self, x: torch.empty(10**13, dtype=torch.uint8))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(grammar_corpus), "--out", str(tmp_path / "fresh"), "--students", "1",
+              "--layers", "1", "--width", "32", "--heads", "2", "--context", "16",
+              "--vocab-size", "300", "--batch-size", "4", "--grad-accum", "2", "--steps", "2",
+              "--compile", "off", "--precision", "fp32"])
+    err_text = capsys.readouterr().err
+    assert exc.value.code == 1
+    lines = err_text.strip().splitlines()
+    assert lines[0].startswith("run directory:")  # said when the run starts
+    lines = lines[1:]
+    assert len(lines) == 1 and "Traceback" not in err_text, err_text
+    assert "step 1: out of memory" in lines[0] and "--batch-size (now 4)" in lines[0]
+    assert "--grad-accum (now 2)" in lines[0] and "no checkpoint was written yet" in lines[0]

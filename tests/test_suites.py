@@ -11,7 +11,7 @@ import torch
 from minidml import Student
 from minidml.evaluation import evaluate, group_score
 from minidml.plugins import make_manager, suites
-from minidml.trainer import Run
+from minidml.rundir import Run
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,155 @@
+"""Starting or resuming a run: :func:`train` makes (or reopens) the run directory, the
+tokenizer, the token file, the batches and the students, and hands them to the
+:class:`~minidml.trainer.Trainer`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
+from .devices import resolve_device
+from .distributed import Comm, session
+from .errors import MinidmlError
+from .model import Student
+from .rundir import (
+    Run,
+    check_resume_config,
+    check_tokenizer,
+    default_run_dir,
+    prepare_run_dir,
+    read_run_config,
+    recorded_compile,
+    recorded_precision,
+    stopped_before_start,
+    student_configs,
+    write_run_files,
+)
+from .teachers import check_teachers, load_teachers
+from .tokenizer import Tokenizer
+from .trainer import Callback, Trainer
+
+
+def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
+          out: str | os.PathLike | None = None, config: TrainConfig | None = None, *,
+          resume: bool = False, force: bool = False, progress: bool = False,
+          callbacks: Sequence[Callback] = (), cache_dir: str | os.PathLike | None = None,
+          on_start: Callable[[Path], None] | None = None,
+          tokenizer: Tokenizer | str | os.PathLike | None = None, **overrides: Any) -> Run:
+    """Train students on ``corpus`` (paths to text, .gz/.xz files or directories).
+
+    ``config`` (default :class:`TrainConfig`) is updated with ``overrides``. The run goes to
+    ``out`` or to a new directory under ``runs/``. With ``resume=True`` an existing run is
+    continued exactly where its last checkpoint left it. ``tokenizer`` (a
+    :class:`Tokenizer` or a ``.model`` file) is used instead of training one, so that several
+    runs share it; in ``kd`` mode the teachers' tokenizer is the default. Returns the
+    trained :class:`Run`.
+
+    Launched by ``torchrun``, every process calls this: the students are placed across the
+    ranks (see :mod:`minidml.distributed`), rank 0 writes the run directory, and every rank
+    returns the same :class:`Run`; ``on_start`` is called on rank 0 only.
+    """
+    paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
+    cfg = (config or TrainConfig()).replace(**overrides)
+    cfg = cfg.replace(teachers=tuple(str(Path(t).resolve()) for t in cfg.teachers))
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        tokenizer = Tokenizer.load(tokenizer)
+    files = corpus_files(paths)
+    with session(cfg.device) as comm:  # a world of one unless launched by torchrun
+
+        def start() -> tuple[Path, bool, bool]:
+            out_dir = Path(out) if out is not None else default_run_dir(paths)
+            again = resume and stopped_before_start(out_dir)  # nothing to resume yet
+            prepare_run_dir(out_dir, resume and not again, force or again,
+                             keep=[*files, *cfg.teachers])
+            return out_dir, resume and not again, force or again
+
+        out_dir, resume, force = comm.on_main(start, share=True)
+        try:
+            trainer = _setup(files, out_dir, cfg, resume, progress and comm.is_main, callbacks,
+                             cache_dir, tokenizer, comm)
+        except BaseException:
+            if not resume and comm.is_main:  # nothing half-made stays behind
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        if on_start is not None and comm.is_main:
+            on_start(out_dir)
+        trainer.fit()
+        return Run(out_dir, trainer.config, trainer.tokenizer, trainer.students, trainer.omega,
+                   trainer.step, trainer.last_eval)
+
+
+def _on_main_tokenizer(comm: Comm, make: Callable[[], Tokenizer]) -> Tokenizer:
+    """``make()`` on rank 0, the same tokenizer everywhere."""
+    if comm.world_size == 1:
+        return make()
+    return Tokenizer(comm.on_main(lambda: make().to_bytes(), share=True))
+
+
+def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, progress: bool,
+           callbacks: Sequence[Callback], cache_dir: str | os.PathLike | None,
+           tokenizer: Tokenizer | None = None, comm: Comm | None = None) -> Trainer:
+    """Tokenizer, token file, batches, students (and teachers) of a new or resumed run.
+
+    With a ``comm`` of several ranks, rank 0 alone reads and writes the run directory and
+    trains the tokenizer (sent to the others), and fills the token cache before the others
+    read it; every rank builds every student from the same seed."""
+    comm = comm or Comm()
+    corpus_hash = fingerprint(files)
+    teachers, teacher_tok, teacher_meta = [], None, []
+    if cfg.mode == "kd":
+        teachers, teacher_tok, teacher_meta = load_teachers(cfg.teachers, cfg.device)
+    if resume:
+        meta = comm.on_main(lambda: read_run_config(out_dir), share=True)
+        tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.load(out_dir / "tokenizer.model"))
+        check_tokenizer(out_dir, meta, tokenizer)
+        cfg = cfg.resolve_shapes(tokenizer.vocab_size)
+        check_resume_config(meta, cfg, out_dir)
+        if meta.get("corpus", {}).get("fingerprint") != corpus_hash:
+            raise MinidmlError("--resume: the corpus differs from the one this run was "
+                               "trained on; give the same files")
+        for then, now in zip(meta.get("teachers", []), teacher_meta, strict=False):
+            if {**then, "run": None} != {**now, "run": None}:  # the same weights, moved or not
+                raise MinidmlError(f"--resume: teacher {now['run']} has changed since this "
+                                   f"run started (student {then.get('student')} at step "
+                                   f"{then.get('step')} then, student {now['student']} at "
+                                   f"step {now['step']} now); restore it or start a new run")
+    else:
+        if tokenizer is None:
+            tokenizer = teacher_tok
+        if tokenizer is None:
+            tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.train(
+                read_lines(files, cfg.encoding_errors), cfg.vocab_size, cfg.tokenizer_type,
+                seed=cfg.seed))
+        elif cfg.vocab_size is not None and cfg.vocab_size != tokenizer.vocab_size:
+            raise MinidmlError(f"--vocab-size {cfg.vocab_size}: the given tokenizer has "
+                               f"{tokenizer.vocab_size} pieces; drop --vocab-size")
+        cfg = cfg.resolve_shapes(tokenizer.vocab_size)
+    check_teachers(cfg, teachers, teacher_tok, tokenizer)
+    tokens = comm.first_on_main(lambda: tokenize_corpus(files, tokenizer, cache_dir,
+                                                        cfg.encoding_errors, progress))
+    batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
+                      holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
+    scfgs = student_configs(cfg, tokenizer.vocab_size)
+    torch.manual_seed(cfg.seed)
+    students = [Student(c) for c in scfgs]
+    comm.place([c.n_params for c in scfgs], resolve_device(cfg.device),
+               (cfg.batch_size, cfg.outer_batch_size or cfg.batch_size), cfg.peer_dtype)
+    trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer,
+                      teachers=teachers, comm=comm,
+                      precision=recorded_precision(meta, cfg) if resume else None,
+                      compiled=recorded_compile(meta) if resume else None)
+    if resume:
+        trainer.resume()
+        return trainer
+    comm.on_main(lambda: write_run_files(out_dir, cfg, scfgs, tokenizer, files, corpus_hash,
+                                          batches, trainer.total_steps, teacher_meta,
+                                          comm.world_size, trainer.precision_record,
+                                          trainer.compile_record))
+    return trainer

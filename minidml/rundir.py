@@ -1,0 +1,350 @@
+"""The run directory: what a run writes, and reading it back.
+
+A run directory holds everything needed to reload or continue a run::
+
+    config.json          settings, student shapes, tokenizer and corpus fingerprints, versions
+    tokenizer.model      the shared sentencepiece model
+    metrics.jsonl        one JSON record per log interval and per evaluation
+    checkpoints/step-00000500/
+        student-0.pt ... weights, one file per student (loadable with weights_only=True)
+        state.pt         optimisers, ω, step, RNG states, metrics offset
+
+A checkpoint directory is written under a temporary name and renamed when complete, so a
+crash never leaves a half-written checkpoint; the two most recent are kept, and loading falls
+back to the older one if the newer is damaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, _io
+from .config import TrainConfig
+from .data import Batches
+from .devices import resolve_device
+from .errors import MinidmlError
+from .model import Student, StudentConfig
+from .tokenizer import Tokenizer
+
+CHECKPOINTS_KEPT = 2
+
+
+# ----------------------------------------------------------------------------- reading a run
+@dataclass
+class Run:
+    """A trained (or training) run, as :func:`load` gives it back."""
+
+    path: Path
+    config: TrainConfig
+    tokenizer: Tokenizer
+    students: list[Student]
+    omega: torch.Tensor
+    step: int
+    last_eval: dict[str, Any] | None = None  # the latest validation record, if any
+
+    @property
+    def device(self) -> torch.device:
+        return self.students[0].embed.weight.device
+
+    @property
+    def champion(self) -> int:
+        """The student with the lowest validation loss at the latest evaluation (student 0 when
+        the run was never evaluated): chosen on held-out text, never on a test suite."""
+        losses = (self.last_eval or {}).get("val_loss")
+        if not losses:
+            return 0
+        return min(range(len(losses)), key=lambda i: (
+            losses[i] if math.isfinite(losses[i]) else math.inf, i))
+
+    def generate(self, prompt: str = "", student: int = 0, max_new_tokens: int = 50,
+                 temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:
+        """Sample a continuation of ``prompt`` from one student (after a BOS token)."""
+        ids = torch.tensor([[Tokenizer.bos_id, *self.tokenizer.encode(prompt)]],
+                           device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        model = self.students[student].eval()
+        out = model.generate(ids, max_new_tokens, temperature, top_k,
+                             eos_id=Tokenizer.eos_id, generator=gen)
+        return prompt + self.tokenizer.decode(out[0, ids.shape[1]:].tolist())
+
+
+def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
+    """Students, tokenizer, ω and settings of a run directory (its latest good checkpoint)."""
+    path = Path(run_dir)
+    meta = read_run_config(path)
+    tokenizer = Tokenizer.load(path / "tokenizer.model")
+    cfg = TrainConfig.from_dict(meta["config"], f"{path / 'config.json'}")
+    check_tokenizer(path, meta, tokenizer)
+    scfgs = student_configs(cfg, tokenizer.vocab_size)
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise MinidmlError(f"{path}: no complete checkpoint yet; train longer or resume it")
+    dev = resolve_device(device)
+    students, state = load_checkpoint(ckpt, scfgs, dev)
+    step = int(state["step"])
+    return Run(path, cfg, tokenizer, students, state["omega"].to(dev), step,
+               last_eval=_last_eval(path / "metrics.jsonl", step))
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                with contextlib.suppress(json.JSONDecodeError):
+                    rec = json.loads(line)
+                    if isinstance(rec, dict):
+                        records.append(rec)
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def _last_eval(path: Path, step: int) -> dict[str, Any] | None:
+    """The latest validation record at or before ``step``."""
+    evals = [r for r in read_metrics(path)
+             if r.get("event") == "eval" and isinstance(r.get("step"), int) and r["step"] <= step
+             and isinstance(r.get("val_loss"), list)]
+    return evals[-1] if evals else None
+
+
+def check_tokenizer(path: Path, meta: dict[str, Any], tokenizer: Tokenizer) -> None:
+    """The run's tokenizer.model must be the one its config.json recorded."""
+    want = meta.get("tokenizer", {})
+    if want.get("vocab_size") not in (None, tokenizer.vocab_size) or \
+            want.get("sha256") not in (None, tokenizer.sha256):
+        raise MinidmlError(f"{path / 'tokenizer.model'}: not the tokenizer this run was "
+                           f"trained with (vocabulary {tokenizer.vocab_size}, config.json "
+                           f"says {want.get('vocab_size')}); restore the run's own file")
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MinidmlError(f"{path}: not a minidml run (no config.json); give a run "
+                           "directory written by minidml train") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MinidmlError(f"{path / 'config.json'}: unreadable ({e}); the run is damaged") \
+            from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise MinidmlError(f"{path / 'config.json'}: missing its 'config' table")
+    return meta
+
+
+def student_configs(cfg: TrainConfig, vocab_size: int) -> list[StudentConfig]:
+    return [StudentConfig.from_shape(s, vocab_size, cfg.context) for s in cfg.students]
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device
+                     ) -> tuple[list[Student], dict[str, Any]]:
+    """Students and training state of one checkpoint; weights-only unpickling throughout."""
+    def read(name: str) -> Any:
+        try:
+            return torch.load(ckpt / name, map_location=device, weights_only=True)
+        except FileNotFoundError:
+            raise MinidmlError(f"{ckpt / name}: missing; the checkpoint is incomplete") from None
+        except Exception as e:  # noqa: BLE001 - unpickling errors have many types
+            raise MinidmlError(f"{ckpt / name}: refused or damaged ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:160]})") from None
+
+    students = []
+    for i, scfg in enumerate(scfgs):
+        model = Student(scfg).to(device)
+        try:
+            model.load_state_dict(read(f"student-{i}.pt"))
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise MinidmlError(f"{ckpt / f'student-{i}.pt'}: does not match the config "
+                               f"({str(e).splitlines()[0][:160]})") from None
+        students.append(model.eval())
+    return students, read("state.pt")
+
+
+def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Module],
+                     state: Mapping[str, Any]) -> Path:
+    """Write ``checkpoints/step-N`` atomically and keep the newest ``CHECKPOINTS_KEPT``."""
+    root = run_dir / "checkpoints"
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    try:
+        root.mkdir(exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for i, s in enumerate(students):
+            with _io.atomic_open(tmp / f"student-{i}.pt") as f:
+                torch.save(s.state_dict(), f)
+        with _io.atomic_open(tmp / "state.pt") as f:
+            torch.save(dict(state), f)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _io.fsync_dir(root)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MinidmlError(f"{root}: cannot write checkpoint ({e.strerror or e}); free "
+                           "space or choose another --out; the previous checkpoint is "
+                           "intact") from None
+    for old in checkpoints(run_dir)[:-CHECKPOINTS_KEPT]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def newest_good_checkpoint(run_dir: Path, scfgs: list[StudentConfig], device: torch.device
+                           ) -> tuple[Path, list[Student], dict[str, Any], list[str]] | None:
+    """The newest checkpoint that loads (its students, its state, and what was wrong with
+    any newer ones), after removing leftovers of an interrupted write; ``None`` when the
+    run has no checkpoint yet."""
+    for stale in (run_dir / "checkpoints").glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    found = checkpoints(run_dir)
+    if not found:
+        return None
+    errors = []
+    for ckpt in reversed(found):
+        try:
+            return (ckpt, *load_checkpoint(ckpt, scfgs, device), errors)
+        except MinidmlError as e:
+            errors.append(str(e))
+    raise MinidmlError(f"{run_dir}: no usable checkpoint to resume from ({errors[0]})")
+
+
+def truncate_metrics(run_dir: Path, size: int) -> None:
+    """Drop the records that ``metrics.jsonl`` got after its first ``size`` bytes."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        with open(metrics, "r+b") as f:
+            f.truncate(size)
+
+
+# ----------------------------------------------------------------------------- writing a run
+def default_run_dir(corpus: Sequence[str | os.PathLike], root: str | os.PathLike = "runs"
+                    ) -> Path:
+    stem = Path(corpus[0]).name.split(".")[0] or "corpus"
+    return Path(root) / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_run(root: str | os.PathLike = "runs") -> Path | None:
+    """The most recently modified run directory under ``root``, if any."""
+    root = Path(root)
+    runs = [p for p in root.glob("*/config.json")] if root.is_dir() else []
+    return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
+
+
+def stopped_before_start(out: Path) -> bool:
+    """A run directory that a killed ``train`` left before writing its ``config.json``:
+    at most a tokenizer and temporary files."""
+    return (out.is_dir() and not (out / "config.json").exists()
+            and all(p.name == "tokenizer.model" or p.name.startswith(".")
+                    for p in out.iterdir()))
+
+
+def prepare_run_dir(out: Path, resume: bool, force: bool,
+                     keep: Sequence[str | os.PathLike] = ()) -> None:
+    if resume:
+        if not (out / "config.json").exists():
+            raise MinidmlError(f"--resume: {out} holds no run to resume; drop --resume to "
+                               "start one")
+        return
+    new_out_dir(out, force, keep)
+
+
+def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) -> None:
+    """An empty, writable directory at ``--out``: one that exists and holds something is
+    refused, unless ``force`` empties it; never one that holds a path of ``keep`` (the
+    corpus, a teacher)."""
+    if out.exists() and not out.is_dir():
+        raise MinidmlError(f"--out {out}: exists and is not a directory; choose another path")
+    if out.exists() and any(out.iterdir()):
+        inside = [k for k in keep if Path(k).resolve().is_relative_to(out.resolve())]
+        if inside:
+            raise MinidmlError(f"--out {out}: holds {inside[0]}, which this run reads; choose "
+                               "another --out")
+        if not force:
+            raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it "
+                               "or --force to overwrite it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise MinidmlError(f"--out {out}: not writable ({e.strerror}); choose another "
+                           "directory") from None
+
+
+def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
+    old = TrainConfig.from_dict(saved["config"], str(out / "config.json")).to_dict()
+    new = cfg.to_dict()
+    # where it runs and what to do about NaNs may change; teachers may move (their identity,
+    # not their path, is checked against config.json's records); precision auto keeps the
+    # precision the run started with
+    for key in sorted(new):
+        if key == "precision" and new[key] == "auto":
+            continue
+        if key not in ("device", "on_nonfinite", "teachers") and old.get(key) != new[key]:
+            raise MinidmlError(f"--resume: option {key!r} differs from the run's config.json "
+                               f"({old.get(key)!r} there, {new[key]!r} now); use the same "
+                               "settings or start a new run with another --out")
+
+
+def recorded_compile(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether a resumed run started compiled (runs from before compiling existed did not)."""
+    record = meta.get("compile")
+    if isinstance(record, dict) and isinstance(record.get("choice"), bool):
+        return record
+    return {"requested": "off", "choice": False, "line": "compile: off (as the run started)"}
+
+
+def recorded_precision(meta: Mapping[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """The precision a resumed run started with (runs from before ``auto`` existed recorded
+    none: theirs was the configured one)."""
+    record = meta.get("precision")
+    if isinstance(record, dict) and record.get("choice") in ("fp32", "bf16"):
+        return record
+    return {"requested": cfg.precision, "choice": "bf16" if cfg.precision == "bf16" else "fp32"}
+
+
+def write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig],
+                     tokenizer: Tokenizer, files: list[Path], corpus_hash: str,
+                     batches: Batches, total_steps: int, teacher_meta: list[dict[str, Any]],
+                     world_size: int, precision: dict[str, Any], compiled: dict[str, Any]
+                     ) -> None:
+    tokenizer.save(out_dir / "tokenizer.model")
+    _io.write_json(out_dir / "config.json", {
+        "minidml_version": __version__, "torch_version": torch.__version__,
+        "created": _io.utc_now(), "config": cfg.to_dict(), "world_size": world_size,
+        "students": [{**c.__dict__, "n_params": c.n_params} for c in scfgs],
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256,
+                      "type": cfg.tokenizer_type},
+        "corpus": {"files": [str(f) for f in files], "fingerprint": corpus_hash,
+                   "train_tokens": batches.n_train_tokens, "val_tokens": batches.n_val_tokens},
+        "total_steps": total_steps, "precision": precision, "compile": compiled,
+        **({"teachers": teacher_meta} if teacher_meta else {}),
+    })
+    (out_dir / "metrics.jsonl").touch()

@@ -1,0 +1,56 @@
+"""Teachers of a ``kd`` run: the champion student of each trained run, frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .errors import MinidmlError
+from .model import Student
+from .rundir import latest_checkpoint, load
+from .tokenizer import Tokenizer
+
+
+def load_teachers(paths: Sequence[str | os.PathLike], device: str = "cpu"
+                  ) -> tuple[list[Student], Tokenizer, list[dict[str, Any]]]:
+    """The champion student of each teacher run, their common tokenizer, and a record of
+    each (run, student, step, shape) for ``config.json``."""
+    models, records, tokenizer = [], [], None
+    for path in paths:
+        try:
+            run = load(path, device)
+        except MinidmlError as e:
+            raise MinidmlError(f"--teacher {path}: {e}") from None
+        if tokenizer is not None and run.tokenizer.sha256 != tokenizer.sha256:
+            raise MinidmlError(f"--teacher {path}: its tokenizer differs from that of --teacher "
+                               f"{paths[0]}; teachers of one student must share a tokenizer")
+        tokenizer = tokenizer or run.tokenizer
+        i = run.champion
+        models.append(run.students[i])
+        weights = latest_checkpoint(Path(path)) / f"student-{i}.pt"
+        records.append({"run": str(path), "student": i, "step": run.step,
+                        "n_params": run.students[i].config.n_params,
+                        "shape": dataclasses.asdict(run.config.students[i]),
+                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()})
+    if tokenizer is None:
+        raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
+    return models, tokenizer, records
+
+
+def check_teachers(cfg: TrainConfig, teachers: list[Student], teacher_tok: Tokenizer | None,
+                    tokenizer: Tokenizer) -> None:
+    if teacher_tok is not None and teacher_tok.sha256 != tokenizer.sha256:
+        raise MinidmlError(f"--teacher {cfg.teachers[0]}: the teacher's tokenizer "
+                           f"(vocabulary {teacher_tok.vocab_size}) is not the student's "
+                           f"({tokenizer.vocab_size}); distil with the teacher's tokenizer "
+                           "(drop --vocab-size or the tokenizer you gave)")
+    for path, t in zip(cfg.teachers, teachers, strict=True):
+        if t.config.context < cfg.context:
+            raise MinidmlError(f"--teacher {path}: its context ({t.config.context}) is shorter "
+                               f"than --context {cfg.context}; use --context "
+                               f"{t.config.context} or less")
