@@ -238,6 +238,19 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def matmul_peak(device: torch.device, shapes: Sequence[tuple[int, int, int]],
+                repeats: int = 5) -> dict[str, float]:
+    """Best fp32 FLOP/s of ``torch.mm`` over ``repeats`` calls at each [m,k]×[k,n] shape."""
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    for m, k, n in shapes:
+        a = torch.randn(m, k, generator=g).to(device)
+        b = torch.randn(k, n, generator=g).to(device)
+        best = min(timed(lambda a=a, b=b: a @ b, device)[0] for _ in range(repeats))
+        out[f"{m}x{k}x{n}"] = 2.0 * m * k * n / best
+    return out
+
+
 # ----------------------------------------------------------------------------- results
 def write_result(results_dir: Path, name: str, result: dict[str, Any]) -> Path:
     """Write ``<results_dir>/<name>.json`` atomically (temporary file + ``os.replace``)."""

@@ -361,13 +361,21 @@ def plot(path: Path | None, out: Path | None, formats: tuple[str, ...]) -> None:
 @click.option("--scheme", type=click.Choice(["harmonic", "equal"]), default="harmonic",
               show_default=True, help="harmonic: N/2, N/3, ...; equal: N/K each.")
 @click.option("--vocab-size", type=click.IntRange(min=300), default=16384, show_default=True)
+@click.option("--context", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Context of the predicted tokens/s.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device whose fp32 matmul peak the tokens/s are predicted from.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_size: int,
-           as_json: bool) -> None:
-    """Choose K diverse student shapes that hit parameter targets (no model is built)."""
+           context: int, device: str, as_json: bool) -> None:
+    """Choose K diverse student shapes that hit parameter targets, and predict how fast each
+    trains here (no model is built; the matmul peak is measured in milliseconds)."""
     import json
 
     from . import search as student_search
+    from . import throughput
+    from .devices import resolve_device
+    from .model import StudentConfig
 
     if (budget is None) == (targets is None):
         raise MinidmlError("search: give --budget N or --targets N1,N2,... (one of them)")
@@ -376,10 +384,18 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
         found = student_search.search(goals, vocab_size)
     else:
         found = student_search.plan(budget, k, vocab_size, scheme=scheme)
+    peak = throughput.matmul_peak(resolve_device(device))
+    rates = [throughput.tokens_per_second(StudentConfig.from_shape(c.shape, vocab_size, context),
+                                          peak, context) for c in found]
     if as_json:
-        click.echo(json.dumps([c.to_dict() for c in found], indent=2))
-    else:
-        click.echo(student_search.format_table(found))
+        click.echo(json.dumps([{**c.to_dict(), "predicted_tokens_per_s": r}
+                               for c, r in zip(found, rates, strict=True)], indent=2))
+        return
+    click.echo(student_search.format_table(found, rates))
+    click.echo(f"tok/s: predicted for {device} (fp32 matmul peak {peak / 1e9:.0f} GFLOP/s "
+               f"measured now, × the step efficiency by width; README, Student search), "
+               f"context {context}; all {len(found)} in one step: "
+               f"{throughput.together(rates):,.0f} tok/s")
 
 
 # ----------------------------------------------------------------------------- demo

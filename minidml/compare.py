@@ -54,7 +54,7 @@ from .launch import train
 from .model import Shape, StudentConfig
 from .rundir import load, new_out_dir, read_metrics
 from .scoring import ENSEMBLE, student_label
-from .search import format_count, plan, search
+from .search import Candidate, format_count, plan, search
 from .tokenizer import Tokenizer
 from .trainer import steps_for
 
@@ -232,8 +232,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     base = config.train
     try:
         tokenizer = _tokenizer(out, files, base, say)
-        shapes = plan(config.budget, config.students, tokenizer.vocab_size)
-        teacher = search([config.teacher_params or config.budget], tokenizer.vocab_size)[0]
+        shapes, teacher = _searched_shapes(out, config, tokenizer.vocab_size)
         say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
             + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
         tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress)
@@ -301,6 +300,31 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
     new_out_dir(out, force, keep)
     _io.write_json(marker, {"minidml_version": __version__, "created": _io.utc_now(),
                             "settings": settings})
+
+
+def _searched_shapes(out: Path, config: CompareConfig, vocab_size: int
+                     ) -> tuple[list[Candidate], Candidate]:
+    """The students' and the kd teacher's shapes: searched when the comparison starts and
+    recorded in compare.json, so that a resumed one keeps them whatever the search of the
+    minidml that resumes it would pick."""
+    marker = out / "compare.json"
+    doc = json.loads(marker.read_text(encoding="utf-8"))
+    recorded = doc.get("shapes")
+    if isinstance(recorded, dict):
+        def read(c: dict[str, Any]) -> Candidate:
+            shape = Shape(c["n_layers"], c["d_model"], c["n_heads"], c["mlp_ratio"])
+            return Candidate(shape, c["n_params"], c["target"], c.get("role", ""))
+
+        try:
+            return [read(c) for c in recorded["students"]], read(recorded["teacher"])
+        except (KeyError, TypeError):
+            raise MinidmlError(f"{marker}: its shapes are unreadable; the comparison is "
+                               "damaged") from None
+    shapes = plan(config.budget, config.students, vocab_size)
+    teacher = search([config.teacher_params or config.budget], vocab_size)[0]
+    _io.write_json(marker, doc | {"shapes": {"students": [c.to_dict() for c in shapes],
+                                             "teacher": teacher.to_dict()}})
+    return shapes, teacher
 
 
 def _check_same(saved: Any, now: Any, marker: Path, where: str = "") -> None:

@@ -18,8 +18,15 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name.startswith("mps") and not torch.backends.mps.is_available():
+        raise MinidmlError(f"--device {name}: Apple's MPS is not available here; use --device "
+                           "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MinidmlError(f"--device {name}: CUDA is not available here; use --device cpu")
     if name.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # a GPU per rank
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError):
+        raise MinidmlError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or "
+                           "mps") from None

@@ -109,7 +109,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         meta = comm.on_main(lambda: read_run_config(out_dir), share=True)
         tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.load(out_dir / "tokenizer.model"))
         check_tokenizer(out_dir, meta, tokenizer)
-        cfg = cfg.resolve_shapes(tokenizer.vocab_size)
+        cfg = _resumed_shapes(cfg, meta, out_dir, tokenizer.vocab_size)
         check_resume_config(meta, cfg, out_dir)
         if meta.get("corpus", {}).get("fingerprint") != corpus_hash:
             raise MinidmlError("--resume: the corpus differs from the one this run was "
@@ -153,3 +153,14 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
                                           comm.world_size, trainer.precision_record,
                                           trainer.compile_record))
     return trainer
+
+
+def _resumed_shapes(cfg: TrainConfig, meta: dict[str, Any], out_dir: Path, vocab_size: int
+                    ) -> TrainConfig:
+    """A resumed run with a ``budget`` keeps the shapes it started with (the search of a later
+    minidml may pick others for the same budget); otherwise the budget is searched."""
+    saved = TrainConfig.from_dict(meta["config"], str(out_dir / "config.json"))
+    if cfg.budget is not None and (saved.budget, saved.budget_scheme, saved.n_students) == (
+            cfg.budget, cfg.budget_scheme, cfg.n_students):
+        return cfg.replace(students=saved.students)
+    return cfg.resolve_shapes(vocab_size)

@@ -31,20 +31,24 @@ from decimal import Decimal, InvalidOperation
 
 from .errors import MinidmlError
 from .model import Shape, StudentConfig
+from .throughput import flop_seconds_per_token
 
 __all__ = [
     "DEFAULT_ASPECT_RANGE", "DEFAULT_HEAD_DIMS", "DEFAULT_LAYERS", "DEFAULT_MLP_RATIOS",
-    "DEFAULT_WIDTHS", "DEEP_NARROW", "SCHEMES", "SHALLOW_WIDE", "Candidate", "aspect",
-    "format_count", "format_table", "heads_for", "min_budget", "parse_count", "plan",
-    "search", "targets",
+    "DEFAULT_SPEED_SLACK", "DEFAULT_WIDTHS", "DEEP_NARROW", "SCHEMES", "SHALLOW_WIDE",
+    "Candidate", "aspect", "format_count", "format_table", "heads_for", "min_budget",
+    "parse_count", "plan", "search", "targets",
 ]
 
 SCHEMES = ("harmonic", "equal")
 DEFAULT_LAYERS = range(1, 33)
-DEFAULT_WIDTHS = range(64, 2049, 32)
+# multiples of 64, and 96 (three heads of 32): narrow students at small budgets need a width
+# between 64 and 128, and 96 trains 1.3x more efficiently than 64 (see minidml.throughput)
+DEFAULT_WIDTHS = (64, 96, *range(128, 2049, 64))
 DEFAULT_HEAD_DIMS = (32, 64)
 DEFAULT_MLP_RATIOS = (8 / 3,)
-DEFAULT_ASPECT_RANGE = (4.0, 256.0)
+DEFAULT_ASPECT_RANGE = (8.0, 256.0)
+DEFAULT_SPEED_SLACK = 1.25  # a student may be this much slower than its target's fastest shape
 DEFAULT_TOLERANCE = 0.02
 DEEP_NARROW = "deep-narrow"
 SHALLOW_WIDE = "shallow-wide"
@@ -174,6 +178,7 @@ class _Grid:
 
     counts: tuple[int, ...]
     shapes: tuple[Shape, ...]
+    times: tuple[float, ...]  # predicted training time per token (minidml.throughput)
     ratio_rank: dict  # mlp_ratio -> its index in the caller's order (tie-breaking)
 
 
@@ -200,12 +205,13 @@ def _grid(vocab_size: int, layers: tuple[int, ...], widths: tuple[int, ...],
             for n_layers in layers:
                 cfg = StudentConfig(vocab_size=vocab_size, n_layers=n_layers, d_model=width,
                                     n_heads=heads, mlp_ratio=ratio)
-                rows.append((cfg.n_params, n_layers, width, r_rank, cfg.shape))
+                rows.append((cfg.n_params, n_layers, width, r_rank, cfg.shape,
+                             flop_seconds_per_token(cfg)))
     if not rows:
         raise MinidmlError(f"search: no width in {widths[0]}..{widths[-1]} is divisible by a "
                            f"head size in {head_dims}; change the widths or head sizes")
     rows.sort(key=lambda row: row[:4])
-    return _Grid(tuple(r[0] for r in rows), tuple(r[4] for r in rows),
+    return _Grid(tuple(r[0] for r in rows), tuple(r[4] for r in rows), tuple(r[5] for r in rows),
                  {ratio: i for i, ratio in enumerate(mlp_ratios)})
 
 
@@ -229,12 +235,14 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
            head_dims: Sequence[int] = DEFAULT_HEAD_DIMS,
            mlp_ratios: Sequence[float] = DEFAULT_MLP_RATIOS,
            aspect_range: tuple[float, float] | None = DEFAULT_ASPECT_RANGE,
+           speed_slack: float | None = DEFAULT_SPEED_SLACK,
            strict: bool = False) -> list[Candidate]:
     """One diverse student shape per target (a parameter count), in the order given.
 
     **The grid.** ``n_layers`` in ``layers`` (default 1..32); ``d_model`` in ``widths``
-    (default 64, 96, …, 2048); heads from :func:`heads_for` (head size 64 where that leaves at
-    least two heads, else 32; widths that no head size divides are skipped); SwiGLU MLP ratio in
+    (default 64, 96, then the multiples of 64 from 128 to 2048); heads from :func:`heads_for`
+    (head size 64 where that leaves at least two heads, else 32; widths that no head size
+    divides are skipped); SwiGLU MLP ratio in
     ``mlp_ratios`` (default 8/3). A shape's count is ``StudentConfig(...).n_params`` with
     ``vocab_size`` (the tied embedding is ``vocab_size × d_model``; the context does not matter).
     No model is built.
@@ -249,17 +257,23 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
     1. gives no two students the same (n_layers, d_model) pair;
     2. puts every student within ``tolerance`` of its target (where the grid cannot, as few
        students as possible, as near as possible);
-    3. keeps aspects inside ``aspect_range`` (default 4..256, which rules out extremes such as
-       32 layers of width 96, aspect 3, or 1 layer of width 512, aspect 512) wherever the first
-       two allow;
-    4. spreads the roles apart: it maximises Σ log(aspect) over shallow-wide students minus
+    3. keeps aspects inside ``aspect_range`` (default 8..256, which rules out extremes such as
+       16 layers of width 128, aspect 8 being the edge, or 1 layer of width 512, aspect 512)
+       wherever the first two allow;
+    4. keeps every student fast: its predicted training time per token
+       (:func:`minidml.throughput.flop_seconds_per_token`, from the step efficiency measured
+       by width and depth) at most ``speed_slack`` (default 1.25) times that of the fastest
+       shape within tolerance of its target, wherever the first three allow (graded beyond:
+       the slower, the dearer); ``speed_slack=None`` leaves speed out;
+    5. spreads the roles apart: it maximises Σ log(aspect) over shallow-wide students minus
        Σ log(aspect) over deep-narrow ones, so each deep-narrow student is as deep and narrow,
        and each shallow-wide one as shallow and wide, as its target allows (ties go to the
        earlier student, then to the earlier MLP ratio in ``mlp_ratios``, then the smaller error).
 
     So neighbours alternate, ``aspect[0] < aspect[1] > aspect[2] < aspect[3] …``, whenever the
-    targets leave room; at the smallest targets, where the embedding leaves only a few shapes,
-    the grid can force an exception, and the result's :attr:`Candidate.aspect` says so. A
+    targets and the speed rule leave room; at the smallest targets, where the embedding leaves
+    only a few shapes, and where only a shallow-wide shape is fast enough, the result can be an
+    exception, and its :attr:`Candidate.aspect` says so. A
     student that cannot be within tolerance gets the nearest free shape and its
     :attr:`Candidate.error` says by how much; ``strict=True`` raises instead.
 
@@ -279,6 +293,9 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
         lo_aspect, hi_aspect = aspect_range
         if not 0 <= lo_aspect <= hi_aspect or hi_aspect <= 0:
             raise MinidmlError(f"search aspect_range {aspect_range!r}: need 0 <= low <= high")
+    if speed_slack is not None and not (isinstance(speed_slack, int | float)
+                                        and 1 <= speed_slack < math.inf):
+        raise MinidmlError(f"search speed_slack {speed_slack!r}: need a number >= 1 or None")
     grid = _grid_for(vocab_size, layers, widths, head_dims, mlp_ratios)
     smallest, largest = grid.counts[0], grid.counts[-1]
     for i, t in enumerate(wanted):
@@ -298,7 +315,8 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
                 "use a smaller --budget or allow more layers or width")
 
     k = len(wanted)
-    options = [_options(grid, t, i, k, tolerance, aspect_range) for i, t in enumerate(wanted)]
+    options = [_options(grid, t, i, k, tolerance, aspect_range, speed_slack)
+               for i, t in enumerate(wanted)]
     columns = sorted({pair for opts in options for pair in opts})
     if len(columns) < k:
         raise MinidmlError(f"search: {k} students but only {len(columns)} distinct (layers, "
@@ -329,7 +347,7 @@ _BASE = 10**12  # one "digit" of the lexicographic cost: each level, summed over
 
 
 def _cost(grid: _Grid, j: int, target: int, i: int, k: int, tolerance: float,
-          aspect_range: tuple[float, float] | None) -> int:
+          aspect_range: tuple[float, float] | None, time_limit: float | None) -> int:
     """Cost of giving grid shape ``j`` to student ``i`` of ``k``: one integer that orders,
     most important first (each level a "digit" in base ``_BASE``, so sums over students compare
     level by level):
@@ -337,11 +355,13 @@ def _cost(grid: _Grid, j: int, target: int, i: int, k: int, tolerance: float,
     1. outside the tolerance: 0 or 1;
     2. if outside, the relative error in per mille;
     3. outside ``aspect_range``: by how much, in thousandths of a log unit;
-    4. the role: ``+log aspect`` for deep-narrow, ``-log aspect`` for shallow-wide (in 10⁻⁶,
+    4. predicted time per token beyond ``time_limit``: by how much, in thousandths of a log
+       unit;
+    5. the role: ``+log aspect`` for deep-narrow, ``-log aspect`` for shallow-wide (in 10⁻⁶,
        shifted to be positive);
-    5. the same weighted by ``k - i`` (in 10⁻³), so ties go to the earlier student;
-    6. the MLP ratio's position in ``mlp_ratios``;
-    7. the relative error (in 10⁻⁶).
+    6. the same weighted by ``k - i`` (in 10⁻³), so ties go to the earlier student;
+    7. the MLP ratio's position in ``mlp_ratios``;
+    8. the relative error (in 10⁻⁶).
     """
     s = grid.shapes[j]
     err = abs(grid.counts[j] - target) / target
@@ -352,9 +372,11 @@ def _cost(grid: _Grid, j: int, target: int, i: int, k: int, tolerance: float,
     if aspect_range is not None:
         lo, hi = aspect_range
         outside = max(0.0, math.log(lo) - log_a if lo > 0 else 0.0, log_a - math.log(hi))
+    slow = 0.0 if time_limit is None else max(0.0, math.log(grid.times[j] / time_limit))
     sign = -1.0 if i % 2 == 0 else 1.0  # deep-narrow wants small aspect: cost +log a
     role = _LOG_SPAN - sign * log_a  # in (0, 2·_LOG_SPAN)
-    levels = (int(miss), per_mille, round(outside * 1000), round(role * 10**6),
+    levels = (int(miss), per_mille, round(outside * 1000), math.ceil(slow * 1000 - 1e-9),
+              round(role * 10**6),
               (k - i) * round(role * 1000), grid.ratio_rank[s.mlp_ratio],
               round(min(err, 1.0) * 10**6))
     cost = 0
@@ -364,26 +386,35 @@ def _cost(grid: _Grid, j: int, target: int, i: int, k: int, tolerance: float,
 
 
 def _options(grid: _Grid, target: int, i: int, k: int, tolerance: float,
-             aspect_range: tuple[float, float] | None) -> dict[tuple[int, int], tuple[int, int]]:
+             aspect_range: tuple[float, float] | None, speed_slack: float | None
+             ) -> dict[tuple[int, int], tuple[int, int]]:
     """Student ``i``'s ``k`` cheapest (layers, width) pairs: pair -> (cost, grid index).
 
     An optimal assignment of ``k`` students to distinct pairs never needs a pair outside a
     student's ``k`` cheapest (one of those is always free to swap to), so these suffice. The
     shapes within tolerance come first; if they give fewer than ``k`` pairs, the nearest shapes
-    outside it are added, walking outward from the target.
+    outside it are added, walking outward from the target. The speed limit is
+    ``speed_slack`` times the time per token of the fastest shape within tolerance and the
+    aspect range (within tolerance alone if none is in the range; no limit when no shape is
+    within tolerance).
     """
     best: dict[tuple[int, int], tuple[int, int]] = {}
+    counts = grid.counts
+    lo = bisect.bisect_left(counts, math.floor(target * (1 - tolerance)) - 1)
+    hi = bisect.bisect_right(counts, math.ceil(target * (1 + tolerance)) + 1)
+    near = [j for j in range(lo, hi) if abs(counts[j] - target) <= tolerance * target]
+    if aspect_range is not None:  # the fastest that the aspect range allows, if any
+        near = [j for j in near if aspect_range[0] <= aspect(grid.shapes[j]) <= aspect_range[1]
+                ] or near
+    limit = speed_slack * min(grid.times[j] for j in near) if speed_slack and near else None
 
     def consider(j: int) -> None:
         s = grid.shapes[j]
         pair = (s.n_layers, s.d_model)
-        cost = _cost(grid, j, target, i, k, tolerance, aspect_range)
+        cost = _cost(grid, j, target, i, k, tolerance, aspect_range, limit)
         if pair not in best or cost < best[pair][0]:
             best[pair] = (cost, j)
 
-    counts = grid.counts
-    lo = bisect.bisect_left(counts, math.floor(target * (1 - tolerance)) - 1)
-    hi = bisect.bisect_right(counts, math.ceil(target * (1 + tolerance)) + 1)
     for j in range(lo, hi):
         consider(j)
     below, above = lo - 1, hi
@@ -461,6 +492,7 @@ def plan(budget: int, k: int, vocab_size: int, *, scheme: str = "harmonic",
          widths: Iterable[int] = DEFAULT_WIDTHS, head_dims: Sequence[int] = DEFAULT_HEAD_DIMS,
          mlp_ratios: Sequence[float] = DEFAULT_MLP_RATIOS,
          aspect_range: tuple[float, float] | None = DEFAULT_ASPECT_RANGE,
+         speed_slack: float | None = DEFAULT_SPEED_SLACK,
          strict: bool = False) -> list[Candidate]:
     """:func:`search` over :func:`targets` ``(budget, k, scheme)``; what ``--budget`` does.
 
@@ -479,17 +511,21 @@ def plan(budget: int, k: int, vocab_size: int, *, scheme: str = "harmonic",
             f"{min(goals):,} parameters but the smallest shape has {smallest:,}; use "
             f"--budget {format_count(need)} or more")
     return search(goals, vocab_size, tolerance=tolerance, aspect_range=aspect_range,
-                  strict=strict, **grid_kw)
+                  speed_slack=speed_slack, strict=strict, **grid_kw)
 
 
 # ----------------------------------------------------------------------------- output
-def format_table(cands: Sequence[Candidate]) -> str:
-    """A plain-text table: student, layers, width, heads, mlp, params, target, error, kind."""
-    header = ("student", "layers", "width", "heads", "mlp", "params", "target", "error", "kind")
+def format_table(cands: Sequence[Candidate], tokens_per_s: Sequence[float] | None = None
+                 ) -> str:
+    """A plain-text table: student, layers, width, heads, mlp, params, target, error, kind,
+    and, given ``tokens_per_s`` (one per student, e.g. from
+    :func:`minidml.throughput.tokens_per_second`), the predicted training tokens/s."""
+    header = ("student", "layers", "width", "heads", "mlp", "params", "target", "error")
+    header += ("tok/s",) * (tokens_per_s is not None) + ("kind",)
     rows = [header] + [
         (str(i), str(c.shape.n_layers), str(c.shape.d_model), str(c.shape.n_heads),
          f"{c.shape.mlp_ratio:.2f}", f"{c.n_params:,}", f"{c.target:,}", f"{c.error:+.2%}",
-         c.role)
+         *((f"{tokens_per_s[i]:,.0f}",) if tokens_per_s is not None else ()), c.role)
         for i, c in enumerate(cands)]
     widths = [max(len(r[col]) for r in rows) for col in range(len(header))]
     left = {len(header) - 1}  # the kind column reads better left-aligned

@@ -136,10 +136,22 @@ def test_variants_are_parsed_with_the_setting_types():
 
 @pytest.mark.slow
 def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_corpus,
-                                                             capsys):
+                                                             capsys, monkeypatch):
     before = json.loads((compared / "report.json").read_text())
     (compared / "seed-0" / "wml" / "arm.json").unlink()  # as if it was cut off while evaluating
     capsys.readouterr()
+    # the searched shapes are recorded and kept: a later search may pick others
+    recorded = json.loads((compared / "compare.json").read_text())["shapes"]
+    wml_config = json.loads((compared / "seed-0" / "wml" / "config.json").read_text())
+    assert [{k: c[k] for k in ("n_layers", "d_model", "n_heads", "mlp_ratio")}
+            for c in recorded["students"]] == wml_config["config"]["students"]
+    import minidml.compare
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("a resumed comparison must not search again")
+
+    monkeypatch.setattr(minidml.compare, "plan", no_search)
+    monkeypatch.setattr(minidml.compare, "search", no_search)
     main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
           "--device", "cpu"])
     err = capsys.readouterr().err

@@ -143,3 +143,28 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(corpus, tmp_path
     for a, b in zip(uninterrupted.students, resumed.students, strict=True):
         assert all(torch.equal(x, y) for x, y in
                    zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_a_resumed_budget_run_keeps_the_shapes_it_started_with(grammar_corpus, tmp_path,
+                                                                monkeypatch):
+    """The search of a later minidml may pick other shapes for the same budget: a resumed
+    run trains the students its config.json records."""
+    import minidml.search
+
+    cfg = TrainConfig(budget=300_000, students=(Shape(1, 32, 2),) * 2, vocab_size=300,
+                      context=16, batch_size=4, steps=4, save_every=2, eval_every=100,
+                      compile="off", precision="fp32")
+    class StopAtTwo(Callback):
+        def on_step_end(self, trainer, losses):
+            trainer.should_stop = trainer.step == 2
+
+    first = minidml.train(grammar_corpus, tmp_path / "run", cfg, callbacks=[StopAtTwo()])
+    searched = first.config.students
+    assert first.step == 2 and searched != cfg.students
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("a resumed budget run must not search again")
+
+    monkeypatch.setattr(minidml.search, "plan", no_search)
+    run = minidml.train(grammar_corpus, tmp_path / "run", cfg, resume=True)
+    assert run.step == 4 and run.config.students == searched
