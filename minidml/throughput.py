@@ -69,7 +69,7 @@ def together(rates: Sequence[float]) -> float:
     return 1.0 / sum(1.0 / r for r in rates)
 
 
-def matmul_peak(device: torch.device | str = "cpu", repeats: int = 3) -> float:
+def matmul_peak(device: torch.device | str = "cpu", repeats: int = 5) -> float:
     """The device's fp32 matmul FLOP/s: the best of ``repeats`` 1024³ ``torch.mm`` calls after
     one warm-up (a few tens of milliseconds on a CPU)."""
     device = torch.device(device)
