@@ -14,13 +14,13 @@ run's ``config.json`` and kept on resume, so a resumed run computes exactly as i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .errors import MinidmlError
+from .throughput import best_seconds
 
 MARGIN = 1.1  # bf16 must be at least this much faster to be chosen
 _ROWS = 128  # rows of the timed matmuls: where bf16 is slow, under a second
@@ -32,22 +32,6 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type in ("cpu", "mps")
-
-
-def _seconds(fn, device: torch.device, repeats: int, enough: float = float("inf")) -> float:
-    """The fastest of ``repeats`` timed calls; the first call (which warms up) is timed too,
-    and when it already takes ``enough`` seconds it is the answer."""
-    def once() -> float:
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
-
-    first = once()
-    if first >= enough:
-        return first
-    return min(once() for _ in range(repeats))
 
 
 def measure(device: torch.device, widths: Sequence[int], vocab: int, repeats: int = 3,
@@ -62,13 +46,13 @@ def measure(device: torch.device, widths: Sequence[int], vocab: int, repeats: in
     for name, (m, k, n) in shapes.items():
         a32 = torch.randn(m, k, generator=g).to(device)
         b32 = torch.randn(k, n, generator=g).to(device)
-        t32 = _seconds(lambda a=a32, b=b32: a @ b, device, repeats)
+        t32 = best_seconds(lambda a=a32, b=b32: a @ b, device, repeats)
         out["shapes"][name] = {"mnk": [m, k, n], "fp32_seconds": t32}
         if not bf16:
             continue
         a16, b16 = a32.bfloat16(), b32.bfloat16()
         # where bf16 is many times slower, its first call says so: stop there
-        t16 = _seconds(lambda a=a16, b=b16: a @ b, device, repeats, enough=4 * t32)
+        t16 = best_seconds(lambda a=a16, b=b16: a @ b, device, repeats, enough=4 * t32)
         out["shapes"][name]["bf16_seconds"] = t16
         ratios.append(t16 / t32)
     if ratios:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -69,6 +70,23 @@ def together(rates: Sequence[float]) -> float:
     return 1.0 / sum(1.0 / r for r in rates)
 
 
+def best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int,
+                 enough: float = math.inf) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` after a first one that warms up (and
+    is the answer when it already takes ``enough`` seconds), synchronised on CUDA."""
+    def once() -> float:
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    first = once()
+    if first >= enough:
+        return first
+    return min(once() for _ in range(repeats))
+
+
 def matmul_peak(device: torch.device | str = "cpu", repeats: int = 5) -> float:
     """The device's fp32 matmul FLOP/s: the best of ``repeats`` 1024³ ``torch.mm`` calls after
     one warm-up (a few tens of milliseconds on a CPU)."""
@@ -77,12 +95,4 @@ def matmul_peak(device: torch.device | str = "cpu", repeats: int = 5) -> float:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(m, k, generator=g).to(device)
     b = torch.randn(k, n, generator=g).to(device)
-    best = math.inf
-    for i in range(repeats + 1):
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:
-            best = min(best, time.perf_counter() - t0)
-    return 2.0 * m * k * n / best
+    return 2.0 * m * k * n / best_seconds(lambda: a @ b, device, repeats)
