@@ -3,7 +3,9 @@
 ``minidml train CORPUS --students 4 --steps 3`` with the default shapes (4 layers × 256,
 4 heads), context (256) and batch (32), mode ``wml``, at ``--vocab-size 2000`` and ``16384``,
 each in a fresh subprocess whose peak resident memory (its ``ru_maxrss``, read by a wrapper
-process that waits for it alone) is recorded:
+process that waits for it alone) is recorded. ``outer_every = 2`` makes the second step an
+outer step (the bi-level ω update: the held-out forward and backward pass and the peer-KL
+JVPs), so its memory counts as well as the inner steps':
 
 * ``logits``: the step that materialises every student's logits (``head_loss = "logits"``,
   set through a ``--config`` file): K×N×V logits, their softmaxes and gradients;
@@ -37,8 +39,9 @@ FULL = dict(vocabs=(2000, 16384), steps=3, students=4, batch_size=32, context=25
             files=("childes.txt.xz", "simple_wiki.txt.xz"))
 QUICK = dict(vocabs=(500, 1000), steps=2, students=2, batch_size=4, context=32,
              files=("switchboard.txt.xz",))
-PATHS = {"logits": 'head_loss = "logits"\n', "hidden": 'head_loss = "hidden"\n',
-         "hidden_compiled": 'head_loss = "hidden"\ncompile = "on"\n'}
+OUTER = "outer_every = 2\n"  # step 2 is an outer step: its memory counts too
+PATHS = {"logits": OUTER + 'head_loss = "logits"\n', "hidden": OUTER + 'head_loss = "hidden"\n',
+         "hidden_compiled": OUTER + 'head_loss = "hidden"\ncompile = "on"\n'}
 GB = 1e9
 
 
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     s = QUICK if args.quick else FULL
     device = common.resolve_device("cpu")
     result = common.envelope(NAME, device, args.quick)
-    result["settings"] = {**s, "mode": "wml", "shape": "4 layers x 256, 4 heads (default)"}
+    result["settings"] = {**s, "mode": "wml", "outer_every": 2,
+                          "shape": "4 layers x 256, 4 heads (default)"}
     root = common.data_dir() / "babylm-2024-100M-snippets"
     corpus = [root / f for f in s["files"]]
     peaks: dict[str, dict[str, int]] = {p: {} for p in PATHS}

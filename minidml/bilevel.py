@@ -38,7 +38,9 @@ from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .distributed import Comm
+from .fused_linear import linear_peer_directional, linear_target_log_probs
 from .losses import mixture_log_probs, mutual_loss, peer_weights, target_log_probs
+from .model import trunk_call
 
 VARIANTS = ("exact", "first-order", "fd")
 OBJECTIVES = ("ensemble", "sum-ce")
@@ -103,8 +105,9 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
                         inputs: Sequence[torch.Tensor], temperature: float,
                         method: str = "exact", eps: float = 1e-3,
                         logits: Sequence[Sequence[torch.Tensor]] | None = None,
-                        rows: Sequence[int] | None = None) -> torch.Tensor:
-    """D[i, j] = ⟨v_i, ∇_θi mean_tokens KL(p_j ‖ p_i)⟩ over the training ``inputs``.
+                        rows: Sequence[int] | None = None,
+                        hidden: Sequence[Sequence[torch.Tensor]] | None = None) -> torch.Tensor:
+    r"""D[i, j] = ⟨v_i, ∇_θi mean_tokens KL(p_j ‖ p_i)⟩ over the training ``inputs``.
 
     ``exact``: a JVP of each student's logits along v_i. ``fd``: the central difference
     [KL(p_j ‖ p_i(θ_i + εv_i)) − KL(p_j ‖ p_i(θ_i − εv_i))] / 2ε with ε scaled to v_i's norm.
@@ -113,6 +116,9 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
     students' logits at θ on each input if the caller has them, saves a forward pass.
     ``rows`` restricts D to the rows of those students (``tangents`` then holds theirs; the
     other rows are 0); it needs ``logits``, since only their students are evaluated.
+    ``hidden``, the :class:`~minidml.model.Student`\ s' final hidden states [tokens, d_i] at θ
+    on each input, computes ``exact`` from them instead, in row chunks
+    (:func:`~minidml.fused_linear.linear_peer_directional`): no K×N×V tensor.
     """
     k = len(students)
     rows = list(range(k)) if rows is None else list(rows)
@@ -123,6 +129,15 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
     n_tokens = sum(x.numel() for x in inputs)
     mine = [students[i] for i in rows]
     params = [_params(s) for s in mine]
+    if hidden is not None and method == "exact":
+        if len(rows) < k:
+            raise ValueError("peer_kl_directional: hidden states need every student's rows")
+        for n, x in enumerate(inputs):
+            pairs = [(s.hidden_jvp(x, theta, v)[1].flatten(0, -2), v["embed.weight"])
+                     for s, theta, v in zip(mine, params, tangents, strict=True)]
+            total += linear_peer_directional(hidden[n], [p["embed.weight"] for p in params],
+                                             pairs, temperature).to(dtype)
+        return total / n_tokens
     for n, x in enumerate(inputs):
         with torch.no_grad():
             zs = logits[n] if logits is not None else [s(x) for s in students]
@@ -179,13 +194,20 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
                   lr: float, alpha: float, temperature: float, variant: str = "exact",
                   objective: str = "ensemble", eps: float = 1e-3,
                   logits: Sequence[Sequence[torch.Tensor]] | None = None,
+                  hidden: Sequence[Sequence[torch.Tensor]] | None = None,
                   comm: Comm | None = None) -> Hypergradient:
-    """dL_out/dω through one unrolled inner step (see the module docstring).
+    r"""dL_out/dω through one unrolled inner step (see the module docstring).
 
     Reads the inner step's gradients from the students' ``.grad`` (call it after the inner
     backward pass and before the optimiser step); ``inputs`` are the training inputs that
     gradient was computed on, and ``logits`` optionally the students' (detached) logits on
     them; (x_out, y_out) is the held-out batch. Changes nothing.
+
+    ``hidden`` (in place of ``logits``: the students' detached final hidden states
+    [tokens, d_i] on each input; :class:`~minidml.model.Student`\ s, one process) takes the
+    whole step from hidden states, as the inner loss does (:mod:`minidml.fused_linear`): the
+    held-out log-probabilities and the peer-KL derivatives walk row chunks, and no K×N×V
+    tensor is built. The result is the same.
 
     With a :class:`~minidml.distributed.Comm` of several ranks, each rank differentiates
     through its own students only (``inputs`` and the held-out batch being its share, and
@@ -195,14 +217,24 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown hypergradient variant {variant!r}; choose from {VARIANTS}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown outer objective {objective!r}; choose from {OBJECTIVES}")
     alone = comm is None or comm.world_size == 1
+    if hidden is not None and not alone:
+        raise ValueError("hypergradient: hidden states serve one process; pass logits")
     rows = list(range(len(students))) if alone else list(comm.local)
     mine = [students[i] for i in rows]
     theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unrolled(mine, lr)]
     w = omega.detach().clone().requires_grad_()
-    out_logits = [functional_call(s, prm, (x_out,)).flatten(0, -2)
-                  for s, prm in zip(mine, theta_new, strict=True)]
-    terms = outer_terms(out_logits, y_out.flatten(), objective, w.dtype)
+    if hidden is not None:
+        lp = torch.stack([linear_target_log_probs(trunk_call(s, prm, x_out).flatten(0, -2),
+                                                  prm["embed.weight"], y_out.flatten())
+                          for s, prm in zip(mine, theta_new, strict=True)])
+        terms = lp if objective == "ensemble" else -lp.mean(1).to(w.dtype)
+    else:
+        out_logits = [functional_call(s, prm, (x_out,)).flatten(0, -2)
+                      for s, prm in zip(mine, theta_new, strict=True)]
+        terms = outer_terms(out_logits, y_out.flatten(), objective, w.dtype)
     if not alone and comm.peers > 1:  # the other students' terms: constants here
         terms = torch.stack(comm.gather_students(list(terms)))
     loss = combine_outer(terms, w, objective)
@@ -220,7 +252,7 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
     if not alone:  # v_i over the whole held-out batch
         comm.average([t for v in tangents for t in v.values()], "held-out gradients")
     d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps, logits,
-                            rows=None if alone else rows)
+                            rows=None if alone else rows, hidden=hidden)
     w2 = omega.detach().clone().requires_grad_()
     (second,) = torch.autograd.grad((peer_weights(w2) * d.to(w2.dtype)).sum(), [w2])
     if alone:

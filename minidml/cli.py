@@ -33,6 +33,22 @@ class Count(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+class Duration(click.ParamType):
+    """A wall-clock duration: seconds, or a number with s, m (min) or h: ``60m``, ``1.5h``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param, ctx) -> float:
+        from .timebudget import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a duration; write e.g. 90s, 60m or 1.5h", param, ctx)
+
+
 class IntList(click.ParamType):
     """Comma-separated positive integers, one per student (or one for all): ``4,2``."""
 
@@ -101,10 +117,13 @@ def _student_shapes(k: int | None, layers, width, heads, mlp_ratio, base) -> tup
 _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "vocab_size": "vocab_size", "tokenizer_type": "tokenizer_type", "context": "context",
     "batch_size": "batch_size", "grad_accum": "grad_accum", "steps": "steps",
-    "tokens": "tokens", "lr": "lr", "warmup": "warmup_steps", "alpha": "alpha",
+    "tokens": "tokens", "lr": "lr", "warmup": "warmup_steps", "schedule": "schedule",
+    "alpha": "alpha",
     "temperature": "temperature", "mode": "mode", "device": "device",
     "precision": "precision", "compile": "compile", "seed": "seed",
-    "encoding_errors": "encoding_errors",
+    "encoding_errors": "encoding_errors", "documents": "documents",
+    "speaker_tags": "speaker_tags", "sampling": "sampling", "epochs": "epochs",
+    "max_time": "max_time",
     "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
@@ -137,6 +156,10 @@ _SHARED_OPTIONS = {
     "lr": click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3)."),
     "warmup": click.option("--warmup", type=click.IntRange(min=0),
                            help="Warmup steps (default 100)."),
+    "schedule": click.option(
+        "--schedule", type=click.Choice(["cosine", "wsd"]),
+        help="After warmup: cosine decay to 10% (default), or wsd: constant, then a linear "
+             "decay over the last 20% of the steps."),
     "alpha": click.option("--alpha", type=UNIT,
                           help="Weight of the mutual (or teacher) KL (default 0.5)."),
     "temperature": click.option("--temperature", type=POSITIVE_FLOAT,
@@ -156,7 +179,33 @@ _SHARED_OPTIONS = {
     "encoding_errors": click.option(
         "--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
         help="What to do with invalid UTF-8 (default: stop with an error)."),
+    "documents": click.option(
+        "--documents", type=click.Choice(["line", "sentence"]),
+        help="line (default): each non-blank line is a BOS…EOS document; sentence: each line "
+             "is cut at sentence and utterance (speaker tag) boundaries."),
+    "speaker_tags": click.option(
+        "--speaker-tags", type=click.Choice(["keep", "drop"]),
+        help="--documents sentence: keep (default) or drop speaker tags such as *MOT: and A:."),
+    "sampling": click.option(
+        "--sampling", type=click.Choice(["epochs", "uniform"]),
+        help="Training windows: epochs (default; a fresh seeded permutation of the windows "
+             "each epoch) or uniform (random positions, with replacement)."),
+    "epochs": click.option("--epochs", type=POSITIVE_FLOAT,
+                           help="Passes over the training data (default 1)."),
+    "max_time": click.option(
+        "--max-time", type=Duration(),
+        help="Train for this much wall time, e.g. 60m: the steps are planned from the "
+             "measured throughput, so the schedule ends when the time does."),
 }
+
+LENGTHS = ("steps", "tokens", "epochs", "max_time")  # one length of training overrides others'
+
+
+def _one_length(given: dict[str, Any]) -> dict[str, Any]:
+    """A length of training given now replaces a config file's or the run's own."""
+    if any(k in given for k in LENGTHS):
+        return {**{k: None for k in LENGTHS}, **given}
+    return given
 
 
 def _shared(*names: str) -> Any:
@@ -188,10 +237,10 @@ def _shared(*names: str) -> Any:
                    "whose probabilities are averaged).")
 @_shared("hypergrad", "outer_every", "outer_lr", "outer_objective", "vocab_size",
          "tokenizer_type", "context", "batch_size", "grad_accum")
-@click.option("--steps", type=Count(), help="Optimiser steps (default: one pass).")
+@click.option("--steps", type=Count(), help="Optimiser steps (default: one epoch).")
 @click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
-@_shared("lr", "warmup", "alpha", "temperature", "device", "precision", "compile",
-         "on_nonfinite")
+@_shared("epochs", "max_time", "sampling", "documents", "speaker_tags", "lr", "warmup",
+         "schedule", "alpha", "temperature", "device", "precision", "compile", "on_nonfinite")
 @click.option("--peer-dtype", type=click.Choice(["fp32", "bf16"]),
               help="Under torchrun: dtype of the logits students send to peers on other ranks "
                    "(default fp32, as one process computes; bf16 halves the bytes).")
@@ -227,10 +276,7 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if "teachers" in given:
         given["teachers"] = tuple(str(t) for t in given["teachers"])
-    if "steps" in given:
-        given.setdefault("tokens", None)
-    if "tokens" in given and "steps" not in given:
-        given["steps"] = None
+    given = _one_length(given)
     if given.get("budget") and (layers or width or heads or mlp_ratio):
         raise MinidmlError("--budget searches the shapes: drop --layers/--width/--heads/"
                            "--mlp-ratio, or drop --budget")
@@ -264,8 +310,10 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 
 
 # ----------------------------------------------------------------------------- compare
-_COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "context", "batch_size",
-                          "grad_accum", "lr", "warmup", "alpha", "temperature", "hypergrad",
+_COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_tags",
+                          "sampling", "epochs", "max_time", "context", "batch_size",
+                          "grad_accum", "lr", "warmup", "schedule", "alpha", "temperature",
+                          "hypergrad",
                           "outer_every", "outer_lr", "outer_objective", "device", "precision",
                           "compile", "on_nonfinite", "seed", "encoding_errors")
 
@@ -319,7 +367,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     given = {_TRAIN_OPTIONS[name]: options[name] for name in _COMPARE_TRAIN_OPTIONS
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if tokens is not None:
-        given |= {"tokens": tokens, "steps": None}
+        given["tokens"] = tokens
+    given = _one_length(given)
     config = CompareConfig(
         budget=budget, students=k, seeds=seeds,
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()),

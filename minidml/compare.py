@@ -46,11 +46,11 @@ from typing import Any
 
 from . import __version__, _io
 from .config import TrainConfig, default_temperature
-from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus, unigram_entropy
+from .data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
 from .devices import resolve_device
 from .errors import MinidmlError
 from .evaluation import evaluate, require_suites
-from .launch import train
+from .launch import corpus_documents, make_batches, train
 from .model import Shape, StudentConfig
 from .rundir import load, new_out_dir, read_metrics
 from .scoring import ENSEMBLE, student_label
@@ -235,11 +235,10 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         shapes, teacher = _searched_shapes(out, config, tokenizer.vocab_size)
         say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
             + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
-        tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress)
+        tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress,
+                                 base.documents, base.speaker_tags)
         if config.eval_points is not None:  # validation curves with the same points per arm
-            steps = steps_for(base, Batches(tokens, base.context, base.batch_size,
-                                            val_fraction=base.val_fraction,
-                                            holdout_fraction=base.holdout_fraction))
+            steps = steps_for(base, make_batches(tokens, base))
             base = base.replace(eval_every=max(1, steps // config.eval_points))
     except BaseException:
         if not resume:  # nothing was trained yet: leave nothing half-made behind
@@ -346,7 +345,7 @@ def _tokenizer(out: Path, files: list[Path], base: TrainConfig,
     if path.exists():
         return Tokenizer.load(path)
     say("training the shared tokenizer")
-    tokenizer = Tokenizer.train(read_lines(files, base.encoding_errors), base.vocab_size,
+    tokenizer = Tokenizer.train(corpus_documents(files, base), base.vocab_size,
                                 base.tokenizer_type, seed=base.seed)
     tokenizer.save(path)
     return tokenizer

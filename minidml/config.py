@@ -17,6 +17,8 @@ from typing import Any
 
 import tomllib
 
+from .data import SAMPLINGS
+from .documents import RULES, SPEAKER_TAGS
 from .errors import MinidmlError
 from .model import Shape
 
@@ -65,13 +67,30 @@ class TrainConfig:
     grad_accum: int = 1
     val_fraction: float = 0.02
     encoding_errors: str = "strict"
-    # length of training: steps, or tokens (converted to steps); neither: one pass over the data
+    # documents: "line" (each non-blank line, the BabyLM pipeline's rule) or "sentence" (each
+    # line cut at sentence and utterance boundaries: minidml.documents); speaker tags such
+    # as CHILDES's "*MOT:" are kept or dropped (sentence only)
+    documents: str = "line"
+    speaker_tags: str = "keep"
+    # training windows: "epochs" (each epoch a seeded permutation of the non-overlapping
+    # windows: every token once per epoch) or "uniform" (random positions, with replacement:
+    # how runs sampled before epochs existed)
+    sampling: str = "epochs"
+    # length of training, at most one of: steps; tokens or epochs (converted to steps);
+    # max_time, seconds of wall time (steps planned from the measured throughput, and a
+    # stop at the limit); none: one epoch
     steps: int | None = None
     tokens: int | None = None
+    epochs: float | None = None
+    max_time: float | None = None
     # optimiser
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
+    # after warmup: cosine decay to min_lr_ratio, or wsd (warmup-stable-decay: constant, then
+    # a linear decay over the last decay_fraction of the steps)
+    schedule: str = "cosine"
+    decay_fraction: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -118,13 +137,16 @@ class TrainConfig:
         for key in ("steps", "tokens", "vocab_size", "outer_batch_size", "budget"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(key, "must be a positive integer")
-        if self.steps is not None and self.tokens is not None:
-            raise MinidmlError("--steps and --tokens: give one of them, not both")
-        for key in ("lr", "temperature", "outer_lr"):
+        lengths = [k for k in ("steps", "tokens", "epochs", "max_time")
+                   if getattr(self, k) is not None]
+        if len(lengths) > 1:
+            raise MinidmlError(" and ".join(f"--{k.replace('_', '-')}" for k in lengths)
+                               + ": give one length of training, not several")
+        for key in ("lr", "temperature", "outer_lr", "epochs", "max_time"):
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise bad(key, "must be a positive number")
-        for key in ("alpha", "min_lr_ratio", "beta1", "beta2"):
+        for key in ("alpha", "min_lr_ratio", "beta1", "beta2", "decay_fraction"):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be between 0 and 1")
         for key in ("weight_decay", "grad_clip"):
@@ -139,6 +161,8 @@ class TrainConfig:
                              ("budget_scheme", ("harmonic", "equal")),
                              ("tokenizer_type", ("unigram", "bpe")),
                              ("encoding_errors", ("strict", "replace", "ignore")),
+                             ("documents", RULES), ("speaker_tags", SPEAKER_TAGS),
+                             ("sampling", SAMPLINGS), ("schedule", ("cosine", "wsd")),
                              ("on_nonfinite", ("stop", "skip")),
                              ("head_loss", ("hidden", "logits")),
                              ("compile", ("auto", "on", "off")),

@@ -5,7 +5,8 @@
   bytes, and stops at the first binary or invalid UTF-8 input with a one-line error.
 * :func:`tokenize_corpus` encodes the corpus in bounded-size chunks into a flat token file
   (``uint16`` when the vocabulary fits), cached by the corpus's bytes and the tokenizer, and
-  returns it memory-mapped. Every non-blank line becomes ``BOS tokens EOS``.
+  returns it memory-mapped. Every document (a non-blank line, or each of its sentences:
+  :mod:`minidml.documents`) becomes ``BOS tokens EOS``.
 * :class:`Batches` splits the token stream into contiguous blocks, holds a seeded subset of
   them out for validation, and draws training windows as a pure function of ``(seed, index)``,
   so sampling is reproducible and resumes from a saved index.
@@ -31,11 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _io
+from .documents import SPLITTER_VERSION, documents
 from .errors import MinidmlError
 from .tokenizer import Tokenizer
 
 T = TypeVar("T")
 FORMAT_VERSION = 1
+SAMPLINGS = ("epochs", "uniform")
 CHUNK_BYTES = 1 << 20  # text encoded per call: bounds memory on corpora with huge lines
 _MAGIC = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile,
           # bzip2: "BZh", the block size, then the first block's magic (or the end-of-stream
@@ -144,12 +147,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minidml"
 
 
-def _chunks(lines: Iterator[str], chunk_bytes: int) -> Iterator[list[str]]:
+def _chunks(docs: Iterator[str], chunk_bytes: int) -> Iterator[list[str]]:
     chunk: list[str] = []
     size = 0
-    for line in lines:
-        if not line.strip():
-            continue
+    for line in docs:
         chunk.append(line)
         size += len(line)
         if size >= chunk_bytes:
@@ -219,18 +220,23 @@ def tokenize_corpus(
     cache_dir: str | os.PathLike | None = None,
     encoding_errors: str = "strict",
     progress: bool = False,
+    rule: str = "line",
+    speaker_tags: str = "keep",
 ) -> np.memmap:
     """Token ids of the whole corpus as a read-only memory map, computed once and cached.
 
-    The cache key is the corpus's bytes, the tokenizer and the reading options, so a second
-    call with the same inputs opens the existing file. Memory use is bounded by
-    ``CHUNK_BYTES`` of text, whatever the corpus size.
+    Every document (:func:`minidml.documents.documents` under ``rule`` and
+    ``speaker_tags``: a non-blank line, or each of its sentences and utterances) becomes
+    ``BOS tokens EOS``. The cache key is the corpus's bytes, the tokenizer, the reading
+    options and the splitting rule, so a second call with the same inputs opens the existing
+    file. Memory use is bounded by ``CHUNK_BYTES`` of text, whatever the corpus size.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dtype = token_dtype(tokenizer.vocab_size)
+    split = "" if rule == "line" else f"|{rule}:{speaker_tags}:{SPLITTER_VERSION}"
     key = hashlib.sha256(
-        f"{FORMAT_VERSION}|{tokenizer.sha256}|{encoding_errors}|{fingerprint(files)}".encode()
-    ).hexdigest()[:32]
+        f"{FORMAT_VERSION}|{tokenizer.sha256}|{encoding_errors}|{fingerprint(files)}{split}"
+        .encode()).hexdigest()[:32]
     path = cache / f"tokens-{key}.{dtype.name}"
     if not path.exists():
         try:
@@ -241,7 +247,8 @@ def tokenize_corpus(
         total = sum(f.stat().st_size for f in files)
         with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
                   disable=not progress, leave=False) as bar, _io.atomic_open(path) as out:
-            chunks = _chunks(read_lines(files, encoding_errors, bar), CHUNK_BYTES)
+            chunks = _chunks(documents(read_lines(files, encoding_errors, bar), rule,
+                                       speaker_tags), CHUNK_BYTES)
             for chunk in prefetch(chunks):
                 out.write(_token_bytes(tokenizer.encode_batch(chunk, bos=True, eos=True), dtype))
     if path.stat().st_size == 0:
@@ -268,6 +275,46 @@ class _Windows:
         return self.starts[block] + (u - before)
 
 
+class _Epochs:
+    """Epochs of non-overlapping windows of ``context + 1`` tokens inside a set of blocks.
+
+    A block of L tokens holds m = (L − 1) // context windows, at a stride of ``context``
+    from an offset that each epoch draws afresh (up to the block's slack, L − 1 − m·context,
+    so that windows' cuts move between epochs); each epoch visits every window once, in a
+    seeded permutation of its own. Window number g of the run lies in epoch g // n_windows.
+    """
+
+    def __init__(self, starts: np.ndarray, ends: np.ndarray, context: int, seed: int):
+        per_block = (ends - starts - 1) // context
+        block = np.repeat(np.arange(len(starts)), per_block)
+        first = np.repeat(np.cumsum(per_block) - per_block, per_block)
+        self.base = starts[block] + (np.arange(len(block)) - first) * context
+        self.slack = (ends - starts - 1 - per_block * context)[block]
+        self.n_windows = len(self.base)
+        self.context, self.seed = context, seed
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if epoch not in self._cache:
+            rng = np.random.default_rng([self.seed, 3, epoch])
+            offset = rng.integers(0, self.context) % (self.slack + 1)
+            if len(self._cache) >= 2:
+                self._cache.pop(min(self._cache))
+            self._cache[epoch] = (rng.permutation(self.n_windows), offset)
+        return self._cache[epoch]
+
+    def starts(self, first: int, n: int) -> np.ndarray:
+        """Starts of the run's windows number ``first`` … ``first + n − 1``."""
+        g = np.arange(first, first + n)
+        out = np.empty(n, dtype=np.int64)
+        epochs = g // self.n_windows
+        for e in np.unique(epochs):
+            perm, offset = self._epoch(int(e))
+            w = perm[g[epochs == e] % self.n_windows]
+            out[epochs == e] = self.base[w] + offset[w]
+        return out
+
+
 class Batches:
     """Training, validation and held-out windows of ``context + 1`` tokens over one stream.
 
@@ -275,15 +322,21 @@ class Batches:
     validation split (``val_fraction``, for reporting), the held-out split (``holdout_fraction``,
     for the outer loop of bi-level optimisation) and the training split (the rest); no window
     crosses a block boundary, so no validation or held-out token is ever trained on.
-    :meth:`train` draws batch ``index`` from its own random generator seeded by
-    ``(seed, index)``: any batch can be re-drawn, which is what makes resumption exact.
+
+    ``sampling`` chooses the training windows: ``epochs`` (each epoch a seeded permutation of
+    the training split's non-overlapping windows, at an offset drawn per epoch: every token
+    once per epoch) or ``uniform`` (windows at uniformly random positions, with replacement).
+    Either way :meth:`train` computes batch ``index`` from ``(seed, index)`` alone: any batch
+    can be re-drawn, which is what makes resumption exact.
     """
 
     def __init__(self, tokens: np.ndarray, context: int, batch_size: int, *,
                  val_fraction: float = 0.02, holdout_fraction: float = 0.01, seed: int = 0,
-                 block_tokens: int | None = None):
+                 block_tokens: int | None = None, sampling: str = "epochs"):
         if context < 1 or batch_size < 1:
             raise MinidmlError("--context and --batch-size must be positive")
+        if sampling not in SAMPLINGS:
+            raise MinidmlError(f"--sampling {sampling!r}: choose one of {', '.join(SAMPLINGS)}")
         if not 0 < val_fraction < 1:
             raise MinidmlError(f"--val-fraction {val_fraction}: must be between 0 and 1")
         if not 0 < holdout_fraction < 1:
@@ -311,7 +364,9 @@ class Batches:
         self.val_blocks = list(zip(starts[split == 1].tolist(), ends[split == 1].tolist(),
                                    strict=True))
         self._train = _Windows(starts[split == 0], ends[split == 0], context)
+        self._epochs = _Epochs(starts[split == 0], ends[split == 0], context, seed)
         self._holdout = _Windows(starts[split == 2], ends[split == 2], context)
+        self.sampling = sampling
         self.n_train_tokens = self._train.n_tokens
         self.n_holdout_tokens = self._holdout.n_tokens
         self.n_val_tokens = n - self.n_train_tokens - self.n_holdout_tokens
@@ -321,8 +376,17 @@ class Batches:
         w = torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))
         return w[:, :-1], w[:, 1:]
 
+    @property
+    def epoch_tokens(self) -> int:
+        """Tokens of one epoch: the training windows' (``epochs``), or the training split's."""
+        if self.sampling == "epochs":
+            return self._epochs.n_windows * self.context
+        return self.n_train_tokens
+
     def train(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training batch number ``index``: inputs and next-token targets, each [B, context]."""
+        if self.sampling == "epochs":
+            return self._windows(self._epochs.starts(index * self.batch_size, self.batch_size))
         return self._windows(self._train.draw(np.random.default_rng([self.seed, 1, index]),
                                               self.batch_size))
 

@@ -33,18 +33,22 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .losses import MutualLoss, _compute_dtype, peer_weights
 
-__all__ = ["linear_mutual_loss", "linear_target_log_probs", "default_chunk_rows"]
+__all__ = ["linear_mutual_loss", "linear_target_log_probs", "linear_peer_directional",
+           "default_chunk_rows"]
 
 
 def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
-    """Rows per chunk: about 16M (CPU) or 64M (GPU) elements of K×rows×V work, at least 64
-    (at K = 4, V = 16,384 on the CPU: 256 rows, three buffers of 64 MiB; smaller chunks make
-    the head's matmuls thin and its weight gradient's accumulation dominate)."""
+    """Rows per chunk: about 16M (CPU) or 64M (GPU) elements of K×rows×V work, and at most a
+    quarter of that per student, at least 64 rows (on the CPU at V = 8,192: 512 rows for any
+    K up to 4; at K = 4, V = 16,384: 256 rows, buffers of 64 MiB). Larger chunks stream
+    from memory instead of the caches; smaller ones make the head's matmuls thin and its
+    weight gradient's accumulation dominate."""
     budget = (1 << 26) if device.type == "cuda" else (1 << 24)
-    return max(64, budget // max(1, k * vocab))
+    return max(64, min(budget // max(1, k * vocab), budget // (4 * vocab)))
 
 
 class _LinearMutual(torch.autograd.Function):
@@ -182,22 +186,112 @@ def _differentiable_grads(w: torch.Tensor, targets: torch.Tensor, alpha: float,
     return g_w, grads
 
 
-@torch.no_grad()
+def _target_log_probs(hidden: torch.Tensor, mat: torch.Tensor, targets: torch.Tensor,
+                      chunk: int, dtype: torch.dtype) -> torch.Tensor:
+    """log p[y] of each row, [N], from row chunks of the logits h Wᵀ."""
+    n, v = targets.shape[0], mat.shape[0]
+    out = torch.empty(n, dtype=dtype, device=targets.device)
+    logp = torch.empty(min(chunk, n), v, dtype=dtype, device=targets.device)
+    for r in range(0, n, chunk):
+        c = min(chunk, n - r)
+        lp = torch.log_softmax(hidden[r:r + c].to(dtype) @ mat.t(), -1, out=logp[:c])
+        out[r:r + c] = lp.gather(-1, targets[r:r + c, None])[:, 0]
+    return out
+
+
+class _TargetLogProbs(torch.autograd.Function):
+    """log softmax(h Wᵀ)[y] per row; the backward pass recomputes each chunk's softmax:
+    ∂/∂z = g·(onehot(y) − softmax(z)), then ∂h = ∂z·W and ∂W = ∂zᵀ·h."""
+
+    @staticmethod
+    def forward(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                chunk: int) -> torch.Tensor:
+        dtype = _compute_dtype(hidden)
+        return _target_log_probs(hidden, weight.to(dtype), targets, chunk, dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        hidden, weight, targets, chunk = inputs
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.chunk = chunk
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple:
+        hidden, weight, targets = ctx.saved_tensors
+        dtype = _compute_dtype(hidden)
+        n, v, chunk = targets.shape[0], weight.shape[0], ctx.chunk
+        mat = weight.to(dtype)
+        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
+        g = g.to(dtype)
+        z = torch.empty(min(chunk, n), v, dtype=dtype, device=targets.device)
+        dz = torch.empty_like(z)
+        for r in range(0, n, chunk):
+            c = min(chunk, n - r)
+            h, gc = hidden[r:r + c].to(dtype), g[r:r + c, None]
+            torch.mm(h, mat.t(), out=z[:c])
+            d = torch.log_softmax(z[:c], -1, out=dz[:c]).exp_().mul_(-gc)
+            d.scatter_add_(-1, targets[r:r + c, None], gc)
+            if grad_h is not None:
+                grad_h[r:r + c] = (d @ mat).to(hidden.dtype)
+            grad_w.addmm_(d.t(), h)
+        return grad_h, grad_w.to(weight.dtype) if ctx.needs_input_grad[1] else None, None, None
+
+
 def linear_target_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                             chunk_rows: int | None = None) -> torch.Tensor:
-    """log softmax(h Wᵀ)[y] of one student for each row, [N] (float32 or more), in row chunks:
-    what validation needs, without the N×V logits. No gradient."""
-    n, v = targets.shape[0], weight.shape[0]
-    chunk = int(chunk_rows or default_chunk_rows(1, v, targets.device))
-    dtype = _compute_dtype(hidden)
-    mat = weight.to(dtype)
-    out = torch.empty(n, dtype=dtype, device=targets.device)
+    """log softmax(h Wᵀ)[y] of one student for each row, [N] (float32 or more), in row chunks,
+    without the N×V logits: what validation and the held-out side of the outer step need.
+    Differentiable (once) in ``hidden`` and ``weight``; the backward pass recomputes the
+    chunks, so nothing of the size of the logits is kept."""
+    chunk = int(chunk_rows or default_chunk_rows(1, weight.shape[0], targets.device))
     with torch.autocast(targets.device.type, enabled=False):
+        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+            return _TargetLogProbs.apply(hidden, weight, targets, chunk)
+        dtype = _compute_dtype(hidden)
+        return _target_log_probs(hidden, weight.to(dtype), targets, chunk, dtype)
+
+
+@torch.no_grad()
+def linear_peer_directional(hidden: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
+                            tangents: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                            temperature: float, chunk_rows: int | None = None) -> torch.Tensor:
+    """D[i, j] = Σ_rows ⟨p_i − p_j, dz_i⟩ / T, [K, K], from hidden states and head weights.
+
+    p_j = softmax(h_j W_jᵀ / T) and dz_i = dh_i W_iᵀ + h_i dW_iᵀ, the derivative of student
+    i's logits along the tangent (dh_i [N, d_i], dW_i [V, d_i]) of its hidden states and head:
+    the directional derivatives of the peer KLs that the exact hypergradient needs
+    (:func:`minidml.bilevel.peer_kl_directional`), in row chunks with no K×N×V tensor. Each
+    chunk is K products for the p_j, K for the dz_i ([dh_i, h_i]·[W_i, dW_i]ᵀ, one matmul
+    each) and one [K, K] product of the two stacks."""
+    k = len(hidden)
+    n, v = hidden[0].shape[0], weights[0].shape[0]
+    chunk = int(chunk_rows or default_chunk_rows(k, v, hidden[0].device))
+    dtype = _compute_dtype(hidden[0])
+    device = hidden[0].device
+    mats = [wt.to(dtype) for wt in weights]
+    pairs = [torch.cat([dh.to(dtype), h.to(dtype)], -1) for (dh, _), h in zip(tangents, hidden,
+                                                                             strict=True)]
+    both = [torch.cat([m, dw.to(dtype)], -1) for m, (_, dw) in zip(mats, tangents, strict=True)]
+    total = torch.zeros(k, k, dtype=dtype, device=device)
+    rows = min(chunk, n)
+    p = torch.empty(k, rows, v, dtype=dtype, device=device)
+    dz = torch.empty_like(p)
+    with torch.autocast(device.type, enabled=False):
         for r in range(0, n, chunk):
-            z = hidden[r:r + chunk].to(dtype) @ mat.t()
-            y = targets[r:r + chunk, None]
-            out[r:r + chunk] = (z.gather(-1, y) - torch.logsumexp(z, -1, keepdim=True))[:, 0]
-    return out
+            c = min(chunk, n - r)
+            pc, dzc = p[:, :c], dz[:, :c]
+            for i in range(k):  # the logits go into dz's buffer, then dz_i replaces them
+                torch.mm(hidden[i][r:r + c].to(dtype), mats[i].t(), out=dzc[i])
+            if temperature != 1.0:
+                dzc.div_(temperature)
+            torch.log_softmax(dzc, -1, out=pc).exp_()
+            for i in range(k):
+                torch.mm(pairs[i][r:r + c], both[i].t(), out=dzc[i])
+            cross = torch.mm(pc.reshape(k, -1), dzc.reshape(k, -1).t())  # Σ ⟨p_j, dz_i⟩
+            total += torch.diagonal(cross)[:, None] - cross.t()
+    return total / temperature
 
 
 def linear_mutual_loss(hidden: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],

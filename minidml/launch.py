@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .devices import resolve_device
 from .distributed import Comm, session
+from .documents import documents
 from .errors import MinidmlError
 from .model import Student
 from .rundir import (
@@ -109,6 +111,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         meta = comm.on_main(lambda: read_run_config(out_dir), share=True)
         tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.load(out_dir / "tokenizer.model"))
         check_tokenizer(out_dir, meta, tokenizer)
+        cfg = cfg.replace(**{k: v for k, v in LEGACY.items() if k not in meta["config"]})
         cfg = _resumed_shapes(cfg, meta, out_dir, tokenizer.vocab_size)
         check_resume_config(meta, cfg, out_dir)
         if meta.get("corpus", {}).get("fingerprint") != corpus_hash:
@@ -125,17 +128,17 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
             tokenizer = teacher_tok
         if tokenizer is None:
             tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.train(
-                read_lines(files, cfg.encoding_errors), cfg.vocab_size, cfg.tokenizer_type,
+                corpus_documents(files, cfg), cfg.vocab_size, cfg.tokenizer_type,
                 seed=cfg.seed))
         elif cfg.vocab_size is not None and cfg.vocab_size != tokenizer.vocab_size:
             raise MinidmlError(f"--vocab-size {cfg.vocab_size}: the given tokenizer has "
                                f"{tokenizer.vocab_size} pieces; drop --vocab-size")
         cfg = cfg.resolve_shapes(tokenizer.vocab_size)
     check_teachers(cfg, teachers, teacher_tok, tokenizer)
-    tokens = comm.first_on_main(lambda: tokenize_corpus(files, tokenizer, cache_dir,
-                                                        cfg.encoding_errors, progress))
-    batches = Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
-                      holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
+    tokens = comm.first_on_main(lambda: tokenize_corpus(
+        files, tokenizer, cache_dir, cfg.encoding_errors, progress, cfg.documents,
+        cfg.speaker_tags))
+    batches = make_batches(tokens, cfg)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
     torch.manual_seed(cfg.seed)
     students = [Student(c) for c in scfgs]
@@ -153,6 +156,22 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
                                           comm.world_size, trainer.precision_record,
                                           trainer.compile_record))
     return trainer
+
+
+def corpus_documents(files: Sequence[Path], cfg: TrainConfig) -> Iterator[str]:
+    """The documents of the corpus under ``cfg``'s splitting rule (what the tokenizer trains
+    on and :func:`~minidml.data.tokenize_corpus` encodes)."""
+    return documents(read_lines(files, cfg.encoding_errors), cfg.documents, cfg.speaker_tags)
+
+
+def make_batches(tokens: np.ndarray, cfg: TrainConfig) -> Batches:
+    """The batches of a token stream under ``cfg``: splits, context, batch size, sampling."""
+    return Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
+                   holdout_fraction=cfg.holdout_fraction, seed=cfg.seed, sampling=cfg.sampling)
+
+
+# settings that runs recorded before the setting existed: what they did then
+LEGACY = {"sampling": "uniform"}
 
 
 def _resumed_shapes(cfg: TrainConfig, meta: dict[str, Any], out_dir: Path, vocab_size: int

@@ -200,6 +200,13 @@ class Student(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(ids))
 
+    def hidden_jvp(self, ids: torch.Tensor, params: dict[str, torch.Tensor],
+                   tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final hidden states [B, T, d_model] at ``params`` and their forward-mode
+        derivative along ``tangents`` (``torch.func.jvp`` through the trunk)."""
+        with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no forward-mode AD
+            return jvp(lambda p: trunk_call(self, p, ids), (params,), (tangents,))
+
     def logits_jvp(self, ids: torch.Tensor, params: dict[str, torch.Tensor],
                    tangents: dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward-mode derivative of the logits [B, T, V] at ``params`` along ``tangents``.
@@ -208,10 +215,7 @@ class Student(nn.Module):
         dz = dh·Wᵀ + h·dWᵀ, is then one matmul of [h', h] with [W, dW]. The head's primal
         product, the largest matmul of a small model, is never computed.
         """
-        view = _TrunkView(self)
-        with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no forward-mode AD
-            h, dh = jvp(lambda p: functional_call(
-                view, {f"student.{n}": t for n, t in p.items()}, (ids,)), (params,), (tangents,))
+        h, dh = self.hidden_jvp(ids, params, tangents)
         w, dw = params["embed.weight"], tangents["embed.weight"]
         return F.linear(torch.cat([dh, h], -1), torch.cat([w, dw], -1))
 
@@ -252,3 +256,11 @@ class _TrunkView(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.student.trunk(ids)
+
+
+def trunk_call(student: Student, params: dict[str, torch.Tensor],
+               ids: torch.Tensor) -> torch.Tensor:
+    """:meth:`Student.trunk` of ``ids`` with the parameters ``params`` (name → tensor, as
+    ``named_parameters``) in place of the student's own: ``functional_call`` for the trunk."""
+    return functional_call(_TrunkView(student), {f"student.{n}": t for n, t in params.items()},
+                           (ids,))

@@ -40,6 +40,7 @@ from .losses import (
 from .model import Student
 from .precision import choose as choose_precision
 from .rundir import latest_checkpoint, newest_good_checkpoint, truncate_metrics, write_checkpoint
+from .timebudget import TimeBudget
 from .tokenizer import Tokenizer
 
 
@@ -54,10 +55,18 @@ def out_of_memory(error: BaseException) -> bool:
         "can't allocate memory" in text or "out of memory" in text.lower())
 
 
-def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup to ``base_lr``, then cosine decay to ``min_ratio · base_lr`` at ``total``."""
+def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float,
+          schedule: str = "cosine", decay_fraction: float = 0.2) -> float:
+    """The learning rate of ``step``: linear warmup to ``base_lr``, then down to
+    ``min_ratio · base_lr`` at ``total``: a cosine over all the remaining steps
+    (``cosine``), or constant until the last ``decay_fraction`` of the steps and then a
+    linear decay (``wsd``, warmup-stable-decay)."""
     if step < warmup:
         return base_lr * (step + 1) / warmup
+    if schedule == "wsd":
+        start = max(warmup, total - max(1, round(decay_fraction * (total - warmup))))
+        progress = min(1.0, max(0, step - start) / max(1, total - start))
+        return base_lr * (1 - (1 - min_ratio) * progress)
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -121,7 +130,10 @@ class Trainer:
         self._writes = self.run_dir is not None and self.comm.is_main  # rank 0 writes the run
         self.callbacks = list(callbacks)
         self.progress = progress
-        self.total_steps = total_steps or steps_for(config, batches)
+        self.budget = (TimeBudget(config.max_time, config.outer_every)
+                       if config.max_time is not None else None)
+        self.total_steps = total_steps or (steps_for(config, batches) if self.budget is None
+                                           else self._first_guess())
         self.compile_record = dict(compiled) if compiled is not None else self._choose_compile()
         if progress and self.comm.is_main:
             print(self.compile_record["line"], file=sys.stderr)
@@ -148,6 +160,13 @@ class Trainer:
             print(warning, file=sys.stderr)
         return record
 
+    def _first_guess(self) -> int:
+        """A time-budgeted run's steps before any was timed (see :mod:`minidml.timebudget`)."""
+        cfg = self.config
+        flops = sum(s.config.flops_per_token(cfg.context) for s in self.students
+                    ) * cfg.tokens_per_step
+        return TimeBudget.first_guess(cfg.max_time, flops, self.precision_record)
+
     def _choose_compile(self) -> dict[str, Any]:
         """Whether the training step runs compiled trunks (see :mod:`minidml.compiling`)."""
         cfg = self.config
@@ -170,7 +189,8 @@ class Trainer:
         """
         cfg = self.config
         alpha = 0.0 if cfg.mode == "single" else cfg.alpha
-        lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio,
+                   cfg.schedule, cfg.decay_fraction)
         comm, mine = self.comm, [self.students[i] for i in self.comm.local]
         for s in mine:
             s.train()
@@ -193,12 +213,9 @@ class Trainer:
                 losses = self._loss(x, logits, y.flatten(), alpha)
             (losses.total / cfg.grad_accum).backward()
             parts.append(losses)
-            if outer:  # the hypergradient reuses this step's inputs and logits
+            if outer:  # the hypergradient reuses this step's inputs and hidden states/logits
                 inputs.append(x)
-                if self.loss_from_hidden:
-                    with torch.no_grad():
-                        logits = [s.head(h.detach()) for s, h in zip(mine, hidden, strict=True)]
-                kept.append([z.detach() for z in logits])
+                kept.append([t.detach() for t in (hidden if self.loss_from_hidden else logits)])
         losses = MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
         comm.average_gradients(mine)  # over data-parallel replicas, before anything reads them
         omega_before = self.omega
@@ -275,17 +292,19 @@ class Trainer:
     def learns_omega(self) -> bool:
         return self.config.mode == "wml" and len(self.students) > 1 and self.config.alpha > 0
 
-    def outer_step(self, inputs: list[torch.Tensor], logits: list[list[torch.Tensor]],
+    def outer_step(self, inputs: list[torch.Tensor], kept: list[list[torch.Tensor]],
                    lr: float) -> None:
-        """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py)."""
+        """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py);
+        ``kept`` holds the step's detached hidden states (or logits) on each input."""
         cfg = self.config
         index = (self.step + 1) // cfg.outer_every - 1
         x_out, y_out = (self.comm.shard(t).to(self.device) for t in
                         self.batches.holdout(index, cfg.outer_batch_size))
+        hidden, logits = (kept, None) if self.loss_from_hidden else (None, kept)
         hyper = hypergradient(self.students, self.omega, inputs, x_out, y_out, lr=lr,
                               alpha=cfg.alpha, temperature=cfg.softmax_temperature,
                               variant=cfg.hypergrad, objective=cfg.outer_objective,
-                              logits=logits, comm=self.comm)
+                              logits=logits, hidden=hidden, comm=self.comm)
         beta = cfg.outer_lr
         if cfg.outer_lr_schedule == "cosine":
             beta *= lr / cfg.lr
@@ -343,20 +362,27 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)
         t0, tokens0, saved_at = time.perf_counter(), self.step * cfg.tokens_per_step, -1
         self._fit_started = t0
+        if self.budget is not None:
+            self.budget.start(self.step)
         try:
             while self.step < self.total_steps and not self._stopping():
                 losses = self.train_step()
                 for cb in self.callbacks:
                     cb.on_step_end(self, losses)
+                if self.budget is not None and self.budget.out_of_time(self.train_seconds):
+                    self.total_steps = self.step  # the last step: evaluate and save now
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - t0
                     rec = self._log_record(losses, elapsed, tokens0)
                     self._emit(rec, "on_log")
                     bar.set_postfix_str(" ".join(f"{v:.3f}" for v in rec["loss"])
                                         + f" | {rec['tokens_per_s']:.0f} tok/s")
-                if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
+                evaluated = self.step % cfg.eval_every == 0 or self.step == self.total_steps
+                if evaluated:
                     self.last_eval = self.evaluate()
                     self._emit(self.last_eval, "on_eval")
+                if self.budget is not None and self.step < self.total_steps:
+                    self._plan(bar, evaluated)
                 if self.step % cfg.save_every == 0:
                     self.save_checkpoint()
                     saved_at = self.step
@@ -377,6 +403,23 @@ class Trainer:
         self._seconds, self._fit_started = self.train_seconds, None
         for cb in self.callbacks:
             cb.on_train_end(self)
+
+    def _plan(self, bar: tqdm, evaluated: bool) -> None:
+        """Re-plan a time-budgeted run's steps when its budget says so."""
+        steps = self.budget.after_step(self.step, self.train_seconds, evaluated)
+        if steps is None:
+            return
+        self.total_steps = steps
+        bar.total = steps
+        bar.refresh()
+        record = {"event": "plan", "step": self.step, "total_steps": steps,
+                  "seconds_per_step": round(self.budget.seconds_per_step, 4),
+                  "max_time": self.budget.seconds,
+                  "train_seconds": round(self.train_seconds, 3)}
+        self._emit(record, "on_log")
+        if self._writes and (self.run_dir / "config.json").exists():
+            meta = json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
+            _io.write_json(self.run_dir / "config.json", {**meta, "plan": record})
 
     def _out_of_memory_line(self, error: RuntimeError) -> str:
         cfg = self.config
@@ -401,8 +444,9 @@ class Trainer:
         cfg = self.config
         tokens = self.step * cfg.tokens_per_step
         return {"event": "train", "step": self.step, "tokens": tokens,
+                "epoch": round(tokens / max(1, self.batches.epoch_tokens), 4),
                 "lr": lr_at(self.step - 1, cfg.lr, cfg.warmup_steps, self.total_steps,
-                            cfg.min_lr_ratio),
+                            cfg.min_lr_ratio, cfg.schedule, cfg.decay_fraction),
                 "loss": losses.loss.tolist(),
                 "ce": losses.ce.tolist(), "kl": losses.kl.tolist(),
                 "omega": self.omega.tolist(), "skipped_steps": self.skipped_steps,
@@ -453,6 +497,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
+        if self.budget is not None:  # the plan it had made (steps, tokens and epochs: fixed)
+            self.total_steps = int(state.get("total_steps", self.total_steps))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._seconds = float(state.get("train_seconds", 0.0))
         self.omega = state["omega"].to(self.device, torch.float32)
@@ -504,10 +550,12 @@ class Trainer:
 
 
 def steps_for(cfg: TrainConfig, batches: Batches) -> int:
-    """Total optimiser steps: ``steps``, else ``tokens`` / tokens per step, else one epoch."""
+    """Total optimiser steps: ``steps``; else ``tokens``, or ``epochs`` (default 1) of the
+    batches' epoch, over the tokens per step. (A ``max_time`` run plans its own.)"""
     if cfg.steps is not None:
         return cfg.steps
-    tokens = cfg.tokens if cfg.tokens is not None else batches.n_train_tokens
-    return max(1, tokens // cfg.tokens_per_step)
+    tokens = cfg.tokens if cfg.tokens is not None else (
+        (cfg.epochs or 1.0) * batches.epoch_tokens)
+    return max(1, int(tokens // cfg.tokens_per_step))
 
 

@@ -170,9 +170,9 @@ def test_mirror_step_is_exponentiated_gradient():
 class Shuffled(Student):
     """A crippled student: it sees its context in a fixed scrambled order."""
 
-    def forward(self, ids):
+    def trunk(self, ids):
         perm = torch.randperm(ids.shape[1], generator=torch.Generator().manual_seed(0))
-        return super().forward(ids[:, perm])
+        return super().trunk(ids[:, perm])
 
 
 @pytest.mark.slow

@@ -420,7 +420,7 @@ def test_training_never_touches_validation_or_held_out_data(context, extra, batc
 def test_training_windows_are_exactly_the_windows_inside_training_blocks(n):
     context, block = 4, 20
     b = Batches(np.arange(n), context, 16, val_fraction=0.2, holdout_fraction=0.1, seed=3,
-                block_tokens=block)
+                block_tokens=block, sampling="uniform")
     n_blocks = n // block
 
     def block_of(p):
@@ -445,6 +445,44 @@ def test_training_windows_are_exactly_the_windows_inside_training_blocks(n):
     assert counts.min() > 0.3 * counts.mean()  # roughly uniform
     held = {s for i in range(100) for s in b.holdout(i)[0][:, 0].tolist()}
     assert held == windows_in(held_blocks)
+
+
+@pytest.mark.parametrize("n", [200, 210, 217])  # 210, 217: the last block is longer
+def test_each_epoch_visits_every_training_window_once(n):
+    """epochs: every non-overlapping window of the training blocks once per epoch, in an
+    order of its own; batches that straddle two epochs take the end of one and the start of
+    the next, and any batch is a function of (seed, index) alone."""
+    context, block, batch = 4, 20, 3
+    b = Batches(np.arange(n), context, batch, val_fraction=0.2, holdout_fraction=0.1, seed=3,
+                block_tokens=block)
+    n_blocks = n // block
+
+    def block_of(p):
+        return min(p // block, n_blocks - 1)
+
+    val, held = val_mask(b, n), held_out_mask(b, n)
+    training = {k for k in range(n_blocks) if not val[k * block] and not held[k * block]}
+    lengths = [(n - k * block if k == n_blocks - 1 else block) for k in sorted(training)]
+    w = b._epochs.n_windows
+    assert w == sum((length - 1) // context for length in lengths)
+    assert b.epoch_tokens == w * context
+    starts = [s for i in range(3 * w // batch + 2) for s in b.train(i)[0][:, 0].tolist()]
+    epochs = [starts[e * w:(e + 1) * w] for e in range(3)]
+    for ep in epochs:
+        assert len(set(ep)) == w  # each window once
+        assert all(block_of(s) == block_of(s + context) and block_of(s) in training for s in ep)
+    assert len({tuple(ep) for ep in epochs}) == 3  # a fresh order each epoch
+    again = Batches(np.arange(n), context, batch, val_fraction=0.2, holdout_fraction=0.1,
+                    seed=3, block_tokens=block)
+    for i in reversed(range(3 * w // batch)):
+        assert again.train(i)[0][:, 0].tolist() == starts[i * batch:(i + 1) * batch]
+
+
+def test_epoch_offsets_move_the_cuts_between_epochs():
+    b = Batches(np.arange(20_000), 16, 8, seed=5)
+    w = b._epochs.n_windows
+    per_epoch = [{s % 16 for s in b._epochs.starts(e * w, w).tolist()} for e in range(6)]
+    assert len(set(map(frozenset, per_epoch))) > 1
 
 
 def test_train_batches_are_a_function_of_seed_and_index():

@@ -11,7 +11,11 @@ from torch.func import functional_call
 
 from minidml import Student, StudentConfig
 from minidml.bilevel import hypergradient, hypergradient_nested, outer_loss, unrolled
-from minidml.fused_linear import linear_mutual_loss, linear_target_log_probs
+from minidml.fused_linear import (
+    linear_mutual_loss,
+    linear_peer_directional,
+    linear_target_log_probs,
+)
 from minidml.losses import mutual_loss
 
 
@@ -186,6 +190,16 @@ def test_hypergradient_through_the_loss_from_hidden_states(tiny):
     exact = hypergradient(students, omega, [x], xo, yo, lr=LR, alpha=ALPHA, temperature=T)
     assert ((exact.grad - fd).norm() / fd.norm()).item() < 1e-4
     assert (exact.grad - exact.direct).norm() > 100 * (exact.grad - fd).norm()  # 2nd order
+    # the outer step from hidden states, as the trainer takes it: the same hypergradient
+    with torch.no_grad():
+        hidden = [[s.trunk(x).flatten(0, 1) for s in students]]
+    for objective in ("ensemble", "sum-ce"):
+        kw = dict(lr=LR, alpha=ALPHA, temperature=T, objective=objective)
+        from_logits = hypergradient(students, omega, [x], xo, yo, **kw)
+        from_hidden = hypergradient(students, omega, [x], xo, yo, hidden=hidden, **kw)
+        for field in ("grad", "direct", "outer_loss"):
+            torch.testing.assert_close(getattr(from_hidden, field), getattr(from_logits, field),
+                                       rtol=1e-10, atol=1e-13)
 
     trunks = [Trunk(s) for s in students]
 
@@ -200,9 +214,55 @@ def test_hypergradient_through_the_loss_from_hidden_states(tiny):
     torch.testing.assert_close(exact.grad, nested, rtol=1e-9, atol=1e-12)
 
 
-def test_target_log_probs_from_hidden_states_equal_the_cross_entropy():
+@pytest.mark.parametrize("chunk", [16, 50, 64])
+def test_target_log_probs_from_hidden_states_equal_the_cross_entropy(chunk):
+    """Values, and gradients for an upstream gradient that is not 1, against the logits."""
     hidden, weights, y, _ = problem(1, n=50, v=70, dtype=torch.float64)
-    got = linear_target_log_probs(hidden[0], weights[0], y, chunk_rows=16)
+    got = linear_target_log_probs(hidden[0], weights[0], y, chunk_rows=chunk)
     want = -torch.nn.functional.cross_entropy(hidden[0] @ weights[0].t(), y, reduction="none")
-    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
-    assert not got.requires_grad
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    assert_lists_close(torch.autograd.grad(got, [hidden[0], weights[0]], g),
+                       torch.autograd.grad(want, [hidden[0], weights[0]], g),
+                       rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        assert not linear_target_log_probs(hidden[0], weights[0], y).requires_grad
+    weights[0].requires_grad_(False)  # a gradient for the hidden states alone
+    (gh,) = torch.autograd.grad(linear_target_log_probs(hidden[0], weights[0], y, chunk).sum(),
+                                [hidden[0]])
+    want_h = torch.autograd.grad(-torch.nn.functional.cross_entropy(
+        hidden[0] @ weights[0].t(), y, reduction="sum"), [hidden[0]])[0]
+    torch.testing.assert_close(gh, want_h, rtol=1e-10, atol=1e-12)
+
+
+def test_target_log_probs_keep_nothing_of_the_size_of_the_logits():
+    n, v, d = 512, 2048, 16
+    hidden, weights, y, _ = problem(1, n=n, v=v, d=d, dtype=torch.float32)
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t,
+                                                  lambda t: t):
+        lp = linear_target_log_probs(hidden[0], weights[0], y, chunk_rows=64)
+    lp.sum().backward()
+    assert sizes and max(sizes) <= v * d and hidden[0].grad is not None
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_peer_directional_from_hidden_states_equals_the_logits(temperature):
+    """D[i, j] = Σ ⟨p_i − p_j, dz_i⟩ / T with dz_i = dh_i W_iᵀ + h_i dW_iᵀ, against the
+    logits built in full (chunks that do not divide N)."""
+    k, n, v = 4, 37, 53
+    hidden, weights, _, _ = problem(k, n=n, v=v)
+    g = torch.Generator().manual_seed(7)
+    tangents = [(torch.randn(h.shape, generator=g, dtype=h.dtype),
+                 torch.randn(w.shape, generator=g, dtype=w.dtype))
+                for h, w in zip(hidden, weights, strict=True)]
+    with torch.no_grad():
+        p = torch.stack([torch.softmax(h @ w.t() / temperature, -1)
+                         for h, w in zip(hidden, weights, strict=True)])
+        want = torch.stack([
+            torch.stack([((p[i] - p[j]) * (dh @ w.t() + h @ dw.t())).sum()
+                         for j in range(k)]) / temperature
+            for i, (h, w, (dh, dw)) in enumerate(zip(hidden, weights, tangents, strict=True))])
+    got = linear_peer_directional(hidden, weights, tangents, temperature, chunk_rows=10)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert torch.diagonal(got).abs().max() < 1e-12 and want.abs().max() > 1e-2

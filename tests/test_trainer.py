@@ -42,6 +42,15 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(100, 1.0, 10, 100, 0.1) == pytest.approx(0.1)
 
 
+def test_wsd_schedule_holds_the_peak_then_decays_linearly():
+    lrs = [lr_at(s, 1.0, 10, 110, 0.1, "wsd", 0.2) for s in range(111)]
+    assert lrs[:10] == [lr_at(s, 1.0, 10, 110, 0.1) for s in range(10)]  # the same warmup
+    assert all(v == 1.0 for v in lrs[10:91])  # stable until the last 20 of 100 steps
+    steps = np.diff(lrs[90:])
+    assert np.allclose(steps, steps[0]) and steps[0] < 0  # a straight line down
+    assert lrs[110] == pytest.approx(0.1)
+
+
 @pytest.mark.slow
 def test_two_students_learn_far_below_unigram_entropy(corpus, tmp_path):
     run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=300, mode="wml",
@@ -168,3 +177,65 @@ def test_a_resumed_budget_run_keeps_the_shapes_it_started_with(grammar_corpus, t
     monkeypatch.setattr(minidml.search, "plan", no_search)
     run = minidml.train(grammar_corpus, tmp_path / "run", cfg, resume=True)
     assert run.step == 4 and run.config.students == searched
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("small") / "grammar.txt", 1_500, seed=2)
+
+
+@pytest.mark.slow
+def test_a_multi_epoch_run_resumes_bit_identically(small_corpus, tmp_path):
+    """epochs = 2.5, stopped in the second epoch and resumed: the same students, ω and
+    metrics as the uninterrupted run; the metrics count epochs up to 2.5."""
+    cfg = TrainConfig(**{**TINY, "mode": "wml", "outer_every": 4, "save_every": 1000,
+                         "log_every": 1}, epochs=2.5)
+    full = minidml.train(small_corpus, tmp_path / "full", cfg)
+    records = [json.loads(line) for line in (tmp_path / "full/metrics.jsonl").open()]
+    epochs = [r["epoch"] for r in records if r["event"] == "train"]
+    assert epochs == sorted(epochs) and epochs[-1] == pytest.approx(2.5, abs=0.05)
+    stop = next(r["step"] for r in records if r["event"] == "train" and r["epoch"] > 1.3)
+    minidml.train(small_corpus, tmp_path / "part", cfg, callbacks=[StopAt(stop)])
+    resumed = minidml.train(small_corpus, tmp_path / "part", cfg, resume=True)
+    assert resumed.step == full.step
+    for a, b in zip(full.students, resumed.students, strict=True):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(pa, pb), name
+    assert torch.equal(full.omega, resumed.omega)
+    again = [json.loads(line) for line in (tmp_path / "part/metrics.jsonl").open()]
+    assert [r["epoch"] for r in again if r["event"] == "train"] == epochs
+
+
+@pytest.mark.slow
+def test_a_time_budget_plans_the_schedule_and_stops_at_the_limit(small_corpus, tmp_path):
+    """--max-time: steps planned from the measured throughput (recorded in metrics and
+    config.json); the last step starts before the limit; the schedule runs to its end."""
+    limit = 6.0
+    cfg = TrainConfig(**{**TINY, "log_every": 1, "eval_every": 20, "warmup_steps": 5},
+                      max_time=limit)
+    run = minidml.train(small_corpus, tmp_path / "run", cfg)
+    records = [json.loads(line) for line in (run.path / "metrics.jsonl").open()]
+    plans = [r for r in records if r["event"] == "plan"]
+    trains = [r for r in records if r["event"] == "train"]
+    assert plans and all(p["max_time"] == limit and p["total_steps"] > p["step"] for p in plans)
+    meta = json.loads((run.path / "config.json").read_text())
+    assert meta["config"]["max_time"] == limit and meta["plan"] == plans[-1]
+    assert trains[-1]["step"] == run.step and trains[-2]["train_seconds"] < limit
+    assert trains[-1]["train_seconds"] > 0.5 * limit  # the budget was used
+    # the planned schedule ended (near) where training did: the lr decayed most of the way
+    assert trains[-1]["lr"] < 0.5 * cfg.lr
+    assert any(r["event"] == "eval" and r["step"] == run.step for r in records)
+
+
+def test_one_length_of_training_and_durations():
+    from minidml.timebudget import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "90s", "60m", "1.5h", "2min")] == [
+        90, 90, 3600, 5400, 120]
+    for bad in ("", "m", "-5m", "soon", "0"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    with pytest.raises(minidml.MinidmlError, match="--steps and --max-time: give one length"):
+        TrainConfig(steps=10, max_time=60.0)
+    with pytest.raises(minidml.MinidmlError, match="--epochs -1.0: must be a positive number"):
+        TrainConfig(epochs=-1.0)

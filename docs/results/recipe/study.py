@@ -1,0 +1,180 @@
+"""The recipe study: one setting at a time around a baseline, judged on validation loss.
+
+    python docs/results/recipe/study.py runs/recipe               # every variant not yet done
+    python docs/results/recipe/study.py runs/recipe --only lr-4e-3 --minutes 10
+    python docs/results/recipe/study.py runs/recipe --report      # results.json, study.md
+
+Every variant is one ``minidml train`` run on the whole shared BabyLM corpus
+(``$MINIDML_DATA_DIR/babylm-2024-100M-snippets``) for the same wall time (``--max-time``),
+on an otherwise idle machine: what a setting buys is what it buys in that time, speed
+included. Each run is judged on its whole validation split (2% of the corpus, never trained
+on), in nats per token and, because variants that change the tokenizer or the documents
+predict other tokens, in nats per byte of the validation text. The test suites are not
+looked at. A run that was interrupted is resumed with the time it has left; a finished run
+is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import minidml
+from minidml import Shape, TrainConfig
+from minidml.data import corpus_files, tokenize_corpus
+from minidml.launch import make_batches
+
+HERE = Path(__file__).resolve().parent
+BASE = dict(students=(Shape(4, 256, 4),), mode="single", vocab_size=8192, context=128,
+            batch_size=32, lr=2e-3, warmup_steps=100, eval_every=250, save_every=250)
+# name -> the one change from BASE
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "lr-1e-3": {"lr": 1e-3},
+    "lr-4e-3": {"lr": 4e-3},
+    "lr-8e-3": {"lr": 8e-3},
+    "documents-sentence": {"documents": "sentence"},
+    "schedule-wsd": {"schedule": "wsd"},
+    "batch-16": {"batch_size": 16},
+    "context-64": {"context": 64},
+    "context-256": {"context": 256},
+    "warmup-30": {"warmup_steps": 30},
+    "weight-decay-0": {"weight_decay": 0.0},
+    "vocab-4096": {"vocab_size": 4096},
+    "vocab-16384": {"vocab_size": 16384},
+    "shape-2x384": {"students": (Shape(2, 384, 6),)},
+    "shape-8x192": {"students": (Shape(8, 192, 3),)},
+}
+
+
+def corpus() -> list[Path]:
+    root = os.environ.get("MINIDML_DATA_DIR")
+    if not root:
+        raise SystemExit("set MINIDML_DATA_DIR to the shared data directory")
+    return corpus_files([Path(root) / "babylm-2024-100M-snippets"])
+
+
+def config(name: str, minutes: float) -> TrainConfig:
+    return TrainConfig(**{**BASE, **VARIANTS[name]}, max_time=60.0 * minutes)
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the study finished this run (it marks the runs whose ``train`` returned)."""
+    return (run_dir / "study-done").exists()
+
+
+@torch.no_grad()
+def full_validation(run_dir: Path, files: list[Path]) -> dict[str, float]:
+    """Loss of the run's student over its whole validation split: nats per token and per
+    byte of the text those tokens decode to."""
+    run = minidml.load(run_dir)
+    cfg = run.config
+    tokens = tokenize_corpus(files, run.tokenizer, rule=cfg.documents,
+                             speaker_tags=cfg.speaker_tags)
+    batches = make_batches(tokens, cfg)
+    student = run.students[0].eval()
+    nats, n, n_bytes = 0.0, 0, 0
+    for x, y in batches.validation():
+        logits = student(x).float()
+        nats += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                                        reduction="sum"))
+        n += y.numel()
+        n_bytes += sum(len(run.tokenizer.decode(row).encode("utf-8")) for row in y.tolist())
+    return {"val_loss": nats / n, "val_tokens": n, "val_bytes": n_bytes,
+            "nats_per_byte": nats / max(1, n_bytes)}
+
+
+def summary(run_dir: Path, files: list[Path]) -> dict[str, Any]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    trains = [r for r in records if r["event"] == "train"]
+    evals = [r for r in records if r["event"] == "eval"]
+    last = trains[-1]
+    return {"steps": last["step"], "tokens": last["tokens"], "epoch": last.get("epoch"),
+            "train_seconds": last["train_seconds"],
+            "tokens_per_s": last["tokens"] / max(last["train_seconds"], 1e-9),
+            "curve": [[e["step"], e["val_loss"][0]] for e in evals],
+            **full_validation(run_dir, files)}
+
+
+def report(out: Path, files: list[Path]) -> None:
+    rows = {}
+    for name in VARIANTS:
+        run_dir = out / name
+        if finished(run_dir):
+            rows[name] = {"change": {k: (str(v) if k == "students" else v)
+                                     for k, v in VARIANTS[name].items()},
+                          **summary(run_dir, files)}
+    base = rows.get("baseline")
+    (HERE / "results.json").write_text(json.dumps(
+        {"base": {k: (str(v) if k == "students" else v) for k, v in BASE.items()},
+         "runs": rows}, indent=1) + "\n")
+    lines = ["| variant | change | steps | tokens | tok/s | val nats/token | val nats/byte | "
+             "Δ nats/byte vs baseline |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["nats_per_byte"]):
+        delta = "" if base is None or name == "baseline" else (
+            f"{r['nats_per_byte'] - base['nats_per_byte']:+.4f}")
+        change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "—"
+        lines.append(f"| {name} | {change} | {r['steps']} | {r['tokens']:,} | "
+                     f"{r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | "
+                     f"{r['nats_per_byte']:.4f} | {delta} |")
+    (HERE / "study.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if rows:
+        _plot(rows)
+
+
+def _plot(rows: dict[str, Any]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, r in sorted(rows.items()):
+        steps, losses = zip(*r["curve"], strict=True)
+        frac = [s / r["steps"] for s in steps]
+        ax.plot(frac, losses, label=name, lw=2 if name == "baseline" else 1)
+    ax.set_xlabel("fraction of the run (equal wall time)")
+    ax.set_ylabel("validation loss (nats/token, first 65k tokens)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(HERE / "curves.png", dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--only", action="append", choices=sorted(VARIANTS))
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--report", action="store_true")
+    args = ap.parse_args()
+    files = corpus()
+    if args.report:
+        report(args.out, files)
+        return 0
+    for name in args.only or VARIANTS:
+        run_dir = args.out / name
+        if finished(run_dir):
+            continue
+        t0 = time.time()
+        resume = (run_dir / "config.json").exists()
+        print(f"[recipe] {name}: {'resuming' if resume else 'training'}", flush=True)
+        minidml.train(files, run_dir, config(name, args.minutes), resume=resume)
+        (run_dir / "study-done").write_text(f"{time.time() - t0:.0f}\n")
+        print(f"[recipe] {name}: done in {time.time() - t0:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
