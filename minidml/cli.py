@@ -125,6 +125,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "speaker_tags": "speaker_tags", "sampling": "sampling", "epochs": "epochs",
     "max_time": "max_time",
     "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
+    "keep_checkpoints": "keep_checkpoints",
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
     "outer_objective": "outer_objective", "on_nonfinite": "on_nonfinite",
@@ -247,6 +248,9 @@ def _shared(*names: str) -> Any:
 @_shared("seed", "encoding_errors")
 @click.option("--eval-every", type=POSITIVE)
 @click.option("--save-every", type=POSITIVE)
+@click.option("--keep-checkpoints", type=click.IntRange(min=0),
+              help="Newest checkpoints kept (default 2); 0 keeps every one, for learning "
+                   "curves (minidml eval --step all).")
 @click.option("--log-every", type=POSITIVE)
 @click.option("--config", "config_file", type=FilePath(),
               help="TOML file of settings; options given here override it.")
@@ -511,6 +515,9 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
               help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
                    "`minidml data fetch` fills).")
 @click.option("--limit", type=POSITIVE, help="At most N examples per task.")
+@click.option("--step", "step_text", default="latest", show_default=True,
+              help="The checkpoint to evaluate: latest, a step number, or all (every kept "
+                   "checkpoint, oldest first, one results file each).")
 @click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
@@ -525,14 +532,30 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--epochs", type=POSITIVE, help="glue: at most this many epochs (default 10).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
-          data_dir: Path | None, limit: int | None, batch_size: int, device: str,
-          precision: str, output: Path | None, log_samples: bool, glue_tasks: str | None,
-          max_train_examples: int | None, epochs: int | None, quiet: bool) -> None:
+          data_dir: Path | None, limit: int | None, step_text: str, batch_size: int,
+          device: str, precision: str, output: Path | None, log_samples: bool,
+          glue_tasks: str | None, max_train_examples: int | None, epochs: int | None,
+          quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run) on benchmark suites."""
     from .evaluation import evaluate
-    from .rundir import load
+    from .rundir import checkpoint_steps, load
 
-    run = load(_run_or_latest(run_dir), device)
+    path = _run_or_latest(run_dir)
+    if step_text == "all":
+        steps: list[int | None] = list(checkpoint_steps(path))
+        if not steps:
+            raise MinidmlError(f"--step all: {path} has no checkpoint yet")
+        if output is not None and len(steps) > 1:
+            raise MinidmlError("--output names one file; --step all writes one per "
+                               "checkpoint into RUN_DIR/eval: drop --output")
+    elif step_text == "latest":
+        steps = [None]
+    else:
+        try:
+            steps = [int(step_text)]
+        except ValueError:
+            raise MinidmlError(f"--step {step_text!r}: give latest, all or a step "
+                               "number") from None
     options = {k: v for k, v in (("tasks", glue_tasks), ("max_train_examples",
                                                          max_train_examples),
                                  ("epochs", epochs)) if v is not None}
@@ -541,17 +564,22 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         click.echo(f"[{outcome.spec.name}] {outcome.status} ({outcome.seconds:.1f}s)"
                    + (f": {outcome.error}" if outcome.error else ""), err=True)
 
-    results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
-                       batch_size=batch_size, precision=precision,
-                       progress=not quiet and sys.stderr.isatty(),
-                       options=options, on_suite=announce)
-    click.echo(results.table(), nl=False)
-    stamp = results.date.replace(":", "").replace("-", "")[:15]
-    path = results.write(output or run.path / "eval" / f"results-{stamp}.json")
-    click.echo(f"results: {path}")
-    if log_samples:
-        samples = results.write_samples(path.with_name(path.stem + ".samples.jsonl"))
-        click.echo(f"samples: {samples}")
+    for step in steps:
+        run = load(path, device, step)
+        if len(steps) > 1:
+            click.echo(f"step {run.step}:")
+        results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
+                           batch_size=batch_size, precision=precision,
+                           progress=not quiet and sys.stderr.isatty(),
+                           options=options, on_suite=announce)
+        click.echo(results.table(), nl=False)
+        stamp = results.date.replace(":", "").replace("-", "")[:15]
+        name = f"results-{stamp}.json" if step is None else f"results-step{run.step}-{stamp}.json"
+        written = results.write(output or run.path / "eval" / name)
+        click.echo(f"results: {written}")
+        if log_samples:
+            samples = results.write_samples(written.with_name(written.stem + ".samples.jsonl"))
+            click.echo(f"samples: {samples}")
     if not results.ok:
         failed = [o.spec.name for o in results.outcomes if o.status != "ok"]
         raise MinidmlError(f"suite(s) {', '.join(failed)} did not complete (see above)")

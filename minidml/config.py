@@ -116,6 +116,7 @@ class TrainConfig:
     eval_every: int = 200
     eval_tokens: int = 65_536
     save_every: int = 500
+    keep_checkpoints: int = 2  # the newest checkpoints kept; 0 keeps every one (for curves)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, for embedding code
 
     def __post_init__(self) -> None:
@@ -134,6 +135,8 @@ class TrainConfig:
                     "eval_tokens", "save_every", "warmup_steps"):
             if getattr(self, key) < (0 if key == "warmup_steps" else 1):
                 raise bad(key, "must be a positive integer")
+        if self.keep_checkpoints < 0:
+            raise bad("keep_checkpoints", "must be 0 (keep all) or a positive integer")
         for key in ("steps", "tokens", "vocab_size", "outer_batch_size", "budget"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(key, "must be a positive integer")

@@ -353,7 +353,9 @@ class EvalResults:
         return "\n".join(lines).rstrip() + "\n"
 
     def write(self, path: str | os.PathLike) -> Path:
+        """The results as JSON at ``path`` (written atomically; missing folders are made)."""
         path = Path(path)
+        _make_parent(path)
         _io.write_json(path, self.to_json())
         return path
 
@@ -363,8 +365,17 @@ class EvalResults:
         lines = [json.dumps({"suite": o.spec.name, **s.to_json()}, ensure_ascii=False)
                  for o in self.outcomes if o.result is not None for s in o.result.samples]
         path = Path(path)
+        _make_parent(path)
         _io.write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
         return path
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MinidmlError(f"{path.parent}: cannot create the results folder ({e.strerror}); "
+                           "give --output in a writable place") from None
 
 
 def _pct(x: float) -> str:

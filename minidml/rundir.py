@@ -79,15 +79,16 @@ class Run:
         return prompt + self.tokenizer.decode(out[0, ids.shape[1]:].tolist())
 
 
-def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
-    """Students, tokenizer, ω and settings of a run directory (its latest good checkpoint)."""
+def load(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = None) -> Run:
+    """Students, tokenizer, ω and settings of a run directory: its latest checkpoint, or the
+    checkpoint of ``step``."""
     path = Path(run_dir)
     meta = read_run_config(path)
     tokenizer = Tokenizer.load(path / "tokenizer.model")
     cfg = TrainConfig.from_dict(meta["config"], f"{path / 'config.json'}")
     check_tokenizer(path, meta, tokenizer)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
-    ckpt = latest_checkpoint(path)
+    ckpt = latest_checkpoint(path) if step is None else checkpoint_of(path, step)
     if ckpt is None:
         raise MinidmlError(f"{path}: no complete checkpoint yet; train longer or resume it")
     dev = resolve_device(device)
@@ -156,6 +157,22 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints, oldest first."""
+    return [int(p.name.removeprefix("step-")) for p in checkpoints(run_dir)]
+
+
+def checkpoint_of(run_dir: Path, step: int) -> Path:
+    """The checkpoint of ``step``; a step without one is a one-line error naming those
+    there are."""
+    steps = checkpoint_steps(run_dir)
+    if step not in steps:
+        have = ", ".join(map(str, steps)) or "none"
+        raise MinidmlError(f"--step {step}: {run_dir} has no checkpoint of that step (it has: "
+                           f"{have}); train with --keep-checkpoints 0 to keep them all")
+    return run_dir / "checkpoints" / f"step-{step:08d}"
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = checkpoints(run_dir)
     return found[-1] if found else None
@@ -186,8 +203,8 @@ def load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device
 
 
 def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Module],
-                     state: Mapping[str, Any]) -> Path:
-    """Write ``checkpoints/step-N`` atomically and keep the newest ``CHECKPOINTS_KEPT``."""
+                     state: Mapping[str, Any], keep: int = CHECKPOINTS_KEPT) -> Path:
+    """Write ``checkpoints/step-N`` atomically and keep the newest ``keep`` (0: all)."""
     root = run_dir / "checkpoints"
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
@@ -209,7 +226,7 @@ def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Modul
         raise MinidmlError(f"{root}: cannot write checkpoint ({e.strerror or e}); free "
                            "space or choose another --out; the previous checkpoint is "
                            "intact") from None
-    for old in checkpoints(run_dir)[:-CHECKPOINTS_KEPT]:
+    for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

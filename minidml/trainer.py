@@ -490,7 +490,8 @@ class Trainer:
             return None
         state = self.state_dict()  # a collective in a distributed run
         final = self.comm.on_main(
-            lambda: write_checkpoint(self.run_dir, self.step, self.students, state), share=True)
+            lambda: write_checkpoint(self.run_dir, self.step, self.students, state,
+                                     self.config.keep_checkpoints), share=True)
         for cb in self.callbacks:
             cb.on_checkpoint(self, final)
         return final

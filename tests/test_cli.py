@@ -162,3 +162,34 @@ def test_generate_and_entry_point(corpus, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "minidml", "train", str(tmp_path / "nope")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+
+
+def test_every_kept_checkpoint_can_be_evaluated(corpus, tmp_path, capsys):
+    """--keep-checkpoints 0 keeps them all; eval --step N, or all, evaluates them (one
+    results file each, recording its step); a step without a checkpoint is one line."""
+    out = tmp_path / "run"
+    args = [a if a != "4" else "6" for a in FAST]  # 6 steps
+    assert run_cli("train", corpus, "--out", out, *args, "--save-every", "2",
+                   "--keep-checkpoints", "0", capsys=capsys)[0] == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-00000002", "step-00000004", "step-00000006"]
+    code, text, err = run_cli("eval", out, "--suite", "agreement", "--limit", "2", "--step",
+                              "all", "--quiet", capsys=capsys)
+    assert code == 0, err
+    files = sorted((out / "eval").glob("results-step*.json"))
+    assert [json.loads(f.read_text())["step"] for f in files] == [2, 4, 6]
+    assert [ln for ln in text.splitlines() if ln.startswith("step ")] == [
+        "step 2:", "step 4:", "step 6:"]
+    code, _, err = run_cli("eval", out, "--suite", "agreement", "--limit", "2", "--step", "4",
+                           "--output", tmp_path / "r4.json", "--quiet", capsys=capsys)
+    assert code == 0 and json.loads((tmp_path / "r4.json").read_text())["step"] == 4
+    code, _, err = run_cli("eval", out, "--suite", "agreement", "--step", "3", capsys=capsys)
+    assert_one_line_error(code, err, "--step 3", "2, 4, 6")
+    code, _, err = run_cli("eval", out, "--suite", "agreement", "--step", "soon", capsys=capsys)
+    assert_one_line_error(code, err, "--step 'soon'")
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "x", *FAST, "--steps", "4",
+                           "--max-time", "10m", capsys=capsys)
+    assert_one_line_error(code, err, "--steps and --max-time")
+    code, _, err = run_cli("train", corpus, "--out", tmp_path / "y", *FAST, "--max-time",
+                           "soon", capsys=capsys)
+    assert code == 2 and "is not a duration" in err
