@@ -53,10 +53,10 @@ from .evaluation import evaluate, require_suites
 from .launch import corpus_documents, make_batches, train
 from .model import Shape, StudentConfig
 from .rundir import load, new_out_dir, read_metrics
+from .schedule import steps_for
 from .scoring import ENSEMBLE, student_label
 from .search import Candidate, format_count, plan, search
 from .tokenizer import Tokenizer
-from .trainer import steps_for
 
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"

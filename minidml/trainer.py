@@ -40,6 +40,7 @@ from .losses import (
 from .model import Student
 from .precision import choose as choose_precision
 from .rundir import latest_checkpoint, newest_good_checkpoint, truncate_metrics, write_checkpoint
+from .schedule import lr_at, make_optimizer, steps_for
 from .timebudget import TimeBudget
 from .tokenizer import Tokenizer
 
@@ -53,31 +54,6 @@ def out_of_memory(error: BaseException) -> bool:
     text = str(error)
     return isinstance(error, RuntimeError) and (
         "can't allocate memory" in text or "out of memory" in text.lower())
-
-
-def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float,
-          schedule: str = "cosine", decay_fraction: float = 0.2) -> float:
-    """The learning rate of ``step``: linear warmup to ``base_lr``, then down to
-    ``min_ratio · base_lr`` at ``total``: a cosine over all the remaining steps
-    (``cosine``), or constant until the last ``decay_fraction`` of the steps and then a
-    linear decay (``wsd``, warmup-stable-decay)."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    if schedule == "wsd":
-        start = max(warmup, total - max(1, round(decay_fraction * (total - warmup))))
-        progress = min(1.0, max(0, step - start) / max(1, total - start))
-        return base_lr * (1 - (1 - min_ratio) * progress)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms' 1-D gains)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
 class Callback:
@@ -369,7 +345,8 @@ class Trainer:
                 losses = self.train_step()
                 for cb in self.callbacks:
                     cb.on_step_end(self, losses)
-                if self.budget is not None and self.budget.out_of_time(self.train_seconds):
+                if self.budget is not None and self.comm.any(
+                        self.budget.out_of_time(self.train_seconds)):  # rank 0's clock, too
                     self.total_steps = self.step  # the last step: evaluate and save now
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - t0
@@ -405,17 +382,23 @@ class Trainer:
             cb.on_train_end(self)
 
     def _plan(self, bar: tqdm, evaluated: bool) -> None:
-        """Re-plan a time-budgeted run's steps when its budget says so."""
-        steps = self.budget.after_step(self.step, self.train_seconds, evaluated)
-        if steps is None:
+        """Re-plan a time-budgeted run's steps when its budget says so (rank 0's plan, which
+        every rank follows)."""
+        def plan() -> dict[str, Any] | None:
+            steps = self.budget.after_step(self.step, self.train_seconds, evaluated)
+            if steps is None:
+                return None
+            return {"event": "plan", "step": self.step, "total_steps": steps,
+                    "seconds_per_step": round(self.budget.seconds_per_step, 4),
+                    "max_time": self.budget.seconds,
+                    "train_seconds": round(self.train_seconds, 3)}
+
+        record = self.comm.on_main(plan, share=True)
+        if record is None:
             return
-        self.total_steps = steps
-        bar.total = steps
+        self.total_steps = record["total_steps"]
+        bar.total = self.total_steps
         bar.refresh()
-        record = {"event": "plan", "step": self.step, "total_steps": steps,
-                  "seconds_per_step": round(self.budget.seconds_per_step, 4),
-                  "max_time": self.budget.seconds,
-                  "train_seconds": round(self.train_seconds, 3)}
         self._emit(record, "on_log")
         if self._writes and (self.run_dir / "config.json").exists():
             meta = json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
@@ -548,15 +531,3 @@ class Trainer:
         if self.comm.world_size == 1:
             return ckpt
         return ckpt, [s.state_dict() for s in students], state
-
-
-def steps_for(cfg: TrainConfig, batches: Batches) -> int:
-    """Total optimiser steps: ``steps``; else ``tokens``, or ``epochs`` (default 1) of the
-    batches' epoch, over the tokens per step. (A ``max_time`` run plans its own.)"""
-    if cfg.steps is not None:
-        return cfg.steps
-    tokens = cfg.tokens if cfg.tokens is not None else (
-        (cfg.epochs or 1.0) * batches.epoch_tokens)
-    return max(1, int(tokens // cfg.tokens_per_step))
-
-

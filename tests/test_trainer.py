@@ -14,7 +14,8 @@ from minidml import Shape, TrainConfig
 from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
 from minidml.grammar import write_corpus
 from minidml.rundir import checkpoints
-from minidml.trainer import Callback, lr_at
+from minidml.schedule import lr_at
+from minidml.trainer import Callback
 
 TINY = dict(students=(Shape(2, 64, 2), Shape(1, 96, 4)), mode="dml", context=32, batch_size=16,
             vocab_size=400, warmup_steps=10, log_every=5, eval_every=50, eval_tokens=4096,
