@@ -48,7 +48,7 @@ def default_chunk_rows(k: int, vocab: int, device: torch.device) -> int:
     from memory instead of the caches; smaller ones make the head's matmuls thin and its
     weight gradient's accumulation dominate."""
     budget = (1 << 26) if device.type == "cuda" else (1 << 24)
-    return max(64, min(budget // max(1, k * vocab), budget // (4 * vocab)))
+    return max(64, budget // (max(4, k) * vocab))
 
 
 class _LinearMutual(torch.autograd.Function):
@@ -223,7 +223,8 @@ class _TargetLogProbs(torch.autograd.Function):
         n, v, chunk = targets.shape[0], weight.shape[0], ctx.chunk
         mat = weight.to(dtype)
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
+        grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device
+                             ) if ctx.needs_input_grad[1] else None
         g = g.to(dtype)
         z = torch.empty(min(chunk, n), v, dtype=dtype, device=targets.device)
         dz = torch.empty_like(z)
@@ -235,8 +236,9 @@ class _TargetLogProbs(torch.autograd.Function):
             d.scatter_add_(-1, targets[r:r + c, None], gc)
             if grad_h is not None:
                 grad_h[r:r + c] = (d @ mat).to(hidden.dtype)
-            grad_w.addmm_(d.t(), h)
-        return grad_h, grad_w.to(weight.dtype) if ctx.needs_input_grad[1] else None, None, None
+            if grad_w is not None:
+                grad_w.addmm_(d.t(), h)
+        return (grad_h, grad_w.to(weight.dtype) if grad_w is not None else None, None, None)
 
 
 def linear_target_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
