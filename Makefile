@@ -1,31 +1,41 @@
 # Each target sets up what it needs: on a fresh machine `make demo` and `make test` just work.
 # The virtual environment sees system packages, so a machine that already has torch keeps it;
 # one without gets torch==2.13.0, the CPU build, before the project (never a CUDA download).
+# `make demo` installs the core alone; `make test` (and lint, bench) every extra the tests use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+EXTRAS := dev,hf,plot,harness,tensorboard,wandb,mlflow
+CORE := $(VENV)/.installed-core
+FULL := $(VENV)/.installed-full
 
-.PHONY: install demo test bench lint clean
+.PHONY: install install-core demo test bench lint clean
 
-install: $(STAMP)
+install: $(FULL)
+install-core: $(CORE)
 
-$(STAMP): pyproject.toml Makefile
+$(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,hf,plot,harness]'
-	touch $(STAMP)
 
-demo: install
+$(CORE): pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $(CORE)
+
+$(FULL): pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $(FULL) $(CORE)
+
+demo: $(CORE)
 	$(PY) -m minidml demo
 
-test: install
+test: $(FULL)
 	$(PY) -m pytest -q
 
-bench: install
+bench: $(FULL)
 	$(PY) -m bench
 
-lint: install
+lint: $(FULL)
 	$(PY) -m ruff check minidml plugins tests bench
 
 clean:

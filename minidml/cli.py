@@ -66,6 +66,24 @@ class IntList(click.ParamType):
         return out
 
 
+class TrackerList(click.ParamType):
+    """Comma-separated tracker names (minidml.tracking): ``tensorboard,wandb``."""
+
+    name = "trackers"
+
+    def convert(self, value: Any, param, ctx) -> tuple[str, ...]:
+        from .config import TRACKERS
+
+        if isinstance(value, tuple):
+            return value
+        names = tuple(v.strip() for v in str(value).split(",") if v.strip())
+        unknown = [n for n in names if n not in TRACKERS]
+        if unknown or not names or len(set(names)) != len(names):
+            self.fail(f"{value!r}: name each tracker once, from {', '.join(TRACKERS)}",
+                      param, ctx)
+        return names
+
+
 class FilePath(click.Path):
     """A filesystem path given as a :class:`~pathlib.Path`; a NUL byte is refused."""
 
@@ -129,7 +147,7 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
     "outer_objective": "outer_objective", "on_nonfinite": "on_nonfinite",
-    "teacher": "teachers", "peer_dtype": "peer_dtype",
+    "teacher": "teachers", "peer_dtype": "peer_dtype", "log_to": "log_to",
 }
 
 # training options that train and compare share, in the order --help lists them
@@ -193,6 +211,10 @@ _SHARED_OPTIONS = {
              "each epoch) or uniform (random positions, with replacement)."),
     "epochs": click.option("--epochs", type=POSITIVE_FLOAT,
                            help="Passes over the training data (default 1)."),
+    "log_to": click.option(
+        "--log-to", type=TrackerList(), metavar="TRACKERS",
+        help="Also send the metrics to tensorboard, wandb and/or mlflow, e.g. "
+             "tensorboard,wandb (each needs its extra: pip install 'minidml[wandb]')."),
     "max_time": click.option(
         "--max-time", type=Duration(),
         help="Train for this much wall time, e.g. 60m: the steps are planned from the "
@@ -245,7 +267,7 @@ def _shared(*names: str) -> Any:
 @click.option("--peer-dtype", type=click.Choice(["fp32", "bf16"]),
               help="Under torchrun: dtype of the logits students send to peers on other ranks "
                    "(default fp32, as one process computes; bf16 halves the bytes).")
-@_shared("seed", "encoding_errors")
+@_shared("seed", "encoding_errors", "log_to")
 @click.option("--eval-every", type=POSITIVE)
 @click.option("--save-every", type=POSITIVE)
 @click.option("--keep-checkpoints", type=click.IntRange(min=0),
@@ -319,7 +341,7 @@ _COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_
                           "grad_accum", "lr", "warmup", "schedule", "alpha", "temperature",
                           "hypergrad",
                           "outer_every", "outer_lr", "outer_objective", "device", "precision",
-                          "compile", "on_nonfinite", "seed", "encoding_errors")
+                          "compile", "on_nonfinite", "seed", "encoding_errors", "log_to")
 
 
 @cli.command()
@@ -680,12 +702,22 @@ def _run_or_latest(run_dir: Path | None) -> Path:
 
 
 # ----------------------------------------------------------------------------- entry point
+_SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="minidml", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        if isinstance(e, _SHOWS_HELP):  # a group or command called without arguments
+            e.show()
+        else:  # one line: what is wrong, and where the options are listed
+            where = e.ctx.command_path if e.ctx is not None else "minidml"
+            click.echo(f"error: {e.format_message()} (see {where} --help)", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

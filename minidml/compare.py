@@ -57,6 +57,8 @@ from .schedule import steps_for
 from .scoring import ENSEMBLE, student_label
 from .search import Candidate, format_count, plan, search
 from .tokenizer import Tokenizer
+from .tracking import check_available as check_trackers
+from .tracking import log_scores
 
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
@@ -227,6 +229,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     # before hours of training, not after; "all" becomes the suites whose data is present
     config = dataclasses.replace(config, suites=tuple(
         require_suites(config.suites, data_dir, option="--suites")))
+    check_trackers(config.train.log_to)
     settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
     _prepare(out, settings, resume, force, keep=files)
     base = config.train
@@ -331,7 +334,7 @@ def _check_same(saved: Any, now: Any, marker: Path, where: str = "") -> None:
     difference is named."""
     if isinstance(saved, dict) and isinstance(now, dict):
         for key in sorted(set(saved) | set(now)):
-            if key != "device":
+            if key not in ("device", "log_to"):  # where it runs and is tracked may change
                 _check_same(saved.get(key), now.get(key), marker, f"{where}.{key}".lstrip("."))
     elif saved != now:
         what = "the corpus" if where.startswith("corpus") else f"setting {where!r}"
@@ -465,6 +468,8 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
                "temperature": cfg.softmax_temperature, "models": models,
                "train_flops": sum(flops), **extra, "train_seconds": round(wall, 1),
                "eval_seconds": round(time.perf_counter() - t0, 1)}
+    log_scores(run.path, {f"{suite}/{m['label']}": m["scores"][suite]["score"]
+                          for m in models for suite in config.suites if suite in m["scores"]})
     say(f"{label}: done (" + ", ".join(
         f"{m['label']} {_fmt_scores(m['scores'], config.suites)}" for m in models) + ")")
     return summary

@@ -26,6 +26,7 @@ MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
 OUTER_OBJECTIVES = ("ensemble", "sum-ce")
 PRECISIONS = ("auto", "fp32", "bf16")
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # minidml.tracking
 
 
 def default_temperature(mode: str) -> float:
@@ -117,6 +118,8 @@ class TrainConfig:
     eval_tokens: int = 65_536
     save_every: int = 500
     keep_checkpoints: int = 2  # the newest checkpoints kept; 0 keeps every one (for curves)
+    # experiment trackers that also receive the metrics (minidml.tracking): any of TRACKERS
+    log_to: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, for embedding code
 
     def __post_init__(self) -> None:
@@ -172,6 +175,10 @@ class TrainConfig:
                              ("peer_dtype", ("fp32", "bf16"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"choose one of {', '.join(allowed)}")
+        unknown = [t for t in self.log_to if t not in TRACKERS]
+        if unknown or len(set(self.log_to)) != len(self.log_to):
+            raise MinidmlError(f"--log-to {','.join(self.log_to)}: name each tracker once, "
+                               f"from {', '.join(TRACKERS)}")
         if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
             raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
         if self.mode == "kd" and not self.teachers:

@@ -35,6 +35,7 @@ from .rundir import (
 )
 from .teachers import check_teachers, load_teachers
 from .tokenizer import Tokenizer
+from .tracking import check_available as check_trackers
 from .trainer import Callback, Trainer
 
 
@@ -63,6 +64,7 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.load(tokenizer)
     files = corpus_files(paths)
+    check_trackers(cfg.log_to)  # before anything is written
     with session(cfg.device) as comm:  # a world of one unless launched by torchrun
 
         def start() -> tuple[Path, bool, bool]:

@@ -318,13 +318,14 @@ def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) 
 def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
     old = TrainConfig.from_dict(saved["config"], str(out / "config.json")).to_dict()
     new = cfg.to_dict()
-    # where it runs and what to do about NaNs may change; teachers may move (their identity,
-    # not their path, is checked against config.json's records); precision auto keeps the
-    # precision the run started with
+    # where it runs, what to do about NaNs and where it is tracked may change; teachers may
+    # move (their identity, not their path, is checked against config.json's records);
+    # precision auto keeps the precision the run started with
     for key in sorted(new):
         if key == "precision" and new[key] == "auto":
             continue
-        if key not in ("device", "on_nonfinite", "teachers") and old.get(key) != new[key]:
+        if (key not in ("device", "on_nonfinite", "teachers", "log_to")
+                and old.get(key) != new[key]):
             raise MinidmlError(f"--resume: option {key!r} differs from the run's config.json "
                                f"({old.get(key)!r} there, {new[key]!r} now); use the same "
                                "settings or start a new run with another --out")

@@ -9,8 +9,10 @@ budget only says when to stop. :class:`TimeBudget` bridges the two:
 2. After :data:`PROBE_STEPS` steps (or two outer cycles, if longer), not counting the first
    :data:`SETTLE_STEPS` of each ``fit`` call (compiling, warming caches), the plan: the steps
    done plus the remaining time over the measured seconds per step.
-3. After every evaluation, the plan again, now from a rate that includes evaluations and
-   checkpoints since the measurement began, so the schedule ends where the time does.
+3. After every evaluation, and whenever a tenth of the budget (:data:`REPLAN_FRACTION`) has
+   passed since the last plan, the plan again, from the rate since the measurement began
+   (evaluations and checkpoints included), so the schedule ends where the time does even
+   when the first steps ran slower or faster than the rest (another job on the machine).
 4. A hard stop: a step that ends past the limit is the last one (the final evaluation and
    checkpoint follow it), so a run ends within one step, plus that evaluation, of the limit.
 
@@ -29,11 +31,13 @@ from typing import Any
 
 from .compiling import estimated_seconds
 
-__all__ = ["TimeBudget", "parse_duration", "FALLBACK_STEPS", "PROBE_STEPS", "SETTLE_STEPS"]
+__all__ = ["TimeBudget", "parse_duration", "FALLBACK_STEPS", "PROBE_STEPS", "SETTLE_STEPS",
+           "REPLAN_FRACTION"]
 
 FALLBACK_STEPS = 1000  # the first guess when no matmul rate was measured
 PROBE_STEPS = 20
 SETTLE_STEPS = 2
+REPLAN_FRACTION = 0.1
 _UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
@@ -55,6 +59,7 @@ class TimeBudget:
         self.probe = max(PROBE_STEPS, 2 * outer_every)
         self._mark: tuple[int, float] | None = None
         self._first_step = 0
+        self._planned_at = 0.0  # training seconds at the last plan
         self.planned = False
 
     @staticmethod
@@ -78,10 +83,13 @@ class TimeBudget:
                 self._mark = (step, elapsed)
             return None
         done = step - self._mark[0]
-        if done < 1 or not (evaluated or (not self.planned and done >= self.probe)):
+        due = (evaluated or (self.planned and elapsed - self._planned_at
+                             >= REPLAN_FRACTION * self.seconds)
+               or (not self.planned and done >= self.probe))
+        if done < 1 or not due:
             return None
         per_step = (elapsed - self._mark[1]) / done
-        self.planned = True
+        self.planned, self._planned_at = True, elapsed
         self.seconds_per_step = per_step
         return step + max(1, int(max(0.0, self.seconds - elapsed) / max(per_step, 1e-9)))
 

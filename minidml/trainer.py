@@ -104,7 +104,10 @@ class Trainer:
         self.batches = batches
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._writes = self.run_dir is not None and self.comm.is_main  # rank 0 writes the run
-        self.callbacks = list(callbacks)
+        from .tracking import make_trackers  # (it imports this module)
+
+        # trackers first: a callback that stops the run sees the step already tracked
+        self.callbacks = [*make_trackers(config.log_to), *callbacks]
         self.progress = progress
         self.budget = (TimeBudget(config.max_time, config.outer_every)
                        if config.max_time is not None else None)

@@ -76,8 +76,8 @@ def _require_extra(extra: str, *modules: str):
         return [importlib.import_module(m) for m in modules]
     except ImportError as e:
         if os.environ.get("MINIDML_DATA_DIR"):
-            pytest.fail(f"the {extra} extra is missing ({e}); `make test` installs it "
-                        f"(pip install -e '.[dev,hf,plot,harness]')", pytrace=False)
+            pytest.fail(f"the {extra} extra is missing ({e}); `make test` installs every "
+                        "extra the tests use", pytrace=False)
         pytest.skip(f"the {extra} extra is not installed ({e}): pip install 'minidml[{extra}]'")
 
 

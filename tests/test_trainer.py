@@ -228,6 +228,26 @@ def test_a_time_budget_plans_the_schedule_and_stops_at_the_limit(small_corpus, t
     assert any(r["event"] == "eval" and r["step"] == run.step for r in records)
 
 
+def test_a_time_budget_replans_when_the_first_steps_were_slow():
+    """A plan made from slow first steps (another job on the machine) is corrected after a
+    tenth of the budget, not only at the next evaluation."""
+    from minidml.timebudget import PROBE_STEPS, SETTLE_STEPS, TimeBudget
+
+    budget, elapsed, plans = TimeBudget(100.0), 0.0, []
+    budget.start(0)
+    for step in range(1, 1000):
+        elapsed += 3.0 if step <= PROBE_STEPS + SETTLE_STEPS else 1.0  # then 3x faster
+        new = budget.after_step(step, elapsed, evaluated=False)
+        if new is not None:
+            plans.append((step, new))
+        if elapsed >= 100.0:
+            break
+    first, last = plans[0][1], plans[-1][1]
+    assert len(plans) > 2 and plans[0][0] == SETTLE_STEPS + PROBE_STEPS
+    assert first < 40 and last > 1.5 * first  # the slow start no longer sets the length
+    assert abs(last - step) <= 0.1 * step  # the last plan ends where the time did
+
+
 def test_one_length_of_training_and_durations():
     from minidml.timebudget import parse_duration
 

@@ -1,0 +1,309 @@
+"""Experiment tracking: what TensorBoard, W&B and MLflow hold equals ``metrics.jsonl``,
+across a kill and a resume, read back with each library's own reader."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from minidml.grammar import write_corpus
+from minidml.tracking import Tracker, hyperparameters, log_scores, scalars
+
+from _helpers import assert_one_line_error
+
+ALL = "tensorboard,wandb,mlflow"
+# steps: log every 2, evaluate every 5, ω every 3, checkpoint every 6, 14 in all
+TRAIN = ["--mode", "wml", "--students", "2", "--layers", "1", "--width", "32,48", "--heads",
+         "2", "--context", "32", "--batch-size", "8", "--vocab-size", "320", "--steps", "14",
+         "--eval-every", "5", "--outer-every", "3", "--save-every", "6", "--log-every", "2",
+         "--warmup", "2", "--quiet"]
+KILL_AT = 10  # after its evaluation: steps 7-9 were sent, past the checkpoint at step 6
+# a process's own timings, which a resumed process measures afresh
+TIMINGS = {"tokens_per_s", "train_seconds", "seconds_per_step", "time"}
+
+STOPPER = """
+import os, sys
+import minidml
+from minidml.cli import main
+
+class Kill(minidml.Callback):
+    def on_eval(self, trainer, record):
+        if trainer.step == {at}:
+            {how}
+
+import minidml.launch as launch
+original = launch.train
+def train(*args, callbacks=(), **kwargs):
+    return original(*args, callbacks=[*callbacks, Kill()], **kwargs)
+launch.train = train
+sys.exit(main(sys.argv[1:]))
+"""
+KILL = STOPPER.format(at=KILL_AT, how="os._exit(9)  # no clean-up: like kill -9")
+INTERRUPT = STOPPER.format(at=KILL_AT, how="raise KeyboardInterrupt  # like Ctrl-C")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """Nothing reaches the network: W&B offline and without a key, MLflow's default store."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minidml", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def _expected(run_dir: Path) -> dict[int, dict[str, float]]:
+    """Per step, every number of every metrics.jsonl record, named as the docs say."""
+    out: dict[int, dict[str, float]] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        row = out.setdefault(rec["step"], {})
+        for key, value in rec.items():
+            if key in ("event", "step") or isinstance(value, str | bool):
+                continue
+            if isinstance(value, list):
+                row.update({f"{rec['event']}/{key}/{i}": v for i, v in enumerate(value)})
+            else:
+                row[f"{rec['event']}/{key}"] = value
+    return out
+
+
+def _check(got: dict[int, dict[str, float]], expected: dict[int, dict[str, float]],
+           rel: float, what: str) -> None:
+    assert sorted(got) == sorted(expected), what
+    for step, row in expected.items():
+        assert sorted(got[step]) == sorted(row), (what, step)
+        for key, value in row.items():
+            if key.split("/")[1] in TIMINGS and step < KILL_AT:
+                continue  # measured by the process that was stopped
+            assert got[step][key] == pytest.approx(value, rel=rel, abs=1e-12), (what, step, key)
+
+
+def _tensorboard(run_dir: Path) -> tuple[dict[int, dict[str, float]], set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    got: dict[int, dict[str, float]] = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        assert len({e.step for e in events}) == len(events), f"{tag}: a step repeats"
+        for e in events:
+            got.setdefault(e.step, {})[tag] = e.value
+    return got, set(acc.Tags()["tensors"])
+
+
+def _mlflow(run_dir: Path) -> tuple[dict[int, dict[str, float]], dict[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((run_dir / "tracking.json").read_text())["mlflow"]["identity"]
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    run = client.get_run(state["run_id"])
+    got: dict[int, dict[str, float]] = {}
+    for key in run.data.metrics:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert len({m.step for m in history}) == len(history), f"{key}: a step repeats"
+        for m in history:
+            got.setdefault(m.step, {})[key] = m.value
+    return got, run.data.params
+
+
+def _wandb_records(path: Path):
+    """The records of a W&B ``.wandb`` file (a LevelDB-style log of protobuf Records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    pos, block, pieces = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pieces += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = pb.Record()
+            record.ParseFromString(pieces)
+            pieces = b""
+            yield record
+
+
+def _wandb(run_dir: Path) -> tuple[dict[int, dict[str, float]], list[dict], dict[str, float]]:
+    """Every offline segment's history rows (no step in two), configs and summary."""
+    got: dict[int, dict[str, float]] = {}
+    configs, summary = [], {}
+    segments = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    for segment in segments:
+        for rec in _wandb_records(segment):
+            kind = rec.WhichOneof("record_type")
+            if kind == "history":
+                row = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                       for i in rec.history.item}
+                step = row.pop("_step")
+                assert step not in got, f"step {step} in two W&B rows"
+                got[step] = {k: v for k, v in row.items() if not k.startswith("_")}
+            elif kind == "run" and rec.run.config.update:
+                config = {i.key: json.loads(i.value_json) for i in rec.run.config.update}
+                config.pop("_wandb", None)  # W&B's own
+                if config:
+                    configs.append(config)
+            elif kind == "summary":
+                summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                for i in rec.summary.update})
+    return got, configs, summary
+
+
+def _train(tmp_path: Path, trackers: str, stopper: str, code: int) -> Path:
+    """A run stopped at step KILL_AT by ``stopper``, then resumed to its end."""
+    corpus = write_corpus(tmp_path / "grammar.txt", 3_000, seed=0)
+    out = tmp_path / "run"
+    args = ["train", str(corpus), "--out", str(out), *TRAIN, "--log-to", trackers]
+    stopped = subprocess.run([sys.executable, "-c", stopper, *args], capture_output=True,
+                             text=True, timeout=600)
+    assert stopped.returncode == code, stopped.stderr[-2000:]
+    state = json.loads((out / "tracking.json").read_text())
+    first_ids = {name: s["identity"] for name, s in state.items()}
+    # killed: up to step 9, past the checkpoint at 6; interrupted: 10, its own checkpoint
+    assert {s["sent"] for s in state.values()} == {KILL_AT - 1 if code == 9 else KILL_AT}
+    done = _cli(*args, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = json.loads((out / "tracking.json").read_text())
+    assert {name: s["identity"] for name, s in state.items()} == first_ids  # the same runs
+    assert {s["sent"] for s in state.values()} == {14}
+    return out
+
+
+@pytest.mark.slow
+def test_tensorboard_and_mlflow_equal_the_metrics_across_a_kill_9(tmp_path, offline,
+                                                                  require_extra):
+    require_extra("tensorboard", "tensorboard")
+    require_extra("mlflow", "mlflow", "sqlalchemy")
+    out = _train(tmp_path, "tensorboard,mlflow", KILL, 9)
+    expected = _expected(out)
+    assert {6, 9, 10, 14} <= set(expected) and "omega/hypergrad/1" in expected[9]
+    tb, tensors = _tensorboard(out)
+    _check(tb, expected, 1e-6, "tensorboard")  # TensorBoard keeps float32
+    assert "config.json/text_summary" in tensors
+    ml, params = _mlflow(out)
+    _check(ml, expected, 1e-12, "mlflow")
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert params == {k: str(v) for k, v in hyperparameters(config).items()}
+    # compare's scores go to the same tracked runs, at the last step
+    log_scores(out, {"blimp/student-0": 0.625})
+    assert _tensorboard(out)[0][14]["scores/blimp/student-0"] == pytest.approx(0.625)
+    assert _mlflow(out)[0][14]["scores/blimp/student-0"] == pytest.approx(0.625)
+
+
+@pytest.mark.slow
+def test_wandb_equals_the_metrics_across_an_interruption(tmp_path, offline, require_extra):
+    require_extra("wandb", "wandb")
+    out = _train(tmp_path, "wandb", INTERRUPT, 130)
+    expected = _expected(out)
+    wb, configs, _ = _wandb(out)
+    _check(wb, expected, 1e-12, "wandb")
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 2  # interrupted, resumed
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert len(configs) == 1 and configs[0]["lr"] == config["lr"]
+    log_scores(out, {"blimp/student-0": 0.625})
+    assert _wandb(out)[2]["scores/blimp/student-0"] == pytest.approx(0.625)
+
+
+def test_a_record_becomes_one_series_per_number():
+    record = {"event": "train", "step": 4, "loss": [2.5, 3.0], "lr": 1e-3, "tokens": 256,
+              "time": "2026-01-01T00:00:00+00:00", "flag": True, "students": []}
+    assert scalars(record) == {"train/loss/0": 2.5, "train/loss/1": 3.0, "train/lr": 1e-3,
+                               "train/tokens": 256.0}
+    assert hyperparameters({"lr": 1e-3, "students": [{"n_layers": 2}], "steps": None}) == {
+        "lr": 1e-3, "steps": "null", "students": '[{"n_layers": 2}]'}
+
+
+class _Recording(Tracker):
+    name = "recording"
+
+    def __init__(self):
+        super().__init__()
+        self.sent: list[tuple[int, dict]] = []
+
+    def open(self, run_dir, identity, meta):
+        return {"id": "x"}
+
+    def send(self, step, values):
+        self.sent.append((step, dict(values)))
+
+    def close(self):
+        pass
+
+
+def _trainer(run_dir: Path, is_main: bool) -> SimpleNamespace:
+    return SimpleNamespace(comm=SimpleNamespace(is_main=is_main), run_dir=run_dir)
+
+
+def test_a_step_is_sent_once_whole_and_never_again(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"lr": 1.0}}))
+    t = _Recording()
+    t.on_train_start(_trainer(tmp_path, True))
+    for rec in ({"event": "omega", "step": 3, "omega": [0.5, 0.5]},
+                {"event": "train", "step": 3, "loss": [1.0, 2.0]},
+                {"event": "eval", "step": 3, "val_loss": [1.5, 2.5]},
+                {"event": "train", "step": 4, "loss": [0.5, 1.5]}):
+        t.record(rec)
+    assert t.sent == [(3, {"omega/omega/0": 0.5, "omega/omega/1": 0.5, "train/loss/0": 1.0,
+                           "train/loss/1": 2.0, "eval/val_loss/0": 1.5,
+                           "eval/val_loss/1": 2.5})]
+    t.on_checkpoint(None, tmp_path)  # a checkpoint sends the step in hand
+    assert t.sent[-1] == (4, {"train/loss/0": 0.5, "train/loss/1": 1.5})
+    again = _Recording()  # a resumed process: steps up to 4 are in the tracked run
+    again.on_train_start(_trainer(tmp_path, True))
+    for step in (3, 4, 5):
+        again.record({"event": "train", "step": step, "loss": [float(step)]})
+    again.on_train_end(None)
+    assert again.sent == [(5, {"train/loss/0": 5.0})]
+
+
+def test_only_rank_0_tracks(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"config": {}}))
+    t = _Recording()
+    t.on_train_start(_trainer(tmp_path, False))
+    t.record({"event": "train", "step": 1, "loss": [1.0]})
+    t.on_train_end(None)
+    assert t.sent == [] and not (tmp_path / "tracking.json").exists()
+
+
+@pytest.mark.parametrize("name", ["tensorboard", "wandb", "mlflow"])
+def test_a_missing_tracking_extra_is_one_line_and_writes_nothing(name, tmp_path, monkeypatch,
+                                                                  capsys):
+    import importlib.util
+
+    from minidml.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda lib, *a: None if lib == name else real(lib, *a))
+    corpus = write_corpus(tmp_path / "grammar.txt", 200, seed=0)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(corpus), "--out", str(tmp_path / "run"), *TRAIN,
+              "--log-to", f"tensorboard,{name}" if name != "tensorboard" else name])
+    assert_one_line_error(exc.value.code, capsys.readouterr().err, f"--log-to {name}",
+                          f"minidml[{name}]")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["tensorbord", "wandb,wandb", ","])
+def test_a_bad_tracker_name_is_one_line(value, tmp_path, capsys):
+    from minidml.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tmp_path / "missing.txt"), "--log-to", value])
+    assert_one_line_error(exc.value.code, capsys.readouterr().err, "--log-to")
