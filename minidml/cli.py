@@ -558,11 +558,17 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           device: str, precision: str, output: Path | None, log_samples: bool,
           glue_tasks: str | None, max_train_examples: int | None, epochs: int | None,
           quiet: bool) -> None:
-    """Evaluate the students of RUN_DIR (default: the latest run) on benchmark suites."""
+    """Evaluate the students of RUN_DIR (default: the latest run), or a Hugging Face causal
+    LM's directory, on benchmark suites."""
     from .evaluation import evaluate
+    from .hf_models import is_hf_model_dir, load_hf
     from .rundir import checkpoint_steps, load
 
     path = _run_or_latest(run_dir)
+    hf = is_hf_model_dir(path)
+    if hf and step_text != "latest":
+        raise MinidmlError(f"--step {step_text}: {path} is a Hugging Face model, which has no "
+                           "checkpoints; drop --step")
     if step_text == "all":
         steps: list[int | None] = list(checkpoint_steps(path))
         if not steps:
@@ -587,7 +593,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
                    + (f": {outcome.error}" if outcome.error else ""), err=True)
 
     for step in steps:
-        run = load(path, device, step)
+        run = load_hf(path, device) if hf else load(path, device, step)
         if len(steps) > 1:
             click.echo(f"step {run.step}:")
         results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,

@@ -1,6 +1,9 @@
-"""Evaluation: suites (found by :mod:`minidml.plugins`) run on a trained run's students.
+"""Evaluation: suites (found by :mod:`minidml.plugins`) run on a trained run's students, or
+on a Hugging Face causal LM (:mod:`minidml.hf_models`).
 
-A suite is registered through the ``register_suites`` hook as a :class:`SuiteSpec`; its
+A suite is registered through the ``register_suites`` hook as a
+:class:`~minidml.plugins.SuiteSpec` (the registry is :mod:`minidml.plugins`, which knows
+nothing of evaluating; this module looks suites up there); its
 factory builds an object with ``evaluate(ctx: EvalContext) -> SuiteResult``. Everything a
 suite needs comes through :class:`EvalContext`: the run, a :class:`~minidml.scoring.Scorer`,
 the data directory and the user's limits. Minimal-pair suites need one call,
@@ -33,7 +36,7 @@ import torch
 from . import __version__, _io
 from .data import default_cache_dir, fingerprint, read_lines
 from .errors import MinidmlError
-from .fetch import DataFile
+from .plugins import SuiteSpec, suites
 from .scoring import ENSEMBLE, Scorer, student_label
 
 DATA_ENV = "MINIDML_DATA_DIR"
@@ -52,28 +55,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------- suites
-@dataclass(frozen=True)
-class SuiteSpec:
-    """A registered suite. ``requires``: paths (relative to the data root) that must exist
-    for it to run; ``sources``: files ``minidml data fetch`` can download."""
-
-    name: str
-    factory: Callable[[], Any]
-    description: str
-    version: str = "1"
-    requires: tuple[str, ...] = ()
-    sources: tuple[DataFile, ...] = ()
-    plugin: str = ""  # filled in by the plugin manager
-    package: str = ""
-    package_version: str = ""
-
-    def missing_data(self, data_dir: Path) -> list[str]:
-        return [p for p in self.requires if not (data_dir / p).exists()]
-
-    def data_present(self, data_dir: Path) -> bool:
-        return not self.missing_data(data_dir)
-
-
 class Suite(Protocol):
     def evaluate(self, ctx: EvalContext) -> SuiteResult: ...
 
@@ -133,9 +114,15 @@ class Sample:
 
 @dataclass
 class EvalContext:
-    """What a suite gets: the run, a scorer, the data root and the user's limits."""
+    """What a suite gets: the run, a scorer, the data root and the user's limits.
 
-    run: Any  # minidml.Run
+    ``run`` is a :class:`minidml.Run` or a Hugging Face model's
+    :class:`~minidml.hf_models.HFRun`; either way a suite uses only ``run.students``
+    (:class:`~minidml.scoring.LanguageModel`: logits, ``trunk`` hidden states, ``config``),
+    ``run.tokenizer`` (:class:`~minidml.scoring.TextTokenizer`), ``run.omega`` and
+    ``run.path``, so it does not care which it scores."""
+
+    run: Any  # minidml.Run or minidml.hf_models.HFRun
     scorer: Scorer
     labels: list[str]  # the models to report: student-<i> and/or ensemble
     data_dir: Path
@@ -469,11 +456,7 @@ def require_suites(requested: Sequence[str], data_dir: str | os.PathLike | None 
 
 def _registered(available: Mapping[str, SuiteSpec] | None) -> Mapping[str, SuiteSpec]:
     """``available``, or by default the suites the plugins register."""
-    if available is not None:
-        return available
-    from .plugins import suites
-
-    return suites()
+    return available if available is not None else suites()
 
 
 def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: Path,

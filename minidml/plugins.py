@@ -11,20 +11,44 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from . import __version__, hookspecs
 from .errors import MinidmlError
-from .evaluation import SuiteSpec
+from .fetch import DataFile
 
 ENTRY_POINT_GROUP = "minidml"
 BLOCK_ENV = "MINIDML_BLOCK_PLUGINS"
 BUILTIN_PACKAGE = "minidml_plugins"
 DEFAULT_PLUGINS = ("agreement", "blimp", "supplement", "ewok", "glue")
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A registered suite. ``requires``: paths (relative to the data root) that must exist
+    for it to run; ``sources``: files ``minidml data fetch`` can download."""
+
+    name: str
+    factory: Callable[[], Any]
+    description: str
+    version: str = "1"
+    requires: tuple[str, ...] = ()
+    sources: tuple[DataFile, ...] = ()
+    plugin: str = ""  # filled in by the plugin manager
+    package: str = ""
+    package_version: str = ""
+
+    def missing_data(self, data_dir: Path) -> list[str]:
+        return [p for p in self.requires if not (data_dir / p).exists()]
+
+    def data_present(self, data_dir: Path) -> bool:
+        return not self.missing_data(data_dir)
 
 
 def blocked() -> set[str]:

@@ -24,21 +24,45 @@ that fall off the front are neither seen nor scored (the harness cuts from the l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .losses import mixture_log_probs
-from .model import Student
-from .tokenizer import Tokenizer
+
+
+class LanguageModel(Protocol):
+    """What scoring and the suites use of a model: a minidml :class:`~minidml.Student`, or a
+    Hugging Face causal LM wrapped by :class:`minidml.hf_models.HFModel`."""
+
+    config: Any  # .context, .d_model, .vocab_size, .n_params and .shape (for reports)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor: ...  # logits [B, T, V]
+    def trunk(self, ids: torch.Tensor) -> torch.Tensor: ...  # final hidden states [B, T, d]
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+    def eval(self) -> Any: ...
+
+
+class TextTokenizer(Protocol):
+    """What scoring and the suites use of a tokenizer (:class:`minidml.Tokenizer` or
+    :class:`minidml.hf_models.HFTokenizer`): ``bos_id`` is the prefix texts are scored
+    after."""
+
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
 
 ENSEMBLE = "ensemble"
 TARGET_DELIMITER = " "  # lm-evaluation-harness's default target_delimiter
 
 
-def request_ids(tokenizer: Tokenizer, texts: Sequence[str],
+def request_ids(tokenizer: TextTokenizer, texts: Sequence[str],
                 contexts: Sequence[str] | None = None, delimiter: str = TARGET_DELIMITER
                 ) -> list[tuple[list[int], int]]:
     """(token ids starting with BOS, number of leading ids that are not scored) per text,
@@ -48,7 +72,7 @@ def request_ids(tokenizer: Tokenizer, texts: Sequence[str],
         contexts = [""] * len(texts)
     if len(contexts) != len(texts):
         raise ValueError(f"{len(contexts)} contexts for {len(texts)} texts")
-    bos = Tokenizer.bos_id
+    bos = tokenizer.bos_id  # the prefix: minidml's BOS, or a Hugging Face model's
     out: list[tuple[list[int], int]] = [([], 0)] * len(texts)
     plain = [i for i, c in enumerate(contexts) if not c]
     for i, ids in zip(plain, tokenizer.encode_batch([delimiter + texts[i] for i in plain]),
@@ -80,7 +104,7 @@ class Scorer:
     what to report, any of ``student-<i>`` and ``ensemble`` (default: all of them).
     """
 
-    def __init__(self, students: Sequence[Student], tokenizer: Tokenizer,
+    def __init__(self, students: Sequence[LanguageModel], tokenizer: TextTokenizer,
                  omega: torch.Tensor | None = None, *, labels: Sequence[str] | None = None,
                  batch_size: int = 64, precision: str = "fp32", progress: bool = False):
         if batch_size < 1:
@@ -157,7 +181,7 @@ class Scorer:
             drop = max(0, len(ids) - 1 - self.context)  # keep the last `context` positions
             rows.append((ids[drop:], max(skip - drop, 1)))
         width = max(len(ids) - 1 for ids, _ in rows)
-        x = torch.full((len(rows), width), Tokenizer.pad_id, dtype=torch.long)
+        x = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)
         y = torch.zeros_like(x)
         mask = torch.zeros(x.shape, dtype=torch.float32)
         for r, (ids, skip) in enumerate(rows):

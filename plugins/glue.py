@@ -310,10 +310,10 @@ def truncated_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
     return budget // 2, budget - budget // 2
 
 
-def encode_pair(a: Sequence[int], b: Sequence[int] | None, max_length: int) -> list[int]:
+def encode_pair(a: Sequence[int], b: Sequence[int] | None, max_length: int,
+                bos: int = Tokenizer.bos_id, eos: int = Tokenizer.eos_id) -> list[int]:
     """``BOS a EOS`` or ``BOS a EOS b EOS``, at most ``max_length`` ids (the longer segment
-    loses tokens from its end)."""
-    bos, eos = Tokenizer.bos_id, Tokenizer.eos_id
+    loses tokens from its end); ``bos`` and ``eos`` are the tokenizer's."""
     if b is None:
         return [bos, *a[:max(0, max_length - 2)], eos]
     la, lb = truncated_lengths(len(a), len(b), max(0, max_length - 3))
@@ -360,7 +360,8 @@ def encode_rows(tokenizer: Tokenizer, segments: Sequence[tuple[str, str | None]]
                 labels: Sequence[int], max_length: int) -> Encoded:
     firsts = tokenizer.encode_batch([a for a, _ in segments])
     seconds = iter(tokenizer.encode_batch([b for _, b in segments if b is not None]))
-    ids = [encode_pair(a, None if b is None else next(seconds), max_length)
+    ids = [encode_pair(a, None if b is None else next(seconds), max_length,
+                       tokenizer.bos_id, tokenizer.eos_id)
            for a, (_, b) in zip(firsts, segments, strict=True)]
     return Encoded(ids, torch.tensor(list(labels), dtype=torch.long))
 

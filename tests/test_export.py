@@ -376,3 +376,24 @@ def test_hf_config_is_a_llama_config(transformers):
         cfg.ffn_dim, 32, 1e-6)
     theta = getattr(config, "rope_theta", None) or config.rope_parameters["rope_theta"]
     assert theta == 20_000.0 and config.tie_word_embeddings
+
+
+def test_an_exported_student_scores_the_same_through_both_routes(run, exported, transformers,
+                                                                 data_dir, tmp_path, capsys):
+    """``minidml eval RUN --student i`` and ``minidml eval HF_DIR`` on the student's export:
+    the same pairs, the same log-likelihoods."""
+    i = run.champion
+    found = {}
+    for name, target, extra in (("run", run.path, ["--student", str(i)]),
+                                ("hf", exported[i], [])):
+        out = tmp_path / f"{name}.json"
+        code, _, err = run_cli("eval", target, *extra, "--suite", "blimp", "--limit", "2",
+                               "--data-dir", data_dir, "--output", out, "--log-samples",
+                               "--quiet", capsys=capsys)
+        assert code == 0, err
+        found[name] = [json.loads(line) for line in
+                       out.with_name(out.stem + ".samples.jsonl").read_text().splitlines()]
+    ours = [v for s in found["run"] for v in s["loglikelihoods"][f"student-{i}"]]
+    theirs = [v for s in found["hf"] for v in s["loglikelihoods"]["student-0"]]
+    assert [s["good"] for s in found["run"]] == [s["good"] for s in found["hf"]]
+    assert len(ours) >= 200 and ours == pytest.approx(theirs, abs=1e-3)

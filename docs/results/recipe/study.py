@@ -30,7 +30,8 @@ import torch
 import minidml
 from minidml import Shape, TrainConfig
 from minidml.data import corpus_files, tokenize_corpus
-from minidml.launch import make_batches
+from minidml.launch import corpus_documents, make_batches
+from minidml.tokenizer import Tokenizer
 
 HERE = Path(__file__).resolve().parent
 BASE = dict(students=(Shape(4, 256, 4),), mode="single", vocab_size=8192, context=128,
@@ -65,6 +66,19 @@ def corpus() -> list[Path]:
 
 def config(name: str, minutes: float) -> TrainConfig:
     return TrainConfig(**{**BASE, **VARIANTS[name]}, max_time=60.0 * minutes)
+
+
+def shared_tokenizer(out: Path, files: list[Path], cfg: TrainConfig) -> Path:
+    """The tokenizer ``minidml train`` would train for ``cfg``, trained once per vocabulary
+    and document rule and shared by the variants that agree on them (so is the token
+    cache that follows from it)."""
+    name = f"{cfg.tokenizer_type}-{cfg.vocab_size}-{cfg.documents}-{cfg.speaker_tags}-{cfg.seed}"
+    path = out / "tokenizers" / f"{name}.model"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Tokenizer.train(corpus_documents(files, cfg), cfg.vocab_size, cfg.tokenizer_type,
+                        seed=cfg.seed).save(path)
+    return path
 
 
 def finished(run_dir: Path) -> bool:
@@ -174,7 +188,9 @@ def main() -> int:
         t0 = time.time()
         resume = (run_dir / "config.json").exists()
         print(f"[recipe] {name}: {'resuming' if resume else 'training'}", flush=True)
-        minidml.train(files, run_dir, config(name, args.minutes), resume=resume)
+        cfg = config(name, args.minutes)
+        minidml.train(files, run_dir, cfg, resume=resume,
+                      tokenizer=shared_tokenizer(args.out, files, cfg))
         (run_dir / "study-done").write_text(f"{time.time() - t0:.0f}\n")
         print(f"[recipe] {name}: done in {time.time() - t0:.0f}s", flush=True)
     return 0

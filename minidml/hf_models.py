@@ -1,0 +1,157 @@
+"""Any Hugging Face causal language model, scored by minidml's suites (``minidml eval
+hf/model``; needs the ``hf`` extra).
+
+A suite sees a model through what a minidml student offers (see :mod:`minidml.scoring`):
+``model(ids)`` gives next-token logits [B, T, V], ``model.trunk(ids)`` the final hidden
+states [B, T, d] (GLUE's classifier reads the last non-pad token's), and ``model.config``
+its ``context``, ``d_model``, ``vocab_size``, ``n_params`` and ``shape``; the tokenizer
+gives ``encode_batch`` (no special tokens) and the ids ``bos_id`` (the prefix every text is
+scored after), ``eos_id`` and ``pad_id``. :class:`HFModel` and :class:`HFTokenizer` offer
+that for a ``transformers`` model, so the scorer's rule is the same as for a student: the
+prefix token, then the tokens of ``" " + text``. The prefix is the tokenizer's BOS, or its
+end-of-text token where it has no BOS (GPT-2), as lm-evaluation-harness chooses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .devices import resolve_device
+from .errors import MinidmlError
+
+EXTRA_LINE = "pip install 'minidml[hf]'"
+
+
+def is_hf_model_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a Hugging Face model directory (not a minidml run)."""
+    meta = _config(Path(path))
+    return meta is not None and "minidml_version" not in meta and (
+        "architectures" in meta or "model_type" in meta)
+
+
+def _config(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+@dataclass(frozen=True)
+class HFModelConfig:
+    """What minidml reads of a model's configuration."""
+
+    architecture: str
+    context: int
+    d_model: int
+    vocab_size: int
+    n_params: int
+
+    @property
+    def shape(self) -> str:
+        return self.architecture
+
+
+class HFModel(nn.Module):
+    """A ``transformers`` causal LM with a student's interface (logits, ``trunk``)."""
+
+    def __init__(self, model: nn.Module, architecture: str):
+        super().__init__()
+        self.model = model
+        c = model.config
+        context = next((getattr(c, k) for k in ("max_position_embeddings", "n_positions",
+                                                "n_ctx") if getattr(c, k, None)), 2048)
+        d_model = next(getattr(c, k) for k in ("hidden_size", "n_embd", "d_model")
+                       if getattr(c, k, None))
+        self.config = HFModelConfig(architecture, int(context), int(d_model),
+                                    int(model.get_output_embeddings().weight.shape[0]),
+                                    sum(p.numel() for p in model.parameters()))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, use_cache=False).logits
+
+    def trunk(self, ids: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (after the last norm, as the head reads them)."""
+        out = self.model(input_ids=ids, use_cache=False, output_hidden_states=True)
+        return out.hidden_states[-1]
+
+
+class HFTokenizer:
+    """A ``transformers`` tokenizer with the part of :class:`minidml.Tokenizer` that scoring
+    and GLUE use."""
+
+    def __init__(self, tokenizer: Any):
+        self.hf = tokenizer
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
+            else tokenizer.eos_token_id
+        if prefix is None:
+            raise MinidmlError(f"{tokenizer.name_or_path}: the tokenizer has neither a BOS "
+                               "nor an end-of-text token to score texts after")
+        self.bos_id = int(prefix)
+        self.eos_id = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None
+                          else prefix)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                          else self.eos_id)
+        self.vocab_size = len(tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [list(ids) for ids in self.hf(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.hf.decode(list(ids))
+
+
+@dataclass
+class HFRun:
+    """A Hugging Face model where suites expect a :class:`minidml.Run`: one model, ω = 1."""
+
+    path: Path
+    tokenizer: HFTokenizer
+    students: list[HFModel]
+    omega: torch.Tensor
+    step: int | None = None
+    champion: int = 0
+    config: Any = None
+    last_eval: dict[str, Any] | None = None
+
+
+def load_hf(path: str | os.PathLike, device: str = "cpu") -> HFRun:
+    """The causal LM and tokenizer of a Hugging Face model directory, in eval mode."""
+    path = Path(path)
+    meta = _config(path)
+    if meta is None:
+        raise MinidmlError(f"{path}: no readable config.json; give a minidml run directory or "
+                           "a Hugging Face model directory")
+    architectures = [a for a in meta.get("architectures") or [] if isinstance(a, str)]
+    causal = [a for a in architectures if a.endswith(("ForCausalLM", "LMHeadModel"))]
+    if not causal:
+        raise MinidmlError(f"{path}: not a causal language model (architectures: "
+                           f"{', '.join(architectures) or 'none'}); minidml eval scores causal "
+                           "LMs such as LlamaForCausalLM or GPT2LMHeadModel")
+    try:
+        import transformers
+    except ImportError:
+        raise MinidmlError(f"{path}: a Hugging Face model needs transformers; "
+                           f"{EXTRA_LINE}") from None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise MinidmlError(f"{path}: cannot load the model or its tokenizer ({first})") from None
+    dev = resolve_device(device)
+    wrapped = HFModel(model.to(dev).eval(), causal[0])
+    return HFRun(path, HFTokenizer(tokenizer), [wrapped], torch.ones(1, device=dev))
