@@ -151,8 +151,10 @@ class Scorer:
         needed = range(len(self.students)) if ENSEMBLE in self.labels else wanted
         order = sorted(range(n), key=lambda i: -len(items[i][0]))
         batches = [order[b:b + self.batch_size] for b in range(0, n, self.batch_size)]
-        for batch in tqdm(batches, desc="scoring", unit="batch", disable=not self.progress,
-                          leave=False):
+        bar = tqdm(total=n, desc="scoring", unit="text", disable=not self.progress,
+                   leave=False, dynamic_ncols=True)
+        for batch in batches:
+            bar.update(len(batch))
             x, y, mask = self._pad([items[i] for i in batch])
             if x.shape[1] == 0:  # only BOS: nothing to score
                 continue
@@ -170,6 +172,7 @@ class Scorer:
             idx = torch.tensor(batch)
             for lb, v in sums.items():
                 out[lb][idx] = v.double().cpu()
+        bar.close()
         return out
 
     def _pad(self, items: Sequence[tuple[Sequence[int], int]]

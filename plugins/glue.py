@@ -426,8 +426,8 @@ def finetune(student: Student, spec: TaskSpec, train: Encoded, valid: Encoded,
     total = settings.epochs * per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total))
     best_score, best, best_state, stale = -math.inf, None, None, 0
-    bar = tqdm(total=total, desc=desc or spec.name, unit="batch", disable=not progress,
-               leave=False)
+    bar = tqdm(total=settings.epochs * len(train), desc=desc or spec.name, unit="example",
+               disable=not progress, leave=False, dynamic_ncols=True)
     for _ in range(settings.epochs):
         model.train()
         order = torch.randperm(len(train), generator=gen).tolist()
@@ -439,7 +439,7 @@ def finetune(student: Student, spec: TaskSpec, train: Encoded, valid: Encoded,
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            bar.update()
+            bar.update(len(y))
         probs = predict(model, valid, eval_batch_size, device)
         score = _score(spec, probs.argmax(-1), valid.labels)
         if best is None or score > best_score:
