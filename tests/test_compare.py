@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 
 import pytest
@@ -18,6 +20,10 @@ TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "a
         "--lr", "3e-3", "--warmup", "10", "--outer-every", "5", "--quiet",
         "--vary", "alpha=0.25", "--vary", "kd:temperature=1"]
 VARIANTS = ["wml alpha=0.25", "kd temperature=1.0"]
+# every arm tracked in TensorBoard (CI installs the extra; elsewhere only where it is present)
+TRACKED = bool(os.environ.get("MINIDML_DATA_DIR") or importlib.util.find_spec("tensorboard"))
+if TRACKED:
+    TINY = ["--log-to", "tensorboard", *TINY]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +31,26 @@ def compared(grammar_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
     main(["compare", str(grammar_corpus), "--out", str(out), *TINY])
     return out
+
+
+@pytest.mark.slow
+def test_each_arms_run_is_tracked_with_its_scores(compared, require_extra):
+    if not TRACKED:
+        pytest.skip("tensorboard is not installed: pip install 'minidml[tensorboard]'")
+    require_extra("tensorboard", "tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    report = json.loads((compared / "report.json").read_text())
+    for arm in report["arms"]:
+        acc = EventAccumulator(str(compared / arm["dir"] / "tensorboard"),
+                               size_guidance={"scalars": 0})
+        acc.Reload()
+        losses = acc.Scalars("train/loss/0")
+        assert losses[-1].step == arm["steps"]
+        for m in arm["models"]:
+            (event,) = acc.Scalars(f"scores/agreement/{m['label']}")
+            assert event.step == arm["steps"]
+            assert event.value == pytest.approx(m["scores"]["agreement"]["score"], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -131,3 +131,16 @@ def test_a_directory_that_is_not_a_causal_lm_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in bert.iterdir()) == ["config.json"]  # nothing written
     code, _, err = _eval("eval", bert, "--suite", "blimp", "--step", "all", capsys=capsys)
     assert_one_line_error(code, err, "--step all", "Hugging Face model")
+
+
+def test_a_missing_hf_extra_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"],
+                                                   "model_type": "llama"}))
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers fails
+    code, _, err = _eval("eval", llama, "--suite", "blimp", capsys=capsys)
+    assert_one_line_error(code, err, str(llama), "minidml[hf]")
+    assert sorted(p.name for p in llama.iterdir()) == ["config.json"]

@@ -55,6 +55,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shape-8x192": {"students": (Shape(8, 192, 3),)},
     "seed-1": {"seed": 1},  # no change of recipe: the run-to-run noise
 }
+# the mutual modes: two students learning together in the same wall time; judged on the
+# better one (the champion, chosen on the validation loss)
+PAIR = (Shape(4, 256, 4), Shape(2, 256, 4))
+VARIANTS.update({
+    "wml": {"mode": "wml", "students": PAIR},
+    "wml-alpha-0.25": {"mode": "wml", "students": PAIR, "alpha": 0.25},
+    "wml-T-2": {"mode": "wml", "students": PAIR, "temperature": 2.0},
+    "wml-alpha-0.25-T-2": {"mode": "wml", "students": PAIR, "alpha": 0.25,
+                           "temperature": 2.0},
+})
 
 
 def corpus() -> list[Path]:
@@ -88,23 +98,26 @@ def finished(run_dir: Path) -> bool:
 
 @torch.no_grad()
 def full_validation(run_dir: Path, files: list[Path]) -> dict[str, float]:
-    """Loss of the run's student over its whole validation split: nats per token and per
-    byte of the text those tokens decode to."""
+    """Loss of the run's champion (the student with the lowest loss) over its whole
+    validation split: nats per token and per byte of the text those tokens decode to."""
     run = minidml.load(run_dir)
     cfg = run.config
     tokens = tokenize_corpus(files, run.tokenizer, rule=cfg.documents,
                              speaker_tags=cfg.speaker_tags)
     batches = make_batches(tokens, cfg)
-    student = run.students[0].eval()
-    nats, n, n_bytes = 0.0, 0, 0
+    students = [s.eval() for s in run.students]
+    nats, n, n_bytes = [0.0] * len(students), 0, 0
     for x, y in batches.validation():
-        logits = student(x).float()
-        nats += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(),
-                                                        reduction="sum"))
+        for i, student in enumerate(students):
+            logits = student(x).float()
+            nats[i] += float(torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1), y.flatten(), reduction="sum"))
         n += y.numel()
         n_bytes += sum(len(run.tokenizer.decode(row).encode("utf-8")) for row in y.tolist())
-    return {"val_loss": nats / n, "val_tokens": n, "val_bytes": n_bytes,
-            "nats_per_byte": nats / max(1, n_bytes)}
+    best = min(range(len(students)), key=nats.__getitem__)
+    return {"val_loss": nats[best] / n, "champion": best,
+            "val_loss_per_student": [v / n for v in nats], "val_tokens": n,
+            "val_bytes": n_bytes, "nats_per_byte": nats[best] / max(1, n_bytes)}
 
 
 def summary(run_dir: Path, files: list[Path]) -> dict[str, Any]:
@@ -115,7 +128,7 @@ def summary(run_dir: Path, files: list[Path]) -> dict[str, Any]:
     return {"steps": last["step"], "tokens": last["tokens"], "epoch": last.get("epoch"),
             "train_seconds": last["train_seconds"],
             "tokens_per_s": last["tokens"] / max(last["train_seconds"], 1e-9),
-            "curve": [[e["step"], e["val_loss"][0]] for e in evals],
+            "curve": [[e["step"], min(e["val_loss"])] for e in evals],
             **full_validation(run_dir, files)}
 
 
