@@ -115,7 +115,7 @@ class TrainConfig:
     peer_dtype: str = "fp32"
     log_every: int = 10
     eval_every: int = 200
-    eval_tokens: int = 65_536
+    eval_tokens: int = 65_536  # validation tokens per evaluation, evenly spread over the split
     save_every: int = 500
     keep_checkpoints: int = 2  # the newest checkpoints kept; 0 keeps every one (for curves)
     # experiment trackers that also receive the metrics (minidml.tracking): any of TRACKERS

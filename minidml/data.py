@@ -398,12 +398,17 @@ class Batches:
 
     def validation(self, max_tokens: int | None = None
                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The validation split as batches of non-overlapping windows, in a fixed order."""
+        """The validation split as batches of non-overlapping windows, in a fixed order.
+
+        With ``max_tokens``, about that many tokens' windows, evenly spaced over the whole
+        split (not its first windows, which all lie in the corpus's first files: a corpus
+        of several sources would be judged on one of them)."""
         window = self.context + 1
         starts = np.concatenate([np.arange(s, e - window + 1, self.context)
                                  for s, e in self.val_blocks])
         if max_tokens is not None:
-            starts = starts[: max(1, max_tokens // self.context)]
+            k = min(len(starts), max(1, max_tokens // self.context))
+            starts = starts[np.unique(np.linspace(0, len(starts) - 1, k).round().astype(int))]
         for i in range(0, len(starts), self.batch_size):
             yield self._windows(starts[i:i + self.batch_size])
 

@@ -552,7 +552,12 @@ def test_validation_max_tokens(max_tokens):
     windows = sum(len(x) for x, _ in b.validation(max_tokens))
     assert windows == min(available, max(1, max_tokens // context))
     full = torch.cat([x for x, _ in b.validation()])
-    assert torch.equal(torch.cat([x for x, _ in b.validation(max_tokens)]), full[:windows])
+    chosen = torch.cat([x for x, _ in b.validation(max_tokens)])
+    # whole windows of the split, in order, each once
+    rows = [next(i for i in range(len(full)) if torch.equal(full[i], row)) for row in chosen]
+    assert rows == sorted(set(rows))
+    if 1 < windows < available:  # spread from the split's first window to its last
+        assert rows[0] == 0 and rows[-1] == available - 1
 
 
 @settings(max_examples=40, deadline=None)

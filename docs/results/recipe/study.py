@@ -121,6 +121,16 @@ def full_validation(run_dir: Path, files: list[Path]) -> dict[str, float]:
 
 
 def summary(run_dir: Path, files: list[Path]) -> dict[str, Any]:
+    """A finished run's figures (computed once, then kept in ``study-summary.json``)."""
+    kept = run_dir / "study-summary.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
+    found = _summary(run_dir, files)
+    kept.write_text(json.dumps(found) + "\n")
+    return found
+
+
+def _summary(run_dir: Path, files: list[Path]) -> dict[str, Any]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     trains = [r for r in records if r["event"] == "train"]
     evals = [r for r in records if r["event"] == "eval"]
@@ -174,7 +184,7 @@ def _plot(rows: dict[str, Any]) -> None:
         frac = [s / r["steps"] for s in steps]
         ax.plot(frac, losses, label=name, lw=2 if name == "baseline" else 1)
     ax.set_xlabel("fraction of the run (equal wall time)")
-    ax.set_ylabel("validation loss (nats/token, first 65k tokens)")
+    ax.set_ylabel("validation loss (nats/token, 65k tokens of the split)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(HERE / "curves.png", dpi=120)
