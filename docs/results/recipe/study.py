@@ -5,12 +5,16 @@
     python docs/results/recipe/study.py runs/recipe --report      # results.json, study.md
 
 Every variant is one ``minidml train`` run on the whole shared BabyLM corpus
-(``$MINIDML_DATA_DIR/babylm-2024-100M-snippets``) for the same wall time (``--max-time``),
-on one CPU core (``taskset -c 0`` and ``--threads 1``, so that nothing else running on the
-machine's other core changes a run's throughput): what a setting buys is what it buys in that
-time, speed included. Each run is judged on its whole validation split (2% of the corpus,
-never trained on), in nats per token and, because variants that change the tokenizer or
-the documents predict other tokens, in nats per byte of the validation text. The test suites are not
+(``$MINIDML_DATA_DIR/babylm-2024-100M-snippets``), on one CPU core (``taskset -c 0`` and
+``--threads 1``). Variants that change the cost of a step (context, batch, vocabulary,
+shape, documents, mutual learning) train for the same wall time (``--max-time``): what a
+setting buys is what it buys in that time, speed included, so they need an otherwise idle
+machine (work on the other core slows a run by 10-25%). Variants that do not (learning
+rate, schedule, warmup, weight decay, seed; α and T against ``wml``) train for their
+reference's number of steps (``SAME_STEPS``). Each run is judged on its whole validation
+split (2% of the corpus, never trained on), in nats per token and, because variants that
+change the tokenizer or the documents predict other tokens, in nats per byte of the
+validation text. The test suites are not
 looked at. A run that was interrupted is resumed with the time it has left; a finished run
 is not run again.
 """
@@ -67,6 +71,14 @@ VARIANTS.update({
 })
 
 
+# variants that do not change the cost of a step train for their reference's number of
+# steps instead of a wall time: equal data, so that nothing else running on the machine
+# (which slows a wall-time run by 10-25% even on another core) can favour one of them
+SAME_STEPS = {name: "baseline" for name in (
+    "lr-1e-3", "lr-4e-3", "lr-8e-3", "schedule-wsd", "warmup-30", "weight-decay-0", "seed-1")}
+SAME_STEPS.update({name: "wml" for name in VARIANTS if name.startswith("wml-")})
+
+
 def corpus() -> list[Path]:
     root = os.environ.get("MINIDML_DATA_DIR")
     if not root:
@@ -74,8 +86,16 @@ def corpus() -> list[Path]:
     return corpus_files([Path(root) / "babylm-2024-100M-snippets"])
 
 
-def config(name: str, minutes: float) -> TrainConfig:
-    return TrainConfig(**{**BASE, **VARIANTS[name]}, max_time=60.0 * minutes)
+def config(name: str, minutes: float, out: Path) -> TrainConfig:
+    """The variant's settings: its reference's steps (see SAME_STEPS), else a wall time."""
+    cfg = TrainConfig(**{**BASE, **VARIANTS[name]})
+    reference = SAME_STEPS.get(name)
+    if reference is None:
+        return cfg.replace(max_time=60.0 * minutes)
+    if not finished(out / reference):
+        raise SystemExit(f"{name} trains for as many steps as {reference}: run that first")
+    records = [json.loads(line) for line in (out / reference / "metrics.jsonl").open()]
+    return cfg.replace(steps=max(r["step"] for r in records if r["event"] == "train"))
 
 
 def shared_tokenizer(out: Path, files: list[Path], cfg: TrainConfig) -> Path:
@@ -204,14 +224,17 @@ def main() -> int:
     if args.report:
         report(args.out, files)
         return 0
-    for name in args.only or VARIANTS:
+    names = args.only or list(VARIANTS)
+    # references first
+    names = sorted(names, key=lambda n: (n in SAME_STEPS, names.index(n)))
+    for name in names:
         run_dir = args.out / name
         if finished(run_dir):
             continue
         t0 = time.time()
         resume = (run_dir / "config.json").exists()
         print(f"[recipe] {name}: {'resuming' if resume else 'training'}", flush=True)
-        cfg = config(name, args.minutes)
+        cfg = config(name, args.minutes, args.out)
         minidml.train(files, run_dir, cfg, resume=resume,
                       tokenizer=shared_tokenizer(args.out, files, cfg))
         (run_dir / "study-done").write_text(f"{time.time() - t0:.0f}\n")
