@@ -56,6 +56,9 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    # each training process starts its own W&B service (not this process's, which
+    # log_scores may have started: a run killed there would stay "in use")
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -140,12 +143,17 @@ def _wandb_records(path: Path):
             yield record
 
 
-def _wandb(run_dir: Path) -> tuple[dict[int, dict[str, float]], list[dict], dict[str, float]]:
-    """Every offline segment's history rows (no step in two), configs and summary."""
+def _segments(run_dir: Path) -> list[Path]:
+    """The W&B offline runs of a run directory, oldest first."""
+    return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def _wandb(run_dir: Path, segments: list[Path] | None = None
+           ) -> tuple[dict[int, dict[str, float]], list[dict], dict[str, float]]:
+    """The offline runs' history rows (no step in two), configs and summary."""
     got: dict[int, dict[str, float]] = {}
     configs, summary = [], {}
-    segments = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    for segment in segments:
+    for segment in _segments(run_dir) if segments is None else segments:
         for rec in _wandb_records(segment):
             kind = rec.WhichOneof("record_type")
             if kind == "history":
@@ -165,7 +173,8 @@ def _wandb(run_dir: Path) -> tuple[dict[int, dict[str, float]], list[dict], dict
     return got, configs, summary
 
 
-def _train(tmp_path: Path, trackers: str, stopper: str, code: int) -> Path:
+def _train(tmp_path: Path, trackers: str, stopper: str, code: int,
+           sent: int | None = None) -> Path:
     """A run stopped at step KILL_AT by ``stopper``, then resumed to its end."""
     corpus = write_corpus(tmp_path / "grammar.txt", 3_000, seed=0)
     out = tmp_path / "run"
@@ -176,7 +185,9 @@ def _train(tmp_path: Path, trackers: str, stopper: str, code: int) -> Path:
     state = json.loads((out / "tracking.json").read_text())
     first_ids = {name: s["identity"] for name, s in state.items()}
     # killed: up to step 9, past the checkpoint at 6; interrupted: 10, its own checkpoint
-    assert {s["sent"] for s in state.values()} == {KILL_AT - 1 if code == 9 else KILL_AT}
+    if sent is None:
+        sent = KILL_AT - 1 if code == 9 else KILL_AT
+    assert {s["sent"] for s in state.values()} == {sent}
     done = _cli(*args, "--resume")
     assert done.returncode == 0, done.stderr[-2000:]
     state = json.loads((out / "tracking.json").read_text())
@@ -218,6 +229,21 @@ def test_wandb_equals_the_metrics_across_an_interruption(tmp_path, offline, requ
     assert len(configs) == 1 and configs[0]["lr"] == config["lr"]
     log_scores(out, {"blimp/student-0": 0.625})
     assert _wandb(out)[2]["scores/blimp/student-0"] == pytest.approx(0.625)
+
+
+@pytest.mark.slow
+def test_wandb_misses_no_step_after_a_kill_9(tmp_path, offline, require_extra):
+    """W&B keeps a step only once its run closes: after a kill -9 the resumed run sends every
+    step again (the killed run's file kept only some), so none is missing."""
+    require_extra("wandb", "wandb")
+    out = _train(tmp_path, "wandb", KILL, 9, sent=-1)  # nothing is certain before a close
+    expected = _expected(out)
+    killed, resumed = _segments(out)
+    _check(_wandb(out, [resumed])[0], expected, 1e-12, "wandb, resumed")
+    kept = _wandb(out, [killed])[0]
+    assert set(kept) < set(expected)  # what the killed run's file kept, ...
+    for step, row in kept.items():  # ... with the same values
+        assert row == pytest.approx({k: expected[step][k] for k in row}, rel=1e-12)
 
 
 def test_a_record_becomes_one_series_per_number():

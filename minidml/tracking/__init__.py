@@ -19,7 +19,9 @@ continues the same tracked run and sends only the steps after that one: the step
 interrupted process sent after its last checkpoint stay as they were (resumption recomputes
 them bit for bit; only their timings differ), and none is sent twice. Were a process killed
 in the instant between a tracker taking a step and ``tracking.json`` recording it, that one
-step would be sent again.
+step would be sent again. A tracker that keeps a step only once its run closes (W&B, see
+:mod:`minidml.tracking.wandb`) records the last step sent only then; on starting, every
+tracker first sends what ``metrics.jsonl`` has beyond its last step sent.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from .. import _io
 from ..config import TRACKERS
 from ..errors import MinidmlError
+from ..rundir import read_metrics
 from ..trainer import Callback, Trainer
 
 # name: (its module here, its class, the libraries it needs, the extra that installs them)
@@ -109,11 +112,15 @@ class Tracker(Callback):
     where it differs)."""
 
     name = ""
+    # whether a step is kept once :meth:`flush` returns; a tracker that is not counts a step
+    # as sent only when it closes cleanly, and a resumed run re-sends the rest
+    durable = True
 
     def __init__(self) -> None:
         self.run_dir: Path | None = None
         self._active = False
-        self._sent = -1  # the last step the tracked run has
+        self._sent = -1  # the last step the tracked run has for certain
+        self._last = -1  # the last step sent
         self._identity: dict[str, Any] = {}
         self._pending: tuple[int, dict[str, float]] | None = None
 
@@ -166,10 +173,14 @@ class Tracker(Callback):
         self.run_dir = Path(run_dir)
         saved = read_state(self.run_dir).get(self.name, {})
         meta = json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
-        self._sent = int(saved.get("sent", -1))
+        self._sent = self._last = int(saved.get("sent", -1))
         self._identity = self.open(self.run_dir, saved.get("identity", {}), meta)
         self._active = True
         self._save()
+        # what the tracked run may lack from before a resumption: metrics.jsonl has it
+        for record in read_metrics(self.run_dir / "metrics.jsonl"):
+            if int(record.get("step", -1)) > self._sent:
+                self.record(record)
 
     def record(self, record: Mapping[str, Any]) -> None:
         """Take one ``metrics.jsonl`` record (steps arrive in order)."""
@@ -189,6 +200,7 @@ class Tracker(Callback):
             self._send_pending()
             self.close()
             self._active = False
+            self._save(self._last)
 
     def _send_pending(self) -> None:
         if not self._active or self._pending is None:
@@ -198,11 +210,15 @@ class Tracker(Callback):
         if values:
             self.send(step, values)
         self.flush()
-        self._sent = step
-        self._save()
+        self._last = step
+        if self.durable:
+            self._sent = step
+            self._save()
 
-    def _save(self) -> None:
+    def _save(self, sent: int | None = None) -> None:
         assert self.run_dir is not None
+        if sent is not None:
+            self._sent = max(self._sent, sent)
         state = read_state(self.run_dir)
         state[self.name] = {"identity": self._identity, "sent": self._sent}
         _io.write_json(self.run_dir / STATE, state)

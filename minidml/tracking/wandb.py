@@ -3,10 +3,18 @@
 Offline (``WANDB_MODE=offline``) unless an API key is set (``WANDB_API_KEY`` or a
 ``wandb login``) or ``WANDB_MODE`` says otherwise; ``wandb sync RUN/wandb/offline-run-*``
 uploads an offline run later. The project is ``WANDB_PROJECT`` (default ``minidml``).
+
+W&B's service writes its file in 32 KB blocks and dies with the process, so a step it was
+given is kept only once the run closes: on a normal end, on Ctrl-C or any other exit that
+runs ``atexit`` (this tracker closes the run there). After a ``kill -9`` the resumed run
+therefore sends again every step since the last clean close, from ``metrics.jsonl`` up to
+the checkpoint and live after it: no step is missing. Offline, a step the killed process's
+file did keep is then in two offline runs with the same values; online, W&B keeps the first.
 """
 
 from __future__ import annotations
 
+import atexit
 import netrc
 import os
 import uuid
@@ -28,6 +36,7 @@ def _has_api_key() -> bool:
 
 class WandbTracker(Tracker):
     name = "wandb"
+    durable = False  # see the module docstring
 
     def open(self, run_dir: Path, identity: Mapping[str, Any], meta: Mapping[str, Any]
              ) -> dict[str, Any]:
@@ -40,6 +49,7 @@ class WandbTracker(Tracker):
             name=run_dir.name, dir=str(run_dir), mode=mode,
             config=None if identity else dict(meta["config"]),
             settings=wandb.Settings(silent=True, console="off"))
+        atexit.register(self.finish)  # before W&B's own exit handler, which closes the run
         return {"id": run_id}
 
     def send(self, step: int, values: Mapping[str, float]) -> None:
@@ -49,4 +59,5 @@ class WandbTracker(Tracker):
         self._run.summary.update(dict(values))
 
     def close(self) -> None:
+        atexit.unregister(self.finish)
         self._run.finish()
