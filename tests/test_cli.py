@@ -9,22 +9,13 @@ import sys
 
 import pytest
 
-from minidml.cli import main
 from minidml.grammar import write_corpus
 
-from _helpers import assert_one_line_error
+from _helpers import assert_one_line_error, run_cli
 
 FAST = ["--students", "2", "--layers", "1", "--width", "32", "--heads", "2", "--context", "16",
         "--batch-size", "8", "--vocab-size", "320", "--steps", "4", "--eval-every", "2",
         "--warmup", "1", "--quiet"]
-
-
-def run_cli(*args: str, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([*map(str, args)])
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,12 @@ import torch
 
 import minidml
 from minidml import Shape, Tokenizer, TrainConfig
-from minidml.cli import main
 from minidml.errors import MinidmlError
 from minidml.export import export_hf, hf_config, write_hf
 from minidml.model import Student, StudentConfig
 from minidml.scoring import Scorer
 
-from _helpers import assert_one_line_error
+from _helpers import assert_one_line_error, run_cli
 
 TOL = 1e-4
 SAMPLES = [
@@ -250,14 +249,6 @@ def test_blimp_scores_match_the_scorer(run, exported, transformers, data_dir):
 
 
 # ----------------------------------------------------------------------------- command line
-def run_cli(*args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([*map(str, args)])
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
-
-
 def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 

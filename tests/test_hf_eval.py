@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidml.cli import main
-
-from _helpers import assert_one_line_error
+from _helpers import assert_one_line_error, run_cli
 
 SENTENCES = ["The dogs that the cat sees are sleeping.", "A boy was eating the apples.",
              "Those uncles above the new car arrive beside the mouse.",
@@ -77,18 +75,10 @@ def _direct(transformers, path: Path, texts: list[str]) -> list[float]:
     return out
 
 
-def _eval(*args: str, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([*map(str, args)])
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exc.value.code or 0, captured.out, captured.err
-
-
 def test_an_hf_model_scores_as_transformers_does(hf_dir, transformers, data_dir, tmp_path,
                                                  capsys):
     out = tmp_path / "results.json"
-    code, stdout, err = _eval("eval", hf_dir, "--suite", "blimp", "--limit", "2",
+    code, stdout, err = run_cli("eval", hf_dir, "--suite", "blimp", "--limit", "2",
                               "--data-dir", data_dir, "--output", out, "--log-samples",
                               "--quiet", capsys=capsys)
     assert code == 0, err
@@ -112,7 +102,7 @@ def test_an_hf_model_scores_as_transformers_does(hf_dir, transformers, data_dir,
 
 def test_glue_fine_tunes_an_hf_model(hf_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "glue.json"
-    code, _, err = _eval("eval", hf_dir, "--suite", "glue", "--glue-tasks", "rte",
+    code, _, err = run_cli("eval", hf_dir, "--suite", "glue", "--glue-tasks", "rte",
                          "--max-train-examples", "16", "--epochs", "1", "--limit", "8",
                          "--data-dir", data_dir, "--output", out, "--quiet", capsys=capsys)
     assert code == 0, err
@@ -126,10 +116,10 @@ def test_a_directory_that_is_not_a_causal_lm_is_one_line(tmp_path, capsys):
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"],
                                                   "model_type": "bert"}))
-    code, _, err = _eval("eval", bert, "--suite", "blimp", capsys=capsys)
+    code, _, err = run_cli("eval", bert, "--suite", "blimp", capsys=capsys)
     assert_one_line_error(code, err, str(bert), "not a causal language model")
     assert sorted(p.name for p in bert.iterdir()) == ["config.json"]  # nothing written
-    code, _, err = _eval("eval", bert, "--suite", "blimp", "--step", "all", capsys=capsys)
+    code, _, err = run_cli("eval", bert, "--suite", "blimp", "--step", "all", capsys=capsys)
     assert_one_line_error(code, err, "--step all", "Hugging Face model")
 
 
@@ -141,6 +131,6 @@ def test_a_missing_hf_extra_is_one_line(tmp_path, monkeypatch, capsys):
     (llama / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"],
                                                    "model_type": "llama"}))
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers fails
-    code, _, err = _eval("eval", llama, "--suite", "blimp", capsys=capsys)
+    code, _, err = run_cli("eval", llama, "--suite", "blimp", capsys=capsys)
     assert_one_line_error(code, err, str(llama), "minidml[hf]")
     assert sorted(p.name for p in llama.iterdir()) == ["config.json"]

@@ -179,8 +179,7 @@ class Tracker(Callback):
         self._save()
         # what the tracked run may lack from before a resumption: metrics.jsonl has it
         for record in read_metrics(self.run_dir / "metrics.jsonl"):
-            if int(record.get("step", -1)) > self._sent:
-                self.record(record)
+            self.record(record)
 
     def record(self, record: Mapping[str, Any]) -> None:
         """Take one ``metrics.jsonl`` record (steps arrive in order)."""
@@ -235,6 +234,4 @@ def log_scores(run_dir: str | os.PathLike, scores: Mapping[str, float]) -> None:
         tracker.start(run_dir)
         tracker.summarize(max(tracker._sent, 0), {f"scores/{k}": float(v)
                                                   for k, v in scores.items()})
-        tracker.flush()
-        tracker.close()
-        tracker._active = False
+        tracker.finish()
