@@ -130,7 +130,14 @@ class Attention(nn.Module):
         q, k, v = (proj(x).view(b, t, self.n_heads, -1).transpose(1, 2)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # the CPU's fused attention runs its backward 2-4x slower in bf16 than in float32
+            # (head sizes 32-64, 128 positions), and its matmuls are a small share of FLOPs
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                   is_causal=True).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, d))
 
 

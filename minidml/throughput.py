@@ -72,8 +72,10 @@ def together(rates: Sequence[float]) -> float:
 
 def best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int,
                  enough: float = math.inf) -> float:
-    """The fastest of ``repeats`` timed calls of ``fn`` after a first one that warms up (and
-    is the answer when it already takes ``enough`` seconds), synchronised on CUDA."""
+    """The fastest of ``repeats`` timed calls of ``fn`` after an untimed one that warms up
+    (a first bf16 call on the CPU builds its oneDNN kernel and can take 10x a warm one); the
+    first timed call is the answer when it already takes ``enough`` seconds. Synchronised
+    on CUDA."""
     def once() -> float:
         t0 = time.perf_counter()
         fn()
@@ -81,10 +83,11 @@ def best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int,
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
+    once()
     first = once()
     if first >= enough:
         return first
-    return min(once() for _ in range(repeats))
+    return min([first] + [once() for _ in range(repeats - 1)])
 
 
 def matmul_peak(device: torch.device | str = "cpu", repeats: int = 5) -> float:

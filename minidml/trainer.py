@@ -157,6 +157,12 @@ class Trainer(Checkpoints):
         return {"requested": cfg.compile, "choice": choice, "line": line}
 
     # ---------------------------------------------------------------- one step
+    @property
+    def _head_dtype(self) -> torch.dtype | None:
+        """The dtype of the head's matmuls in the loss from hidden states: bf16 in a bf16 run
+        (as autocast would run an unfused head), else the hidden states' own."""
+        return torch.bfloat16 if self.precision == "bf16" else None
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
                               enabled=self.precision == "bf16")
@@ -184,7 +190,8 @@ class Trainer(Checkpoints):
                 with self._autocast():
                     hidden = [self._trunks[i](x).flatten(0, 1) for i in comm.local]
                 losses = linear_mutual_loss(hidden, [s.embed.weight for s in mine], y.flatten(),
-                                            self.omega, alpha, cfg.softmax_temperature)
+                                            self.omega, alpha, cfg.softmax_temperature,
+                                            head_dtype=self._head_dtype)
             else:
                 with self._autocast():
                     logits = [s.head(self._trunks[i](x)).flatten(0, 1)

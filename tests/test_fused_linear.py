@@ -139,6 +139,25 @@ def test_bf16_hidden_states_accumulate_in_float32():
     assert all(g.dtype == torch.bfloat16 for g in grads)
 
 
+def test_a_bf16_head_is_the_reference_on_bf16_logits():
+    """head_dtype=bf16: the logits are the bf16 product of bf16 operands (what autocast gives
+    an unfused head), everything after them float32; the gradients carry bf16 rounding only."""
+    hidden, weights, y, omega = problem(4, n=70, v=301, d=16, dtype=torch.float32, seed=6)
+    for temperature in (1.0, 2.0):
+        got = linear_mutual_loss(hidden, weights, y, omega, 0.5, temperature, chunk_rows=32,
+                                 head_dtype=torch.bfloat16)
+        logits = [(h.bfloat16() @ w.bfloat16().t()).float()
+                  for h, w in zip(hidden, weights, strict=True)]
+        want = mutual_loss(logits, y, omega, 0.5, temperature, fused=False)
+        assert_lists_close(got, want, rtol=1e-5, atol=1e-6)
+        exact = reference(hidden, weights, y, omega, 0.5, temperature)
+        g_got = torch.autograd.grad(got.total, [*hidden, *weights])
+        g_exact = torch.autograd.grad(exact.total, [*hidden, *weights])
+        for a, b in zip(g_got, g_exact, strict=True):
+            assert a.dtype == torch.float32
+            assert float((a - b).norm() / b.norm()) < 2e-2
+
+
 # ----------------------------------------------------------------------------- bi-level
 V, LR, ALPHA, T = 23, 0.5, 0.7, 1.5
 

@@ -325,3 +325,27 @@ def test_generation_stops_early_when_every_row_is_done():
     assert out.tolist() == [[6, 7, 8], [7, 8, 8]]
     out = model.generate(torch.tensor([[6], [7]]), 50, temperature=0)  # no eos: all 50 steps
     assert out.shape == (2, 51)
+
+
+def test_cpu_bf16_autocast_runs_attention_in_float32(monkeypatch):
+    """Under bf16 autocast on the CPU the attention core takes float32 operands (its bf16
+    backward is slow there); the trunk still returns what autocast gives and stays close to
+    float32, with gradients for every parameter."""
+    torch.manual_seed(0)
+    model = Student(StudentConfig(vocab_size=97, n_layers=2, d_model=64, n_heads=2, context=32))
+    ids = torch.randint(0, 97, (3, 32))
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append(q.dtype)
+        return real(q, k, v, **kw)
+
+    want = model.trunk(ids)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model.trunk(ids)
+    assert seen == [torch.float32, torch.float32]
+    assert float((got.float() - want).norm() / want.norm()) < 3e-2
+    got.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -15,6 +15,7 @@ from minidml.throughput import (
     CONTEXT,
     DEEP_FROM,
     EFFICIENCY,
+    best_seconds,
     matmul_peak,
     step_efficiency,
     together,
@@ -66,3 +67,28 @@ def test_tokens_per_second_scales_with_the_peak_and_sums_harmonically():
 def test_the_matmul_peak_is_measured():
     peak = matmul_peak("cpu", repeats=1)
     assert 1e8 < peak < 1e14
+
+
+def test_a_slow_first_call_is_a_warm_up_not_the_answer():
+    """A first call that builds a kernel (bf16 on a CPU with AMX) must not pass for a slow
+    device: the early stop at ``enough`` looks at the first call after the warm-up."""
+    import time
+
+    import torch
+    calls = []
+
+    def fn():
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.2)
+
+    assert best_seconds(fn, torch.device("cpu"), 3, enough=0.1) < 0.1
+    assert len(calls) == 4  # a warm-up and three timed calls
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.05)
+
+    calls.clear()
+    assert best_seconds(slow, torch.device("cpu"), 5, enough=0.01) >= 0.05
+    assert len(calls) == 2  # stopped after the first timed call
