@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes (a reader never sees a half-written file), and the markdown tables of
+reports."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -64,3 +65,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def utc_now() -> str:
     """The time now, UTC, to the second, as ISO 8601: what every record says it was written."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table."""
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]

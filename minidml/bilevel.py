@@ -8,6 +8,9 @@ Every few inner steps, on a held-out batch (x', y') that the inner loop never tr
 
 The unrolled step is plain gradient descent with the optimiser's current learning rate η (as in
 DARTS), although the real inner optimiser is AdamW; weight decay and clipping are left out of it.
+Any step affine in the gradient, θ' = b − s ⊙ g with b and s constant in ω (an :class:`Unroll`),
+can take its place: :func:`adam_unroll` is AdamW's own step with its preconditioner held
+constant. The formula below then reads s_i ⊙ v_i where it has η·v_i.
 
 **The exact hypergradient without a nested graph.** With v_i = ∇_θi' L_out (one forward and
 backward of the ensemble loss at θ'), and since only the KL part of L_i depends on ω,
@@ -97,8 +100,71 @@ def _params(model: torch.nn.Module) -> Params:
 
 def unrolled(students: Sequence[torch.nn.Module], lr: float) -> list[Params]:
     """θ' = θ − lr·∇θ from each parameter's current ``.grad`` (missing gradients count as 0)."""
-    return [{name: (p.detach() - lr * p.grad.detach()) if p.grad is not None else p.detach()
-             for name, p in s.named_parameters()} for s in students]
+    return sgd_unroll(students, lr).step(students)
+
+
+@dataclass(frozen=True)
+class Unroll:
+    """The unrolled inner step, affine in the gradient: θ_i' = base_i − scale_i ⊙ ∇θ_i L_i.
+
+    ``base`` and ``scale`` are constants of ω (per student, per parameter name; ``scale`` may
+    be one number for every parameter), so dθ'/dω = −scale ⊙ d∇L/dω and the exact
+    hypergradient takes the tangents v_i ⊙ scale_i (see the module docstring)."""
+
+    base: list[Params]
+    scale: list[Params] | float
+
+    def scale_of(self, i: int, name: str) -> torch.Tensor | float:
+        return self.scale if isinstance(self.scale, float) else self.scale[i][name]
+
+    def step(self, students: Sequence[torch.nn.Module]) -> list[Params]:
+        """θ' from each parameter's current ``.grad`` (missing gradients count as 0)."""
+        return [{n: (self.base[i][n] - self.scale_of(i, n) * p.grad.detach())
+                 if p.grad is not None else self.base[i][n]
+                 for n, p in s.named_parameters()} for i, s in enumerate(students)]
+
+
+def sgd_unroll(students: Sequence[torch.nn.Module], lr: float) -> Unroll:
+    """θ' = θ − lr·g: plain gradient descent at the optimiser's learning rate (DARTS)."""
+    return Unroll([_params(s) for s in students], float(lr))
+
+
+def adam_unroll(students: Sequence[torch.nn.Module], optimizers: Sequence[torch.optim.Optimizer],
+                lr: float) -> Unroll:
+    """The step AdamW is about to take, with its preconditioner held constant.
+
+    AdamW (torch's, ``amsgrad`` off) moves θ to θ(1 − ηλ) − η·m̂/(√v̂ + ε) with m = β1·m₀ +
+    (1−β1)·g, v = β2·v₀ + (1−β2)·g², m̂ = m/(1−β1ᵗ), v̂ = v/(1−β2ᵗ). Holding
+    P = 1/(√v̂ + ε) (computed with the current gradient) constant, the step is affine in g:
+
+        base  = θ(1 − ηλ) − η·β1·m₀·P/(1−β1ᵗ),      scale = η·(1−β1)·P/(1−β1ᵗ)
+
+    and at the current ω it is exactly the step AdamW takes. A parameter without a gradient
+    is left where it is (AdamW skips it)."""
+    base, scale = [], []
+    for s, opt in zip(students, optimizers, strict=True):
+        group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+        b, c = {}, {}
+        for name, p in s.named_parameters():
+            g_ = group_of[id(p)]
+            theta = p.detach()
+            if p.grad is None:
+                b[name], c[name] = theta, torch.zeros_like(theta)
+                continue
+            beta1, beta2 = g_["betas"]
+            state = opt.state.get(p, {})
+            t = float(state["step"]) + 1 if "step" in state else 1.0
+            m0 = state.get("exp_avg", torch.zeros_like(theta))
+            v0 = state.get("exp_avg_sq", torch.zeros_like(theta))
+            grad = p.grad.detach()
+            v = beta2 * v0 + (1 - beta2) * grad * grad
+            bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+            precond = 1.0 / ((v / bc2).sqrt() + g_["eps"])
+            b[name] = theta * (1 - lr * g_["weight_decay"]) - lr * beta1 / bc1 * m0 * precond
+            c[name] = lr * (1 - beta1) / bc1 * precond
+        base.append(b)
+        scale.append(c)
+    return Unroll(base, scale)
 
 
 def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[Params],
@@ -195,7 +261,7 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
                   objective: str = "ensemble", eps: float = 1e-3,
                   logits: Sequence[Sequence[torch.Tensor]] | None = None,
                   hidden: Sequence[Sequence[torch.Tensor]] | None = None,
-                  comm: Comm | None = None) -> Hypergradient:
+                  comm: Comm | None = None, unroll: Unroll | None = None) -> Hypergradient:
     r"""dL_out/dω through one unrolled inner step (see the module docstring).
 
     Reads the inner step's gradients from the students' ``.grad`` (call it after the inner
@@ -214,6 +280,9 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
     ``logits`` required, every student's): the students' held-out terms are gathered, the
     held-out gradients averaged over data-parallel replicas, and the per-rank parts of
     dL_out/dω summed in one all-reduce, so every rank returns the same result.
+
+    ``unroll`` (of this rank's students: :func:`adam_unroll`, say) replaces the default
+    unrolled step, :func:`sgd_unroll` at ``lr``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown hypergradient variant {variant!r}; choose from {VARIANTS}")
@@ -224,7 +293,8 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
         raise ValueError("hypergradient: hidden states serve one process; pass logits")
     rows = list(range(len(students))) if alone else list(comm.local)
     mine = [students[i] for i in rows]
-    theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unrolled(mine, lr)]
+    unroll = unroll if unroll is not None else sgd_unroll(mine, lr)
+    theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unroll.step(mine)]
     w = omega.detach().clone().requires_grad_()
     if hidden is not None:
         lp = torch.stack([linear_target_log_probs(trunk_call(s, prm, x_out).flatten(0, -2),
@@ -251,17 +321,19 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
                  for (n, t), g in zip(prm.items(), it, strict=False)} for prm in theta_new]
     if not alone:  # v_i over the whole held-out batch
         comm.average([t for v in tangents for t in v.values()], "held-out gradients")
+    # dθ'/dω = −scale ⊙ d∇L/dω: the directional derivatives go along v ⊙ scale
+    tangents = [{n: t * unroll.scale_of(i, n) for n, t in v.items()}
+                for i, v in enumerate(tangents)]
     d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps, logits,
                             rows=None if alone else rows, hidden=hidden)
     w2 = omega.detach().clone().requires_grad_()
     (second,) = torch.autograd.grad((peer_weights(w2) * d.to(w2.dtype)).sum(), [w2])
     if alone:
-        grad = direct - lr * alpha * temperature**2 * second
+        grad = direct - alpha * temperature**2 * second
         return Hypergradient(grad, direct, loss.detach())
     # D's rows are this rank's students, averaged over its share of the tokens: the job's
     # second-order term is the sum over peer ranks of the mean over replicas
-    grad, direct, loss = comm.sum_hypergradient(direct, lr * alpha * temperature**2 * second,
-                                                loss)
+    grad, direct, loss = comm.sum_hypergradient(direct, alpha * temperature**2 * second, loss)
     return Hypergradient(grad, direct, loss.detach())
 
 
@@ -269,10 +341,13 @@ def hypergradient_nested(students: Sequence[torch.nn.Module], omega: torch.Tenso
                          x: torch.Tensor, y: torch.Tensor, x_out: torch.Tensor,
                          y_out: torch.Tensor, *, lr: float, alpha: float, temperature: float,
                          objective: str = "ensemble", fused: bool = True,
-                         inner_loss: Callable | None = None) -> torch.Tensor:
+                         inner_loss: Callable | None = None,
+                         unroll: Unroll | None = None) -> torch.Tensor:
     """The plain reference: dL_out/dω by nested ``torch.func.grad`` through the inner loss
-    (the same :func:`~minidml.losses.mutual_loss` training uses, fused or not)."""
+    (the same :func:`~minidml.losses.mutual_loss` training uses, fused or not), and the
+    unrolled step θ' = base − scale ⊙ g (default: :func:`sgd_unroll` at ``lr``)."""
     params = [_params(s) for s in students]
+    unroll = unroll if unroll is not None else sgd_unroll(students, lr)
 
     def inner(prms: list[Params], w: torch.Tensor) -> torch.Tensor:
         logits = [functional_call(s, p, (x,)).flatten(0, -2)
@@ -281,7 +356,8 @@ def hypergradient_nested(students: Sequence[torch.nn.Module], omega: torch.Tenso
 
     def outer(w: torch.Tensor) -> torch.Tensor:
         g = torch.func.grad(inner_loss or inner)(params, w)
-        new = [{n: p[n] - lr * gp[n] for n in p} for p, gp in zip(params, g, strict=True)]
+        new = [{n: unroll.base[i][n] - unroll.scale_of(i, n) * gp[n] for n in p}
+               for i, (p, gp) in enumerate(zip(params, g, strict=True))]
         logits = [functional_call(s, p, (x_out,)).flatten(0, -2)
                   for s, p in zip(students, new, strict=True)]
         return outer_loss(logits, y_out.flatten(), w, objective)

@@ -144,7 +144,8 @@ _TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
     "max_time": "max_time",
     "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
     "keep_checkpoints": "keep_checkpoints",
-    "hypergrad": "hypergrad", "outer_every": "outer_every", "outer_lr": "outer_lr",
+    "hypergrad": "hypergrad", "unroll": "unroll", "alpha_warmup": "alpha_warmup",
+    "outer_every": "outer_every", "outer_lr": "outer_lr",
     "budget": "budget",
     "outer_objective": "outer_objective", "on_nonfinite": "on_nonfinite",
     "teacher": "teachers", "peer_dtype": "peer_dtype", "log_to": "log_to",
@@ -155,6 +156,10 @@ _SHARED_OPTIONS = {
     "hypergrad": click.option(
         "--hypergrad", type=click.Choice(["exact", "first-order", "fd"]),
         help="How wml differentiates through the unrolled step (default exact)."),
+    "unroll": click.option(
+        "--unroll", type=click.Choice(["sgd", "adam"]),
+        help="wml: the inner step the hypergradient unrolls: sgd (θ − lr·g, default) or adam "
+             "(the AdamW step about to be taken, its preconditioner held constant)."),
     "outer_every": click.option("--outer-every", type=POSITIVE,
                                 help="wml: inner steps per ω update (default 10)."),
     "outer_lr": click.option("--outer-lr", type=POSITIVE_FLOAT,
@@ -181,6 +186,9 @@ _SHARED_OPTIONS = {
              "decay over the last 20% of the steps."),
     "alpha": click.option("--alpha", type=UNIT,
                           help="Weight of the mutual (or teacher) KL (default 0.5)."),
+    "alpha_warmup": click.option(
+        "--alpha-warmup", type=click.IntRange(min=0),
+        help="Steps over which α rises linearly from 0 (default 0: α from the start)."),
     "temperature": click.option("--temperature", type=POSITIVE_FLOAT,
                                 help="Softmax temperature T (default 1; 2 for kd)."),
     "device": click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
@@ -258,12 +266,13 @@ def _shared(*names: str) -> Any:
 @click.option("--teacher", multiple=True, type=FilePath(),
               help="kd: a trained run whose champion student teaches (repeat for an ensemble, "
                    "whose probabilities are averaged).")
-@_shared("hypergrad", "outer_every", "outer_lr", "outer_objective", "vocab_size",
+@_shared("hypergrad", "unroll", "outer_every", "outer_lr", "outer_objective", "vocab_size",
          "tokenizer_type", "context", "batch_size", "grad_accum")
 @click.option("--steps", type=Count(), help="Optimiser steps (default: one epoch).")
 @click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
 @_shared("epochs", "max_time", "sampling", "documents", "speaker_tags", "lr", "warmup",
-         "schedule", "alpha", "temperature", "device", "precision", "compile", "on_nonfinite")
+         "schedule", "alpha", "alpha_warmup", "temperature", "device", "precision", "compile",
+         "on_nonfinite")
 @click.option("--peer-dtype", type=click.Choice(["fp32", "bf16"]),
               help="Under torchrun: dtype of the logits students send to peers on other ranks "
                    "(default fp32, as one process computes; bf16 halves the bytes).")
@@ -339,7 +348,7 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 _COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_tags",
                           "sampling", "epochs", "max_time", "context", "batch_size",
                           "grad_accum", "lr", "warmup", "schedule", "alpha", "temperature",
-                          "hypergrad",
+                          "alpha_warmup", "hypergrad", "unroll",
                           "outer_every", "outer_lr", "outer_objective", "device", "precision",
                           "compile", "on_nonfinite", "seed", "encoding_errors", "log_to")
 

@@ -22,9 +22,11 @@ students and compared with it in the report. The comparison directory holds::
     seed-S/ARM/                     each arm's run directory (seed-S/teacher/ for kd's teacher,
                                     seed-S/wml-alpha=0.25/ for a variant)
     seed-S/ARM/eval.json            its evaluation (lm-evaluation-harness-shaped)
+    seed-S/ARM/eval.samples.jsonl   every scored pair's log-likelihoods (the paired tests)
     seed-S/ARM/arm.json             its summary; written last, so it marks the arm as finished
     report.json, report.md          every arm and model: scores ± stderr, parameters,
-                                    validation loss, training FLOPs and wall time
+                                    validation loss, training FLOPs and wall time; paired
+                                    differences between arms (minidml.paired)
 
 With ``resume=True`` finished arms are reused and an unfinished one continues from its last
 checkpoint; variants may be added to a comparison that way, and only they are trained.
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _io
+from . import __version__, _io, paired
 from .config import TrainConfig, default_temperature
 from .data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
 from .devices import resolve_device
@@ -63,11 +65,11 @@ from .tracking import log_scores
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
 DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
-OUTER = ("hypergrad", "outer_every", "outer_lr", "outer_lr_schedule", "outer_objective",
-         "outer_batch_size")  # only wml has an outer loop
+OUTER = ("hypergrad", "unroll", "outer_every", "outer_lr", "outer_lr_schedule",
+         "outer_objective", "outer_batch_size")  # only wml has an outer loop
 # what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable
-VARIABLE = ("alpha", "temperature", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
-            "grad_clip", *OUTER)
+VARIABLE = ("alpha", "alpha_warmup", "temperature", "lr", "min_lr_ratio", "warmup_steps",
+            "weight_decay", "grad_clip", *OUTER)
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class CompareConfig:
         TrainConfig.checked({v.key: v.value}, where)  # the type, from Python callers too
         if v.key in OUTER and v.arm != "wml":
             raise MinidmlError(f"{where}: only wml learns ω; vary {v.key} on wml")
-        if v.key in ("alpha", "temperature") and v.arm == "single":
+        if v.key in ("alpha", "alpha_warmup", "temperature") and v.arm == "single":
             raise MinidmlError(f"{where}: a single student has no KL term; vary it on kd, "
                                "dml or wml")
         own = getattr(self.train, v.key)
@@ -265,6 +267,8 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                      unigram_entropy(tokens), out)
     report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
                         **settings["corpus"]}
+    report["paired"] = paired.seed_differences(report)
+    report["paired_examples"] = paired.example_differences(report, out)
     _io.write_json(out / "report.json", report)
     with _io.atomic_open(out / "report.md", "w") as f:
         f.write(format_report(report))
@@ -428,6 +432,7 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
                        limit=config.eval_limit, batch_size=config.eval_batch_size,
                        progress=progress)
     results.write(run.path / "eval.json")
+    results.write_samples(run.path / paired.SAMPLES_FILE)  # for the per-example paired tests
     failed = [f"{o.spec.name}: {o.error}" for o in results.outcomes if o.status != "ok"]
     if failed:
         raise MinidmlError(f"{label}: evaluation did not complete ({'; '.join(failed)}); fix "
@@ -609,17 +614,18 @@ def format_report(report: dict[str, Any]) -> str:
         "## Champions", "",
     ]
     head = ["arm", "model", "params", "val loss", *suites, "arm FLOPs", "arm time"]
-    lines += _md_table(head, [_md_row(r, suites) for r in report["table"]
+    lines += _io.md_table(head, [_md_row(r, suites) for r in report["table"]
                               if r.get("champion_row")])
     lines += ["", "## Every model", ""]
-    lines += _md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]
+    lines += _io.md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]
                                    if not r.get("champion_row")])
     if st.get("variants"):
         lines += ["", "## Variants", "",
                   "Each variant is its arm with one setting changed; Δ is the variant minus "
                   "its arm (negative losses and positive scores are better).", ""]
-        lines += _md_table(["variant", "champion val loss", "ensemble val loss", *suites],
+        lines += _io.md_table(["variant", "champion val loss", "ensemble val loss", *suites],
                            _variant_rows(report))
+    lines += paired.format_tables(report)
     wml = [a for a in report["arms"] if a.get("base_arm", a["arm"]) == "wml"]
     if wml:
         lines += ["", "## Learned peer weights ω", ""]
@@ -691,11 +697,6 @@ def _flops(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.3g} FLOP"
-
-
-def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
-    return out + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 __all__ = ["ARMS", "VARIABLE", "CompareConfig", "Variant", "compare", "format_report"]

@@ -24,6 +24,7 @@ from .model import Shape
 
 MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
+UNROLLS = ("sgd", "adam")
 OUTER_OBJECTIVES = ("ensemble", "sum-ce")
 PRECISIONS = ("auto", "fp32", "bf16")
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # minidml.tracking
@@ -48,12 +49,16 @@ class TrainConfig:
     # distilled from frozen teachers (BabyLlama-style), no peers
     mode: str = "wml"
     alpha: float = 0.5  # weight of the mutual (or teacher) KL against the cross-entropy
+    alpha_warmup: int = 0  # steps over which α rises linearly from 0 (0: α from the start)
     temperature: float | None = None  # softmax temperature T; None: 2 for kd, else 1
     # kd: run directories of the teachers; each gives its champion student, and several
     # teachers are an ensemble whose probabilities are averaged
     teachers: tuple[str, ...] = ()
     # weighted mutual learning: the outer (bi-level) loop that learns ω
     hypergrad: str = "exact"  # exact | first-order | fd
+    # the unrolled inner step the hypergradient differentiates through: sgd (θ − η·g, DARTS)
+    # or adam (the AdamW step about to be taken, its preconditioner held constant)
+    unroll: str = "sgd"
     outer_every: int = 10  # inner steps per outer step
     outer_lr: float = 1.0  # mirror-descent step size β
     outer_lr_schedule: str = "constant"  # constant | cosine (decays like the inner lr)
@@ -135,8 +140,8 @@ class TrainConfig:
         if not self.students:
             raise MinidmlError("--students: need at least one student")
         for key in ("context", "batch_size", "grad_accum", "log_every", "eval_every", "outer_every",
-                    "eval_tokens", "save_every", "warmup_steps"):
-            if getattr(self, key) < (0 if key == "warmup_steps" else 1):
+                    "eval_tokens", "save_every", "warmup_steps", "alpha_warmup"):
+            if getattr(self, key) < (0 if key in ("warmup_steps", "alpha_warmup") else 1):
                 raise bad(key, "must be a positive integer")
         if self.keep_checkpoints < 0:
             raise bad("keep_checkpoints", "must be 0 (keep all) or a positive integer")
@@ -162,7 +167,8 @@ class TrainConfig:
             if not 0 < getattr(self, key) < 0.5:
                 raise bad(key, "must be between 0 and 0.5")
         for key, allowed in (("mode", MODES), ("precision", PRECISIONS),
-                             ("hypergrad", HYPERGRADS), ("outer_objective", OUTER_OBJECTIVES),
+                             ("hypergrad", HYPERGRADS), ("unroll", UNROLLS),
+                             ("outer_objective", OUTER_OBJECTIVES),
                              ("outer_lr_schedule", ("constant", "cosine")),
                              ("budget_scheme", ("harmonic", "equal")),
                              ("tokenizer_type", ("unigram", "bpe")),
@@ -195,6 +201,13 @@ class TrainConfig:
 
         found = plan(self.budget, self.n_students, vocab_size, scheme=self.budget_scheme)
         return self.replace(students=tuple(c.shape for c in found))
+
+    def alpha_at(self, step: int) -> float:
+        """α at optimiser step ``step`` (0-based): ``alpha``, reached by a linear ramp from 0
+        over the first ``alpha_warmup`` steps (early peers are as untrained as the student)."""
+        if self.alpha_warmup <= 0:
+            return self.alpha
+        return self.alpha * min(1.0, (step + 1) / self.alpha_warmup)
 
     @property
     def softmax_temperature(self) -> float:

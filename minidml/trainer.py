@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _io
-from .bilevel import hypergradient, mirror_step
+from .bilevel import adam_unroll, hypergradient, mirror_step
 from .compiling import decide as decide_compile
 from .config import TrainConfig
 from .data import Batches
@@ -175,7 +175,7 @@ class Trainer(Checkpoints):
         uses them. No host synchronisation happens here.
         """
         cfg = self.config
-        alpha = 0.0 if cfg.mode == "single" else cfg.alpha
+        alpha = 0.0 if cfg.mode == "single" else cfg.alpha_at(self.step)
         lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio,
                    cfg.schedule, cfg.decay_fraction)
         comm, mine = self.comm, [self.students[i] for i in self.comm.local]
@@ -208,7 +208,7 @@ class Trainer(Checkpoints):
         comm.average_gradients(mine)  # over data-parallel replicas, before anything reads them
         omega_before = self.omega
         if outer:
-            self.outer_step(inputs, kept, lr)
+            self.outer_step(inputs, kept, lr, alpha)
         # the gradient norms (clipped to grad_clip, if set) double as the finiteness check
         norms = torch.stack([torch.nn.utils.clip_grad_norm_(
             model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -281,18 +281,23 @@ class Trainer(Checkpoints):
         return self.config.mode == "wml" and len(self.students) > 1 and self.config.alpha > 0
 
     def outer_step(self, inputs: list[torch.Tensor], kept: list[list[torch.Tensor]],
-                   lr: float) -> None:
+                   lr: float, alpha: float | None = None) -> None:
         """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py);
-        ``kept`` holds the step's detached hidden states (or logits) on each input."""
+        ``kept`` holds the step's detached hidden states (or logits) on each input, ``alpha``
+        the α of the step's inner loss (default: ``alpha_at`` the current step)."""
         cfg = self.config
+        alpha = cfg.alpha_at(self.step) if alpha is None else alpha
+        local = [self.students[i] for i in self.comm.local]
+        unroll = (adam_unroll(local, [self.optimizers[i] for i in self.comm.local], lr)
+                  if cfg.unroll == "adam" else None)
         index = (self.step + 1) // cfg.outer_every - 1
         x_out, y_out = (self.comm.shard(t).to(self.device) for t in
                         self.batches.holdout(index, cfg.outer_batch_size))
         hidden, logits = (kept, None) if self.loss_from_hidden else (None, kept)
         hyper = hypergradient(self.students, self.omega, inputs, x_out, y_out, lr=lr,
-                              alpha=cfg.alpha, temperature=cfg.softmax_temperature,
+                              alpha=alpha, temperature=cfg.softmax_temperature,
                               variant=cfg.hypergrad, objective=cfg.outer_objective,
-                              logits=logits, hidden=hidden, comm=self.comm)
+                              logits=logits, hidden=hidden, comm=self.comm, unroll=unroll)
         beta = cfg.outer_lr
         if cfg.outer_lr_schedule == "cosine":
             beta *= lr / cfg.lr

@@ -112,6 +112,31 @@ def test_the_arms_are_what_they_claim(compared):
 
 
 @pytest.mark.slow
+def test_compare_reports_paired_differences(compared):
+    report = json.loads((compared / "report.json").read_text())
+    pairs = {(r["a"], r["b"], r["model"]) for r in report["paired"]}
+    assert {("wml", "dml", "champion"), ("wml", "kd", "champion"),
+            ("wml", "single", "champion"), ("dml", "single", "champion"),
+            ("kd", "single", "champion"), ("wml", "dml", "ensemble"),
+            ("wml alpha=0.25", "wml", "champion")} <= pairs
+    champions = {a["arm"]: next(m for m in a["models"] if m["champion"])
+                 for a in report["arms"]}
+    row = next(r for r in report["paired"] if (r["a"], r["b"], r["model"])
+               == ("wml", "single", "champion"))
+    assert row["val_loss"]["mean"] == pytest.approx(champions["wml"]["val_loss"]
+                                                    - champions["single"]["val_loss"])
+    ex = {(r["a"], r["b"], r["suite"]): r for r in report["paired_examples"]}
+    got = ex[("wml", "single", "agreement")]["bootstrap"]
+    want = (champions["wml"]["scores"]["agreement"]["score"]
+            - champions["single"]["scores"]["agreement"]["score"])
+    assert got["difference"] == pytest.approx(want)
+    assert got["low"] <= got["difference"] <= got["high"]
+    md = (compared / "report.md").read_text()
+    assert "## Paired differences over seeds" in md and "## Per-example paired intervals" in md
+    assert "| wml − single | champion | 1 |" in md
+
+
+@pytest.mark.slow
 def test_a_variant_is_its_arm_with_one_setting_changed(compared):
     report = json.loads((compared / "report.json").read_text())
     arms = {a["arm"]: a for a in report["arms"]}

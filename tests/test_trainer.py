@@ -260,3 +260,37 @@ def test_one_length_of_training_and_durations():
         TrainConfig(steps=10, max_time=60.0)
     with pytest.raises(minidml.MinidmlError, match="--epochs -1.0: must be a positive number"):
         TrainConfig(epochs=-1.0)
+
+
+def test_alpha_warms_up_linearly_from_zero(corpus, tmp_path):
+    cfg = TrainConfig(**{**TINY, "log_every": 1}, steps=6, alpha=0.5, alpha_warmup=4,
+                      precision="fp32")
+    assert [cfg.alpha_at(s) for s in range(6)] == [0.125, 0.25, 0.375, 0.5, 0.5, 0.5]
+    assert TrainConfig(alpha=0.3).alpha_at(0) == 0.3  # no ramp by default
+    run = minidml.train(corpus, tmp_path / "run", cfg)
+    logs = [json.loads(line) for line in (run.path / "metrics.jsonl").open()]
+    trains = [r for r in logs if r["event"] == "train"]
+    assert len(trains) == 6
+    for r in trains:  # each step's loss is (1-α)·CE + α·KL with that step's α (T = 1)
+        a = cfg.alpha_at(r["step"] - 1)
+        for loss, ce, kl in zip(r["loss"], r["ce"], r["kl"], strict=True):
+            assert loss == pytest.approx((1 - a) * ce + a * kl, rel=1e-5)
+
+
+def test_wml_unrolls_the_adamw_step_when_asked(corpus, tmp_path):
+    # three students: with two, each one's only peer weighs 1 whatever ω is, and the
+    # second-order term vanishes
+    three = (*TINY["students"], Shape(1, 64, 2))
+    cfg = TrainConfig(**{**TINY, "students": three}, steps=20, outer_every=5, precision="fp32")
+    runs = {u: minidml.train(corpus, tmp_path / u, cfg, mode="wml", unroll=u)
+            for u in ("sgd", "adam")}
+    config = json.loads((runs["adam"].path / "config.json").read_text())
+    assert config["config"]["unroll"] == "adam"
+    records = {u: [json.loads(line) for line in (r.path / "metrics.jsonl").open()
+                   if '"omega"' in line and '"hypergrad"' in line] for u, r in runs.items()}
+    assert len(records["adam"]) == 4
+    # at the first outer step (same weights and batches so far), a second-order part that
+    # AdamW's larger step makes larger
+    first = {u: r[0] for u, r in records.items()}
+    second = {u: np.abs(np.subtract(f["hypergrad"], f["direct"])).sum() for u, f in first.items()}
+    assert second["adam"] > 10 * second["sgd"]

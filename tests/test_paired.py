@@ -1,0 +1,154 @@
+"""Paired differences between compare's arms: per seed, and per example (bootstrap, McNemar)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minidml import paired
+
+SUITES = ["blimp", "ewok"]
+
+
+def arm(name, seed, val_loss, scores, *, ensemble=None, base_arm=None):
+    models = [{"label": "student-0", "champion": True, "val_loss": val_loss,
+               "scores": {s: {"score": v, "stderr": 0.01} for s, v in scores.items()}},
+              {"label": "student-1", "champion": False, "val_loss": val_loss + 1.0,
+               "scores": {s: {"score": 0.5, "stderr": 0.01} for s in scores}}]
+    if ensemble is not None:
+        models.append({"label": "ensemble", "champion": False, "val_loss": ensemble,
+                       "scores": {s: {"score": v, "stderr": 0.01} for s, v in scores.items()}})
+    out = {"arm": name, "seed": seed, "dir": f"seed-{seed}/{name}", "models": models}
+    if base_arm:
+        out["base_arm"] = base_arm
+    return out
+
+
+def synthetic_report(effect_loss=-0.05, effect_score=0.03, seeds=5):
+    """single, dml (identical to single, seed by seed) and wml (better by a known amount,
+    plus seed noise); a variant of wml identical to it."""
+    rng = np.random.default_rng(1)
+    arms = []
+    for s in range(seeds):
+        base_loss, base = 4.0 + rng.normal(0, 0.1), {k: 0.6 + rng.normal(0, 0.02)
+                                                     for k in SUITES}
+        arms.append(arm("single", s, base_loss, base))
+        arms.append(arm("dml", s, base_loss, base, ensemble=base_loss - 0.1))
+        noise = rng.normal(0, 0.005)
+        better = {k: v + effect_score + rng.normal(0, 0.004) for k, v in base.items()}
+        arms.append(arm("wml", s, base_loss + effect_loss + noise, better,
+                        ensemble=base_loss - 0.1 + effect_loss))
+        arms.append(arm("wml alpha=0.25", s, base_loss + effect_loss + noise, better,
+                        ensemble=base_loss - 0.1 + effect_loss, base_arm="wml"))
+    return {"suites": SUITES, "arms": arms}
+
+
+def test_a_known_better_arm_gets_the_right_sign_and_an_interval_that_covers_it():
+    rows = {(r["a"], r["b"], r["model"]): r for r in
+            paired.seed_differences(synthetic_report())}
+    assert ("wml", "kd", "champion") not in rows  # kd did not run
+    win = rows[("wml", "single", "champion")]
+    assert win["seeds"] == [0, 1, 2, 3, 4] and len(win["val_loss"]["per_seed"]) == 5
+    loss = win["val_loss"]
+    assert loss["mean"] < 0 and loss["significant"]
+    assert abs(loss["mean"] - -0.05) <= 2 * loss["stderr"]
+    for suite in SUITES:
+        cell = win[suite]
+        assert cell["mean"] > 0 and cell["significant"]
+        assert abs(cell["mean"] - 0.03) <= 2 * cell["stderr"]
+    ens = rows[("wml", "dml", "ensemble")]  # both have ensembles
+    assert ens["val_loss"]["mean"] == pytest.approx(-0.05)
+    assert ("wml", "single", "ensemble") not in rows  # single has none
+
+
+def test_identical_arms_differ_by_zero():
+    rows = {(r["a"], r["b"], r["model"]): r for r in
+            paired.seed_differences(synthetic_report())}
+    same = rows[("dml", "single", "champion")]
+    assert same["val_loss"]["mean"] == 0 and same["val_loss"]["stderr"] == 0
+    assert not same["val_loss"]["significant"]
+    assert all(same[s]["mean"] == 0 for s in SUITES)
+    variant = rows[("wml alpha=0.25", "wml", "champion")]
+    assert variant["val_loss"]["mean"] == 0 and variant["blimp"]["mean"] == 0
+
+
+def test_one_seed_has_a_difference_but_no_standard_error():
+    rows = paired.seed_differences(synthetic_report(seeds=1))
+    r = next(r for r in rows if (r["a"], r["b"]) == ("wml", "single"))
+    assert r["val_loss"]["stderr"] is None and r["val_loss"]["significant"] is None
+    lines = paired.format_tables({**synthetic_report(seeds=1), "paired": rows})
+    line = next(x for x in lines if x.startswith("| wml − single | champion | 1 |"))
+    assert "±" not in line and f"{r['val_loss']['mean']:+.3f}" in line
+
+
+def test_mcnemar_exact_p_values():
+    a = np.array([True] * 10 + [False] * 5)
+    b = np.array([False] * 10 + [False] * 5)
+    r = paired.mcnemar(a, b)
+    assert (r["a_only"], r["b_only"]) == (10, 0)
+    assert r["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert paired.mcnemar(a, a)["p_value"] == 1.0
+    # 3 against 7 of 10 discordant: 2·P(X ≤ 3), X ~ Bin(10, 1/2)
+    x = np.array([True] * 3 + [False] * 7)
+    r = paired.mcnemar(x, ~x)
+    assert r["p_value"] == pytest.approx(2 * sum(math.comb(10, i) for i in range(4)) / 1024)
+
+
+def test_the_bootstrap_interval_has_the_analytic_width_and_covers_the_truth():
+    rng = np.random.default_rng(0)
+    n = 4000
+    latent = rng.random(n)
+    a, b = latent < 0.70, latent < 0.62  # a is right wherever b is, and on 8% more
+    got = paired.bootstrap_difference([(a, b, 1.0)], n_boot=4000)
+    d = a.astype(float) - b.astype(float)
+    assert got["difference"] == pytest.approx(d.mean())
+    se = d.std(ddof=1) / math.sqrt(n)
+    assert (got["high"] - got["low"]) / (2 * 1.96 * se) == pytest.approx(1.0, abs=0.1)
+    assert got["low"] < 0.08 < got["high"]
+    same = paired.bootstrap_difference([(a, a, 1.0)])
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+    with pytest.raises(ValueError, match="different lengths"):
+        paired.bootstrap_difference([(a, b[:-1], 1.0)])
+
+
+def write_samples(path, tasks, verdicts):
+    """A samples file whose student-0 scores pair k of each task right iff verdicts[task][k]."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for suite, task in tasks:
+            for k, ok in enumerate(verdicts[task]):
+                good, bad = (-1.0, -2.0) if ok else (-2.0, -2.0)  # a tie is wrong
+                f.write(json.dumps({"suite": suite, "task": task, "index": k,
+                                    "loglikelihoods": {"student-0": [good, bad],
+                                                       "ensemble": [-1.0, -3.0]}}) + "\n")
+
+
+def test_per_example_intervals_from_samples_files(tmp_path):
+    report = synthetic_report(seeds=2)
+    tasks = [("blimp", "t1"), ("blimp", "t2"), ("ewok", "e1")]
+    rng = np.random.default_rng(3)
+    for s in range(2):
+        latent = {t: rng.random(600) for _, t in tasks}
+        for name, p in (("single", 0.60), ("dml", 0.60), ("wml", 0.72),
+                        ("wml alpha=0.25", 0.72)):
+            write_samples(tmp_path / f"seed-{s}" / name / paired.SAMPLES_FILE, tasks,
+                          {t: latent[t] < p for _, t in tasks})
+    read = paired.read_correct(tmp_path / "seed-0" / "wml" / paired.SAMPLES_FILE, ["blimp"])
+    assert set(read) == {("blimp", "t1"), ("blimp", "t2")}
+    assert read[("blimp", "t1")]["ensemble"].all()
+    rows = {(r["a"], r["b"], r["suite"]): r for r in
+            paired.example_differences(report, tmp_path, n_boot=2000)}
+    win = rows[("wml", "single", "blimp")]
+    assert win["seeds"] == [0, 1]
+    assert 0 < win["bootstrap"]["low"] < 0.12 < win["bootstrap"]["high"]
+    assert win["mcnemar"]["b_only"] == 0 and win["mcnemar"]["p_value"] < 1e-10
+    same = rows[("dml", "single", "ewok")]
+    assert same["bootstrap"]["difference"] == 0 and same["mcnemar"]["p_value"] == 1.0
+    # an arm evaluated without samples is left out
+    (tmp_path / "seed-1" / "dml" / paired.SAMPLES_FILE).unlink()
+    rows = paired.example_differences(report, tmp_path, n_boot=100)
+    assert not any("dml" in (r["a"], r["b"]) for r in rows)
+    assert any((r["a"], r["b"]) == ("wml", "single") for r in rows)
