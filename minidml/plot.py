@@ -1,12 +1,14 @@
 """Pictures of a run or a comparison (matplotlib, from the optional extra ``minidml[plot]``).
 
-For a run directory: training and validation loss per student (and the ensemble's), and ω over
-time when it was learned. For a comparison directory (``minidml compare``): each arm's
-validation loss, the suite scores of every arm's champion as bars with standard errors, ω
-over time for the wml arm, and with ``--vary`` arms how much each variant changed its arm's
-validation losses. Files are written as PNG and SVG under ``DIR/plots/``.
-The figures are built with matplotlib's object-oriented API, so importing or calling this
-changes no global matplotlib state (no pyplot, no backend switch).
+For a run directory: training and validation loss per student (and the ensemble's), ω over
+time when it was learned, and a learning curve (suite scores and validation loss against
+training minutes) once checkpoints were evaluated with ``minidml eval --step``. For a
+comparison directory (``minidml compare``): each arm's validation loss, the suite scores of
+every arm's champion as bars with standard errors, ω over time for the wml arm, and with
+``--vary`` arms how much each variant changed its arm's validation losses. Files are written
+as PNG and SVG under ``DIR/plots/``. The figures are built with matplotlib's object-oriented
+API, so importing or calling this changes no global matplotlib state (no pyplot, no backend
+switch).
 """
 
 from __future__ import annotations
@@ -93,7 +95,61 @@ def _plot_run(run_dir: Path, out: Path, formats: Sequence[str]) -> list[Path]:
     omega = _omega_figure(records, run_dir.name)
     if omega is not None:
         paths += _save(omega, out, "omega", formats)
+    curve = _curve_figure(run_dir, records)
+    if curve is not None:
+        paths += _save(curve, out, "curve", formats)
     return paths
+
+
+def checkpoint_scores(run_dir: str | os.PathLike) -> dict[int, dict[str, Any]]:
+    """The results of ``minidml eval --step N`` (or ``--step all``) of a run, by step: its
+    ``eval/results-step<N>-<date>.json`` files, the newest one for each step."""
+    found: dict[int, dict[str, Any]] = {}
+    for f in sorted(Path(run_dir, "eval").glob("results-step*-*.json")):
+        step = f.name.removeprefix("results-step").split("-", 1)[0]
+        if step.isdigit():  # names sort by date within a step: the newest wins
+            found[int(step)] = json.loads(f.read_text(encoding="utf-8"))
+    return dict(sorted(found.items()))
+
+
+def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
+    """Suite scores of evaluated checkpoints and validation loss against training time."""
+    scores = checkpoint_scores(run_dir)
+    if not scores:
+        return None
+    trains = [r for r in records if r.get("event") == "train" and "train_seconds" in r]
+
+    def minutes(step: int) -> float:
+        before = [r for r in trains if r["step"] <= step] or trains[:1]
+        return before[-1]["train_seconds"] / 60
+
+    fig = _figure(9.0, 4.0)
+    left, right = fig.subplots(1, 2)
+    series: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for step, doc in scores.items():
+        for label, groups in doc.get("groups", {}).items():
+            for suite in dict.fromkeys(g.get("suite", n) for n, g in groups.items()):
+                # the suite's own macro (its group of the same name), else its first group
+                g = groups.get(suite) or next(v for v in groups.values()
+                                              if v.get("suite") == suite)
+                series.setdefault((suite, label), []).append(
+                    (minutes(step), 100 * g["score"], 100 * g.get("score_stderr", 0.0)))
+    for (suite, label), pts in sorted(series.items()):
+        x, y, err = zip(*pts, strict=True)
+        left.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=f"{suite} ({label})")
+    left.axhline(50, color="k", lw=0.8, ls=":")
+    left.set(title="suite scores of checkpoints", xlabel="training minutes",
+             ylabel="accuracy (%)")
+    left.legend(fontsize=7)
+    steps, val = _series(records, "eval", "val_loss")
+    for i in range(len(val[0]) if val else 0):
+        right.plot([minutes(s) for s in steps], [v[i] for v in val], label=f"student {i}")
+    right.set(title="validation loss", xlabel="training minutes", ylabel="nats / token")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(run_dir.name)
+    return fig
 
 
 def _omega_figure(records: list[dict[str, Any]], title: str):

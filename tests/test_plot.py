@@ -49,3 +49,21 @@ def test_a_directory_that_is_neither_run_nor_comparison_is_refused(tmp_path):
 
     with pytest.raises(MinidmlError, match="neither a run"):
         plot(tmp_path)
+
+
+def test_evaluated_checkpoints_get_a_learning_curve(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from minidml.plot import checkpoint_scores
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    main(["eval", str(run), "--suite", "agreement", "--limit", "40", "--step", "all", "-q"])
+    scores = checkpoint_scores(run)
+    assert list(scores) == [tiny_run.step]
+    assert 0 <= scores[tiny_run.step]["groups"]["student-0"]["agreement"]["score"] <= 1
+    capsys.readouterr()
+    main(["plot", str(run), "--out", str(tmp_path / "pics"), "--format", "svg"])
+    names = sorted(p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split())
+    assert "curve.svg" in names
+    assert "suite scores of checkpoints" in svg_text(tmp_path / "pics" / "curve.svg")
