@@ -611,7 +611,8 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
                            options=options, on_suite=announce)
         click.echo(results.table(), nl=False)
         stamp = results.date.replace(":", "").replace("-", "")[:15]
-        name = f"results-{stamp}.json" if step is None else f"results-step{run.step}-{stamp}.json"
+        # a run's results name the step they evaluated (minidml plot draws the curve from them)
+        name = f"results-{stamp}.json" if hf else f"results-step{run.step}-{stamp}.json"
         written = results.write(output or run.path / "eval" / name)
         click.echo(f"results: {written}")
         if log_samples:

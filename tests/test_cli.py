@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -171,6 +172,10 @@ def test_every_kept_checkpoint_can_be_evaluated(corpus, tmp_path, capsys):
     assert [json.loads(f.read_text())["step"] for f in files] == [2, 4, 6]
     assert [ln for ln in text.splitlines() if ln.startswith("step ")] == [
         "step 2:", "step 4:", "step 6:"]
+    time.sleep(1.1)  # results are stamped to the second
+    assert run_cli("eval", out, "--suite", "agreement", "--limit", "2", "--quiet",
+                   capsys=capsys)[0] == 0  # the latest checkpoint's file names its step too
+    assert len(list((out / "eval").glob("results-step6-*.json"))) == 2
     code, _, err = run_cli("eval", out, "--suite", "agreement", "--limit", "2", "--step", "4",
                            "--output", tmp_path / "r4.json", "--quiet", capsys=capsys)
     assert code == 0 and json.loads((tmp_path / "r4.json").read_text())["step"] == 4
