@@ -115,7 +115,7 @@ class Unroll:
     scale: list[Params] | float
 
     def scale_of(self, i: int, name: str) -> torch.Tensor | float:
-        return self.scale if isinstance(self.scale, float) else self.scale[i][name]
+        return self.scale if isinstance(self.scale, (int, float)) else self.scale[i][name]
 
     def step(self, students: Sequence[torch.nn.Module]) -> list[Params]:
         """θ' from each parameter's current ``.grad`` (missing gradients count as 0)."""
@@ -130,7 +130,7 @@ def sgd_unroll(students: Sequence[torch.nn.Module], lr: float) -> Unroll:
 
 
 def adam_unroll(students: Sequence[torch.nn.Module], optimizers: Sequence[torch.optim.Optimizer],
-                lr: float) -> Unroll:
+                lr: float, max_norm: float | None = None) -> Unroll:
     """The step AdamW is about to take, with its preconditioner held constant.
 
     AdamW (torch's, ``amsgrad`` off) moves θ to θ(1 − ηλ) − η·m̂/(√v̂ + ε) with m = β1·m₀ +
@@ -139,11 +139,20 @@ def adam_unroll(students: Sequence[torch.nn.Module], optimizers: Sequence[torch.
 
         base  = θ(1 − ηλ) − η·β1·m₀·P/(1−β1ᵗ),      scale = η·(1−β1)·P/(1−β1ᵗ)
 
-    and at the current ω it is exactly the step AdamW takes. A parameter without a gradient
-    is left where it is (AdamW skips it)."""
+    ``max_norm`` (the run's gradient clipping) takes the gradient AdamW will see, c·g with
+    c = min(1, max_norm / (‖g‖ + 1e-6)) over each student's parameters (as
+    ``clip_grad_norm_``), with c held constant too: the scale is then c times the above. At
+    the current ω this is exactly the step AdamW takes. A parameter without a gradient is
+    left where it is (AdamW skips it)."""
     base, scale = [], []
     for s, opt in zip(students, optimizers, strict=True):
         group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+        clip = 1.0
+        if max_norm is not None and max_norm > 0:
+            grads = [p.grad.detach() for p in s.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                         for g in grads])) if grads else 0.0
+            clip = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         b, c = {}, {}
         for name, p in s.named_parameters():
             g_ = group_of[id(p)]
@@ -156,12 +165,12 @@ def adam_unroll(students: Sequence[torch.nn.Module], optimizers: Sequence[torch.
             t = float(state["step"]) + 1 if "step" in state else 1.0
             m0 = state.get("exp_avg", torch.zeros_like(theta))
             v0 = state.get("exp_avg_sq", torch.zeros_like(theta))
-            grad = p.grad.detach()
+            grad = p.grad.detach() * clip
             v = beta2 * v0 + (1 - beta2) * grad * grad
             bc1, bc2 = 1 - beta1**t, 1 - beta2**t
             precond = 1.0 / ((v / bc2).sqrt() + g_["eps"])
             b[name] = theta * (1 - lr * g_["weight_decay"]) - lr * beta1 / bc1 * m0 * precond
-            c[name] = lr * (1 - beta1) / bc1 * precond
+            c[name] = clip * lr * (1 - beta1) / bc1 * precond
         base.append(b)
         scale.append(c)
     return Unroll(base, scale)

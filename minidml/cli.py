@@ -554,7 +554,7 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True, help="bf16: the models run under bfloat16 autocast.")
 @click.option("--output", type=FilePath(),
-              help="Results JSON (default: RUN_DIR/eval/results-<date>.json).")
+              help="Results JSON (default: RUN_DIR/eval/results-step<N>-<date>.json).")
 @click.option("--log-samples", is_flag=True,
               help="Also write every scored pair's log-likelihoods, one JSON line each, to "
                    "the results file's name with .samples.jsonl.")

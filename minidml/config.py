@@ -49,7 +49,8 @@ class TrainConfig:
     # distilled from frozen teachers (BabyLlama-style), no peers
     mode: str = "wml"
     alpha: float = 0.5  # weight of the mutual (or teacher) KL against the cross-entropy
-    alpha_warmup: int = 0  # steps over which α rises linearly from 0 (0: α from the start)
+    # steps over which α rises linearly from 0 (0: α from the start); kd's teacher KL too
+    alpha_warmup: int = 0
     temperature: float | None = None  # softmax temperature T; None: 2 for kd, else 1
     # kd: run directories of the teachers; each gives its champion student, and several
     # teachers are an ensemble whose probabilities are averaged
@@ -141,7 +142,10 @@ class TrainConfig:
             raise MinidmlError("--students: need at least one student")
         for key in ("context", "batch_size", "grad_accum", "log_every", "eval_every", "outer_every",
                     "eval_tokens", "save_every", "warmup_steps", "alpha_warmup"):
-            if getattr(self, key) < (0 if key in ("warmup_steps", "alpha_warmup") else 1):
+            if key in ("warmup_steps", "alpha_warmup"):
+                if getattr(self, key) < 0:
+                    raise bad(key, "must be 0 or a positive integer")
+            elif getattr(self, key) < 1:
                 raise bad(key, "must be a positive integer")
         if self.keep_checkpoints < 0:
             raise bad("keep_checkpoints", "must be 0 (keep all) or a positive integer")

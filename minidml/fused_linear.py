@@ -322,8 +322,9 @@ def linear_mutual_loss(hidden: Sequence[torch.Tensor], weights: Sequence[torch.T
     ``chunk_rows`` (default: :func:`default_chunk_rows`) with no K×N×V tensor. α = 0 or
     K = 1 computes the cross-entropies alone (``kl`` is then 0). Arithmetic is float32
     (float64 for float64 inputs); ``head_dtype=torch.bfloat16`` runs the head's three matmuls
-    per chunk in bf16 (what a bf16 run's autocast would do to the head) while the softmaxes,
-    losses and the accumulated weight gradients stay in float32. Derivatives beyond the
+    per chunk in bf16 (what a bf16 run's autocast would do to the head): the softmaxes and
+    losses stay in float32, and each chunk's bf16 share of the weight gradient is summed
+    into a float32 accumulator. Derivatives beyond the
     first (the slower path) are computed in float32 throughout."""
     k = len(hidden)
     if len(weights) != k:

@@ -10,15 +10,17 @@ either score alone. Two views are given:
   its arm), for their champions (and their ensembles where both have one), the difference
   of the validation loss and of each suite's macro score within every seed, then the mean
   over seeds ± its standard error (the seeds' standard deviation ÷ √S; none for S = 1), and
-  whether |mean| > 2 standard errors;
+  whether the mean differs from 0 by a two-sided t-test at 95% (S − 1 degrees of freedom):
+  this is the view that includes the noise of training;
 * **per-example intervals** (:func:`example_differences`): both models scored the very same
   minimal pairs, so the difference of their macro accuracies (mean over seeds of the mean
   over tasks of the per-task accuracy difference) gets a **paired bootstrap** interval that
-  resamples the pairs within each (seed, task) stratum: the strata are what the macro
-  averages over, and resampling pairs, not models, keeps each pair's two verdicts together.
-  McNemar's test on the pooled discordant pairs is given beside it (exact binomial p), the
-  classic test for two classifiers on the same items; it judges the pooled accuracy, which
-  weighs large tasks more than the macro does, so the interval is the one to quote.
+  resamples the test items within each task (the macro averages over tasks), an item's
+  verdicts by both models in every seed staying together (the seeds scored the same items).
+  It measures how much the choice of test items moves the difference between these trained
+  models. McNemar's exact test in each seed is given beside it, the classic test for two
+  classifiers on the same items; it judges the pooled accuracy, which weighs large tasks
+  more than the macro does.
 
 Champions are chosen on validation loss (by :mod:`minidml.compare`), never on a suite.
 """
@@ -38,7 +40,8 @@ from . import _io
 from .scoring import ENSEMBLE
 
 __all__ = ["MAIN_PAIRS", "SAMPLES_FILE", "arm_pairs", "bootstrap_difference",
-           "example_differences", "mcnemar", "read_correct", "seed_differences"]
+           "example_differences", "format_tables", "mcnemar", "read_correct",
+           "seed_differences", "t_critical"]
 
 MAIN_PAIRS = (("wml", "dml"), ("wml", "kd"), ("wml", "single"), ("dml", "single"),
               ("kd", "single"))
@@ -66,13 +69,31 @@ def _by_seed(report: Mapping[str, Any], name: str) -> dict[int, Mapping[str, Any
     return {a["seed"]: a for a in report["arms"] if a["arm"] == name}
 
 
+# two-sided 95% critical values of Student's t by degrees of freedom (a df between two keys
+# takes the smaller key's, the larger value: conservative)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+
+
+def t_critical(df: int) -> float:
+    """The two-sided 95% critical value of Student's t with ``df`` degrees of freedom
+    (1.96 beyond 120)."""
+    if df < 1:
+        raise ValueError("t_critical: needs at least one degree of freedom")
+    if df > 120:
+        return 1.96
+    return _T975[max(k for k in _T975 if k <= df)]
+
+
 def _summary(values: Sequence[float]) -> dict[str, Any]:
-    """Mean over seeds, its standard error and whether |mean| > 2 stderr (S ≥ 2)."""
+    """Mean over seeds, its standard error, and whether the mean differs from 0 at the 95%
+    level by a t-test with S − 1 degrees of freedom (|mean| > t·stderr; needs S ≥ 2)."""
     mean = statistics.fmean(values)
     if len(values) < 2:
         return {"mean": mean, "stderr": None, "significant": None, "per_seed": list(values)}
     se = statistics.stdev(values) / math.sqrt(len(values))
-    return {"mean": mean, "stderr": se, "significant": abs(mean) > 2 * se,
+    return {"mean": mean, "stderr": se,
+            "significant": abs(mean) > t_critical(len(values) - 1) * se,
             "per_seed": list(values)}
 
 
@@ -105,12 +126,12 @@ def seed_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- per example
 def read_correct(path: str | Path, suites: Iterable[str] | None = None
-                 ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+                 ) -> dict[tuple[str, str], dict[str, dict[int, bool]]]:
     """From an evaluation's samples file (``--log-samples``, one JSON line per scored pair):
-    per (suite, task), per model label, whether each pair was scored right (good > bad; a
-    tie is wrong, as in the suites' accuracy), in the file's index order."""
+    per (suite, task), per model label, whether each pair (by its index in the task's file)
+    was scored right (good > bad; a tie is wrong, as in the suites' accuracy)."""
     keep = set(suites) if suites is not None else None
-    rows: dict[tuple[str, str], dict[str, list[tuple[int, bool]]]] = {}
+    rows: dict[tuple[str, str], dict[str, dict[int, bool]]] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             s = json.loads(line)
@@ -118,32 +139,30 @@ def read_correct(path: str | Path, suites: Iterable[str] | None = None
                 continue
             per = rows.setdefault((s["suite"], s["task"]), {})
             for label, (good, bad) in s["loglikelihoods"].items():
-                per.setdefault(label, []).append((s["index"], good > bad))
-    return {key: {lb: np.array([ok for _, ok in sorted(v)], dtype=bool) for lb, v in per.items()}
-            for key, per in rows.items()}
+                per.setdefault(label, {})[s["index"]] = good > bad
+    return rows
 
 
-def bootstrap_difference(strata: Sequence[tuple[np.ndarray, np.ndarray, float]],
-                         n_boot: int = 10_000, level: float = 0.95, seed: int = 0
-                         ) -> dict[str, float]:
-    """Paired bootstrap of Σ_s w_s·(mean(a_s) − mean(b_s)) over strata (a_s, b_s, w_s) of
-    paired 0/1 verdicts: each stratum's pairs are resampled with replacement, both models'
-    verdicts on a pair staying together. Returns the observed value and the percentile
-    interval. (A pair's difference is −1, 0 or 1, so a stratum's resampled mean is drawn
-    exactly from the multinomial of those three counts.)"""
+def bootstrap_difference(strata: Sequence[tuple[np.ndarray, float]], n_boot: int = 10_000,
+                         level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of Σ_s w_s·mean(d_s) over strata (d_s, w_s), where d_s holds one
+    value per item: a − b of the two models' verdicts on it (averaged over seeds when the
+    same items were scored by each seed's models). Each stratum's items are resampled with
+    replacement, so both models' verdicts on an item, in every seed, stay together. Returns
+    the observed value and the percentile interval. (An item's d takes few distinct values,
+    so a stratum's resampled mean is drawn exactly from the multinomial of their counts.)"""
     rng = np.random.default_rng(seed)
     observed = 0.0
     draws = np.zeros(n_boot)
-    for a, b, w in strata:
-        if len(a) != len(b):
-            raise ValueError(f"paired verdicts of different lengths ({len(a)} and {len(b)})")
-        n = len(a)
+    for d, w in strata:
+        d = np.asarray(d, dtype=np.float64)
+        n = len(d)
         if n == 0:
             continue
-        up, down = int(np.sum(a & ~b)), int(np.sum(~a & b))
-        observed += w * (up - down) / n
-        counts = rng.multinomial(n, [up / n, down / n, 1 - (up + down) / n], size=n_boot)
-        draws += w * (counts[:, 0] - counts[:, 1]) / n
+        values, counts = np.unique(d, return_counts=True)
+        observed += w * float(d.mean())
+        drawn = rng.multinomial(n, counts / n, size=n_boot)
+        draws += w * (drawn @ values) / n
     tail = (1 - level) / 2
     lo, hi = np.quantile(draws, [tail, 1 - tail])
     return {"difference": observed, "low": float(lo), "high": float(hi), "level": level,
@@ -153,6 +172,9 @@ def bootstrap_difference(strata: Sequence[tuple[np.ndarray, np.ndarray, float]],
 def mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """McNemar's exact test of paired 0/1 verdicts: the discordant pairs (a right and b
     wrong: ``a_only``; the reverse: ``b_only``) and the two-sided binomial p-value."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired verdicts of different lengths ({len(a)} and {len(b)})")
     a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
     n = a_only + b_only
     if n == 0:
@@ -170,11 +192,17 @@ def example_differences(report: Mapping[str, Any], out: str | Path,
                         suites: Sequence[str] | None = None, n_boot: int = 10_000
                         ) -> list[dict[str, Any]]:
     """Per pair of arms, per zero-shot suite: the champions' macro accuracy difference
-    (mean over seeds), its paired-bootstrap interval and McNemar's test, from each arm's
-    samples file under ``out`` (arms evaluated without one are left out)."""
+    (mean over seeds of the mean over tasks), its paired-bootstrap interval, and McNemar's
+    test in each seed, from each arm's samples file under ``out`` (pairs of arms with a
+    seed evaluated without one are left out).
+
+    The items are the same in every seed, so the bootstrap resamples items (within each
+    task) and takes each item's difference averaged over the seeds: the interval says how
+    much the test items' sampling moves the difference between these trained models; the
+    spread between seeds is :func:`seed_differences`' business."""
     suites = list(suites if suites is not None else report["suites"])
     out = Path(out)
-    cache: dict[Path, dict] = {}
+    cache: dict[Path, dict | None] = {}
 
     def verdicts(arm: Mapping[str, Any]) -> dict | None:
         path = out / arm["dir"] / SAMPLES_FILE
@@ -186,26 +214,40 @@ def example_differences(report: Mapping[str, Any], out: str | Path,
     for a, b in arm_pairs(report):
         runs_a, runs_b = _by_seed(report, a), _by_seed(report, b)
         seeds = sorted(set(runs_a) & set(runs_b))
+        sides = []  # per seed: (verdicts of a's champion, of b's champion), per task
+        for s in seeds:
+            va, vb = verdicts(runs_a[s]), verdicts(runs_b[s])
+            ma, mb = _model(runs_a[s], CHAMPION), _model(runs_b[s], CHAMPION)
+            if va is None or vb is None or ma is None or mb is None:
+                break
+            sides.append((va, vb, ma["label"], mb["label"]))
+        if not seeds or len(sides) < len(seeds):
+            continue
         for suite in suites:
-            strata, pooled_a, pooled_b = [], [], []
-            for s in seeds:
-                va, vb = verdicts(runs_a[s]), verdicts(runs_b[s])
-                if va is None or vb is None:
-                    strata = []
-                    break
-                la, lb = _model(runs_a[s], CHAMPION)["label"], _model(runs_b[s], CHAMPION)["label"]
-                tasks = sorted(t for (su, t) in va if su == suite and (su, t) in vb)
-                for t in tasks:
-                    x, y = va[(suite, t)][la], vb[(suite, t)][lb]
-                    strata.append((x, y, 1.0 / (len(tasks) * len(seeds))))
-                    pooled_a.append(x)
-                    pooled_b.append(y)
+            tasks = set.intersection(*({t for (su, t) in va if su == suite} & {
+                t for (su, t) in vb if su == suite} for va, vb, _, _ in sides))
+            strata, per_seed = [], [([], []) for _ in sides]
+            for t in sorted(tasks):
+                key = (suite, t)
+                items = sorted(set.intersection(*(set(va[key].get(la, {})) & set(
+                    vb[key].get(lb, {})) for va, vb, la, lb in sides)))
+                if not items:
+                    continue
+                d = np.zeros(len(items))
+                for (va, vb, la, lb), (xa, xb) in zip(sides, per_seed, strict=True):
+                    x = np.array([va[key][la][i] for i in items], dtype=bool)
+                    y = np.array([vb[key][lb][i] for i in items], dtype=bool)
+                    d += (x.astype(float) - y.astype(float)) / len(sides)
+                    xa.append(x)
+                    xb.append(y)
+                strata.append(d)
             if not strata:
                 continue
+            tests = [mcnemar(np.concatenate(xa), np.concatenate(xb)) for xa, xb in per_seed]
             rows.append({"a": a, "b": b, "suite": suite, "seeds": seeds,
-                         "bootstrap": bootstrap_difference(strata, n_boot),
-                         "mcnemar": mcnemar(np.concatenate(pooled_a),
-                                            np.concatenate(pooled_b))})
+                         "bootstrap": bootstrap_difference(
+                             [(d, 1.0 / len(strata)) for d in strata], n_boot),
+                         "mcnemar": tests})
     return rows
 
 
@@ -218,7 +260,8 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
         lines += ["", "## Paired differences over seeds", "",
                   "Each cell is the mean over seeds of the difference a − b within a seed "
                   "(same tokenizer, data order and initial draw) ± its standard error; ✓ marks "
-                  "|mean| > 2 stderr. Losses in nats/token (negative: a is better), scores in "
+                  "a mean that differs from 0 by a two-sided t-test at 95% (S − 1 degrees of "
+                  "freedom). Losses in nats/token (negative: a is better), scores in "
                   "points (positive: a is better).", ""]
         head = ["a − b", "model", "seeds", "Δ val loss", *(f"Δ {s}" for s in suites)]
         body = []
@@ -231,17 +274,20 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
     examples = report.get("paired_examples") or []
     if examples:
         lines += ["", "## Per-example paired intervals", "",
-                  "The champions' macro accuracy difference a − b (points) with a 95% paired "
-                  "bootstrap interval (pairs resampled within each seed and task, both "
-                  "verdicts on a pair kept together), and McNemar's exact test on the pooled "
-                  "discordant pairs (a right only / b right only).", ""]
+                  "The champions' macro accuracy difference a − b (points, mean over seeds) "
+                  "with a 95% paired bootstrap interval (the test items resampled within each "
+                  "task, an item's verdicts in every seed kept together: the noise of the "
+                  "test items, given these trained models), and McNemar's exact test in each "
+                  "seed on its discordant pairs (a right only / b right only, summed over "
+                  "seeds; the largest p over seeds).", ""]
         body = [[f"{r['a']} − {r['b']}", r["suite"],
                  f"{100 * r['bootstrap']['difference']:+.2f}",
                  f"[{100 * r['bootstrap']['low']:+.2f}, {100 * r['bootstrap']['high']:+.2f}]",
-                 f"{r['mcnemar']['a_only']:,} / {r['mcnemar']['b_only']:,}",
-                 f"{r['mcnemar']['p_value']:.3g}"] for r in examples]
+                 f"{sum(m['a_only'] for m in r['mcnemar']):,} / "
+                 f"{sum(m['b_only'] for m in r['mcnemar']):,}",
+                 f"{max(m['p_value'] for m in r['mcnemar']):.3g}"] for r in examples]
         lines += _io.md_table(["a − b", "suite", "Δ macro", "95% interval", "discordant",
-                               "McNemar p"], body)
+                               "McNemar p (largest)"], body)
     return lines
 
 

@@ -118,6 +118,8 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
     if not scores:
         return None
     trains = [r for r in records if r.get("event") == "train" and "train_seconds" in r]
+    if not trains:  # no timings to draw against (metrics from before they were logged)
+        return None
 
     def minutes(step: int) -> float:
         before = [r for r in trains if r["step"] <= step] or trains[:1]

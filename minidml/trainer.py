@@ -288,7 +288,8 @@ class Trainer(Checkpoints):
         cfg = self.config
         alpha = cfg.alpha_at(self.step) if alpha is None else alpha
         local = [self.students[i] for i in self.comm.local]
-        unroll = (adam_unroll(local, [self.optimizers[i] for i in self.comm.local], lr)
+        unroll = (adam_unroll(local, [self.optimizers[i] for i in self.comm.local], lr,
+                              cfg.grad_clip if cfg.grad_clip > 0 else None)
                   if cfg.unroll == "adam" else None)
         index = (self.step + 1) // cfg.outer_every - 1
         x_out, y_out = (self.comm.shard(t).to(self.device) for t in

@@ -208,10 +208,19 @@ def warm_adamw(students, omega, xs, ys, steps=3, lr=0.05):
     return opts
 
 
-def test_the_adam_unroll_is_the_step_adamw_takes(tiny):
+@pytest.mark.parametrize("max_norm", [None, 0.05])
+def test_the_adam_unroll_is_the_step_adamw_takes(tiny, max_norm):
+    """... after the trainer's gradient clipping too (0.05 clips every student here)."""
     students, omega, xs, ys, _, _ = tiny
     opts = warm_adamw(students, omega, xs, ys)
-    predicted = adam_unroll(students, opts, 0.05).step(students)
+    norms = [float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in s.parameters()
+                                                         if p.grad is not None])))
+             for s in students]
+    predicted = adam_unroll(students, opts, 0.05, max_norm).step(students)
+    if max_norm is not None:
+        assert min(norms) > max_norm
+        for s in students:
+            torch.nn.utils.clip_grad_norm_(s.parameters(), max_norm)
     for o in opts:
         o.step()
     for s, want in zip(students, predicted, strict=True):

@@ -134,6 +134,7 @@ def test_compare_reports_paired_differences(compared):
     md = (compared / "report.md").read_text()
     assert "## Paired differences over seeds" in md and "## Per-example paired intervals" in md
     assert "| wml − single | champion | 1 |" in md
+    assert all(len(r["mcnemar"]) == 1 for r in report["paired_examples"])  # one seed
 
 
 @pytest.mark.slow

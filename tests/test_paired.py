@@ -53,12 +53,13 @@ def test_a_known_better_arm_gets_the_right_sign_and_an_interval_that_covers_it()
     win = rows[("wml", "single", "champion")]
     assert win["seeds"] == [0, 1, 2, 3, 4] and len(win["val_loss"]["per_seed"]) == 5
     loss = win["val_loss"]
+    t = paired.t_critical(4)
     assert loss["mean"] < 0 and loss["significant"]
-    assert abs(loss["mean"] - -0.05) <= 2 * loss["stderr"]
+    assert abs(loss["mean"] - -0.05) <= t * loss["stderr"]
     for suite in SUITES:
         cell = win[suite]
         assert cell["mean"] > 0 and cell["significant"]
-        assert abs(cell["mean"] - 0.03) <= 2 * cell["stderr"]
+        assert abs(cell["mean"] - 0.03) <= t * cell["stderr"]
     ens = rows[("wml", "dml", "ensemble")]  # both have ensembles
     assert ens["val_loss"]["mean"] == pytest.approx(-0.05)
     assert ("wml", "single", "ensemble") not in rows  # single has none
@@ -102,16 +103,24 @@ def test_the_bootstrap_interval_has_the_analytic_width_and_covers_the_truth():
     n = 4000
     latent = rng.random(n)
     a, b = latent < 0.70, latent < 0.62  # a is right wherever b is, and on 8% more
-    got = paired.bootstrap_difference([(a, b, 1.0)], n_boot=4000)
     d = a.astype(float) - b.astype(float)
+    got = paired.bootstrap_difference([(d, 1.0)], n_boot=4000)
     assert got["difference"] == pytest.approx(d.mean())
     se = d.std(ddof=1) / math.sqrt(n)
     assert (got["high"] - got["low"]) / (2 * 1.96 * se) == pytest.approx(1.0, abs=0.1)
     assert got["low"] < 0.08 < got["high"]
-    same = paired.bootstrap_difference([(a, a, 1.0)])
+    same = paired.bootstrap_difference([(np.zeros(n), 1.0)])
     assert same["difference"] == same["low"] == same["high"] == 0.0
     with pytest.raises(ValueError, match="different lengths"):
-        paired.bootstrap_difference([(a, b[:-1], 1.0)])
+        paired.mcnemar(a, b[:-1])
+
+
+def test_t_critical_values():
+    assert paired.t_critical(1) == 12.706 and paired.t_critical(4) == 2.776
+    assert paired.t_critical(11) == 2.228  # between keys: the smaller df's, conservative
+    assert paired.t_critical(1000) == 1.96
+    with pytest.raises(ValueError):
+        paired.t_critical(0)
 
 
 def write_samples(path, tasks, verdicts):
@@ -138,15 +147,25 @@ def test_per_example_intervals_from_samples_files(tmp_path):
                           {t: latent[t] < p for _, t in tasks})
     read = paired.read_correct(tmp_path / "seed-0" / "wml" / paired.SAMPLES_FILE, ["blimp"])
     assert set(read) == {("blimp", "t1"), ("blimp", "t2")}
-    assert read[("blimp", "t1")]["ensemble"].all()
+    assert all(read[("blimp", "t1")]["ensemble"].values())
+    assert sorted(read[("blimp", "t1")]["student-0"]) == list(range(600))
     rows = {(r["a"], r["b"], r["suite"]): r for r in
             paired.example_differences(report, tmp_path, n_boot=2000)}
     win = rows[("wml", "single", "blimp")]
     assert win["seeds"] == [0, 1]
     assert 0 < win["bootstrap"]["low"] < 0.12 < win["bootstrap"]["high"]
-    assert win["mcnemar"]["b_only"] == 0 and win["mcnemar"]["p_value"] < 1e-10
+    assert len(win["mcnemar"]) == 2  # one test per seed
+    assert all(m["b_only"] == 0 and m["p_value"] < 1e-10 for m in win["mcnemar"])
     same = rows[("dml", "single", "ewok")]
-    assert same["bootstrap"]["difference"] == 0 and same["mcnemar"]["p_value"] == 1.0
+    assert same["bootstrap"]["difference"] == 0
+    assert all(m["p_value"] == 1.0 for m in same["mcnemar"])
+    # items are matched by their index, not their position: a file in another order agrees
+    path = tmp_path / "seed-1" / "wml" / paired.SAMPLES_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(reversed(lines)))
+    again = {(r["a"], r["b"], r["suite"]): r for r in
+             paired.example_differences(report, tmp_path, n_boot=2000)}
+    assert again[("wml", "single", "blimp")] == win
     # an arm evaluated without samples is left out
     (tmp_path / "seed-1" / "dml" / paired.SAMPLES_FILE).unlink()
     rows = paired.example_differences(report, tmp_path, n_boot=100)
