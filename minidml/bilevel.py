@@ -139,8 +139,8 @@ def adam_unroll(students: Sequence[torch.nn.Module], optimizers: Sequence[torch.
 
         base  = θ(1 − ηλ) − η·β1·m₀·P/(1−β1ᵗ),      scale = η·(1−β1)·P/(1−β1ᵗ)
 
-    ``max_norm`` (the run's gradient clipping) takes the gradient AdamW will see, c·g with
-    c = min(1, max_norm / (‖g‖ + 1e-6)) over each student's parameters (as
+    ``max_norm`` (the run's gradient clipping; None or 0: none) takes the gradient AdamW will
+    see, c·g with c = min(1, max_norm / (‖g‖ + 1e-6)) over each student's parameters (as
     ``clip_grad_norm_``), with c held constant too: the scale is then c times the above. At
     the current ω this is exactly the step AdamW takes. A parameter without a gradient is
     left where it is (AdamW skips it)."""
@@ -148,11 +148,9 @@ def adam_unroll(students: Sequence[torch.nn.Module], optimizers: Sequence[torch.
     for s, opt in zip(students, optimizers, strict=True):
         group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
         clip = 1.0
-        if max_norm is not None and max_norm > 0:
-            grads = [p.grad.detach() for p in s.parameters() if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
-                                                         for g in grads])) if grads else 0.0
-            clip = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        grads = [p.grad.detach() for p in s.parameters() if p.grad is not None]
+        if max_norm is not None and max_norm > 0 and grads:  # clip_grad_norm_'s factor
+            clip = torch.clamp(max_norm / (torch.nn.utils.get_total_norm(grads) + 1e-6), max=1.0)
         b, c = {}, {}
         for name, p in s.named_parameters():
             g_ = group_of[id(p)]

@@ -324,8 +324,8 @@ def linear_mutual_loss(hidden: Sequence[torch.Tensor], weights: Sequence[torch.T
     (float64 for float64 inputs); ``head_dtype=torch.bfloat16`` runs the head's three matmuls
     per chunk in bf16 (what a bf16 run's autocast would do to the head): the softmaxes and
     losses stay in float32, and each chunk's bf16 share of the weight gradient is summed
-    into a float32 accumulator. Derivatives beyond the
-    first (the slower path) are computed in float32 throughout."""
+    into a float32 accumulator. Derivatives beyond the first (the slower path) are computed
+    in float32 throughout."""
     k = len(hidden)
     if len(weights) != k:
         raise ValueError(f"{k} hidden-state tensors but {len(weights)} head weights")
@@ -335,7 +335,7 @@ def linear_mutual_loss(hidden: Sequence[torch.Tensor], weights: Sequence[torch.T
     if k == 1 or alpha == 0:  # no distillation: the loss is the cross-entropy
         alpha, temperature = 0.0, 1.0
     w = peer_weights(omega) if k > 1 else omega.new_zeros(1, 1)
-    with torch.autocast(targets.device.type, enabled=False):  # the head runs in float32
+    with torch.autocast(targets.device.type, enabled=False):  # head_dtype decides, not autocast
         out = _LinearMutual.apply(w, targets, float(alpha), float(temperature), chunk, want,
                                   head_dtype, *hidden, *weights)
     loss, ce, kl = out[:3]

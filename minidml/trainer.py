@@ -281,16 +281,14 @@ class Trainer(Checkpoints):
         return self.config.mode == "wml" and len(self.students) > 1 and self.config.alpha > 0
 
     def outer_step(self, inputs: list[torch.Tensor], kept: list[list[torch.Tensor]],
-                   lr: float, alpha: float | None = None) -> None:
+                   lr: float, alpha: float) -> None:
         """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py);
         ``kept`` holds the step's detached hidden states (or logits) on each input, ``alpha``
-        the α of the step's inner loss (default: ``alpha_at`` the current step)."""
+        the α of the step's inner loss."""
         cfg = self.config
-        alpha = cfg.alpha_at(self.step) if alpha is None else alpha
         local = [self.students[i] for i in self.comm.local]
         unroll = (adam_unroll(local, [self.optimizers[i] for i in self.comm.local], lr,
-                              cfg.grad_clip if cfg.grad_clip > 0 else None)
-                  if cfg.unroll == "adam" else None)
+                              cfg.grad_clip) if cfg.unroll == "adam" else None)
         index = (self.step + 1) // cfg.outer_every - 1
         x_out, y_out = (self.comm.shard(t).to(self.device) for t in
                         self.batches.holdout(index, cfg.outer_batch_size))
