@@ -541,7 +541,8 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--suite", "suite_names", multiple=True, required=True,
               help="Suite to run (repeatable); `all`: every suite whose data is present.")
 @click.option("--student", default="all", show_default=True,
-              help="all (each student and the ensemble), ensemble, or a student index.")
+              help="all (each student and the ensemble), ensemble, champion (the student "
+                   "with the lowest validation loss at that checkpoint), or a student index.")
 @click.option("--data-dir", type=FilePath(),
               help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
                    "`minidml data fetch` fills).")

@@ -369,9 +369,12 @@ def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.1f}"
 
 
-def labels_for(student: str, k: int) -> list[str]:
+def labels_for(student: str, k: int, champion: int = 0) -> list[str]:
     """Model labels for ``--student``: ``all`` (each student, then the ensemble),
-    ``ensemble``, or a student index."""
+    ``ensemble``, ``champion`` (student ``champion``: the run's lowest validation loss at
+    the evaluated checkpoint), or a student index."""
+    if student == "champion":
+        return [student_label(champion)]
     if student == "all":
         return [student_label(i) for i in range(k)] + ([ENSEMBLE] if k > 1 else [])
     if student == ENSEMBLE:
@@ -380,7 +383,8 @@ def labels_for(student: str, k: int) -> list[str]:
         return [ENSEMBLE]
     if student.isdigit() and int(student) < k:
         return [student_label(int(student))]
-    raise MinidmlError(f"--student {student}: choose all, ensemble or an index below {k}")
+    raise MinidmlError(f"--student {student}: choose all, ensemble, champion or an index "
+                       f"below {k}")
 
 
 def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
@@ -401,7 +405,7 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
     if limit is not None and limit < 1:
         raise MinidmlError(f"--limit {limit}: must be at least 1")
     names = _expand(suites, available, root)
-    labels = labels_for(student, len(run.students))
+    labels = labels_for(student, len(run.students), getattr(run, "champion", 0))
     scorer = Scorer(run.students, run.tokenizer, run.omega, labels=labels,
                     batch_size=batch_size, precision=precision, progress=progress)
     outcomes = []

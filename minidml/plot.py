@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _io
-from .compare import champion_and_ensemble_rows
+from .compare_report import champion_and_ensemble_rows
 from .errors import MinidmlError
 from .rundir import read_metrics
 

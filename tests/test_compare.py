@@ -10,7 +10,8 @@ import shutil
 import pytest
 
 from minidml.cli import main
-from minidml.compare import ARMS, CompareConfig, Variant, _table, training_flops
+from minidml.compare import ARMS, CompareConfig, Variant, training_flops
+from minidml.compare_report import table
 from minidml.config import TrainConfig
 from minidml.errors import MinidmlError
 from minidml.model import Shape, StudentConfig
@@ -292,7 +293,7 @@ def test_champions_of_several_seeds_stay_in_the_table():
                                                  "n_tasks": 67}}} for i in range(2)]}
 
     config = CompareConfig(budget=1000, students=2, seeds=2, arms=("dml",), suites=("blimp",))
-    rows = _table(config, [arm(0, 0), arm(1, 1)])
+    rows = table(config, [arm(0, 0), arm(1, 1)])
     top = [r for r in rows if r.get("champion_row")]
     assert len(top) == 1 and top[0]["model"] == "champion (student-0 ×1, student-1 ×1)"
     assert top[0]["blimp"]["score"] == pytest.approx(0.55)  # 0.5 in seed 0, 0.6 in seed 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -129,3 +130,20 @@ def test_glue_through_the_command_line_on_one_capped_task(tiny_run, data_dir, tm
     for label in ("student-0", "student-1", "ensemble"):
         assert set(results["results"][label]) == {"glue/rte"}
         assert results["results"][label]["glue/rte"]["n"] == 16
+
+
+def test_the_champion_is_the_student_with_the_lowest_validation_loss(tiny_run, data_dir,
+                                                                      builtin):
+    losses = tiny_run.last_eval["val_loss"]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    res = evaluate(tiny_run, ["ewok"], student="champion", data_dir=data_dir, limit=2,
+                   available=builtin)
+    assert set(res.outcomes[0].result.tasks) == {f"student-{best}"}
+    # another student's loss made the lowest: the champion follows it
+    other = 1 - best
+    lower = [min(losses) - 1.0 if i == other else v for i, v in enumerate(losses)]
+    swapped = dataclasses.replace(tiny_run, last_eval={**tiny_run.last_eval, "val_loss": lower})
+    assert swapped.champion == other
+    res = evaluate(swapped, ["ewok"], student="champion", data_dir=data_dir, limit=2,
+                   available=builtin)
+    assert set(res.outcomes[0].result.tasks) == {f"student-{other}"}

@@ -1,0 +1,220 @@
+"""A comparison's report: every arm's summaries gathered into one table (champions, each
+model, means over seeds), and ``report.md``, the table as a reader sees it."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__, _io, paired
+from .compare_config import TEACHER, CompareConfig, Variant
+from .scoring import ENSEMBLE
+from .search import format_count
+from .tokenizer import Tokenizer
+
+
+def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tokenizer,
+            shapes: list, teacher: Any, arms: list[dict[str, Any]], entropy: float,
+            out: Path) -> dict[str, Any]:
+    base = config.train
+    rows = table(config, arms)
+    return {
+        "minidml_version": __version__, "date": _io.utc_now(), "out": str(out),
+        "settings": settings, "suites": list(config.suites), "seeds": config.seeds,
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256},
+        "unigram_entropy": entropy,
+        "students": [c.to_dict() for c in shapes], "teacher": teacher.to_dict(),
+        "context": base.context, "tokens_per_step": base.tokens_per_step,
+        "arms": arms, "table": rows,
+    }
+
+
+def table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report's rows: per arm its champion (each seed's own, averaged), then each model."""
+    rows = []
+    for name, arm, _ in config.arm_specs():
+        runs = [a for a in arms if a["arm"] == name]
+        labels = [m["label"] for m in runs[0]["models"]]
+        if arm == "kd":
+            labels.append(TEACHER)
+        champions = [next(m for m in a["models"] if m["champion"]) for a in runs]
+        names = sorted({m["label"] for m in champions})
+        title = names[0] if len(names) == 1 else "champion (" + ", ".join(
+            f"{n} ×{sum(m['label'] == n for m in champions)}" for n in names) + ")"
+        rows.append(_aggregate(name, title, champions, runs, config.suites) | {
+            "champion_row": True, "champion": True})
+        for lb in labels:
+            per_seed = [_model(a, lb) for a in runs]
+            rows.append(_aggregate(name, lb, per_seed, runs, config.suites))
+    return rows
+
+
+def _model(arm: dict[str, Any], label: str) -> dict[str, Any]:
+    if label == TEACHER:
+        return arm["teacher"]["models"][0]
+    return next(m for m in arm["models"] if m["label"] == label)
+
+
+def _aggregate(arm: str, label: str, per_seed: list[dict[str, Any]],
+               runs: list[dict[str, Any]], suites: Sequence[str]) -> dict[str, Any]:
+    """One row of the table: means over seeds; stderr of one seed, or the spread of several."""
+    row: dict[str, Any] = {"arm": arm, "model": label, "n_params": per_seed[0]["n_params"],
+                           "champion": all(m["champion"] for m in per_seed)
+                           if label != TEACHER else False,
+                           "champions": sum(m["champion"] for m in per_seed),
+                           "val_loss": _mean([m["val_loss"] for m in per_seed])}
+    if len(per_seed) > 1:
+        row["val_loss_sd"] = statistics.stdev([m["val_loss"] for m in per_seed])
+    for s in suites:
+        got = [m["scores"][s] for m in per_seed if s in m["scores"]]
+        if not got:
+            continue
+        cell = {"score": _mean([g["score"] for g in got]),
+                "stderr": _mean([g["stderr"] for g in got])}
+        if len(got) > 1:
+            cell["seed_sd"] = statistics.stdev([g["score"] for g in got])
+        row[s] = cell
+    if label == TEACHER:
+        row["train_flops"] = _mean([r["teacher"]["train_flops"] for r in runs])
+        row["train_seconds"] = _mean([r["teacher"]["train_seconds"] for r in runs])
+    else:
+        extra = [r.get("teacher_forward_flops", 0) + r.get("outer_flops_estimate", 0)
+                 + (r["teacher"]["train_flops"] if "teacher" in r else 0) for r in runs]
+        row["arm_flops"] = _mean([r["train_flops"] + e for r, e in zip(runs, extra,
+                                                                         strict=True)])
+        row["arm_seconds"] = _mean([r["train_seconds"] + (r["teacher"]["train_seconds"]
+                                                          if "teacher" in r else 0)
+                                    for r in runs])
+    return row
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """``report.md``: what was compared, then the champions' table and every model's."""
+    suites = report["suites"]
+    st = report["settings"]["compare"]
+    tr = st["train"]
+    words = ", ".join(Path(f).name for f in report["corpus"]["files"])
+    arms = {a["arm"]: a for a in report["arms"] if a["seed"] == tr["seed"]}
+    any_arm = next(iter(arms.values()))
+    lines = [
+        "# minidml compare", "",
+        f"- corpus: {words} ({report['corpus']['tokens']:,} tokens)",
+        f"- tokenizer: {tr['tokenizer_type']}, {report['tokenizer']['vocab_size']} pieces; "
+        f"unigram entropy of the corpus {report['unigram_entropy']:.3f} nats/token",
+        f"- budget N = {format_count(st['budget'])}, K = {st['students']} students: "
+        + "; ".join(f"{c['n_layers']}×{c['d_model']} ({c['n_params'] / 1e6:.2f}M)"
+                    for c in report["students"])
+        + f"; kd teacher {report['teacher']['n_layers']}×{report['teacher']['d_model']} "
+          f"({report['teacher']['n_params'] / 1e6:.2f}M)",
+        f"- every model: {any_arm['tokens_per_model']:,} training tokens "
+        f"({any_arm['steps']} steps of {report['tokens_per_step']:,}), context "
+        f"{report['context']}, lr {tr['lr']}, seeds {report['seeds']}",
+        f"- kd: α = {arms['kd']['alpha']}, T = {arms['kd']['temperature']}" if "kd" in arms
+        else "- kd: not run",
+        f"- dml/wml: α = {tr['alpha']}, T = {tr['temperature'] or 1.0}; wml: hypergradient "
+        f"{tr['hypergrad']}, ω updated every {tr['outer_every']} steps (β = {tr['outer_lr']})",
+        f"- suites: {', '.join(suites)}"
+        + (f" (at most {st['eval_limit']} examples per task)" if st["eval_limit"] else ""),
+        "",
+        "Scores are accuracies in percent, each suite's unweighted mean over its tasks, ± its "
+        "standard error" + (" (± the spread over seeds after it)" if report["seeds"] > 1
+                            else "") + ". The champion (★) of an arm is its student with the "
+        "lowest validation loss. FLOPs count training (forward + backward) of every model an "
+        "arm needs: kd includes training its teacher and the teacher's forward passes, wml "
+        "an estimate of its outer steps.", "",
+        "## Champions", "",
+    ]
+    head = ["arm", "model", "params", "val loss", *suites, "arm FLOPs", "arm time"]
+    lines += _io.md_table(head, [_md_row(r, suites) for r in report["table"]
+                              if r.get("champion_row")])
+    lines += ["", "## Every model", ""]
+    lines += _io.md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]
+                                   if not r.get("champion_row")])
+    if st.get("variants"):
+        lines += ["", "## Variants", "",
+                  "Each variant is its arm with one setting changed; Δ is the variant minus "
+                  "its arm (negative losses and positive scores are better).", ""]
+        lines += _io.md_table(["variant", "champion val loss", "ensemble val loss", *suites],
+                           _variant_rows(report))
+    lines += paired.format_tables(report)
+    wml = [a for a in report["arms"] if a.get("base_arm", a["arm"]) == "wml"]
+    if wml:
+        lines += ["", "## Learned peer weights ω", ""]
+        for a in wml:
+            lines.append(f"- {a['arm']}, seed {a['seed']}: " + ", ".join(
+                f"{m['label']} {m['omega']:.3f}" for m in a["models"] if "omega" in m))
+    return "\n".join(lines) + "\n"
+
+
+def champion_and_ensemble_rows(report: dict[str, Any]
+                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's table rows of each arm's champion, and of each arm's ensemble (arms of
+    several students only), by arm name."""
+    champion = {r["arm"]: r for r in report["table"] if r.get("champion_row")}
+    ensemble = {r["arm"]: r for r in report["table"] if r["model"] == ENSEMBLE}
+    return champion, ensemble
+
+
+def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per variant: its champion's and ensemble's validation loss and its champion's scores,
+    each with the difference from its arm."""
+    suites = report["suites"]
+    champion, ensemble = champion_and_ensemble_rows(report)
+
+    def cell(value: float, ref: float, scale: float = 1.0, digits: int = 3) -> str:
+        return f"{scale * value:.{digits}f} (Δ {scale * (value - ref):+.{digits}f})"
+
+    rows = []
+    for v in report["settings"]["compare"]["variants"]:
+        name = Variant(**v).name
+        ours, ref = champion[name], champion[v["arm"]]
+        row = [name, cell(ours["val_loss"], ref["val_loss"])]
+        if name in ensemble:
+            row.append(cell(ensemble[name]["val_loss"], ensemble[v["arm"]]["val_loss"]))
+        else:
+            row.append("-")
+        for suite in suites:
+            if suite in ours and suite in ref:
+                row.append(cell(ours[suite]["score"], ref[suite]["score"], 100, 1))
+            else:
+                row.append("-")
+        rows.append(row)
+    return rows
+
+
+def _md_row(row: dict[str, Any], suites: Sequence[str]) -> list[str]:
+    name = row["model"] + (" ★" if row["champion"] and "×" not in row["model"] else "")
+    cells = [row["arm"], name, f"{row['n_params'] / 1e6:.2f}M", f"{row['val_loss']:.3f}"]
+    for s in suites:
+        c = row.get(s)
+        if c is None:
+            cells.append("-")
+            continue
+        text = f"{100 * c['score']:.1f} ± {100 * c['stderr']:.1f}"
+        if "seed_sd" in c:
+            text += f" (± {100 * c['seed_sd']:.1f})"
+        cells.append(text)
+    flops = row.get("arm_flops", row.get("train_flops", math.nan))
+    secs = row.get("arm_seconds", row.get("train_seconds", math.nan))
+    cells += [_flops(flops), f"{secs / 60:.1f} min"]
+    return cells
+
+
+def _flops(n: float) -> str:
+    """``3.1e15`` as ``3.1 PFLOP``."""
+    if not math.isfinite(n):
+        return "-"
+    for scale, unit in ((1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP")):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.3g} FLOP"
+
+
+__all__ = ["build_report", "champion_and_ensemble_rows", "format_report", "table"]
