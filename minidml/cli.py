@@ -373,6 +373,10 @@ _COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_
 @click.option("--eval-points", type=POSITIVE, default=10, show_default=True,
               help="Validation-loss evaluations per run (for the curves).")
 @click.option("--data-dir", type=FilePath(), help="Evaluation data root.")
+@click.option("--glue-tasks", help="glue: a comma-separated subset of tasks, e.g. rte,boolq.")
+@click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
+@click.option("--glue-epochs", type=POSITIVE, help="glue: at most this many fine-tuning epochs "
+              "(default 10).")
 @_shared(*_COMPARE_TRAIN_OPTIONS)
 @click.option("--vary", multiple=True, metavar="[ARM:]KEY=V1,V2",
               help="Ablation: add arms that change one setting of ARM (default wml), one per "
@@ -386,6 +390,7 @@ _COMPARE_TRAIN_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_
 def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
             k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,
             limit: int | None, eval_batch_size: int, eval_points: int, data_dir: Path | None,
+            glue_tasks: str | None, max_train_examples: int | None, glue_epochs: int | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
             quiet: bool, tokens: int | None, **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
@@ -410,6 +415,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
         eval_points=eval_points, train=base.replace(**given),
+        suite_options=_glue_options(glue_tasks, max_train_examples, glue_epochs),
         variants=tuple(v for text in vary for v in Variant.parse(text)))
     config.check_train(list(from_file))
     if out is None:
@@ -421,6 +427,13 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     click.echo(format_report(report), nl=False)
     click.echo(f"report: {out / 'report.md'} and {out / 'report.json'}")
     click.echo(f"next: minidml plot {out}")
+
+
+def _glue_options(tasks: str | None, max_train_examples: int | None, epochs: int | None
+                  ) -> dict[str, Any]:
+    """The glue suite's options from the command line (those given)."""
+    return {k: v for k, v in (("tasks", tasks), ("max_train_examples", max_train_examples),
+                              ("epochs", epochs)) if v is not None}
 
 
 @cli.command()
@@ -594,9 +607,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         except ValueError:
             raise MinidmlError(f"--step {step_text!r}: give latest, all or a step "
                                "number") from None
-    options = {k: v for k, v in (("tasks", glue_tasks), ("max_train_examples",
-                                                         max_train_examples),
-                                 ("epochs", epochs)) if v is not None}
+    options = _glue_options(glue_tasks, max_train_examples, epochs)
 
     def announce(outcome) -> None:
         click.echo(f"[{outcome.spec.name}] {outcome.status} ({outcome.seconds:.1f}s)"

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _io, paired
-from .compare_config import ARMS, TEACHER, VARIABLE, CompareConfig, Variant, arm_dir_name
+from .compare_config import ARMS, MACRO, TEACHER, VARIABLE, CompareConfig, Variant, arm_dir_name
 from .compare_report import build_report, format_report
 from .config import TrainConfig
 from .data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
@@ -139,7 +139,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
                         **settings["corpus"]}
     report["paired"] = paired.seed_differences(report)
-    report["paired_examples"] = paired.example_differences(report, out)
+    report["paired_examples"] = paired.example_differences(report, out, config.suites)
     _io.write_json(out / "report.json", report)
     with _io.atomic_open(out / "report.md", "w") as f:
         f.write(format_report(report))
@@ -157,6 +157,7 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             doc = json.loads(marker.read_text(encoding="utf-8"))
             saved = doc["settings"]
             # settings added to TrainConfig since the comparison began take their defaults
+            saved["compare"].setdefault("suite_options", {})  # added since it began
             saved["compare"]["train"] = TrainConfig.from_dict(
                 saved["compare"]["train"], str(marker)).to_dict()
             had = saved["compare"].setdefault("variants", [])
@@ -301,7 +302,7 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
     say(f"{label}: evaluating on {', '.join(config.suites)}")
     results = evaluate(run, config.suites, student="all", data_dir=data_dir,
                        limit=config.eval_limit, batch_size=config.eval_batch_size,
-                       progress=progress)
+                       progress=progress, options=config.suite_options)
     results.write(run.path / "eval.json")
     results.write_samples(run.path / paired.SAMPLES_FILE)  # for the per-example paired tests
     failed = [f"{o.spec.name}: {o.error}" for o in results.outcomes if o.status != "ok"]
@@ -352,7 +353,8 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
 
 
 def _scores(doc: dict[str, Any], label: str, suites: Sequence[str]) -> dict[str, Any]:
-    """Per suite, the macro score and its stderr for one model."""
+    """Per suite, the macro score and its stderr for one model; with two suites or more,
+    also their mean (:data:`MACRO`; its stderr from the suites' as independent)."""
     groups = doc["groups"].get(label, {})
     out = {}
     for name in suites:
@@ -361,6 +363,11 @@ def _scores(doc: dict[str, Any], label: str, suites: Sequence[str]) -> dict[str,
         if g is not None:
             out[name] = {"score": g["score"], "stderr": g["score_stderr"],
                          "n_tasks": g["n_tasks"]}
+    if len(suites) > 1 and len(out) == len(suites):
+        n = len(out)
+        out[MACRO] = {"score": sum(c["score"] for c in out.values()) / n,
+                      "stderr": math.sqrt(sum(c["stderr"] ** 2 for c in out.values())) / n,
+                      "n_tasks": sum(c["n_tasks"] for c in out.values())}
     return out
 
 

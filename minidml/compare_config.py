@@ -14,6 +14,9 @@ from .errors import MinidmlError
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
 DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
+# the report's column for the mean of a model's suite scores (the BabyLM leaderboard's macro
+# when the suites are BLiMP, the supplement, EWoK and GLUE)
+MACRO = "macro"
 OUTER = ("hypergrad", "unroll", "outer_every", "outer_lr", "outer_lr_schedule",
          "outer_objective", "outer_batch_size")  # only wml has an outer loop
 # what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable
@@ -67,6 +70,9 @@ class CompareConfig:
     teacher_params: int | None = None  # kd's teacher; default: the whole budget N
     eval_limit: int | None = None  # at most this many examples per task
     eval_batch_size: int = 64
+    # suite-specific options given to every evaluation, e.g. GLUE's {"tasks": "rte,boolq",
+    # "max_train_examples": 2000, "epochs": 3} (minidml eval's --glue-tasks and caps)
+    suite_options: dict[str, Any] = field(default_factory=dict)
     eval_points: int | None = 10  # validation this many times per run (None: eval_every)
     train: TrainConfig = field(default_factory=TrainConfig)
     variants: tuple[Variant, ...] = ()  # ablation arms, run after the arms they vary
@@ -84,6 +90,9 @@ class CompareConfig:
             raise MinidmlError("--teacher-params: must be a positive number")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise MinidmlError("--limit: must be at least 1")
+        if MACRO in self.suites:
+            raise MinidmlError(f"--suites: {MACRO} is the report's mean of the suites, not a "
+                               "suite; leave it out")
         if self.eval_points is not None and self.eval_points < 1:
             raise MinidmlError("--eval-points: must be at least 1")
         for v in self.variants:
@@ -141,5 +150,5 @@ class CompareConfig:
         return out
 
 
-__all__ = ["ARMS", "DEFAULT_SUITES", "OUTER", "TEACHER", "VARIABLE", "CompareConfig",
+__all__ = ["ARMS", "DEFAULT_SUITES", "MACRO", "OUTER", "TEACHER", "VARIABLE", "CompareConfig",
            "Variant", "arm_dir_name"]

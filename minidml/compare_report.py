@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__, _io, paired
-from .compare_config import TEACHER, CompareConfig, Variant
+from .compare_config import MACRO, TEACHER, CompareConfig, Variant
 from .scoring import ENSEMBLE
 from .search import format_count
 from .tokenizer import Tokenizer
@@ -23,7 +23,8 @@ def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tok
     rows = table(config, arms)
     return {
         "minidml_version": __version__, "date": _io.utc_now(), "out": str(out),
-        "settings": settings, "suites": list(config.suites), "seeds": config.seeds,
+        "settings": settings, "suites": list(config.suites),
+        "score_columns": score_columns(config.suites), "seeds": config.seeds,
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256},
         "unigram_entropy": entropy,
         "students": [c.to_dict() for c in shapes], "teacher": teacher.to_dict(),
@@ -44,11 +45,11 @@ def table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, A
         names = sorted({m["label"] for m in champions})
         title = names[0] if len(names) == 1 else "champion (" + ", ".join(
             f"{n} ×{sum(m['label'] == n for m in champions)}" for n in names) + ")"
-        rows.append(_aggregate(name, title, champions, runs, config.suites) | {
+        rows.append(_aggregate(name, title, champions, runs, score_columns(config.suites)) | {
             "champion_row": True, "champion": True})
         for lb in labels:
             per_seed = [_model(a, lb) for a in runs]
-            rows.append(_aggregate(name, lb, per_seed, runs, config.suites))
+            rows.append(_aggregate(name, lb, per_seed, runs, score_columns(config.suites)))
     return rows
 
 
@@ -97,7 +98,7 @@ def _mean(values: list[float]) -> float:
 
 def format_report(report: dict[str, Any]) -> str:
     """``report.md``: what was compared, then the champions' table and every model's."""
-    suites = report["suites"]
+    suites = report_columns(report)
     st = report["settings"]["compare"]
     tr = st["train"]
     words = ", ".join(Path(f).name for f in report["corpus"]["files"])
@@ -120,7 +121,9 @@ def format_report(report: dict[str, Any]) -> str:
         else "- kd: not run",
         f"- dml/wml: α = {tr['alpha']}, T = {tr['temperature'] or 1.0}; wml: hypergradient "
         f"{tr['hypergrad']}, ω updated every {tr['outer_every']} steps (β = {tr['outer_lr']})",
-        f"- suites: {', '.join(suites)}"
+        f"- suites: {', '.join(report['suites'])}"
+        + (f"; {MACRO}: their mean" if MACRO in suites else "")
+        + "".join(f"; {k} {v}" for k, v in sorted(st.get("suite_options", {}).items()))
         + (f" (at most {st['eval_limit']} examples per task)" if st["eval_limit"] else ""),
         "",
         "Scores are accuracies in percent, each suite's unweighted mean over its tasks, ± its "
@@ -165,7 +168,7 @@ def champion_and_ensemble_rows(report: dict[str, Any]
 def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
     """Per variant: its champion's and ensemble's validation loss and its champion's scores,
     each with the difference from its arm."""
-    suites = report["suites"]
+    suites = report_columns(report)
     champion, ensemble = champion_and_ensemble_rows(report)
 
     def cell(value: float, ref: float, scale: float = 1.0, digits: int = 3) -> str:
@@ -187,6 +190,16 @@ def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
                 row.append("-")
         rows.append(row)
     return rows
+
+
+def score_columns(suites: Sequence[str]) -> list[str]:
+    """The report's score columns: each suite, then their mean when there are several."""
+    return [*suites, MACRO] if len(suites) > 1 else list(suites)
+
+
+def report_columns(report: Mapping[str, Any]) -> list[str]:
+    """A report's score columns (reports written before the macro have only the suites)."""
+    return list(report.get("score_columns", report["suites"]))
 
 
 def _md_row(row: dict[str, Any], suites: Sequence[str]) -> list[str]:
@@ -217,4 +230,5 @@ def _flops(n: float) -> str:
     return f"{n:.3g} FLOP"
 
 
-__all__ = ["build_report", "champion_and_ensemble_rows", "format_report", "table"]
+__all__ = ["build_report", "champion_and_ensemble_rows", "format_report", "report_columns",
+           "score_columns", "table"]

@@ -99,9 +99,10 @@ def _summary(values: Sequence[float]) -> dict[str, Any]:
 
 def seed_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per pair of arms and per model (champion; ensemble where both arms have one): the
-    per-seed differences a − b of the validation loss and of each suite's macro score, and
-    their summary over the seeds that both arms ran (see the module's docstring)."""
-    suites = list(report["suites"])
+    per-seed differences a − b of the validation loss and of each suite's macro score (and
+    of their mean, the report's ``macro`` column), and their summary over the seeds that both
+    arms ran (see the module's docstring)."""
+    suites = list(report.get("score_columns", report["suites"]))
     rows = []
     for a, b in arm_pairs(report):
         runs_a, runs_b = _by_seed(report, a), _by_seed(report, b)
@@ -255,7 +256,7 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
     """The report's markdown sections for the paired differences (empty without any)."""
     lines: list[str] = []
     rows = report.get("paired") or []
-    suites = list(report["suites"])
+    suites = list(report.get("score_columns", report["suites"]))
     if rows:
         lines += ["", "## Paired differences over seeds", "",
                   "Each cell is the mean over seeds of the difference a − b within a seed "

@@ -16,7 +16,8 @@ from minidml.config import TrainConfig
 from minidml.errors import MinidmlError
 from minidml.model import Shape, StudentConfig
 
-TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "agreement",
+TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "agreement,glue",
+        "--glue-tasks", "rte", "--max-train-examples", "32", "--glue-epochs", "1",
         "--limit", "100", "--vocab-size", "400", "--context", "32", "--batch-size", "16",
         "--lr", "3e-3", "--warmup", "10", "--outer-every", "5", "--quiet",
         "--vary", "alpha=0.25", "--vary", "kd:temperature=1"]
@@ -28,9 +29,10 @@ if TRACKED:
 
 
 @pytest.fixture(scope="module")
-def compared(grammar_corpus, tmp_path_factory):
+def compared(grammar_corpus, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    main(["compare", str(grammar_corpus), "--out", str(out), *TINY])
+    main(["compare", str(grammar_corpus), "--out", str(out), "--data-dir", str(data_dir),
+          *TINY])
     return out
 
 
@@ -74,6 +76,29 @@ def test_every_arm_trains_on_equal_data_and_learns(compared):
         champion = min(students, key=lambda m: m["val_loss"])
         assert [m["champion"] for m in students] == [m is champion for m in students]
     assert shas == {report["tokenizer"]["sha256"]}  # one tokenizer for all
+
+
+@pytest.mark.slow
+def test_the_macro_is_the_mean_of_the_suites_and_glue_keeps_its_caps(compared):
+    report = json.loads((compared / "report.json").read_text())
+    assert report["score_columns"] == ["agreement", "glue", "macro"]
+    for arm in report["arms"]:
+        for m in arm["models"]:
+            s = m["scores"]
+            assert s["macro"]["score"] == pytest.approx(
+                (s["agreement"]["score"] + s["glue"]["score"]) / 2)
+            assert s["macro"]["stderr"] == pytest.approx(
+                (s["agreement"]["stderr"] ** 2 + s["glue"]["stderr"] ** 2) ** 0.5 / 2)
+        results = json.loads((compared / arm["dir"] / "eval.json").read_text())["results"]
+        assert {t for t in results["student-0"] if t.startswith("glue")} == {"glue/rte"}
+        assert results["student-0"]["glue/rte"]["n"] == 100  # --limit
+    champions = [r for r in report["table"] if r.get("champion_row")]
+    assert all("macro" in r for r in champions)
+    assert all("macro" in r for r in report["paired"])
+    # only the zero-shot suites have per-example intervals
+    assert {r["suite"] for r in report["paired_examples"]} == {"agreement"}
+    md = (compared / "report.md").read_text()
+    assert "macro: their mean" in md and "max_train_examples 32" in md and "Δ macro" in md
 
 
 @pytest.mark.slow
