@@ -5,7 +5,8 @@ time when it was learned, and a learning curve (suite scores and validation loss
 training minutes) once checkpoints were evaluated with ``minidml eval --step``. For a
 comparison directory (``minidml compare``): each arm's validation loss, the suite scores of
 every arm's champion as bars with standard errors, ω over time for the wml arm, and with
-``--vary`` arms how much each variant changed its arm's validation losses. Files are written
+``--vary`` arms how much each variant changed its arm's validation losses, and the paired
+differences between arms' champions (means over seeds with their 95% intervals). Files are written
 as PNG and SVG under ``DIR/plots/``. The figures are built with matplotlib's object-oriented
 API, so importing or calling this changes no global matplotlib state (no pyplot, no backend
 switch).
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from . import _io
-from .compare_report import champion_and_ensemble_rows
+from .compare_report import champion_and_ensemble_rows, report_columns
 from .errors import MinidmlError
+from .paired import t_critical
 from .rundir import read_metrics
 
 FORMATS = ("png", "svg")
@@ -232,7 +234,49 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
     variants = _variants_figure(report)
     if variants is not None:
         paths += _save(variants, out, "variants", formats)
+    diffs = _paired_figure(report)
+    if diffs is not None:
+        paths += _save(diffs, out, "paired", formats)
     return paths
+
+
+def _paired_figure(report: dict[str, Any]):
+    """Per pair of arms (their champions), the mean over seeds of the paired difference
+    a − b of the validation loss and of each score column, with 95% t-intervals (none with
+    one seed): one panel per quantity."""
+    rows = [r for r in report.get("paired") or [] if r["model"] == "champion"]
+    if not rows:
+        return None
+    columns = ["val_loss", *(c for c in report_columns(report) if any(c in r for r in rows))]
+    fig = _figure(2.6 * len(columns) + 1.6, 1.0 + 0.4 * len(rows))
+    axes = fig.subplots(1, len(columns), sharey=True, squeeze=False)[0]
+    names = [f"{r['a']} − {r['b']}" for r in rows]
+    for ax, column in zip(axes, columns, strict=True):
+        scale = 1.0 if column == "val_loss" else 100.0
+        ys, means, errs = [], [], []
+        for y, r in enumerate(rows):
+            if column not in r:
+                continue
+            cell = r[column]
+            ys.append(y)
+            means.append(scale * cell["mean"])
+            half = (t_critical(len(r["seeds"]) - 1) * cell["stderr"]
+                    if cell["stderr"] is not None else 0.0)
+            errs.append(scale * half)
+        better = [(m < 0) == (column == "val_loss") for m in means]
+        ax.barh(ys, means, 0.6, xerr=errs, capsize=3,
+                color=["#2ca02c" if b else "#d62728" for b in better])
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title("Δ validation loss (nats)" if column == "val_loss"
+                     else f"Δ {column} (points)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), names)
+    axes[0].invert_yaxis()
+    seeds = max(len(r["seeds"]) for r in rows)
+    fig.suptitle(f"champions, a − b within a seed: mean over {seeds} seed(s)"
+                 + (", 95% t-interval" if seeds > 1 else "") + " (green: a better)",
+                 fontsize=9)
+    return fig
 
 
 def _variants_figure(report: dict[str, Any]):

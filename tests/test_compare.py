@@ -333,10 +333,14 @@ def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys, require_extr
     shutil.copytree(compared, moved)
     main(["plot", str(moved)])
     names = sorted(p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split())
-    assert names == sorted(f"{n}.{e}" for n in ("validation", "scores", "omega", "variants")
-                           for e in ("png", "svg"))
+    assert names == sorted(f"{n}.{e}" for n in ("validation", "scores", "omega", "variants",
+                                                 "paired") for e in ("png", "svg"))
     svg = (moved / "plots" / "scores.svg").read_text()
     assert svg.count("<g id=\"patch_") >= 6 + 1  # a bar per arm, and the axes' background
     # per variant a bar for its champion; wml's variant has an ensemble bar too
     svg = (moved / "plots" / "variants.svg").read_text()
     assert svg.count("<g id=\"patch_") >= 3 + 1
+    # a panel per quantity (validation loss, agreement, glue, macro), a bar per pair of arms
+    svg = (moved / "plots" / "paired.svg").read_text()
+    pairs = {(r["a"], r["b"]) for r in json.loads((moved / "report.json").read_text())["paired"]}
+    assert svg.count("<g id=\"patch_") >= 4 * (len(pairs) + 1)
