@@ -14,9 +14,11 @@ rate, schedule, warmup, weight decay, seed; α and T against ``wml``) train for 
 reference's number of steps (``SAME_STEPS``). Each run is judged on its whole validation
 split (2% of the corpus, never trained on), in nats per token and, because variants that
 change the tokenizer or the documents predict other tokens, in nats per byte of the
-validation text. The test suites are not
-looked at. A run that was interrupted is resumed with the time it has left; a finished run
-is not run again.
+validation text; and, because a document rule also changes what the validation text looks
+like, on 10,000 held-out sentences common to every run (cut from the baseline's validation
+blocks) scored each after one BOS token, as the zero-shot suites score a sentence, in nats
+per byte. The test suites are not looked at. A run that was interrupted is resumed with
+the time it has left; a finished run is not run again.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ import torch
 import minidml
 from minidml import Shape, TrainConfig
 from minidml.data import corpus_files, tokenize_corpus
+from minidml.documents import split_line
 from minidml.launch import corpus_documents, make_batches
+from minidml.scoring import Scorer, student_label
 from minidml.tokenizer import Tokenizer
 
 HERE = Path(__file__).resolve().parent
@@ -140,6 +144,52 @@ def full_validation(run_dir: Path, files: list[Path]) -> dict[str, float]:
             "val_bytes": n_bytes, "nats_per_byte": nats[best] / max(1, n_bytes)}
 
 
+POOL_SIZE = 10_000
+
+
+def sentence_pool(out: Path, files: list[Path]) -> list[str]:
+    """Held-out sentences for every run: the baseline's validation blocks decoded to text,
+    cut into sentences and utterances (speaker tags dropped), the pieces at block edges left
+    out (they may be cut), and a seeded sample of ``POOL_SIZE`` of those with 3 words or
+    more (kept in ``sentence-pool.json``)."""
+    import numpy as np
+
+    kept = out / "sentence-pool.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
+    run = minidml.load(out / "baseline")
+    cfg = run.config
+    tokens = tokenize_corpus(files, run.tokenizer, rule=cfg.documents,
+                             speaker_tags=cfg.speaker_tags)
+    marks = (Tokenizer.bos_id, Tokenizer.eos_id)
+    found: list[str] = []
+    for start, end in make_batches(tokens, cfg).val_blocks:
+        pieces: list[str] = []
+        doc: list[int] = []
+        for t in [*tokens[start:end].tolist(), marks[1]]:
+            if t in marks:
+                if doc:
+                    pieces += split_line(run.tokenizer.decode(doc), "drop")
+                doc = []
+            else:
+                doc.append(t)
+        found += [p for p in pieces[1:-1] if len(p.split()) >= 3]
+    rng = np.random.default_rng(0)
+    pool = [found[i] for i in sorted(rng.choice(len(found), POOL_SIZE, replace=False))]
+    kept.write_text(json.dumps(pool) + "\n")
+    return pool
+
+
+@torch.no_grad()
+def sentence_loss(run_dir: Path, champion: int, pool: list[str]) -> float:
+    """The champion's nats per byte on the held-out sentences, each scored after one BOS
+    token as the zero-shot suites score a sentence."""
+    run = minidml.load(run_dir)
+    label = student_label(champion)
+    ll = Scorer(run.students, run.tokenizer, labels=[label]).score(pool)[label]
+    return -float(ll.sum()) / sum(len(text.encode("utf-8")) for text in pool)
+
+
 def summary(run_dir: Path, files: list[Path]) -> dict[str, Any]:
     """A finished run's figures (computed once, then kept in ``study-summary.json``)."""
     kept = run_dir / "study-summary.json"
@@ -164,25 +214,34 @@ def _summary(run_dir: Path, files: list[Path]) -> dict[str, Any]:
 
 def report(out: Path, files: list[Path]) -> None:
     rows = {}
+    pool = sentence_pool(out, files)
     for name in VARIANTS:
         run_dir = out / name
         if finished(run_dir):
+            found = summary(run_dir, files)
+            if "sentence_nats_per_byte" not in found:
+                found["sentence_nats_per_byte"] = sentence_loss(run_dir, found["champion"], pool)
+                (run_dir / "study-summary.json").write_text(json.dumps(found) + "\n")
             rows[name] = {"change": {k: (str(v) if k == "students" else v)
-                                     for k, v in VARIANTS[name].items()},
-                          **summary(run_dir, files)}
+                                     for k, v in VARIANTS[name].items()}, **found}
     base = rows.get("baseline")
     (HERE / "results.json").write_text(json.dumps(
         {"base": {k: (str(v) if k == "students" else v) for k, v in BASE.items()},
          "runs": rows}, indent=1) + "\n")
     lines = ["| variant | change | steps | tokens | tok/s | val nats/token | val nats/byte | "
-             "Δ nats/byte vs baseline |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Δ | sentences nats/byte | Δ |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def delta(r: dict[str, Any], key: str) -> str:
+        return "" if base is None or r is base else f"{r[key] - base[key]:+.4f}"
+
     for name, r in sorted(rows.items(), key=lambda kv: kv[1]["nats_per_byte"]):
-        delta = "" if base is None or name == "baseline" else (
-            f"{r['nats_per_byte'] - base['nats_per_byte']:+.4f}")
         change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "—"
         lines.append(f"| {name} | {change} | {r['steps']} | {r['tokens']:,} | "
                      f"{r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | "
-                     f"{r['nats_per_byte']:.4f} | {delta} |")
+                     f"{r['nats_per_byte']:.4f} | {delta(r, 'nats_per_byte')} | "
+                     f"{r['sentence_nats_per_byte']:.4f} | "
+                     f"{delta(r, 'sentence_nats_per_byte')} |")
     (HERE / "study.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if rows:
