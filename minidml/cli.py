@@ -172,20 +172,20 @@ _SHARED_OPTIONS = {
                                help="Default: suits the corpus."),
     "tokenizer_type": click.option("--tokenizer-type", type=click.Choice(["unigram", "bpe"])),
     "context": click.option("--context", type=POSITIVE,
-                            help="Context length in tokens (default 256)."),
+                            help="Context length in tokens (default 128)."),
     "batch_size": click.option("--batch-size", type=POSITIVE,
                                help="Sequences per micro-batch (default 32)."),
     "grad_accum": click.option("--grad-accum", type=POSITIVE,
                                help="Micro-batches per optimiser step."),
-    "lr": click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 2e-3)."),
+    "lr": click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 4e-3)."),
     "warmup": click.option("--warmup", type=click.IntRange(min=0),
                            help="Warmup steps (default 100)."),
     "schedule": click.option(
         "--schedule", type=click.Choice(["cosine", "wsd"]),
-        help="After warmup: cosine decay to 10% (default), or wsd: constant, then a linear "
-             "decay over the last 20% of the steps."),
+        help="After warmup: wsd (default): constant, then a linear decay to 10% over the last "
+             "20% of the steps; or cosine decay to 10%."),
     "alpha": click.option("--alpha", type=UNIT,
-                          help="Weight of the mutual (or teacher) KL (default 0.5)."),
+                          help="Weight of the mutual (or teacher) KL (default 0.25; 0.5 for kd)."),
     "alpha_warmup": click.option(
         "--alpha-warmup", type=click.IntRange(min=0),
         help="Steps over which α rises linearly from 0 (default 0: α from the start)."),
@@ -208,11 +208,11 @@ _SHARED_OPTIONS = {
         help="What to do with invalid UTF-8 (default: stop with an error)."),
     "documents": click.option(
         "--documents", type=click.Choice(["line", "sentence"]),
-        help="line (default): each non-blank line is a BOS…EOS document; sentence: each line "
-             "is cut at sentence and utterance (speaker tag) boundaries."),
+        help="sentence (default): each line is cut at sentence and utterance (speaker tag) "
+             "boundaries, one BOS…EOS document each; line: each non-blank line is one."),
     "speaker_tags": click.option(
         "--speaker-tags", type=click.Choice(["keep", "drop"]),
-        help="--documents sentence: keep (default) or drop speaker tags such as *MOT: and A:."),
+        help="--documents sentence: drop (default) or keep speaker tags such as *MOT: and A:."),
     "sampling": click.option(
         "--sampling", type=click.Choice(["epochs", "uniform"]),
         help="Training windows: epochs (default; a fresh seeded permutation of the windows "

@@ -52,7 +52,7 @@ from .data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
 from .devices import resolve_device
 from .errors import MinidmlError
 from .evaluation import evaluate, require_suites
-from .launch import corpus_documents, make_batches, train
+from .launch import LEGACY, corpus_documents, make_batches, train
 from .model import Shape, StudentConfig
 from .rundir import load, new_out_dir, read_metrics
 from .schedule import steps_for
@@ -158,8 +158,9 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             saved = doc["settings"]
             # settings added to TrainConfig since the comparison began take their defaults
             saved["compare"].setdefault("suite_options", {})  # added since it began
+            # ... except those whose default changed: what the comparison did then
             saved["compare"]["train"] = TrainConfig.from_dict(
-                saved["compare"]["train"], str(marker)).to_dict()
+                LEGACY | saved["compare"]["train"], str(marker)).to_dict()
             had = saved["compare"].setdefault("variants", [])
             now = json.loads(json.dumps(settings))
             # an ablation may grow: new variants are added, the ones it has must stay
@@ -341,7 +342,7 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
                        "champion": False, "scores": _scores(doc, ENSEMBLE, config.suites)})
     summary = {"arm": arm, "seed": cfg.seed, "run": str(run.path), "mode": cfg.mode,
                "steps": steps, "tokens_per_model": tokens,
-               "alpha": cfg.alpha if cfg.mode != "single" else 0.0,
+               "alpha": cfg.kl_weight,
                "temperature": cfg.softmax_temperature, "models": models,
                "train_flops": sum(flops), **extra, "train_seconds": round(wall, 1),
                "eval_seconds": round(time.perf_counter() - t0, 1)}

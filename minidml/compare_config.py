@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import TrainConfig, default_temperature
+from .config import TrainConfig, default_alpha, default_temperature
 from .errors import MinidmlError
 
 ARMS = ("single", "kd", "dml", "wml")
@@ -119,6 +119,8 @@ class CompareConfig:
         own = getattr(self.train, v.key)
         if v.key == "temperature" and own is None:
             own = default_temperature(v.arm)
+        if v.key == "alpha" and own is None:
+            own = default_alpha(v.arm)
         if own == v.value:
             raise MinidmlError(f"{where}: that is the {v.arm} arm's own setting; choose "
                                "another value")

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import __version__, _io, paired
 from .compare_config import MACRO, TEACHER, CompareConfig, Variant
+from .config import default_alpha
 from .scoring import ENSEMBLE
 from .search import format_count
 from .tokenizer import Tokenizer
@@ -119,7 +120,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['context']}, lr {tr['lr']}, seeds {report['seeds']}",
         f"- kd: α = {arms['kd']['alpha']}, T = {arms['kd']['temperature']}" if "kd" in arms
         else "- kd: not run",
-        f"- dml/wml: α = {tr['alpha']}, T = {tr['temperature'] or 1.0}; wml: hypergradient "
+        f"- dml/wml: α = {_mutual_alpha(tr)}, T = {tr['temperature'] or 1.0}; wml: "
+        f"hypergradient "
         f"{tr['hypergrad']}, ω updated every {tr['outer_every']} steps (β = {tr['outer_lr']})",
         f"- suites: {', '.join(report['suites'])}"
         + (f"; {MACRO}: their mean" if MACRO in suites else "")
@@ -190,6 +192,11 @@ def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
                 row.append("-")
         rows.append(row)
     return rows
+
+
+def _mutual_alpha(train: Mapping[str, Any]) -> float:
+    """The α of the mutual arms: the setting, else its default for mutual learning."""
+    return train["alpha"] if train["alpha"] is not None else default_alpha("wml")
 
 
 def score_columns(suites: Sequence[str]) -> list[str]:

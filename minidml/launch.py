@@ -173,7 +173,7 @@ def make_batches(tokens: np.ndarray, cfg: TrainConfig) -> Batches:
 
 
 # settings that runs recorded before the setting existed: what they did then
-LEGACY = {"sampling": "uniform"}
+LEGACY = {"sampling": "uniform", "documents": "line", "speaker_tags": "keep"}
 
 
 def _resumed_shapes(cfg: TrainConfig, meta: dict[str, Any], out_dir: Path, vocab_size: int

@@ -175,7 +175,7 @@ class Trainer(Checkpoints):
         uses them. No host synchronisation happens here.
         """
         cfg = self.config
-        alpha = 0.0 if cfg.mode == "single" else cfg.alpha_at(self.step)
+        alpha = cfg.alpha_at(self.step)
         lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio,
                    cfg.schedule, cfg.decay_fraction)
         comm, mine = self.comm, [self.students[i] for i in self.comm.local]
@@ -278,7 +278,7 @@ class Trainer(Checkpoints):
 
     @property
     def learns_omega(self) -> bool:
-        return self.config.mode == "wml" and len(self.students) > 1 and self.config.alpha > 0
+        return self.config.mode == "wml" and len(self.students) > 1 and self.config.kl_weight > 0
 
     def outer_step(self, inputs: list[torch.Tensor], kept: list[list[torch.Tensor]],
                    lr: float, alpha: float) -> None:

@@ -182,7 +182,8 @@ def test_a_crippled_student_loses_its_peer_weight(tmp_path):
     tok = Tokenizer.train(read_lines([corpus]), vocab_size=400)
     batches = Batches(tokenize_corpus([corpus], tok, tmp_path), 32, 16)
     cfg = TrainConfig(students=(Shape(1, 64, 2),) * 3, context=32, batch_size=16, steps=120,
-                      lr=3e-3, warmup_steps=10, outer_every=5, mode="wml")
+                      lr=3e-3, warmup_steps=10, outer_every=5, mode="wml", alpha=0.5,
+                      schedule="cosine")
     torch.manual_seed(0)
     scfg = student_configs(cfg, tok.vocab_size)
     trainer = Trainer(cfg, [Student(scfg[0]), Shuffled(scfg[1]), Student(scfg[2])], batches)

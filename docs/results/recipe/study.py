@@ -62,6 +62,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shape-2x384": {"students": (Shape(2, 384, 6),)},
     "shape-8x192": {"students": (Shape(8, 192, 3),)},
     "seed-1": {"seed": 1},  # no change of recipe: the run-to-run noise
+    # sentence documents without the speaker tags, as the zero-shot suites' sentences are
+    "documents-sentence-drop": {"documents": "sentence", "speaker_tags": "drop"},
 }
 # the mutual modes: two students learning together in the same wall time; judged on the
 # better one (the champion, chosen on the validation loss)
@@ -79,7 +81,8 @@ VARIANTS.update({
 # steps instead of a wall time: equal data, so that nothing else running on the machine
 # (which slows a wall-time run by 10-25% even on another core) can favour one of them
 SAME_STEPS = {name: "baseline" for name in (
-    "lr-1e-3", "lr-4e-3", "lr-8e-3", "schedule-wsd", "warmup-30", "weight-decay-0", "seed-1")}
+    "lr-1e-3", "lr-4e-3", "lr-8e-3", "schedule-wsd", "warmup-30", "weight-decay-0", "seed-1",
+    "documents-sentence-drop")}
 SAME_STEPS.update({name: "wml" for name in VARIANTS if name.startswith("wml-")})
 
 
@@ -257,14 +260,36 @@ def _plot(rows: dict[str, Any]) -> None:
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, r in sorted(rows.items()):
+    base = rows.get("baseline")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), width_ratios=[1.1, 1])
+    # the validation curves of the variants that keep the baseline's split (its context,
+    # tokenizer, documents and seed): the others' curves are on other text
+    same_split = [n for n in rows if not n.startswith(("context", "vocab", "documents",
+                                                       "seed"))]
+    for name in sorted(same_split):
+        r = rows[name]
         steps, losses = zip(*r["curve"], strict=True)
-        frac = [s / r["steps"] for s in steps]
-        ax.plot(frac, losses, label=name, lw=2 if name == "baseline" else 1)
-    ax.set_xlabel("fraction of the run (equal wall time)")
-    ax.set_ylabel("validation loss (nats/token, 65k tokens of the split)")
-    ax.legend(fontsize=7, ncol=2)
+        tokens = [s * r["tokens"] / r["steps"] / 1e6 for s in steps]
+        left.plot(tokens, losses, label=name, lw=2 if name == "baseline" else 1)
+    left.set_xlabel("training tokens (millions)")
+    left.set_ylabel("validation loss (nats/token, 65k tokens of the split)")
+    left.set_ylim(None, 6.0)
+    left.legend(fontsize=7, ncol=2)
+    left.set_title("validation curves (variants on the baseline's split)", fontsize=9)
+    if base is not None:
+        names = sorted((n for n in rows if n != "baseline"),
+                       key=lambda n: rows[n]["sentence_nats_per_byte"])
+        deltas = [rows[n]["sentence_nats_per_byte"] - base["sentence_nats_per_byte"]
+                  for n in names]
+        right.barh(range(len(names)), deltas,
+                   color=["#2ca02c" if d < 0 else "#d62728" for d in deltas])
+        right.set_yticks(range(len(names)), names, fontsize=8)
+        right.invert_yaxis()
+        right.axvline(0, color="k", lw=0.8)
+        right.set_xlabel("Δ nats/byte against the baseline (negative: better)")
+        right.set_title("held-out sentences scored after BOS, common to every run",
+                        fontsize=9)
+        right.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(HERE / "curves.png", dpi=120)
 
