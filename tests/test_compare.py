@@ -20,8 +20,8 @@ TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "a
         "--glue-tasks", "rte", "--max-train-examples", "32", "--glue-epochs", "1",
         "--limit", "100", "--vocab-size", "400", "--context", "32", "--batch-size", "16",
         "--lr", "3e-3", "--warmup", "10", "--outer-every", "5", "--quiet",
-        "--vary", "alpha=0.25", "--vary", "kd:temperature=1"]
-VARIANTS = ["wml alpha=0.25", "kd temperature=1.0"]
+        "--vary", "alpha=0.5", "--vary", "kd:temperature=1"]
+VARIANTS = ["wml alpha=0.5", "kd temperature=1.0"]
 # every arm tracked in TensorBoard (CI installs the extra; elsewhere only where it is present)
 TRACKED = bool(os.environ.get("MINIDML_DATA_DIR") or importlib.util.find_spec("tensorboard"))
 if TRACKED:
@@ -144,7 +144,7 @@ def test_compare_reports_paired_differences(compared):
     assert {("wml", "dml", "champion"), ("wml", "kd", "champion"),
             ("wml", "single", "champion"), ("dml", "single", "champion"),
             ("kd", "single", "champion"), ("wml", "dml", "ensemble"),
-            ("wml alpha=0.25", "wml", "champion")} <= pairs
+            ("wml alpha=0.5", "wml", "champion")} <= pairs
     champions = {a["arm"]: next(m for m in a["models"] if m["champion"])
                  for a in report["arms"]}
     row = next(r for r in report["paired"] if (r["a"], r["b"], r["model"])
@@ -171,7 +171,7 @@ def test_a_variant_is_its_arm_with_one_setting_changed(compared):
     def config(arm):
         return json.loads((compared / arms[arm]["dir"] / "config.json").read_text())["config"]
 
-    for name, base, key, value in (("wml alpha=0.25", "wml", "alpha", 0.25),
+    for name, base, key, value in (("wml alpha=0.5", "wml", "alpha", 0.5),
                                    ("kd temperature=1.0", "kd", "temperature", 1.0)):
         ours, theirs = config(name), config(base)
         assert ours[key] == value != theirs[key]
@@ -179,20 +179,20 @@ def test_a_variant_is_its_arm_with_one_setting_changed(compared):
         assert {k for k in ours if ours[k] != theirs[k]} == {key}
         assert arms[name]["base_arm"] == base and arms[name]["changes"] == {key: value}
         assert arms[name]["tokens_per_model"] == arms[base]["tokens_per_model"]
-    assert arms["wml alpha=0.25"]["alpha"] == 0.25
+    assert arms["wml alpha=0.5"]["alpha"] == 0.5
     assert arms["kd temperature=1.0"]["temperature"] == 1.0
     # kd's variant distils from the teacher that kd trained: one teacher, trained once
     assert config("kd temperature=1.0")["teachers"] == config("kd")["teachers"]
     assert not (compared / "seed-0" / "kd-temperature=1.0" / "teacher").exists()
-    assert arms["wml alpha=0.25"]["models"][0]["val_loss"] != arms["wml"]["models"][0]["val_loss"]
+    assert arms["wml alpha=0.5"]["models"][0]["val_loss"] != arms["wml"]["models"][0]["val_loss"]
     # the report's Δ is the variant's champion minus its arm's
     champion = {r["arm"]: r for r in report["table"] if r.get("champion_row")}
-    delta = champion["wml alpha=0.25"]["val_loss"] - champion["wml"]["val_loss"]
+    delta = champion["wml alpha=0.5"]["val_loss"] - champion["wml"]["val_loss"]
     md = (compared / "report.md").read_text()
     assert "## Variants" in md
-    row = next(line for line in md.splitlines() if line.startswith("| wml alpha=0.25 |")
+    row = next(line for line in md.splitlines() if line.startswith("| wml alpha=0.5 |")
                and "Δ" in line)
-    assert f"{champion['wml alpha=0.25']['val_loss']:.3f} (Δ {delta:+.3f})" in row
+    assert f"{champion['wml alpha=0.5']['val_loss']:.3f} (Δ {delta:+.3f})" in row
 
 
 def test_variants_are_parsed_with_the_setting_types():
@@ -276,7 +276,7 @@ def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsy
              (["--vary", "single:alpha=0.1"], "no KL term"),
              (["--vary", "kd:alpha=0.1", "--arms", "dml,wml"], "add kd to --arms"),
              (["--vary", "alpha=1.5"], "must be between 0 and 1"),
-             (["--vary", "alpha=0.5"], "the wml arm's own setting"),
+             (["--vary", "alpha=0.25"], "the wml arm's own setting"),
              (["--vary", "alpha=0.2,0.2"], "asked for twice")]
     for i, (extra, needle) in enumerate(cases):
         out = tmp_path / f"c{i}"
