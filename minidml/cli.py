@@ -208,11 +208,11 @@ _SHARED_OPTIONS = {
         help="What to do with invalid UTF-8 (default: stop with an error)."),
     "documents": click.option(
         "--documents", type=click.Choice(["line", "sentence"]),
-        help="sentence (default): each line is cut at sentence and utterance (speaker tag) "
-             "boundaries, one BOS…EOS document each; line: each non-blank line is one."),
+        help="line (default): each non-blank line is a BOS…EOS document; sentence: each line "
+             "is cut at sentence and utterance (speaker tag) boundaries."),
     "speaker_tags": click.option(
         "--speaker-tags", type=click.Choice(["keep", "drop"]),
-        help="--documents sentence: drop (default) or keep speaker tags such as *MOT: and A:."),
+        help="--documents sentence: keep (default) or drop speaker tags such as *MOT: and A:."),
     "sampling": click.option(
         "--sampling", type=click.Choice(["epochs", "uniform"]),
         help="Training windows: epochs (default; a fresh seeded permutation of the windows "

@@ -85,8 +85,8 @@ class TrainConfig:
     # documents: "line" (each non-blank line, the BabyLM pipeline's rule) or "sentence" (each
     # line cut at sentence and utterance boundaries: minidml.documents); speaker tags such
     # as CHILDES's "*MOT:" are kept or dropped (sentence only)
-    documents: str = "sentence"
-    speaker_tags: str = "drop"
+    documents: str = "line"
+    speaker_tags: str = "keep"
     # training windows: "epochs" (each epoch a seeded permutation of the non-overlapping
     # windows: every token once per epoch) or "uniform" (random positions, with replacement:
     # how runs sampled before epochs existed)
