@@ -53,7 +53,7 @@ def test_a_compiled_run_resumes_bit_identically_with_plain_checkpoints(grammar_c
         pytest.skip("no C++ compiler for inductor")
     cfg = TrainConfig(students=(Shape(1, 32, 2),), mode="single", context=16, batch_size=4,
                       vocab_size=300, warmup_steps=1, eval_every=3, eval_tokens=256,
-                      save_every=2, steps=4, compile="on")
+                      save_every=2, steps=4, compile="on", precision="fp32")
     whole = minidml.train(grammar_corpus, tmp_path / "whole", cfg)
     assert json.loads((whole.path / "config.json").read_text())["compile"]["choice"] is True
     minidml.train(grammar_corpus, tmp_path / "cut", cfg, callbacks=[StopAt(2)])

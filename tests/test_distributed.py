@@ -29,7 +29,7 @@ from minidml.rundir import checkpoints, read_metrics
 SETTINGS = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), mode="wml", hypergrad="exact",
                 outer_every=3, context=32, batch_size=8, vocab_size=400, warmup_steps=2,
                 lr=3e-3, steps=12, log_every=3, eval_every=6, eval_tokens=1024, save_every=6,
-                device="cpu")
+                device="cpu", precision="fp32")
 TOL = 1e-5
 
 

@@ -21,7 +21,7 @@ from minidml.rundir import checkpoints
 
 KILL_CFG = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), mode="wml", outer_every=4,
                 context=16, batch_size=8, vocab_size=300, warmup_steps=5, eval_every=15,
-                eval_tokens=512, log_every=5, save_every=1, steps=45)
+                eval_tokens=512, log_every=5, save_every=1, steps=45, precision="fp32")
 
 DRIVER = """
 import sys, torch
@@ -109,7 +109,7 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(grammar_corpus, tmp_path):
 
 TINY = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), context=16, batch_size=8,
             vocab_size=300, warmup_steps=2, eval_every=100, eval_tokens=512, log_every=1,
-            save_every=2, steps=12)
+            save_every=2, steps=12, precision="fp32")
 
 
 class PoisonParameter(Callback):
