@@ -1,0 +1,106 @@
+"""The time-to-quality learning curves: each run's evaluated checkpoints against training time.
+
+    python docs/results/time-to-quality/curve.py OUT "single=runs/t2q/single" "wml=runs/t2q/wml"
+
+For every checkpoint evaluated by ``minidml eval RUN --step N`` (the newest results), the point
+gets the training minutes and tokens per student at that step (from ``metrics.jsonl``), the
+validation loss of the evaluated student at the last evaluation at or before it, and each
+suite's score ± stderr; every validation evaluation gives the champion's (lowest) loss.
+Writes ``OUT/curve.json`` and ``OUT/curve.png`` (validation loss and BLiMP against minutes,
+one line per run). Needs the ``plot`` extra (matplotlib).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from minidml.plot import checkpoint_scores
+from minidml.rundir import read_metrics
+
+
+def records(run: Path, event: str) -> list[dict]:
+    return [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == event]
+
+
+def points(run: Path) -> list[dict]:
+    train = {r["step"]: r for r in records(run, "train")}
+    evals = records(run, "eval")
+    by_step: dict[int, dict] = {}
+    for step, result in checkpoint_scores(run).items():
+        labels = [s["label"] for s in result["students"]]
+        for label, suites in result["groups"].items():
+            point = by_step.setdefault(step, {"step": step, "student": label})
+            if point["student"] != label:
+                continue  # one student per checkpoint: the first evaluated
+            known = [s for s in train if s <= step]
+            t = train[max(known)]
+            point.update(train_minutes=round(t["train_seconds"] / 60, 1), tokens=t["tokens"],
+                         epochs=t.get("epoch"))
+            seen = [e for e in evals if e["step"] <= step]
+            if seen and label in labels:
+                e = seen[-1]
+                point.update(val_step=e["step"],
+                             val_loss=round(e["val_loss"][labels.index(label)], 4))
+            for name, group in suites.items():
+                point[name] = {"score": round(group["score"], 4),
+                               "stderr": round(group["score_stderr"], 4)}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def validation(run: Path) -> list[list[float]]:
+    """[minutes, step, the champion's validation loss] at every evaluation of the run."""
+    seconds = {r["step"]: r["train_seconds"] for r in records(run, "train")}
+    out = []
+    for e in records(run, "eval"):
+        known = [s for s in seconds if s <= e["step"]]
+        if known:
+            out.append([round(seconds[max(known)] / 60, 2), e["step"], round(min(e["val_loss"]), 4)])
+    return out
+
+
+def draw(curves: dict[str, list[dict]], val: dict[str, list[list[float]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss, blimp) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, pts in curves.items():
+        loss.plot([v[0] for v in val[name]], [v[2] for v in val[name]], label=name)
+        scored = [p for p in pts if "blimp" in p]
+        blimp.errorbar([p["train_minutes"] for p in scored],
+                       [100 * p["blimp"]["score"] for p in scored],
+                       yerr=[200 * p["blimp"]["stderr"] for p in scored], fmt="o-", capsize=3,
+                       label=name)
+    loss.set(xlabel="training minutes", ylabel="validation loss (nats/token)",
+             title="champion's validation loss")
+    blimp.axhline(65, color="grey", ls=":", lw=1)
+    blimp.set(xlabel="training minutes", ylabel="BLiMP-filtered accuracy (%)",
+              title="BLiMP-filtered (± 2 stderr)")
+    for ax in (loss, blimp):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=120)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or not all(re.fullmatch(r"[^=]+=.+", a) for a in argv[1:]):
+        print("usage: curve.py OUT NAME=RUN [NAME=RUN ...]", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    runs = dict(a.split("=", 1) for a in argv[1:])
+    curves = {name: points(Path(run)) for name, run in runs.items()}
+    val = {name: validation(Path(run)) for name, run in runs.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps(
+        {"runs": runs, "curves": curves, "validation": val}, indent=1) + "\n")
+    draw(curves, val, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,218 @@
+"""The commands that use what training made: ``eval``, ``generate``, ``export``, ``plot``,
+``suites`` and ``data fetch`` (registered on the ``minidml`` group by :mod:`minidml.cli`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .cli_options import POSITIVE, FilePath, glue_options, run_or_latest
+from .errors import MinidmlError
+
+
+@click.command()
+@click.argument("path", required=False, type=FilePath())
+@click.option("--out", type=FilePath(), help="Where the pictures go (default: PATH/plots).")
+@click.option("--format", "formats", type=click.Choice(["png", "svg", "pdf"]), multiple=True,
+              help="File formats (default: png and svg).")
+def plot(path: Path | None, out: Path | None, formats: tuple[str, ...]) -> None:
+    """Draw losses, ω and suite scores of a run or a comparison (default: the latest run)."""
+    from .plot import FORMATS
+    from .plot import plot as draw
+
+    for written in draw(run_or_latest(path), out, formats or FORMATS):
+        click.echo(str(written))
+
+
+# ----------------------------------------------------------------------------- generate
+@click.command()
+@click.argument("run_dir", required=False, type=FilePath())
+@click.option("--prompt", default="", help="Text to continue.")
+@click.option("--student", default=0, type=click.IntRange(min=0), help="Which student.")
+@click.option("--max-tokens", default=50, type=POSITIVE)
+@click.option("--temperature", default=0.8, type=click.FloatRange(min=0))
+@click.option("--top-k", default=50, type=POSITIVE)
+@click.option("--samples", "-n", default=1, type=POSITIVE)
+@click.option("--seed", default=0, type=click.IntRange(min=0))
+@click.option("--device", default="cpu")
+def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
+             temperature: float, top_k: int, samples: int, seed: int, device: str) -> None:
+    """Sample text from a student of RUN_DIR (default: the latest run)."""
+    from .rundir import load
+
+    run = load(run_or_latest(run_dir), device)
+    if student >= len(run.students):
+        raise MinidmlError(f"--student {student}: the run has {len(run.students)} students "
+                           f"(0..{len(run.students) - 1})")
+    for i in range(samples):
+        click.echo(run.generate(prompt, student, max_tokens, temperature, top_k, seed + i))
+
+
+# ----------------------------------------------------------------------------- evaluation
+@click.command(name="eval")
+@click.argument("run_dir", required=False, type=FilePath())
+@click.option("--suite", "suite_names", multiple=True, required=True,
+              help="Suite to run (repeatable); `all`: every suite whose data is present.")
+@click.option("--student", default="all", show_default=True,
+              help="all (each student and the ensemble), ensemble, champion (the student "
+                   "with the lowest validation loss at that checkpoint), or a student index.")
+@click.option("--data-dir", type=FilePath(),
+              help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
+                   "`minidml data fetch` fills).")
+@click.option("--limit", type=POSITIVE, help="At most N examples per task.")
+@click.option("--step", "step_text", default="latest", show_default=True,
+              help="The checkpoint to evaluate: latest, a step number, or all (every kept "
+                   "checkpoint, oldest first, one results file each).")
+@click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="bf16: the models run under bfloat16 autocast.")
+@click.option("--output", type=FilePath(),
+              help="Results JSON (default: RUN_DIR/eval/results-step<N>-<date>.json).")
+@click.option("--log-samples", is_flag=True,
+              help="Also write every scored pair's log-likelihoods, one JSON line each, to "
+                   "the results file's name with .samples.jsonl.")
+@click.option("--glue-tasks", help="glue: a comma-separated subset of tasks, e.g. rte,mrpc.")
+@click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
+@click.option("--epochs", type=POSITIVE, help="glue: at most this many epochs (default 10).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
+          data_dir: Path | None, limit: int | None, step_text: str, batch_size: int,
+          device: str, precision: str, output: Path | None, log_samples: bool,
+          glue_tasks: str | None, max_train_examples: int | None, epochs: int | None,
+          quiet: bool) -> None:
+    """Evaluate the students of RUN_DIR (default: the latest run), or a Hugging Face causal
+    LM's directory, on benchmark suites."""
+    from .evaluation import evaluate
+    from .hf_models import is_hf_model_dir, load_hf
+    from .rundir import checkpoint_steps, load
+
+    path = run_or_latest(run_dir)
+    hf = is_hf_model_dir(path)
+    if hf and step_text != "latest":
+        raise MinidmlError(f"--step {step_text}: {path} is a Hugging Face model, which has no "
+                           "checkpoints; drop --step")
+    if step_text == "all":
+        steps: list[int | None] = list(checkpoint_steps(path))
+        if not steps:
+            raise MinidmlError(f"--step all: {path} has no checkpoint yet")
+        if output is not None and len(steps) > 1:
+            raise MinidmlError("--output names one file; --step all writes one per "
+                               "checkpoint into RUN_DIR/eval: drop --output")
+    elif step_text == "latest":
+        steps = [None]
+    else:
+        try:
+            steps = [int(step_text)]
+        except ValueError:
+            raise MinidmlError(f"--step {step_text!r}: give latest, all or a step "
+                               "number") from None
+    options = glue_options(glue_tasks, max_train_examples, epochs)
+
+    def announce(outcome) -> None:
+        click.echo(f"[{outcome.spec.name}] {outcome.status} ({outcome.seconds:.1f}s)"
+                   + (f": {outcome.error}" if outcome.error else ""), err=True)
+
+    for step in steps:
+        run = load_hf(path, device) if hf else load(path, device, step)
+        if len(steps) > 1:
+            click.echo(f"step {run.step}:")
+        results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
+                           batch_size=batch_size, precision=precision,
+                           progress=not quiet and sys.stderr.isatty(),
+                           options=options, on_suite=announce)
+        click.echo(results.table(), nl=False)
+        stamp = results.date.replace(":", "").replace("-", "")[:15]
+        # a run's results name the step they evaluated (minidml plot draws the curve from them)
+        name = f"results-{stamp}.json" if hf else f"results-step{run.step}-{stamp}.json"
+        written = results.write(output or run.path / "eval" / name)
+        click.echo(f"results: {written}")
+        if log_samples:
+            samples = results.write_samples(written.with_name(written.stem + ".samples.jsonl"))
+            click.echo(f"samples: {samples}")
+    if not results.ok:
+        failed = [o.spec.name for o in results.outcomes if o.status != "ok"]
+        raise MinidmlError(f"suite(s) {', '.join(failed)} did not complete (see above)")
+
+
+@click.command(name="suites")
+@click.option("--data-dir", type=FilePath(),
+              help="Data root to check (default: $MINIDML_DATA_DIR, else the cache).")
+def suites_(data_dir: Path | None) -> None:
+    """List every evaluation suite: name, package, description, whether its data is here."""
+    from .evaluation import resolve_data_dir
+    from .plugins import suites
+
+    root = resolve_data_dir(data_dir)
+    found = suites()
+    rows = [(n, f"{s.package} {s.package_version}".strip(), "yes" if s.data_present(root)
+             else "no", s.description) for n, s in sorted(found.items())]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in
+              enumerate(("suite", "package", "data"))]
+    head = ("suite", "package", "data", "description")
+    for r in [head, *rows]:
+        click.echo("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[3])
+    click.echo(f"data root: {root}")
+
+
+@click.group()
+def data() -> None:
+    """Evaluation data: download it with pinned checksums."""
+
+
+@data.command()
+@click.argument("suite_names", nargs=-1, required=True)
+@click.option("--data-dir", type=FilePath(),
+              help="Where to put it (default: $MINIDML_DATA_DIR, else the cache).")
+@click.option("--mirror", help="Base URL of a mirror with the data root's layout.")
+@click.option("--force", is_flag=True, help="Download again even when files are present.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | None,
+          force: bool, quiet: bool) -> None:
+    """Download the data of SUITE... (`all`: every suite) and check its sha256 sums."""
+    from .evaluation import resolve_data_dir
+    from .fetch import fetch as download
+    from .plugins import suites
+
+    found = suites()
+    names = list(found) if "all" in suite_names else list(suite_names)
+    for name in names:
+        if name not in found:
+            raise MinidmlError(f"{name}: no such suite; choose from {', '.join(sorted(found))}")
+    root = resolve_data_dir(data_dir)
+    for name in names:
+        files = found[name].sources
+        if not files:
+            click.echo(f"{name}: nothing to download", err=True)
+            continue
+        got = download(files, root, mirror=mirror, force=force,
+                       progress=not quiet and sys.stderr.isatty())
+        click.echo(f"{name}: {len(got)} downloaded, {len(files) - len(got)} already present "
+                   f"and verified, in {root}")
+
+
+# ----------------------------------------------------------------------------- export
+@click.command(name="export")
+@click.argument("run_dir", metavar="RUN", type=FilePath())
+@click.argument("out_dir", type=FilePath())
+@click.option("--student", default="champion", show_default=True,
+              help="A student index, or champion: the one with the lowest validation loss.")
+@click.option("--format", "fmt", default="hf", show_default=True,
+              help="hf: a Hugging Face transformers directory (LlamaForCausalLM).")
+@click.option("--force", is_flag=True, help="Replace an existing non-empty OUT_DIR.")
+def export_(run_dir: Path, out_dir: Path, student: str, fmt: str, force: bool) -> None:
+    """Export a student of RUN to OUT_DIR, e.g. for lm-evaluation-harness."""
+    from .export import FORMATS, export_hf, require_hf, resolve_student
+    from .rundir import load
+
+    if fmt not in FORMATS:
+        raise MinidmlError(f"--format {fmt}: unknown; choose {' or '.join(FORMATS)}")
+    require_hf()
+    run = load(run_dir)
+    index = resolve_student(run, student)
+    path = export_hf(run, index, out_dir, force=force)
+    why = " (champion: lowest validation loss)" if student == "champion" else ""
+    click.echo(f"exported student {index}{why} of {run.path} at step {run.step}: {path}")
+    click.echo(f"next: lm_eval --model hf --model_args pretrained={path} --tasks blimp")
