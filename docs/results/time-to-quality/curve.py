@@ -45,6 +45,8 @@ def points(run: Path) -> list[dict]:
                 point.update(val_step=e["step"],
                              val_loss=round(e["val_loss"][labels.index(label)], 4))
             for name, group in suites.items():
+                if "=" in name:  # a field's or phenomenon's mean: the suites' own suffice
+                    continue
                 point[name] = {"score": round(group["score"], 4),
                                "stderr": round(group["score_stderr"], 4)}
     return [by_step[s] for s in sorted(by_step)]
