@@ -59,7 +59,8 @@ def validation(run: Path) -> list[list[float]]:
     for e in records(run, "eval"):
         known = [s for s in seconds if s <= e["step"]]
         if known:
-            out.append([round(seconds[max(known)] / 60, 2), e["step"], round(min(e["val_loss"]), 4)])
+            minutes = round(seconds[max(known)] / 60, 2)
+            out.append([minutes, e["step"], round(min(e["val_loss"]), 4)])
     return out
 
 
