@@ -21,13 +21,20 @@ from minidml.plot import checkpoint_scores
 from minidml.rundir import read_metrics
 
 
-def records(run: Path, event: str) -> list[dict]:
-    return [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == event]
+def events(run: Path) -> tuple[dict[int, dict], list[dict]]:
+    """The run's training records by step, and its validation evaluations, read once."""
+    records = read_metrics(run / "metrics.jsonl")
+    train = {r["step"]: r for r in records if r.get("event") == "train"}
+    return train, [r for r in records if r.get("event") == "eval"]
 
 
-def points(run: Path) -> list[dict]:
-    train = {r["step"]: r for r in records(run, "train")}
-    evals = records(run, "eval")
+def train_at(train: dict[int, dict], step: int) -> dict | None:
+    """The last training record at or before ``step``."""
+    known = [s for s in train if s <= step]
+    return train[max(known)] if known else None
+
+
+def points(run: Path, train: dict[int, dict], evals: list[dict]) -> list[dict]:
     by_step: dict[int, dict] = {}
     for step, result in checkpoint_scores(run).items():
         labels = [s["label"] for s in result["students"]]
@@ -35,8 +42,7 @@ def points(run: Path) -> list[dict]:
             point = by_step.setdefault(step, {"step": step, "student": label})
             if point["student"] != label:
                 continue  # one student per checkpoint: the first evaluated
-            known = [s for s in train if s <= step]
-            t = train[max(known)]
+            t = train_at(train, step)
             point.update(train_minutes=round(t["train_seconds"] / 60, 1), tokens=t["tokens"],
                          epochs=t.get("epoch"))
             seen = [e for e in evals if e["step"] <= step]
@@ -52,15 +58,13 @@ def points(run: Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def validation(run: Path) -> list[list[float]]:
+def validation(train: dict[int, dict], evals: list[dict]) -> list[list[float]]:
     """[minutes, step, the champion's validation loss] at every evaluation of the run."""
-    seconds = {r["step"]: r["train_seconds"] for r in records(run, "train")}
     out = []
-    for e in records(run, "eval"):
-        known = [s for s in seconds if s <= e["step"]]
-        if known:
-            minutes = round(seconds[max(known)] / 60, 2)
-            out.append([minutes, e["step"], round(min(e["val_loss"]), 4)])
+    for e in evals:
+        t = train_at(train, e["step"])
+        if t is not None:
+            out.append([round(t["train_seconds"] / 60, 2), e["step"], round(min(e["val_loss"]), 4)])
     return out
 
 
@@ -96,8 +100,9 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(argv[0])
     runs = dict(a.split("=", 1) for a in argv[1:])
-    curves = {name: points(Path(run)) for name, run in runs.items()}
-    val = {name: validation(Path(run)) for name, run in runs.items()}
+    read = {name: events(Path(run)) for name, run in runs.items()}
+    curves = {name: points(Path(run), *read[name]) for name, run in runs.items()}
+    val = {name: validation(*read[name]) for name in runs}
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(
         {"runs": runs, "curves": curves, "validation": val}, indent=1) + "\n")
