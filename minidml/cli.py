@@ -38,6 +38,7 @@ def cli() -> None:
     """Train small language models together by weighted mutual learning."""
 
 
+# ----------------------------------------------------------------------------- train
 @cli.command()
 @click.argument("corpus", nargs=-1, required=True, type=FilePath())
 @click.option("--out", type=FilePath(),
