@@ -12,6 +12,7 @@ from typing import Any
 from . import __version__, _io, paired
 from .compare_config import MACRO, TEACHER, CompareConfig, Variant
 from .config import default_alpha
+from .rundir import read_metrics
 from .scoring import ENSEMBLE
 from .search import format_count
 from .tokenizer import Tokenizer
@@ -21,6 +22,7 @@ def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tok
             shapes: list, teacher: Any, arms: list[dict[str, Any]], entropy: float,
             out: Path) -> dict[str, Any]:
     base = config.train
+    arms = [add_best_validation(a, out) for a in arms]
     rows = table(config, arms)
     return {
         "minidml_version": __version__, "date": _io.utc_now(), "out": str(out),
@@ -32,6 +34,29 @@ def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tok
         "context": base.context, "tokens_per_step": base.tokens_per_step,
         "arms": arms, "table": rows,
     }
+
+
+def add_best_validation(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
+    """``arm`` with each model's (and its teacher's) lowest validation loss over the run's
+    evaluations and the step of it, read from the run's metrics: what early stopping on
+    held-out text would have kept, beside the last evaluation the champion is chosen on."""
+    def best(run_dir: Path, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "eval"]
+        out = []
+        for i, m in enumerate(models):
+            key = "ensemble_val_loss" if m["label"] == ENSEMBLE else "val_loss"
+            points = [(r[key] if key == "ensemble_val_loss" else r[key][i], r["step"])
+                      for r in evals if r.get(key) is not None]
+            points = [(v, s) for v, s in points if math.isfinite(v)]
+            out.append(m | (dict(zip(("best_val_loss", "best_val_step"), min(points),
+                                     strict=True)) if points else {}))
+        return out
+
+    arm = arm | {"models": best(cmp_dir / arm["dir"], arm["models"])}
+    if "teacher" in arm:
+        teacher = arm["teacher"]
+        arm["teacher"] = teacher | {"models": best(cmp_dir / teacher["dir"], teacher["models"])}
+    return arm
 
 
 def table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,6 +95,9 @@ def _aggregate(arm: str, label: str, per_seed: list[dict[str, Any]],
                            "val_loss": _mean([m["val_loss"] for m in per_seed])}
     if len(per_seed) > 1:
         row["val_loss_sd"] = statistics.stdev([m["val_loss"] for m in per_seed])
+    if all("best_val_loss" in m for m in per_seed):
+        row["best_val_loss"] = _mean([m["best_val_loss"] for m in per_seed])
+        row["best_val_step"] = statistics.median_low([m["best_val_step"] for m in per_seed])
     for s in suites:
         got = [m["scores"][s] for m in per_seed if s in m["scores"]]
         if not got:
@@ -131,12 +159,15 @@ def format_report(report: dict[str, Any]) -> str:
         "Scores are accuracies in percent, each suite's unweighted mean over its tasks, ± its "
         "standard error" + (" (± the spread over seeds after it)" if report["seeds"] > 1
                             else "") + ". The champion (★) of an arm is its student with the "
-        "lowest validation loss. FLOPs count training (forward + backward) of every model an "
+        "lowest validation loss at the end of training; \"lowest\" is the lowest it reached at "
+        "any evaluation during training (the median step over seeds), what early stopping "
+        "would keep. FLOPs count training (forward + backward) of every model an "
         "arm needs: kd includes training its teacher and the teacher's forward passes, wml "
         "an estimate of its outer steps.", "",
         "## Champions", "",
     ]
-    head = ["arm", "model", "params", "val loss", *suites, "arm FLOPs", "arm time"]
+    head = ["arm", "model", "params", "val loss", "lowest (step)", *suites, "arm FLOPs",
+            "arm time"]
     lines += _io.md_table(head, [_md_row(r, suites) for r in report["table"]
                               if r.get("champion_row")])
     lines += ["", "## Every model", ""]
@@ -211,7 +242,9 @@ def report_columns(report: Mapping[str, Any]) -> list[str]:
 
 def _md_row(row: dict[str, Any], suites: Sequence[str]) -> list[str]:
     name = row["model"] + (" ★" if row["champion"] and "×" not in row["model"] else "")
-    cells = [row["arm"], name, f"{row['n_params'] / 1e6:.2f}M", f"{row['val_loss']:.3f}"]
+    cells = [row["arm"], name, f"{row['n_params'] / 1e6:.2f}M", f"{row['val_loss']:.3f}",
+             f"{row['best_val_loss']:.3f} ({row['best_val_step']})" if "best_val_loss" in row
+             else "-"]
     for s in suites:
         c = row.get(s)
         if c is None:
@@ -237,5 +270,5 @@ def _flops(n: float) -> str:
     return f"{n:.3g} FLOP"
 
 
-__all__ = ["build_report", "champion_and_ensemble_rows", "format_report", "report_columns",
-           "score_columns", "table"]
+__all__ = ["add_best_validation", "build_report", "champion_and_ensemble_rows",
+           "format_report", "report_columns", "score_columns", "table"]

@@ -3,13 +3,13 @@
 For a run directory: training and validation loss per student (and the ensemble's), ω over
 time when it was learned, and a learning curve (suite scores and validation loss against
 training minutes) once checkpoints were evaluated with ``minidml eval --step``. For a
-comparison directory (``minidml compare``): each arm's validation loss, the suite scores of
-every arm's champion as bars with standard errors, ω over time for the wml arm, and with
-``--vary`` arms how much each variant changed its arm's validation losses, and the paired
-differences between arms' champions (means over seeds with their 95% intervals). Files are written
-as PNG and SVG under ``DIR/plots/``. The figures are built with matplotlib's object-oriented
-API, so importing or calling this changes no global matplotlib state (no pyplot, no backend
-switch).
+comparison directory (``minidml compare``): each arm's validation loss (every seed), the
+suite scores of every arm's champion as bars with standard errors, ω over time for every arm
+that learns it (wml and its variants, every seed), and with ``--vary`` arms how much each
+variant changed its arm's validation losses, and the paired differences between arms'
+champions (means over seeds with their 95% intervals). Files are written as PNG and SVG
+under ``DIR/plots/``. The figures are built with matplotlib's object-oriented API, so
+importing or calling this changes no global matplotlib state (no pyplot, no backend switch).
 """
 
 from __future__ import annotations
@@ -178,27 +178,32 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
         raise MinidmlError(f"{cmp_dir}: no report.json yet; finish it with minidml compare "
                            "--resume") from None
     first_seed = min(a["seed"] for a in report["arms"])
-    arms = [a for a in report["arms"] if a["seed"] == first_seed]
     paths = []
 
     fig = _figure(7.0, 4.2)
     ax = fig.subplots()
-    for arm in arms:
+    for arm in report["arms"]:
         if "base_arm" in arm:  # variants have a figure of their own
             continue
+        first = arm["seed"] == first_seed  # the first seed labelled; the others fainter
+        style = dict(color=ARM_COLOURS.get(arm["arm"]), lw=1.5 if first else 0.8,
+                     alpha=1.0 if first else 0.45)
         records = read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
         steps, val = _series(records, "eval", "val_loss")
         champion = next(i for i, m in enumerate(arm["models"]) if m["champion"])
-        ax.plot(steps, [v[champion] for v in val], marker="o", ms=3,
-                color=ARM_COLOURS.get(arm["arm"]),
-                label=f"{arm['arm']} (student {champion})")
+        ax.plot(steps, [v[champion] for v in val], marker="o" if first else None, ms=3,
+                label=f"{arm['arm']} (student {champion})" if first else None, **style)
         if "teacher" in arm:
             t_steps, t_val = _series(read_metrics(cmp_dir / arm["teacher"]["dir"] /
                                                   "metrics.jsonl"), "eval", "val_loss")
-            ax.plot(t_steps, [v[0] for v in t_val], ls=":", color=ARM_COLOURS["teacher"],
-                    label="kd's teacher")
+            ax.plot(t_steps, [v[0] for v in t_val], ls=":",
+                    label="kd's teacher" if first else None,
+                    **(style | {"color": ARM_COLOURS["teacher"]}))
     ax.axhline(report["unigram_entropy"], color="k", lw=0.8, ls="--", label="unigram entropy")
-    ax.set(title="validation loss of each arm's champion", xlabel="step",
+    seeds = len({a["seed"] for a in report["arms"]})
+    ax.set(title="validation loss of each arm's champion"
+           + (f" (seed {first_seed}; fainter: the other {seeds - 1})" if seeds > 1 else ""),
+           xlabel="step",
            ylabel="nats / token")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -226,11 +231,9 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
                    frameon=False)
         paths += _save(fig, out, "scores", formats)
 
-    for arm in arms:
-        if arm["arm"] == "wml":
-            omega = _omega_figure(read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl"), "wml arm")
-            if omega is not None:
-                paths += _save(omega, out, "omega", formats)
+    omega = _omega_arms_figure(cmp_dir, report)
+    if omega is not None:
+        paths += _save(omega, out, "omega", formats)
     variants = _variants_figure(report)
     if variants is not None:
         paths += _save(variants, out, "variants", formats)
@@ -238,6 +241,36 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
     if diffs is not None:
         paths += _save(diffs, out, "paired", formats)
     return paths
+
+
+def _omega_arms_figure(cmp_dir: Path, report: dict[str, Any]):
+    """ω over training for every arm that learns it (wml and its variants), a panel each:
+    one colour per student, the first seed solid and the others dashed."""
+    names = list(dict.fromkeys(a["arm"] for a in report["arms"] if a.get("mode") == "wml"))
+    if not names:
+        return None
+    fig = _figure(min(4.0 * len(names), 12.0) + 0.5, 3.4 * -(-len(names) // 3))
+    axes = fig.subplots(-(-len(names) // 3), min(len(names), 3), sharey=True,
+                        squeeze=False).ravel()
+    colours = ARM_COLOURS["dml"], ARM_COLOURS["kd"], ARM_COLOURS["wml"], "#9467bd", "#8c564b"
+    for ax, name in zip(axes, names, strict=False):
+        runs = sorted((a for a in report["arms"] if a["arm"] == name), key=lambda a: a["seed"])
+        for n, arm in enumerate(runs):
+            steps, omega = _series(read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl"),
+                                   "omega", "omega")
+            for i in range(len(omega[0]) if omega else 0):
+                ax.plot(steps, [w[i] for w in omega], color=colours[i % len(colours)],
+                        ls="-" if n == 0 else "--", lw=1.4 if n == 0 else 0.9,
+                        label=f"ω{i} (student {i})" if n == 0 else None)
+        ax.set(title=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", xlabel="step",
+               ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("ω")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("learned peer weights ω (first seed solid, the others dashed)", fontsize=9)
+    return fig
 
 
 def _paired_figure(report: dict[str, Any]):

@@ -11,7 +11,7 @@ import pytest
 
 from minidml.cli import main
 from minidml.compare import ARMS, CompareConfig, Variant, training_flops
-from minidml.compare_report import table
+from minidml.compare_report import add_best_validation, table
 from minidml.config import TrainConfig
 from minidml.errors import MinidmlError
 from minidml.model import Shape, StudentConfig
@@ -97,7 +97,12 @@ def test_the_macro_is_the_mean_of_the_suites_and_glue_keeps_its_caps(compared):
     assert all("macro" in r for r in report["paired"])
     # only the zero-shot suites have per-example intervals
     assert {r["suite"] for r in report["paired_examples"]} == {"agreement"}
+    for arm in report["arms"]:
+        for m in arm["models"]:
+            assert m["best_val_loss"] <= m["val_loss"] + 1e-12
+            assert 0 < m["best_val_step"] <= arm["steps"]
     md = (compared / "report.md").read_text()
+    assert "| lowest (step) |" in md
     assert "macro: their mean" in md and "max_train_examples 32" in md and "Δ macro" in md
 
 
@@ -324,6 +329,38 @@ def test_champions_of_several_seeds_stay_in_the_table():
     assert top[0]["blimp"]["score"] == pytest.approx(0.55)  # 0.5 in seed 0, 0.6 in seed 1
     assert top[0]["val_loss"] == pytest.approx(4.0)  # 3.0 (seed 0) and 5.0 (seed 1)
     assert not any(r["champion"] for r in rows if not r.get("champion_row"))
+
+
+def test_the_lowest_validation_loss_and_its_step_are_read_from_each_run(tmp_path):
+    """A student that overfits: its lowest validation loss is the one before the turn,
+    apart from the last one the champion is chosen on; each model, the ensemble and kd's
+    teacher from their own run."""
+    def run(name, records):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records) + '{"event": "eval", "st')
+
+    run("seed-0/dml", [{"event": "eval", "step": s, "val_loss": [a, b], "ensemble_val_loss": e}
+                       for s, a, b, e in ((10, 5.0, 5.5, 5.1), (20, 4.0, 4.8, 4.2),
+                                          (30, 4.6, 4.7, 4.4))]
+        + [{"event": "train", "step": 30, "loss": [1.0, 1.0]}])
+    run("seed-0/teacher", [{"event": "eval", "step": s, "val_loss": [v]}
+                           for s, v in ((10, 4.5), (20, 3.9), (30, float("nan")))])
+    models = [{"label": "student-0", "val_loss": 4.6}, {"label": "student-1", "val_loss": 4.7},
+              {"label": "ensemble", "val_loss": 4.4}]
+    arm = {"arm": "dml", "dir": "seed-0/dml", "models": models,
+           "teacher": {"dir": "seed-0/teacher", "models": [{"label": "student-0"}]}}
+    got = add_best_validation(arm, tmp_path)
+    assert [(m["best_val_loss"], m["best_val_step"]) for m in got["models"]] == [
+        (4.0, 20), (4.7, 30), (4.2, 20)]
+    assert got["teacher"]["models"][0]["best_val_step"] == 20  # a NaN evaluation is skipped
+    assert "best_val_loss" not in models[0]  # the summary read from arm.json is left alone
+    config = CompareConfig(budget=1000, students=2, arms=("dml",), suites=("blimp",))
+    for m in got["models"]:
+        m |= {"n_params": 1, "champion": m["label"] == "student-0", "scores": {}}
+    got.pop("teacher")
+    top = table(config, [got | {"train_flops": 1.0, "train_seconds": 1.0}])[0]
+    assert (top["val_loss"], top["best_val_loss"], top["best_val_step"]) == (4.6, 4.0, 20)
 
 
 @pytest.mark.slow
