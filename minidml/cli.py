@@ -161,6 +161,10 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_tags",
 @click.option("--teacher-params", type=Count(), help="Size of kd's teacher (default N).")
 @click.option("--limit", type=POSITIVE, help="At most N examples per evaluation task.")
 @click.option("--eval-batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--eval-students", type=click.Choice(["all", "champion"]), default="all",
+              show_default=True,
+              help="Which models the suites score: every student and the ensemble, or each "
+                   "arm's champion only (GLUE fine-tunes every model it scores).")
 @click.option("--eval-points", type=POSITIVE, default=10, show_default=True,
               help="Validation-loss evaluations per run (for the curves).")
 @click.option("--data-dir", type=FilePath(), help="Evaluation data root.")
@@ -180,7 +184,8 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_tags",
 @click.pass_context
 def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
             k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,
-            limit: int | None, eval_batch_size: int, eval_points: int, data_dir: Path | None,
+            limit: int | None, eval_batch_size: int, eval_students: str, eval_points: int,
+            data_dir: Path | None,
             glue_tasks: str | None, max_train_examples: int | None, glue_epochs: int | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
             quiet: bool, tokens: int | None, **options: Any) -> None:
@@ -205,6 +210,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
+        eval_students=eval_students,
         eval_points=eval_points, train=base.replace(**given),
         suite_options=glue_options(glue_tasks, max_train_examples, glue_epochs),
         variants=tuple(v for text in vary for v in Variant.parse(text)))

@@ -57,7 +57,8 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
               help="Suite to run (repeatable); `all`: every suite whose data is present.")
 @click.option("--student", default="all", show_default=True,
               help="all (each student and the ensemble), ensemble, champion (the student "
-                   "with the lowest validation loss at that checkpoint), or a student index.")
+                   "with the lowest validation loss at that checkpoint), a student index, or "
+                   "a comma-separated list of those, e.g. champion,ensemble.")
 @click.option("--data-dir", type=FilePath(),
               help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
                    "`minidml data fetch` fills).")

@@ -158,6 +158,7 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             saved = doc["settings"]
             # settings added to TrainConfig since the comparison began take their defaults
             saved["compare"].setdefault("suite_options", {})  # added since it began
+            saved["compare"].setdefault("eval_students", "all")
             # ... except those whose default changed: what the comparison did then
             saved["compare"]["train"] = TrainConfig.from_dict(
                 LEGACY | saved["compare"]["train"], str(marker)).to_dict()
@@ -211,7 +212,9 @@ def _check_same(saved: Any, now: Any, marker: Path, where: str = "") -> None:
     difference is named."""
     if isinstance(saved, dict) and isinstance(now, dict):
         for key in sorted(set(saved) | set(now)):
-            if key not in ("device", "log_to"):  # where it runs and is tracked may change
+            # where it runs and is tracked may change, and which models the arms still to
+            # be evaluated score (finished arms keep their scores)
+            if key not in ("device", "log_to", "eval_students"):
                 _check_same(saved.get(key), now.get(key), marker, f"{where}.{key}".lstrip("."))
     elif saved != now:
         what = "the corpus" if where.startswith("corpus") else f"setting {where!r}"
@@ -301,7 +304,7 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
     """Evaluate every model of ``run``; the arm's summary for the report."""
     t0 = time.perf_counter()
     say(f"{label}: evaluating on {', '.join(config.suites)}")
-    results = evaluate(run, config.suites, student="all", data_dir=data_dir,
+    results = evaluate(run, config.suites, student=config.eval_students, data_dir=data_dir,
                        limit=config.eval_limit, batch_size=config.eval_batch_size,
                        progress=progress, options=config.suite_options)
     results.write(run.path / "eval.json")

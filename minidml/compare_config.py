@@ -17,6 +17,7 @@ DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
 # the report's column for the mean of a model's suite scores (the BabyLM leaderboard's macro
 # when the suites are BLiMP, the supplement, EWoK and GLUE)
 MACRO = "macro"
+EVAL_STUDENTS = ("all", "champion")  # which models of an arm the suites score
 OUTER = ("hypergrad", "unroll", "outer_every", "outer_lr", "outer_lr_schedule",
          "outer_objective", "outer_batch_size")  # only wml has an outer loop
 # what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable
@@ -70,6 +71,9 @@ class CompareConfig:
     teacher_params: int | None = None  # kd's teacher; default: the whole budget N
     eval_limit: int | None = None  # at most this many examples per task
     eval_batch_size: int = 64
+    # which models the suites score: all (every student and the ensemble) or champion (each
+    # arm's champion only: on a CPU, GLUE fine-tunes every model it scores)
+    eval_students: str = "all"
     # suite-specific options given to every evaluation, e.g. GLUE's {"tasks": "rte,boolq",
     # "max_train_examples": 2000, "epochs": 3} (minidml eval's --glue-tasks and caps)
     suite_options: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +97,9 @@ class CompareConfig:
         if MACRO in self.suites:
             raise MinidmlError(f"--suites: {MACRO} is the report's mean of the suites, not a "
                                "suite; leave it out")
+        if self.eval_students not in EVAL_STUDENTS:
+            raise MinidmlError(f"--eval-students {self.eval_students}: choose "
+                               f"{' or '.join(EVAL_STUDENTS)}")
         if self.eval_points is not None and self.eval_points < 1:
             raise MinidmlError("--eval-points: must be at least 1")
         for v in self.variants:

@@ -372,7 +372,11 @@ def _pct(x: float) -> str:
 def labels_for(student: str, k: int, champion: int = 0) -> list[str]:
     """Model labels for ``--student``: ``all`` (each student, then the ensemble),
     ``ensemble``, ``champion`` (student ``champion``: the run's lowest validation loss at
-    the evaluated checkpoint), or a student index."""
+    the evaluated checkpoint), a student index, or a comma-separated list of those (e.g.
+    ``champion,ensemble``; each model once, in the order given)."""
+    if "," in student:
+        return list(dict.fromkeys(label for part in student.split(",")
+                                  for label in labels_for(part.strip(), k, champion)))
     if student == "champion":
         return [student_label(champion)]
     if student == "all":

@@ -200,6 +200,27 @@ def test_a_variant_is_its_arm_with_one_setting_changed(compared):
     assert f"{champion['wml alpha=0.5']['val_loss']:.3f} (Δ {delta:+.3f})" in row
 
 
+@pytest.mark.slow
+def test_only_the_champions_are_scored_when_asked(grammar_corpus, data_dir, tmp_path):
+    out = tmp_path / "cmp"
+    cut = TINY.index("--vary")
+    main(["compare", str(grammar_corpus), "--out", str(out), "--data-dir", str(data_dir),
+          *TINY[:cut], "--arms", "single,dml", "--eval-students", "champion"])
+    report = json.loads((out / "report.json").read_text())
+    for arm in report["arms"]:
+        for m in arm["models"]:
+            assert bool(m["scores"]) == m["champion"], (arm["arm"], m["label"])
+        labels = set(json.loads((out / arm["dir"] / "eval.json").read_text())["results"])
+        assert labels == {next(m["label"] for m in arm["models"] if m["champion"])}
+    (row,) = report["paired"]  # the champions (single has no ensemble)
+    assert row["model"] == "champion" and {"val_loss", "agreement", "glue", "macro"} <= set(row)
+    md = (out / "report.md").read_text()
+    assert any(line.startswith("| dml | ensemble |") and line.endswith("| - | - | - |")
+               for line in md.splitlines())
+    with pytest.raises(MinidmlError, match="--eval-students some: choose all or champion"):
+        CompareConfig(budget=1000, students=2, eval_students="some")
+
+
 def test_variants_are_parsed_with_the_setting_types():
     assert Variant.parse("alpha=0.25,0.75") == (Variant("wml", "alpha", 0.25),
                                                 Variant("wml", "alpha", 0.75))
@@ -260,6 +281,11 @@ def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_c
           "--vary", "outer-lr=3"])
     err = capsys.readouterr().err
     assert "wml outer_lr=3.0: training 3 model(s)" in err and err.count(": training ") == 1
+    # which models the arms still to come score may change: nothing is trained or scored again
+    main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
+          "--vary", "outer-lr=3", "--eval-students", "champion"])
+    err = capsys.readouterr().err
+    assert ": training " not in err and "evaluating" not in err
     grown = json.loads((compared / "report.json").read_text())
     assert [a["arm"] for a in grown["arms"]] == [*ARMS, *VARIANTS, "wml outer_lr=3.0"]
     assert grown["arms"][:-1] == after["arms"]

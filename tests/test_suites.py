@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from minidml import Student
-from minidml.evaluation import evaluate, group_score
+from minidml.errors import MinidmlError
+from minidml.evaluation import evaluate, group_score, labels_for
 from minidml.plugins import make_manager, suites
 from minidml.rundir import Run
 
@@ -147,3 +148,13 @@ def test_the_champion_is_the_student_with_the_lowest_validation_loss(tiny_run, d
     res = evaluate(swapped, ["ewok"], student="champion", data_dir=data_dir, limit=2,
                    available=builtin)
     assert set(res.outcomes[0].result.tasks) == {f"student-{other}"}
+
+
+def test_several_models_are_named_with_a_comma_each_once_in_order():
+    assert labels_for("champion,ensemble", 3, champion=1) == ["student-1", "ensemble"]
+    assert labels_for("2, 0,champion", 3, champion=0) == ["student-2", "student-0"]
+    assert labels_for("all,ensemble", 2) == ["student-0", "student-1", "ensemble"]
+    with pytest.raises(MinidmlError, match="--student ensemble: this run has one student"):
+        labels_for("champion,ensemble", 1)
+    with pytest.raises(MinidmlError, match="--student 3: choose all"):
+        labels_for("0,3", 3)

@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export MINIDML_DATA_DIR="${MINIDML_DATA_DIR:-$(cd ../shared/data && pwd)}"
-minidml compare ../shared/data/babylm-2024-100M-snippets --budget 5M --students 2 \
+minidml compare ../shared/data/babylm-2024-100M-snippets --budget 5M --students 3 \
     --tokens 2M --vocab-size 4096 --seeds 3 \
     --suites blimp,blimp-supplement,ewok,glue --glue-tasks rte,mrpc,sst2,wsc \
-    --max-train-examples 1000 --glue-epochs 3 --eval-points 20 \
+    --max-train-examples 1000 --glue-epochs 3 --eval-points 20 --eval-students champion \
     --out runs/paper/one-pass --quiet "$@"
