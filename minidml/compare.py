@@ -158,7 +158,6 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             saved = doc["settings"]
             # settings added to TrainConfig since the comparison began take their defaults
             saved["compare"].setdefault("suite_options", {})  # added since it began
-            saved["compare"].setdefault("eval_students", "all")
             # ... except those whose default changed: what the comparison did then
             saved["compare"]["train"] = TrainConfig.from_dict(
                 LEGACY | saved["compare"]["train"], str(marker)).to_dict()

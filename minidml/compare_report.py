@@ -44,10 +44,12 @@ def add_best_validation(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
         evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "eval"]
         out = []
         for i, m in enumerate(models):
-            key = "ensemble_val_loss" if m["label"] == ENSEMBLE else "val_loss"
-            points = [(r[key] if key == "ensemble_val_loss" else r[key][i], r["step"])
-                      for r in evals if r.get(key) is not None]
-            points = [(v, s) for v, s in points if math.isfinite(v)]
+            if m["label"] == ENSEMBLE:
+                values = [r.get("ensemble_val_loss") for r in evals]
+            else:
+                values = [r["val_loss"][i] if "val_loss" in r else None for r in evals]
+            points = [(v, r["step"]) for v, r in zip(values, evals, strict=True)
+                      if v is not None and math.isfinite(v)]
             out.append(m | (dict(zip(("best_val_loss", "best_val_step"), min(points),
                                      strict=True)) if points else {}))
         return out

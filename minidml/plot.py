@@ -162,12 +162,20 @@ def _omega_figure(records: list[dict[str, Any]], title: str):
         return None
     fig = _figure(6.0, 3.6)
     ax = fig.subplots()
-    for i in range(len(omega[0])):
-        ax.plot(steps, [w[i] for w in omega], label=f"ω{i} (student {i})")
+    _omega_lines(ax, steps, omega)
     ax.set(title=f"learned peer weights: {title}", xlabel="step", ylabel="ω", ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def _omega_lines(ax, steps: list, omega: list, colours: Sequence[str] | None = None,
+                 labelled: bool = True, **style: Any) -> None:
+    """One line per student's ω (``colours`` in turn, else matplotlib's cycle)."""
+    for i in range(len(omega[0]) if omega else 0):
+        colour = {"color": colours[i % len(colours)]} if colours else {}
+        ax.plot(steps, [w[i] for w in omega], label=f"ω{i} (student {i})" if labelled else None,
+                **colour, **style)
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -258,10 +266,8 @@ def _omega_arms_figure(cmp_dir: Path, report: dict[str, Any]):
         for n, arm in enumerate(runs):
             steps, omega = _series(read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl"),
                                    "omega", "omega")
-            for i in range(len(omega[0]) if omega else 0):
-                ax.plot(steps, [w[i] for w in omega], color=colours[i % len(colours)],
-                        ls="-" if n == 0 else "--", lw=1.4 if n == 0 else 0.9,
-                        label=f"ω{i} (student {i})" if n == 0 else None)
+            _omega_lines(ax, steps, omega, colours, labelled=n == 0,
+                         ls="-" if n == 0 else "--", lw=1.4 if n == 0 else 0.9)
         ax.set(title=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", xlabel="step",
                ylim=(0, 1))
         ax.grid(alpha=0.3)
