@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "train": "launch", "load": "rundir", "Run": "rundir", "Trainer": "trainer",
-    "Callback": "trainer", "TrainConfig": "config", "Student": "model",
+    "Callback": "callbacks", "TrainConfig": "config", "Student": "model",
     "StudentConfig": "model", "Shape": "model", "Tokenizer": "tokenizer",
     "Batches": "data", "MinidmlError": "errors",
 }
@@ -23,6 +23,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, like _EXPORTS
 ]
 
 if TYPE_CHECKING:
+    from .callbacks import Callback
     from .config import TrainConfig
     from .data import Batches
     from .errors import MinidmlError
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .model import Shape, Student, StudentConfig
     from .rundir import Run, load
     from .tokenizer import Tokenizer
-    from .trainer import Callback, Trainer
+    from .trainer import Trainer
 
 
 def __getattr__(name: str):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .callbacks import Callback
 from .config import TrainConfig
 from .data import default_cache_dir
 from .grammar import write_corpus
 from .launch import train
 from .model import Shape
 from .rundir import Run, default_run_dir
-from .trainer import Callback
 
 DEMO_SENTENCES = 60_000
 DEMO_SEED = 0

@@ -31,10 +31,8 @@ import importlib.util
 import json
 import os
 import shutil
-import struct
 import sys
 import tempfile
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +42,7 @@ import torch
 from . import __version__, _io
 from .errors import MinidmlError
 from .model import Student, StudentConfig
+from .spm_model import bpe_merges, spm_pieces
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 if TYPE_CHECKING:
@@ -151,97 +150,6 @@ def hf_state_dict(student: Student) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- tokenizer
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        byte = buf[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of a protobuf message, in order: varints as ints, the rest as
-    bytes."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-            yield number, value
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            yield number, buf[i:i + size]
-            i += size
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            yield number, buf[i:i + width]
-            i += width
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-
-
-_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
-# piece types of sentencepiece's ModelProto.SentencePiece.Type
-_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
-
-
-def spm_pieces(tokenizer: Tokenizer) -> tuple[str, list[tuple[str, float, int]]]:
-    """The model type and the (piece, score, type) list of a tokenizer's sentencepiece model,
-    read from the model's protobuf bytes; a model whose text normalisation is not minidml's
-    (identity, no dummy prefix, spaces kept, spaces as ``▁``) is refused."""
-    try:
-        pieces: list[tuple[str, float, int]] = []
-        trainer: dict[int, int | bytes] = {}
-        normalizer: dict[int, int | bytes] = {}
-        for number, value in _fields(tokenizer.to_bytes()):
-            if number == 1 and isinstance(value, bytes):
-                piece = dict(_fields(value))
-                score = piece.get(2, b"\0\0\0\0")
-                pieces.append((bytes(piece.get(1, b"")).decode("utf-8"),
-                               struct.unpack("<f", bytes(score))[0], int(piece.get(3, _NORMAL))))
-            elif number == 2 and isinstance(value, bytes):
-                trainer = dict(_fields(value))
-            elif number == 3 and isinstance(value, bytes):
-                normalizer = dict(_fields(value))
-    except (ValueError, UnicodeDecodeError, struct.error) as e:
-        raise MinidmlError(f"tokenizer model: unreadable sentencepiece model ({e})") from None
-    model_type = _MODEL_TYPES.get(int(trainer.get(3, 1)), "unknown")
-    name = bytes(normalizer.get(1, b"nmt_nfkc")).decode("utf-8", "replace")
-    plain = (name == "identity" and not normalizer.get(2) and normalizer.get(3, 1) == 0
-             and normalizer.get(4, 1) == 0 and normalizer.get(5, 1) == 1
-             and not trainer.get(24, 0))
-    if model_type not in ("unigram", "bpe") or not plain or len(pieces) != tokenizer.vocab_size:
-        raise MinidmlError(f"tokenizer model: a {model_type} model with {name!r} "
-                           "normalisation cannot be exported exactly; export a run whose "
-                           "tokenizer minidml trained")
-    if any(kind in (_USER_DEFINED, _UNUSED) for _, _, kind in pieces):
-        raise MinidmlError("tokenizer model: user-defined or unused pieces cannot be exported "
-                           "exactly; export a run whose tokenizer minidml trained")
-    return model_type, pieces
-
-
-def _bpe_merges(pieces: list[tuple[str, float, int]]) -> list[tuple[str, str]]:
-    """Merge rules equivalent to sentencepiece's BPE: a pair merges when the joined piece is in
-    the vocabulary, higher-scoring joined pieces first."""
-    ids = {p: i for i, (p, _, kind) in enumerate(pieces) if kind == _NORMAL}
-    ranked = []
-    for piece, score, kind in pieces:
-        if kind != _NORMAL:
-            continue
-        for cut in range(1, len(piece)):
-            left, right = piece[:cut], piece[cut:]
-            if left in ids and right in ids:
-                ranked.append((-score, ids[piece], ids[left], ids[right], left, right))
-    ranked.sort()
-    return [(left, right) for *_, left, right in ranked]
-
-
 def hf_backend_tokenizer(tokenizer: Tokenizer) -> Any:
     """A ``tokenizers.Tokenizer`` that splits text exactly as ``tokenizer`` does.
 
@@ -258,7 +166,7 @@ def hf_backend_tokenizer(tokenizer: Tokenizer) -> Any:
         model = tk.models.Unigram([(p, s) for p, s, _ in pieces], unk_id=UNK_ID,
                                   byte_fallback=True)
     else:
-        model = tk.models.BPE({p: i for i, (p, _, _) in enumerate(pieces)}, _bpe_merges(pieces),
+        model = tk.models.BPE({p: i for i, (p, _, _) in enumerate(pieces)}, bpe_merges(pieces),
                               unk_token=specials[UNK_ID], fuse_unk=True, byte_fallback=True)
     backend = tk.Tokenizer(model)
     backend.normalizer = tk.normalizers.Replace(" ", "\u2581")

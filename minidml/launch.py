@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .callbacks import Callback
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
 from .devices import resolve_device
@@ -36,7 +37,7 @@ from .rundir import (
 from .teachers import check_teachers, load_teachers
 from .tokenizer import Tokenizer
 from .tracking import check_available as check_trackers
-from .trainer import Callback, Trainer
+from .trainer import Trainer
 
 
 def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import _io
 from .bilevel import adam_unroll, hypergradient, mirror_step
+from .callbacks import Callback
 from .compiling import decide as decide_compile
 from .config import TrainConfig
 from .data import Batches
@@ -44,6 +45,7 @@ from .rundir import latest_checkpoint
 from .schedule import lr_at, make_optimizer, steps_for
 from .timebudget import TimeBudget
 from .tokenizer import Tokenizer
+from .tracking import make_trackers
 from .trainer_state import Checkpoints
 
 
@@ -56,19 +58,6 @@ def out_of_memory(error: BaseException) -> bool:
     text = str(error)
     return isinstance(error, RuntimeError) and (
         "can't allocate memory" in text or "out of memory" in text.lower())
-
-
-class Callback:
-    """Observer of a :class:`Trainer`; override what you need. Set ``trainer.should_stop``
-    to end training after the current step (a checkpoint is written)."""
-
-    def on_train_start(self, trainer: Trainer) -> None: ...
-    def on_step_end(self, trainer: Trainer, losses: MutualLoss) -> None: ...
-    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
-    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
-    def on_outer(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
-    def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
-    def on_train_end(self, trainer: Trainer) -> None: ...
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -106,8 +95,6 @@ class Trainer(Checkpoints):
         self.batches = batches
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._writes = self.run_dir is not None and self.comm.is_main  # rank 0 writes the run
-        from .tracking import make_trackers  # (it imports this module)
-
         # trackers first: a callback that stops the run sees the step already tracked
         self.callbacks = [*make_trackers(config.log_to), *callbacks]
         self.progress = progress

@@ -9,8 +9,8 @@ import torch
 
 import minidml
 from minidml import Shape, TrainConfig, compiling
+from minidml.callbacks import Callback
 from minidml.errors import MinidmlError
-from minidml.trainer import Callback
 
 CPU = torch.device("cpu")
 MEASURED = {"shapes": {"head": {"mnk": [128, 64, 1000], "fp32_seconds": 1e-3}}}  # 16 GFLOP/s

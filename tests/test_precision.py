@@ -9,8 +9,8 @@ import torch
 
 import minidml
 from minidml import Shape, TrainConfig, precision
+from minidml.callbacks import Callback
 from minidml.errors import MinidmlError
-from minidml.trainer import Callback
 
 CPU = torch.device("cpu")
 TINY = dict(students=(Shape(1, 32, 2),), mode="single", context=16, batch_size=4,

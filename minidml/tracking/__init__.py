@@ -32,13 +32,16 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _io
+from ..callbacks import Callback
 from ..config import TRACKERS
 from ..errors import MinidmlError
 from ..rundir import read_metrics
-from ..trainer import Callback, Trainer
+
+if TYPE_CHECKING:
+    from ..trainer import Trainer
 
 # name: (its module here, its class, the libraries it needs, the extra that installs them)
 BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {

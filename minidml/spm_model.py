@@ -1,0 +1,103 @@
+"""A sentencepiece model read from its own bytes: its pieces (text, score, type), its model
+type and its text normalisation, without the ``protobuf`` package (the ``ModelProto``
+fields read are few and stable). Exporting a tokenizer to other formats
+(:mod:`minidml.export`) starts here."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from .errors import MinidmlError
+from .tokenizer import Tokenizer
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of a protobuf message, in order: varints as ints, the rest as
+    bytes."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            yield number, value
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            yield number, buf[i:i + size]
+            i += size
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            yield number, buf[i:i + width]
+            i += width
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
+# piece types of sentencepiece's ModelProto.SentencePiece.Type
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+
+def spm_pieces(tokenizer: Tokenizer) -> tuple[str, list[tuple[str, float, int]]]:
+    """The model type and the (piece, score, type) list of a tokenizer's sentencepiece model,
+    read from the model's protobuf bytes; a model whose text normalisation is not minidml's
+    (identity, no dummy prefix, spaces kept, spaces as ``▁``) is refused."""
+    try:
+        pieces: list[tuple[str, float, int]] = []
+        trainer: dict[int, int | bytes] = {}
+        normalizer: dict[int, int | bytes] = {}
+        for number, value in _fields(tokenizer.to_bytes()):
+            if number == 1 and isinstance(value, bytes):
+                piece = dict(_fields(value))
+                score = piece.get(2, b"\0\0\0\0")
+                pieces.append((bytes(piece.get(1, b"")).decode("utf-8"),
+                               struct.unpack("<f", bytes(score))[0], int(piece.get(3, NORMAL))))
+            elif number == 2 and isinstance(value, bytes):
+                trainer = dict(_fields(value))
+            elif number == 3 and isinstance(value, bytes):
+                normalizer = dict(_fields(value))
+    except (ValueError, UnicodeDecodeError, struct.error) as e:
+        raise MinidmlError(f"tokenizer model: unreadable sentencepiece model ({e})") from None
+    model_type = _MODEL_TYPES.get(int(trainer.get(3, 1)), "unknown")
+    name = bytes(normalizer.get(1, b"nmt_nfkc")).decode("utf-8", "replace")
+    plain = (name == "identity" and not normalizer.get(2) and normalizer.get(3, 1) == 0
+             and normalizer.get(4, 1) == 0 and normalizer.get(5, 1) == 1
+             and not trainer.get(24, 0))
+    if model_type not in ("unigram", "bpe") or not plain or len(pieces) != tokenizer.vocab_size:
+        raise MinidmlError(f"tokenizer model: a {model_type} model with {name!r} "
+                           "normalisation cannot be exported exactly; export a run whose "
+                           "tokenizer minidml trained")
+    if any(kind in (USER_DEFINED, UNUSED) for _, _, kind in pieces):
+        raise MinidmlError("tokenizer model: user-defined or unused pieces cannot be exported "
+                           "exactly; export a run whose tokenizer minidml trained")
+    return model_type, pieces
+
+
+def bpe_merges(pieces: list[tuple[str, float, int]]) -> list[tuple[str, str]]:
+    """Merge rules equivalent to sentencepiece's BPE: a pair merges when the joined piece is in
+    the vocabulary, higher-scoring joined pieces first."""
+    ids = {p: i for i, (p, _, kind) in enumerate(pieces) if kind == NORMAL}
+    ranked = []
+    for piece, score, kind in pieces:
+        if kind != NORMAL:
+            continue
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in ids and right in ids:
+                ranked.append((-score, ids[piece], ids[left], ids[right], left, right))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
