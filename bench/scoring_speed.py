@@ -34,7 +34,7 @@ TARGET_FULL_SECONDS = 60.0
 
 
 def blimp_pairs() -> list[tuple[str, str]]:
-    from minidml.evaluation import read_jsonl
+    from minidml.suite import read_jsonl
 
     folder = common.data_dir() / "blimp"
     files = sorted(folder.glob("*.jsonl"))

@@ -143,8 +143,8 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
               help="Data root to check (default: $MINIDML_DATA_DIR, else the cache).")
 def suites_(data_dir: Path | None) -> None:
     """List every evaluation suite: name, package, description, whether its data is here."""
-    from .evaluation import resolve_data_dir
     from .plugins import suites
+    from .suite import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     found = suites()
@@ -173,9 +173,9 @@ def data() -> None:
 def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | None,
           force: bool, quiet: bool) -> None:
     """Download the data of SUITE... (`all`: every suite) and check its sha256 sums."""
-    from .evaluation import resolve_data_dir
     from .fetch import fetch as download
     from .plugins import suites
+    from .suite import resolve_data_dir
 
     found = suites()
     names = list(found) if "all" in suite_names else list(suite_names)

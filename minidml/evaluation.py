@@ -1,22 +1,14 @@
-"""Evaluation: suites (found by :mod:`minidml.plugins`) run on a trained run's students, or
-on a Hugging Face causal LM (:mod:`minidml.hf_models`).
+"""Evaluation: suites (found by :mod:`minidml.plugins`, written against
+:mod:`minidml.suite`) run on a trained run's students, or on a Hugging Face causal LM
+(:mod:`minidml.hf_models`).
 
 A suite is registered through the ``register_suites`` hook as a
 :class:`~minidml.plugins.SuiteSpec` (the registry is :mod:`minidml.plugins`, which knows
-nothing of evaluating; this module looks suites up there); its
-factory builds an object with ``evaluate(ctx: EvalContext) -> SuiteResult``. Everything a
-suite needs comes through :class:`EvalContext`: the run, a :class:`~minidml.scoring.Scorer`,
-the data directory and the user's limits. Minimal-pair suites need one call,
-:func:`score_pairs`.
-
-Texts are scored by lm-evaluation-harness's rule (:mod:`minidml.scoring`: BOS, then
-``" " + text``, or the joint tokens of ``context + " " + text`` beyond the context's).
-Results follow the harness too: per task ``acc``, ``acc_stderr`` (the sample standard
-deviation over examples ÷ √n) and ``n``; a group's score is the unweighted mean of its tasks'
-scores, and its stderr √(Σ se²)/m, treating the tasks as independent. A pair counts as
-correct only when the good text scores strictly higher: a tie counts as wrong, never as
-correct by position (the harness's argmax takes the first choice, so it counts a tie as
-right); each task reports its ``ties`` and a suite with any says so in a note.
+nothing of evaluating; this module looks suites up there). :func:`evaluate` runs the suites
+asked for, each in an :class:`~minidml.suite.EvalContext`, records a suite that fails or
+lacks its data without stopping the others, and returns :class:`EvalResults`: the JSON of
+``eval.json`` (per model and task, lm-evaluation-harness's metrics; per group the mean), a
+table, and every scored example (``eval.samples.jsonl``).
 """
 
 from __future__ import annotations
@@ -26,222 +18,19 @@ import math
 import os
 import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import torch
 
 from . import __version__, _io
-from .data import default_cache_dir, fingerprint, read_lines
+from .data import fingerprint
 from .errors import MinidmlError
 from .plugins import SuiteSpec, suites
 from .scoring import ENSEMBLE, Scorer, student_label
-
-DATA_ENV = "MINIDML_DATA_DIR"
-
-
-# ----------------------------------------------------------------------------- data location
-def default_data_dir() -> Path:
-    """``$MINIDML_DATA_DIR`` if set, else ``data/`` in the per-user cache directory."""
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else default_cache_dir() / "data"
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data root: the given directory, ``$MINIDML_DATA_DIR``, or the cache."""
-    return Path(data_dir) if data_dir is not None else default_data_dir()
-
-
-# ----------------------------------------------------------------------------- suites
-class Suite(Protocol):
-    def evaluate(self, ctx: EvalContext) -> SuiteResult: ...
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """One task's metrics (``primary`` names the one that groups average) for one model."""
-
-    name: str
-    metrics: dict[str, float]
-    n: int
-    primary: str = "acc"
-
-    @property
-    def score(self) -> float:
-        return self.metrics[self.primary]
-
-
-class Pair(NamedTuple):
-    """A minimal pair: ``good`` should score higher than ``bad``. Each is scored as the
-    harness scores a choice: ``" " + text`` after BOS, or after ``context`` (see
-    :mod:`minidml.scoring`); pass the texts as the data gives them, with no leading space."""
-
-    good: str
-    bad: str
-    context: str = ""
-
-
-@dataclass
-class SuiteResult:
-    """Per model label (``student-0`` …, ``ensemble``), per task, a :class:`TaskResult`;
-    ``groups`` maps a group name to its task names (the suite's own name is the usual one);
-    ``notes`` are lines for the user (e.g. tasks whose data is missing); ``samples``, when
-    the suite scores examples one by one, one :class:`Sample` per example in task order."""
-
-    tasks: dict[str, dict[str, TaskResult]]
-    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One scored minimal pair: its task, its index in the task's file, the texts and, per
-    model label, the summed log-probabilities ``(good, bad)``."""
-
-    task: str
-    index: int
-    pair: Pair
-    scores: dict[str, tuple[float, float]]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "index": self.index, "context": self.pair.context,
-                "good": self.pair.good, "bad": self.pair.bad,
-                "loglikelihoods": {lb: list(v) for lb, v in self.scores.items()}}
-
-
-@dataclass
-class EvalContext:
-    """What a suite gets: the run, a scorer, the data root and the user's limits.
-
-    ``run`` is a :class:`minidml.Run` or a Hugging Face model's
-    :class:`~minidml.hf_models.HFRun`; either way a suite uses only ``run.students``
-    (:class:`~minidml.scoring.LanguageModel`: logits, ``trunk`` hidden states, ``config``),
-    ``run.tokenizer`` (:class:`~minidml.scoring.TextTokenizer`), ``run.omega`` and
-    ``run.path``, so it does not care which it scores."""
-
-    run: Any  # minidml.Run or minidml.hf_models.HFRun
-    scorer: Scorer
-    labels: list[str]  # the models to report: student-<i> and/or ensemble
-    data_dir: Path
-    limit: int | None = None  # at most this many examples per task
-    batch_size: int = 64
-    progress: bool = False
-    options: dict[str, Any] = field(default_factory=dict)  # suite-specific settings
-    suite: str = ""
-
-    def path(self, relative: str) -> Path:
-        """A file or directory under the data root; a clear error if it is missing."""
-        p = self.data_dir / relative
-        if not p.exists():
-            raise MinidmlError(f"{p}: not found; run `minidml data fetch {self.suite}` or "
-                               f"pass --data-dir")
-        return p
-
-    def limited(self, items: Sequence[Any]) -> Sequence[Any]:
-        return items if self.limit is None else items[:self.limit]
-
-    def student_indices(self) -> list[int]:
-        return [int(lb.rsplit("-", 1)[1]) for lb in self.labels if lb != ENSEMBLE]
-
-
-# ----------------------------------------------------------------------------- helpers
-def read_jsonl(path: str | os.PathLike,
-               fields: Sequence[str] | Mapping[str, type | tuple[type, ...]] = ()
-               ) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file (plain, .gz or .xz). A bad line, a row without one of
-    ``fields``, or (when ``fields`` maps names to types) a value of the wrong type is a
-    one-line error naming the file and line."""
-    path = Path(path)
-    types = fields if isinstance(fields, Mapping) else {}
-    rows = []
-    for number, line in enumerate(read_lines([path]), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-            raise MinidmlError(f"{path}:{number}: not valid JSON ({why}); "
-                               "re-download the file") from None
-        if not isinstance(row, dict):
-            raise MinidmlError(f"{path}:{number}: expected a JSON object per line")
-        lacking = [k for k in fields if k not in row]
-        if lacking:
-            raise MinidmlError(f"{path}:{number}: missing field(s) {', '.join(lacking)}")
-        for key, kind in types.items():
-            kinds = kind if isinstance(kind, tuple) else (kind,)
-            value = row[key]  # JSON true/false are bools, which Python counts as ints too
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                want = " or ".join(t.__name__ for t in kinds)
-                raise MinidmlError(f"{path}:{number}: field {key!r} should be {want}, "
-                                   f"got {type(row[key]).__name__}")
-        rows.append(row)
-    return rows
-
-
-def accuracy(correct: Sequence[float] | torch.Tensor) -> dict[str, float]:
-    """``acc`` and ``acc_stderr`` (sample std ÷ √n, as lm-evaluation-harness) of 0/1 values."""
-    c = torch.as_tensor(correct, dtype=torch.float64)
-    n = c.numel()
-    if n == 0:
-        return {"acc": float("nan"), "acc_stderr": float("nan")}
-    stderr = float(c.std(correction=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return {"acc": float(c.mean()), "acc_stderr": stderr}
-
-
-def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
-                groups: Mapping[str, Iterable[str]] | None = None) -> SuiteResult:
-    """Accuracy of every model on every task of minimal pairs, in one scoring pass, with
-    each pair's log-likelihoods in ``samples`` and a note counting ties."""
-    texts, contexts, spans = [], [], {}
-    chosen = {name: ctx.limited(pairs) for name, pairs in tasks.items()}
-    for name, pairs in chosen.items():
-        start = len(texts)
-        for p in pairs:
-            texts += [p.good, p.bad]
-            contexts += [p.context, p.context]
-        spans[name] = (start, len(texts))
-    scores = ctx.scorer.score(texts, contexts)
-    results: dict[str, dict[str, TaskResult]] = {}
-    ties: dict[str, int] = {}
-    for label in ctx.labels:
-        s = scores[label]
-        per = {}
-        for name, (a, b) in spans.items():
-            good, bad = s[a:b:2], s[a + 1:b:2]
-            metrics = accuracy((good > bad).double())
-            metrics["ties"] = float((good == bad).sum())
-            per[name] = TaskResult(name, metrics, int(good.numel()))
-        results[label] = per
-        ties[label] = int(sum(t.metrics["ties"] for t in per.values()))
-    grp = {ctx.suite: tuple(tasks)} if groups is None else {g: tuple(t) for g, t in
-                                                            groups.items()}
-    rows = {lb: scores[lb].tolist() for lb in ctx.labels}
-    samples = []
-    for name, pairs in chosen.items():
-        a = spans[name][0]
-        samples += [Sample(name, k, p, {lb: (rows[lb][a + 2 * k], rows[lb][a + 2 * k + 1])
-                                        for lb in ctx.labels}) for k, p in enumerate(pairs)]
-    notes = []
-    if any(ties.values()):
-        n = len(texts) // 2
-        notes.append("ties, counted wrong (lm-evaluation-harness would count them right): "
-                     + ", ".join(f"{lb} {t}" for lb, t in ties.items()) + f" of {n:,} pairs")
-    return SuiteResult(results, grp, notes, samples)
-
-
-def group_score(results: Mapping[str, TaskResult], tasks: Iterable[str]) -> dict[str, float]:
-    """Unweighted mean of the tasks' primary scores and its stderr (tasks independent)."""
-    members = [results[t] for t in tasks if t in results and not math.isnan(results[t].score)]
-    if not members:
-        return {"score": float("nan"), "stderr": float("nan"), "n_tasks": 0}
-    m = len(members)
-    se = [r.metrics.get(f"{r.primary}_stderr", float("nan")) for r in members]
-    return {"score": sum(r.score for r in members) / m,
-            "stderr": math.sqrt(sum(x * x for x in se)) / m, "n_tasks": m}
+from .suite import EvalContext, SuiteResult, group_score, resolve_data_dir
 
 
 def data_checksum(data_dir: Path, paths: Iterable[str]) -> str | None:

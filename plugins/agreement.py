@@ -9,9 +9,9 @@ model trained on the demo corpus, not a replay of it. Scored by the same rule as
 
 from __future__ import annotations
 
-from minidml.evaluation import EvalContext, Pair, SuiteResult, score_pairs
 from minidml.grammar import PHENOMENA, minimal_pairs
 from minidml.hookspecs import hookimpl
+from minidml.suite import EvalContext, Pair, SuiteResult, score_pairs
 
 PAIRS_PER_PHENOMENON = 200
 SEED = 20_241_001  # not the demo corpus's seed

@@ -16,8 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from minidml.errors import MinidmlError
-from minidml.evaluation import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml.hookspecs import hookimpl
+from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml_plugins._sources import sources
 
 FIELDS = {"sentence_good": str, "sentence_bad": str, "field": str, "linguistics_term": str}

@@ -11,8 +11,8 @@ Version 2: joint tokenisation of context and target (version 1 tokenised them ap
 
 from __future__ import annotations
 
-from minidml.evaluation import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml.hookspecs import hookimpl
+from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml_plugins._sources import sources
 
 FOLDER = "babylm-eval/ewok_filtered"

@@ -68,7 +68,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minidml import MinidmlError
-from minidml.evaluation import (
+from minidml.hookspecs import hookimpl
+from minidml.model import Student
+from minidml.suite import (
     ENSEMBLE,
     EvalContext,
     SuiteResult,
@@ -76,8 +78,6 @@ from minidml.evaluation import (
     accuracy,
     read_jsonl,
 )
-from minidml.hookspecs import hookimpl
-from minidml.model import Student
 from minidml.tokenizer import Tokenizer
 from minidml_plugins._sources import sources
 

@@ -6,8 +6,8 @@ Version 2: the leading space of that rule (version 1 scored the sentence without
 
 from __future__ import annotations
 
-from minidml.evaluation import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml.hookspecs import hookimpl
+from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml_plugins._sources import sources
 
 FOLDER = "babylm-eval/supplement_filtered"

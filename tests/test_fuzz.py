@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from minidml.cli import main
 from minidml.data import read_lines
 from minidml.errors import MinidmlError
-from minidml.evaluation import read_jsonl
 from minidml.grammar import sentences
+from minidml.suite import read_jsonl
 from minidml.tokenizer import Tokenizer
 
 # derandomised: the same cases on every run, so that CI is reproducible; set

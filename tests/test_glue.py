@@ -12,10 +12,10 @@ import torch
 
 import minidml_plugins.glue as glue
 from minidml import MinidmlError, Student, StudentConfig, Tokenizer, TrainConfig
-from minidml.evaluation import EvalContext
 from minidml.plugins import make_manager, suites
 from minidml.rundir import Run
 from minidml.scoring import Scorer
+from minidml.suite import EvalContext
 
 WORDS = ("the", "a", "dog", "cat", "bird", "sees", "likes", "runs", "near", "big", "small",
          "red", "old", "house", "tree", "park", "with", "and")

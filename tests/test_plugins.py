@@ -21,7 +21,7 @@ from minidml.plugins import BLOCK_ENV, DEFAULT_PLUGINS, make_manager, suites
 REPO = Path(__file__).resolve().parent.parent
 
 THIRD_PARTY = '''
-from minidml.evaluation import Pair, score_pairs
+from minidml.suite import Pair, score_pairs
 from minidml.hookspecs import hookimpl
 
 

@@ -10,9 +10,9 @@ import torch
 
 from minidml import Student, StudentConfig, Tokenizer
 from minidml.errors import MinidmlError
-from minidml.evaluation import EvalContext, Pair, accuracy, read_jsonl, score_pairs
 from minidml.grammar import sentences
 from minidml.scoring import Scorer, request_ids
+from minidml.suite import EvalContext, Pair, accuracy, read_jsonl, score_pairs
 
 LINES = list(sentences(400, seed=3))
 

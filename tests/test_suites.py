@@ -11,9 +11,10 @@ import torch
 
 from minidml import Student
 from minidml.errors import MinidmlError
-from minidml.evaluation import evaluate, group_score, labels_for
+from minidml.evaluation import evaluate, labels_for
 from minidml.plugins import make_manager, suites
 from minidml.rundir import Run
+from minidml.suite import group_score
 
 
 @pytest.fixture(scope="module")
