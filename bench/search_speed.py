@@ -24,6 +24,7 @@ from typing import Any
 
 from minidml import search as S
 from minidml._io import write_json
+from minidml.counts import format_count
 from minidml.errors import MinidmlError
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "search_speed.json"
@@ -132,12 +133,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"{'vocab':>6} {'budget':>7} {'K':>2}  {'cold ms':>8} {'warm ms':>8}  max|err|")
     for r in rows:
-        head = f"{r['vocab_size']:>6} {S.format_count(r['budget']):>7} {r['students']:>2}"
+        head = f"{r['vocab_size']:>6} {format_count(r['budget']):>7} {r['students']:>2}"
         if r["status"] == "ok":
             print(f"{head}  {r['cold_median_s'] * 1e3:8.2f} {r['warm_median_s'] * 1e3:8.2f}  "
                   f"{r['max_abs_error']:.2%}")
         else:
-            print(f"{head}  budget too small (min {S.format_count(r['min_budget'])})")
+            print(f"{head}  budget too small (min {format_count(r['min_budget'])})")
     print(f"K=8, 100M, MLP ratios {{2, 8/3, 3, 4}}: {statistics.median(wide) * 1e3:.1f} ms cold")
     print(f"worst cold median: {worst * 1e3:.1f} ms (goal < {GOAL_S:.0f} s) -> {args.out}")
     return result

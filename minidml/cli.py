@@ -247,13 +247,14 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
 
     from . import search as student_search
     from . import throughput
+    from .counts import parse_count
     from .devices import resolve_device
     from .model import StudentConfig
 
     if (budget is None) == (targets is None):
         raise MinidmlError("search: give --budget N or --targets N1,N2,... (one of them)")
     if targets is not None:
-        goals = [student_search.parse_count(t, "--targets") for t in targets.split(",")]
+        goals = [parse_count(t, "--targets") for t in targets.split(",")]
         found = student_search.search(goals, vocab_size)
     else:
         found = student_search.plan(budget, k, vocab_size, scheme=scheme)

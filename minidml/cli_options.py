@@ -22,7 +22,7 @@ class Count(click.ParamType):
     name = "count"
 
     def convert(self, value: Any, param, ctx) -> int:
-        from .search import parse_count
+        from .counts import parse_count
 
         try:
             return parse_count(value, param.opts[0] if param is not None else "count")

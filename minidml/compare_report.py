@@ -12,9 +12,9 @@ from typing import Any
 from . import __version__, _io, paired
 from .compare_config import MACRO, TEACHER, CompareConfig, Variant
 from .config import default_alpha
+from .counts import format_count
 from .rundir import read_metrics
 from .scoring import ENSEMBLE
-from .search import format_count
 from .tokenizer import Tokenizer
 
 

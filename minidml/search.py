@@ -14,8 +14,7 @@ Typical use::
     shapes = [c.shape for c in students]                    # minidml.model.Shape, for training
 
 The pieces, for other schemes or explicit targets: :func:`targets` (budget → targets),
-:func:`search` (targets → candidates), :func:`min_budget`, :func:`parse_count` and
-:func:`format_count` (``"20M"`` ↔ ``20_000_000``).
+:func:`search` (targets → candidates) and :func:`min_budget`.
 """
 
 from __future__ import annotations
@@ -24,11 +23,11 @@ import bisect
 import dataclasses
 import functools
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
+from .assignment import assign
+from .counts import format_count, round_up
 from .errors import MinidmlError
 from .model import Shape, StudentConfig
 from .throughput import flop_seconds_per_token
@@ -36,8 +35,8 @@ from .throughput import flop_seconds_per_token
 __all__ = [
     "DEFAULT_ASPECT_RANGE", "DEFAULT_HEAD_DIMS", "DEFAULT_LAYERS", "DEFAULT_MLP_RATIOS",
     "DEFAULT_SPEED_SLACK", "DEFAULT_WIDTHS", "DEEP_NARROW", "SCHEMES", "SHALLOW_WIDE",
-    "Candidate", "aspect", "format_count", "format_table", "heads_for", "min_budget",
-    "parse_count", "plan", "search", "targets",
+    "Candidate", "aspect", "format_table", "heads_for", "min_budget", "plan", "search",
+    "targets",
 ]
 
 SCHEMES = ("harmonic", "equal")
@@ -84,58 +83,6 @@ class Candidate:
 def aspect(shape: Shape) -> float:
     """The aspect measure used for diversity: width per layer, ``d_model / n_layers``."""
     return shape.d_model / shape.n_layers
-
-
-# ----------------------------------------------------------------------------- counts
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-_COUNT_RE = re.compile(r"(\d[\d_]*(?:\.\d*)?|\.\d+)([kmbg]?)")
-
-
-def parse_count(text: str | int, option: str = "--budget") -> int:
-    """A positive whole number from ``"20M"``, ``"1.5k"``, ``"2B"``, ``"20_000_000"`` or an int.
-
-    Suffixes (case-insensitive): k = 10³, M = 10⁶, B or G = 10⁹. Decimals are exact (``"1.001k"``
-    is 1001); a value that is not a whole number (``"1.5"``, ``"1.0005k"``) or is below 1 raises
-    :class:`MinidmlError` whose message starts with ``option``.
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = Decimal(text)
-    else:
-        m = _COUNT_RE.fullmatch(str(text).strip().lower())
-        if not m or "__" in m.group(1) or m.group(1).endswith("_"):
-            raise MinidmlError(f"{option} {text!r}: not a count; write it like 5000, 20k, 1.5M "
-                               "or 2B")
-        try:
-            value = Decimal(m.group(1).replace("_", "")) * _SUFFIXES[m.group(2)]
-        except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
-            raise MinidmlError(f"{option} {text!r}: not a count") from None
-    if value != value.to_integral_value():
-        raise MinidmlError(f"{option} {text!r}: must be a whole number (it is {value})")
-    if value < 1:
-        raise MinidmlError(f"{option} {text!r}: must be at least 1")
-    return int(value)
-
-
-def format_count(n: int, digits: int = 3) -> str:
-    """``n`` with a k/M/B suffix and at most ``digits`` significant digits: 20000000 → "20M".
-
-    Rounds to nearest, so use :func:`_round_up` first where the result must not be smaller.
-    """
-    for suffix, scale in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
-        if abs(n) >= scale:
-            text = f"{n / scale:.{digits}g}"
-            if "e" in text:  # e.g. 1e+03 for 999.6k
-                text = f"{round(n / scale):d}"
-            return text + suffix
-    return str(n)
-
-
-def _round_up(n: int, digits: int = 2) -> int:
-    """``n`` rounded up to ``digits`` significant digits: 5_510_400 → 5_600_000."""
-    if n <= 0:
-        return n
-    scale = 10 ** max(0, len(str(n)) - digits)
-    return -(-n // scale) * scale
 
 
 # ----------------------------------------------------------------------------- targets
@@ -306,7 +253,7 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
                 f"student with vocabulary {vocab_size} ({s.n_layers} "
                 f"layer{'s' * (s.n_layers > 1)}, width {s.d_model}) has {smallest:,}; "
                 "give each student at least "
-                f"{format_count(_round_up(smallest, 3))} with a larger --budget")
+                f"{format_count(round_up(smallest, 3))} with a larger --budget")
         if t * (1 - tolerance) > largest:
             s = grid.shapes[-1]
             raise MinidmlError(
@@ -326,7 +273,7 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
     matrix = [[opts[pair][0] if pair in opts else missing for pair in columns]
               for opts in options]
     chosen: list[Candidate] = []
-    for i, col in enumerate(_assign(matrix)):
+    for i, col in enumerate(assign(matrix)):
         j = options[i][columns[col]][1]
         cand = Candidate(grid.shapes[j], grid.counts[j], wanted[i], _role(i))
         if strict and abs(cand.n_params - cand.target) > tolerance * cand.target:
@@ -435,46 +382,6 @@ def _options(grid: _Grid, target: int, i: int, k: int, tolerance: float,
     return dict(ranked[:k])
 
 
-def _assign(cost: list[list[int]]) -> list[int]:
-    """Minimum-cost assignment of rows to distinct columns (Hungarian algorithm, rows <= columns);
-    returns each row's column. Exact on integers; deterministic."""
-    n, m = len(cost), len(cost[0])
-    inf = float("inf")
-    u, v = [0] * (n + 1), [0] * (m + 1)
-    owner, way = [0] * (m + 1), [0] * (m + 1)  # owner[j]: row (1-based) holding column j
-    for row in range(1, n + 1):
-        owner[0], j0 = row, 0
-        minv, done = [inf] * (m + 1), [False] * (m + 1)
-        while True:
-            done[j0] = True
-            i0, delta, j1 = owner[j0], inf, 0
-            for j in range(1, m + 1):
-                if not done[j]:
-                    cur = cost[i0 - 1][j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j], way[j] = cur, j0
-                    if minv[j] < delta:
-                        delta, j1 = minv[j], j
-            for j in range(m + 1):
-                if done[j]:
-                    u[owner[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if owner[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            owner[j0] = owner[j1]
-            j0 = j1
-    result = [0] * n
-    for j in range(1, m + 1):
-        if owner[j]:
-            result[owner[j] - 1] = j - 1
-    return result
-
-
 # ----------------------------------------------------------------------------- budget
 def min_budget(k: int, vocab_size: int, scheme: str = "harmonic", *,
                tolerance: float = DEFAULT_TOLERANCE, layers: Iterable[int] = DEFAULT_LAYERS,
@@ -484,7 +391,7 @@ def min_budget(k: int, vocab_size: int, scheme: str = "harmonic", *,
     """The smallest budget whose every target is at least the smallest shape of the grid,
     rounded up to two significant digits (so it reads well in a message: ``5.6M``)."""
     grid = _grid_for(vocab_size, layers, widths, head_dims, mlp_ratios)
-    return _round_up(math.ceil(grid.counts[0] / min(_fractions(k, scheme))))
+    return round_up(math.ceil(grid.counts[0] / min(_fractions(k, scheme))))
 
 
 def plan(budget: int, k: int, vocab_size: int, *, scheme: str = "harmonic",
