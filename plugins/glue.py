@@ -12,23 +12,7 @@ with the mnli model, at the epoch chosen on mnli's validation set. A task withou
 (or validation) file is listed in ``notes`` as unavailable and left out of the results; with
 the 2024 data that is boolq and qnli.
 
-**Inputs** (segment 1, segment 2)::
-
-    cola, sst2       sentence
-    mrpc, rte        sentence1, sentence2
-    mnli, mnli-mm    premise, hypothesis
-    qqp              question1, question2
-    qnli             question, sentence
-    boolq            question, passage
-    multirc          paragraph, "{question} {answer}"
-    wsc              text, 'Does "{span2_text}" refer to "{span1_text}"?'
-
-(multirc and wsc put the paragraph / text first, so that the last token, which the
-classifier reads, comes after the question.) A sequence is ``BOS seg1 EOS [seg2 EOS]``, cut
-to ``max_length`` tokens (default 128, never beyond the students' context) by dropping
-tokens from the end of the longer segment, one at a time (Hugging Face's ``longest_first``),
-and right-padded with the pad id. Labels are stored as ints (bools are accepted): mnli has
-3 classes (0 entailment, 1 neutral, 2 contradiction), every other task 2.
+**Inputs** and **metrics** of each task: :mod:`minidml_plugins.glue_tasks`.
 
 **Model and training**: a deep copy of the student (in float32) plus ``Linear(d_model,
 classes)`` (N(0, 0.02) weights, zero bias) on the hidden state of the last non-pad token
@@ -44,12 +28,6 @@ shuffling and the ``max_train_examples`` subsample; every student gets the same 
 ``epochs``, ``lr``, ``finetune_batch_size``, ``patience``, ``max_length``, ``seed``.
 ``ctx.limit`` caps the validation examples per task; ``ctx.batch_size`` is the prediction
 batch size.
-
-**Metrics**: ``acc`` and ``acc_stderr`` everywhere; cola adds the Matthews correlation
-``mcc`` (its primary score), mrpc and qqp the F1 of the positive class ``f1`` (primary); the
-stderr of mcc and f1 is a seeded bootstrap (1,000 resamples). ``ensemble`` reports the
-ω-weighted mixture of the fine-tuned students' class probabilities (every student is
-fine-tuned then).
 """
 
 from __future__ import annotations
@@ -75,72 +53,25 @@ from minidml.suite import (
     EvalContext,
     SuiteResult,
     TaskResult,
-    accuracy,
     read_jsonl,
 )
 from minidml.tokenizer import Tokenizer
 from minidml_plugins._sources import sources
+from minidml_plugins.glue_tasks import (
+    DIR,
+    EXTRA_DIR,
+    TASKS,
+    TaskSpec,
+    parse_tasks,
+    primary_score,
+    task_metrics,
+    train_candidates,
+    valid_path,
+)
 
-__all__ = ["GlueSuite", "TASKS", "Settings", "encode_pair", "f1", "finetune", "mcc",
-           "register_suites"]
+__all__ = ["GlueSuite", "Settings", "encode_pair", "finetune", "register_suites"]
 
 SUITE = "glue"
-DIR = "babylm-eval/glue_filtered"
-EXTRA_DIR = "babylm-eval/glue_filtered_2025_extra"
-BOOTSTRAP_RESAMPLES = 1000
-
-
-# ----------------------------------------------------------------------------- tasks
-def _single(key: str) -> Callable[[Mapping[str, Any]], tuple[str, str | None]]:
-    return lambda row: (row[key], None)
-
-
-def _pair(a: str, b: str) -> Callable[[Mapping[str, Any]], tuple[str, str | None]]:
-    return lambda row: (row[a], row[b])
-
-
-def _multirc(row: Mapping[str, Any]) -> tuple[str, str | None]:
-    return row["paragraph"], f"{row['question']} {row['answer']}"
-
-
-def _wsc(row: Mapping[str, Any]) -> tuple[str, str | None]:
-    return row["text"], f'Does "{row["span2_text"]}" refer to "{row["span1_text"]}"?'
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    fields: tuple[str, ...]  # the text fields a row must have (besides label)
-    segments: Callable[[Mapping[str, Any]], tuple[str, str | None]]
-    n_classes: int = 2
-    primary: str = "acc"
-    trained_as: str | None = None  # evaluated with the model fine-tuned on this task
-
-
-TASKS: dict[str, TaskSpec] = {t.name: t for t in (
-    TaskSpec("boolq", ("question", "passage"), _pair("question", "passage")),
-    TaskSpec("cola", ("sentence",), _single("sentence"), primary="mcc"),
-    TaskSpec("mnli", ("premise", "hypothesis"), _pair("premise", "hypothesis"), n_classes=3),
-    TaskSpec("mnli-mm", ("premise", "hypothesis"), _pair("premise", "hypothesis"), n_classes=3,
-             trained_as="mnli"),
-    TaskSpec("mrpc", ("sentence1", "sentence2"), _pair("sentence1", "sentence2"), primary="f1"),
-    TaskSpec("multirc", ("paragraph", "question", "answer"), _multirc),
-    TaskSpec("qnli", ("question", "sentence"), _pair("question", "sentence")),
-    TaskSpec("qqp", ("question1", "question2"), _pair("question1", "question2"), primary="f1"),
-    TaskSpec("rte", ("sentence1", "sentence2"), _pair("sentence1", "sentence2")),
-    TaskSpec("sst2", ("sentence",), _single("sentence")),
-    TaskSpec("wsc", ("text", "span1_text", "span2_text"), _wsc),
-)}
-
-
-def train_candidates(task: str) -> tuple[str, ...]:
-    """Where a task's training file may be, in order of preference (relative to the root)."""
-    return (f"{DIR}/{task}.train.jsonl", f"{DIR}/{task}.train.jsonl.xz",
-            f"{EXTRA_DIR}/{task}.train.jsonl")
-
-
-def valid_path(task: str) -> str:
-    return f"{DIR}/{task}.valid.jsonl"
 
 
 # ----------------------------------------------------------------------------- settings
@@ -196,94 +127,6 @@ class Settings:
                    patience=integer("patience", cls.patience, 1),
                    max_length=integer("max_length", cls.max_length, 4),
                    seed=integer("seed", cls.seed, 0))
-
-
-def parse_tasks(value: Any) -> tuple[str, ...]:
-    """All tasks (``None``), or a subset given as a list or a comma-separated string, in the
-    suite's order; an unknown name is an error."""
-    if value is None:
-        return tuple(TASKS)
-    names = value.split(",") if isinstance(value, str) else value
-    try:
-        names = [str(n).strip() for n in names]
-    except TypeError:
-        raise MinidmlError(f"glue option tasks={value!r}: give a list of task names") from None
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in TASKS]
-    if unknown:
-        raise MinidmlError(f"glue option tasks: unknown task(s) {', '.join(unknown)}; "
-                           f"choose from {', '.join(TASKS)}")
-    if not names:
-        raise MinidmlError(f"glue option tasks: no task given; choose from {', '.join(TASKS)}")
-    return tuple(t for t in TASKS if t in names)
-
-
-# ----------------------------------------------------------------------------- metrics
-def _counts(pred: torch.Tensor, gold: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """tp, fp, fn, tn (float64) over the last dimension of 0/1 predictions and labels."""
-    p, g = pred.bool(), gold.bool()
-    return tuple(x.sum(-1).double() for x in (p & g, p & ~g, ~p & g, ~p & ~g))
-
-
-def _mcc(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, tn: torch.Tensor
-         ) -> torch.Tensor:
-    den = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)).sqrt()
-    return torch.where(den > 0, (tp * tn - fp * fn) / den.clamp_min(1e-300),
-                       torch.zeros_like(den))
-
-
-def _f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, tn: torch.Tensor
-        ) -> torch.Tensor:
-    den = 2 * tp + fp + fn
-    return torch.where(den > 0, 2 * tp / den.clamp_min(1), torch.zeros_like(den))
-
-
-def mcc(pred: Sequence[int] | torch.Tensor, gold: Sequence[int] | torch.Tensor) -> float:
-    """Matthews correlation of binary predictions; 0 when any marginal is empty (e.g. every
-    prediction, or every label, is one class), as scikit-learn defines it."""
-    return float(_mcc(*_counts(torch.as_tensor(pred), torch.as_tensor(gold))))
-
-
-def f1(pred: Sequence[int] | torch.Tensor, gold: Sequence[int] | torch.Tensor) -> float:
-    """F1 of the positive class (1); 0 when there are no true and no predicted positives."""
-    return float(_f1(*_counts(torch.as_tensor(pred), torch.as_tensor(gold))))
-
-
-_BINARY = {"mcc": _mcc, "f1": _f1}
-
-
-def task_metrics(spec: TaskSpec, pred: torch.Tensor, gold: torch.Tensor,
-                 seed: int = 0) -> dict[str, float]:
-    """``acc``/``acc_stderr`` and, for cola / mrpc / qqp, the primary metric with a seeded
-    bootstrap stderr."""
-    metrics = accuracy((pred == gold).double())
-    if spec.primary in _BINARY:
-        fn = _BINARY[spec.primary]
-        metrics[spec.primary] = float(fn(*_counts(pred, gold)))
-        metrics[f"{spec.primary}_stderr"] = _bootstrap_stderr(fn, pred, gold, seed)
-    return metrics
-
-
-def _bootstrap_stderr(fn: Callable[..., torch.Tensor], pred: torch.Tensor, gold: torch.Tensor,
-                      seed: int) -> float:
-    n = pred.numel()
-    if n < 2:
-        return float("nan")
-    gen = torch.Generator().manual_seed(seed)
-    values = []
-    chunk = max(1, min(BOOTSTRAP_RESAMPLES, 2_000_000 // n))
-    for start in range(0, BOOTSTRAP_RESAMPLES, chunk):
-        rows = min(chunk, BOOTSTRAP_RESAMPLES - start)
-        idx = torch.randint(n, (rows, n), generator=gen)
-        values.append(fn(*_counts(pred[idx], gold[idx])))
-    return float(torch.cat(values).std(correction=1))
-
-
-def _score(spec: TaskSpec, pred: torch.Tensor, gold: torch.Tensor) -> float:
-    """The primary metric alone (no stderr): what early stopping compares."""
-    if spec.primary in _BINARY:
-        return float(_BINARY[spec.primary](*_counts(pred, gold)))
-    return float((pred == gold).double().mean())
 
 
 # ----------------------------------------------------------------------------- data
@@ -441,7 +284,7 @@ def finetune(student: Student, spec: TaskSpec, train: Encoded, valid: Encoded,
             schedule.step()
             bar.update(len(y))
         probs = predict(model, valid, eval_batch_size, device)
-        score = _score(spec, probs.argmax(-1), valid.labels)
+        score = primary_score(spec, probs.argmax(-1), valid.labels)
         if best is None or score > best_score:
             best_score, best, stale = score, probs, 0
             if companions:

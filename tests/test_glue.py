@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import minidml_plugins.glue as glue
+import minidml_plugins.glue_tasks as glue_tasks
 from minidml import MinidmlError, Student, StudentConfig, Tokenizer, TrainConfig
 from minidml.plugins import make_manager, suites
 from minidml.rundir import Run
@@ -77,8 +78,8 @@ def nli_rows(n: int, seed: int) -> list[dict]:
 
 @pytest.fixture
 def zebra_root(tmp_path: Path) -> Path:
-    write_jsonl(tmp_path / glue.DIR / "sst2.train.jsonl", zebra_rows(512, 1))
-    write_jsonl(tmp_path / glue.DIR / "sst2.valid.jsonl", zebra_rows(100, 2))
+    write_jsonl(tmp_path / glue_tasks.DIR / "sst2.train.jsonl", zebra_rows(512, 1))
+    write_jsonl(tmp_path / glue_tasks.DIR / "sst2.valid.jsonl", zebra_rows(100, 2))
     return tmp_path
 
 
@@ -88,23 +89,23 @@ FAST = {"tasks": ["sst2"], "lr": 3e-3, "epochs": 4, "finetune_batch_size": 32}
 # ----------------------------------------------------------------------------- metrics
 def test_mcc_and_f1_hand_computed():
     pred, gold = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]  # tp 2, fp 1, fn 1, tn 2
-    assert glue.mcc(pred, gold) == pytest.approx((2 * 2 - 1 * 1) / math.sqrt(3 * 3 * 3 * 3))
-    assert glue.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert glue_tasks.mcc(pred, gold) == pytest.approx((2 * 2 - 1 * 1) / math.sqrt(3 * 3 * 3 * 3))
+    assert glue_tasks.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     pred, gold = [1, 1, 1, 0], [1, 0, 0, 0]  # tp 1, fp 2, fn 0, tn 1
-    assert glue.mcc(pred, gold) == pytest.approx((1 * 1 - 2 * 0) / math.sqrt(3 * 1 * 3 * 1))
-    assert glue.f1(pred, gold) == pytest.approx(2 / 4)
-    assert glue.mcc([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)
-    assert glue.mcc([1, 0, 0, 1], [0, 1, 1, 0]) == pytest.approx(-1.0)
-    assert glue.f1([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)
+    assert glue_tasks.mcc(pred, gold) == pytest.approx((1 * 1 - 2 * 0) / math.sqrt(3 * 1 * 3 * 1))
+    assert glue_tasks.f1(pred, gold) == pytest.approx(2 / 4)
+    assert glue_tasks.mcc([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)
+    assert glue_tasks.mcc([1, 0, 0, 1], [0, 1, 1, 0]) == pytest.approx(-1.0)
+    assert glue_tasks.f1([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)
 
 
 def test_mcc_and_f1_degenerate_cases():
-    assert glue.mcc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # all predictions one class
-    assert glue.mcc([0, 0, 0, 0], [1, 0, 1, 0]) == 0.0
-    assert glue.mcc([1, 0, 1, 0], [1, 1, 1, 1]) == 0.0  # all labels one class
-    assert glue.f1([0, 0, 0], [0, 0, 0]) == 0.0  # no positives at all
-    assert glue.f1([0, 0, 0], [1, 1, 0]) == 0.0  # no predicted positives
-    assert glue.f1([1, 1, 0], [0, 0, 0]) == 0.0  # no true positives
+    assert glue_tasks.mcc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # all predictions one class
+    assert glue_tasks.mcc([0, 0, 0, 0], [1, 0, 1, 0]) == 0.0
+    assert glue_tasks.mcc([1, 0, 1, 0], [1, 1, 1, 1]) == 0.0  # all labels one class
+    assert glue_tasks.f1([0, 0, 0], [0, 0, 0]) == 0.0  # no positives at all
+    assert glue_tasks.f1([0, 0, 0], [1, 1, 0]) == 0.0  # no predicted positives
+    assert glue_tasks.f1([1, 1, 0], [0, 0, 0]) == 0.0  # no true positives
 
 
 def test_mcc_is_the_correlation_of_binary_vectors():
@@ -113,19 +114,20 @@ def test_mcc_is_the_correlation_of_binary_vectors():
         pred, gold = torch.randint(2, (200,), generator=gen), torch.randint(2, (200,),
                                                                             generator=gen)
         r = torch.corrcoef(torch.stack([pred, gold]).double())[0, 1]
-        assert glue.mcc(pred, gold) == pytest.approx(float(r), abs=1e-12)
+        assert glue_tasks.mcc(pred, gold) == pytest.approx(float(r), abs=1e-12)
 
 
 def test_task_metrics_primary_and_bootstrap_stderr():
     pred = torch.tensor([1, 1, 0, 0, 1, 0] * 10)
     gold = torch.tensor([1, 0, 0, 1, 1, 0] * 10)
-    m = glue.task_metrics(glue.TASKS["cola"], pred, gold)
+    m = glue_tasks.task_metrics(glue_tasks.TASKS["cola"], pred, gold)
     assert m["mcc"] == pytest.approx(1 / 3) and m["acc"] == pytest.approx(4 / 6)
     assert 0 < m["mcc_stderr"] < 0.3
-    assert m == glue.task_metrics(glue.TASKS["cola"], pred, gold)  # seeded
-    m = glue.task_metrics(glue.TASKS["qqp"], pred, gold)
+    assert m == glue_tasks.task_metrics(glue_tasks.TASKS["cola"], pred, gold)  # seeded
+    m = glue_tasks.task_metrics(glue_tasks.TASKS["qqp"], pred, gold)
     assert m["f1"] == pytest.approx(2 / 3) and 0 < m["f1_stderr"] < 0.3
-    assert set(glue.task_metrics(glue.TASKS["rte"], pred, gold)) == {"acc", "acc_stderr"}
+    rte = glue_tasks.task_metrics(glue_tasks.TASKS["rte"], pred, gold)
+    assert set(rte) == {"acc", "acc_stderr"}
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -167,11 +169,11 @@ def test_encode_rows_respects_max_length(tokenizer):
 def test_task_formats():
     row = {"text": "Joe beat him.", "span1_text": "Joe", "span2_text": "him",
            "paragraph": "P.", "question": "Q?", "answer": "A."}
-    assert glue.TASKS["wsc"].segments(row) == ("Joe beat him.", 'Does "him" refer to "Joe"?')
-    assert glue.TASKS["multirc"].segments(row) == ("P.", "Q? A.")
-    assert glue.TASKS["cola"].segments({"sentence": "S."}) == ("S.", None)
-    assert [t.n_classes for t in glue.TASKS.values()].count(3) == 2  # mnli, mnli-mm
-    assert {t: s.primary for t, s in glue.TASKS.items() if s.primary != "acc"} == {
+    assert glue_tasks.TASKS["wsc"].segments(row) == ("Joe beat him.", 'Does "him" refer to "Joe"?')
+    assert glue_tasks.TASKS["multirc"].segments(row) == ("P.", "Q? A.")
+    assert glue_tasks.TASKS["cola"].segments({"sentence": "S."}) == ("S.", None)
+    assert [t.n_classes for t in glue_tasks.TASKS.values()].count(3) == 2  # mnli, mnli-mm
+    assert {t: s.primary for t, s in glue_tasks.TASKS.items() if s.primary != "acc"} == {
         "cola": "mcc", "mrpc": "f1", "qqp": "f1"}
 
 
@@ -180,7 +182,7 @@ def test_settings_defaults_and_parsing():
     s = glue.Settings.from_options({})
     assert (s.epochs, s.lr, s.batch_size, s.patience, s.max_length, s.seed) == (
         10, 5e-5, 64, 3, 128, 0)
-    assert s.tasks == tuple(glue.TASKS) and s.max_train_examples is None
+    assert s.tasks == tuple(glue_tasks.TASKS) and s.max_train_examples is None
     s = glue.Settings.from_options({"tasks": "rte, cola", "epochs": "2", "lr": "1e-3",
                                     "max_train_examples": 8, "other_suite_option": 1})
     assert s.tasks == ("cola", "rte") and s.epochs == 2 and s.lr == 1e-3
@@ -204,7 +206,7 @@ def test_bad_options_are_one_line_errors(tokenizer, zebra_root, options, message
 def test_bad_labels_are_one_line_errors(tokenizer, zebra_root):
     rows = zebra_rows(10, 5)
     rows[3]["label"] = 7
-    write_jsonl(zebra_root / glue.DIR / "sst2.valid.jsonl", rows)
+    write_jsonl(zebra_root / glue_tasks.DIR / "sst2.valid.jsonl", rows)
     with pytest.raises(MinidmlError, match=r"sst2\.valid\.jsonl: row 4: label 7"):
         glue.GlueSuite().evaluate(make_ctx(make_run(tokenizer), zebra_root, **FAST))
 
@@ -245,9 +247,9 @@ def test_limit_caps_validation_and_same_seed_same_result(tokenizer, zebra_root):
 
 
 def test_mnli_mm_uses_the_mnli_model(tokenizer, tmp_path, monkeypatch):
-    write_jsonl(tmp_path / glue.EXTRA_DIR / "mnli.train.jsonl", nli_rows(450, 1))
-    write_jsonl(tmp_path / glue.DIR / "mnli.valid.jsonl", nli_rows(60, 2))
-    write_jsonl(tmp_path / glue.DIR / "mnli-mm.valid.jsonl", nli_rows(60, 3))
+    write_jsonl(tmp_path / glue_tasks.EXTRA_DIR / "mnli.train.jsonl", nli_rows(450, 1))
+    write_jsonl(tmp_path / glue_tasks.DIR / "mnli.valid.jsonl", nli_rows(60, 2))
+    write_jsonl(tmp_path / glue_tasks.DIR / "mnli-mm.valid.jsonl", nli_rows(60, 3))
     calls = []
     real = glue.finetune
 
@@ -275,9 +277,9 @@ def test_mnli_mm_uses_the_mnli_model(tokenizer, tmp_path, monkeypatch):
 
 
 def test_missing_training_files_are_noted_not_scored(tokenizer, zebra_root):
-    write_jsonl(zebra_root / glue.DIR / "boolq.valid.jsonl",
+    write_jsonl(zebra_root / glue_tasks.DIR / "boolq.valid.jsonl",
                 [{"question": "q", "passage": "p", "idx": 0, "label": True}])
-    write_jsonl(zebra_root / glue.DIR / "mnli-mm.valid.jsonl", nli_rows(5, 0))
+    write_jsonl(zebra_root / glue_tasks.DIR / "mnli-mm.valid.jsonl", nli_rows(5, 0))
     result = glue.GlueSuite().evaluate(make_ctx(make_run(tokenizer), zebra_root,
                                                 **{**FAST, "tasks": "boolq,mnli-mm,sst2"}))
     assert result.notes == [
