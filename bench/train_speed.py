@@ -29,7 +29,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import common
+from bench._step_profile import profile_breakdown, torch_profile
 
 NAME = "train_speed"
 TARGET_MFU_B = 0.70  # the project's target for b_dml, fp32 on the CPU
@@ -190,193 +191,48 @@ def build_configs(s: Settings, batches, device: torch.device) -> list[Config]:
     ]
 
 
-# ----------------------------------------------------------------------------- step breakdown
-class StepProbe:
-    """Timestamps inside the real ``Trainer.train_step``, from hooks (no library changes).
-
-    Marks: data fetch (``batches.train``), each student's forward (module hooks), the loss
-    (``minidml.trainer.mutual_loss`` wrapped), the arrival of each student's logit gradient
-    (tensor hooks: the loss backward is done), gradient clipping
-    (``torch.nn.utils.clip_grad_norm_`` wrapped) and each optimiser step (step hooks).
-    Every mark synchronises the device first.
-    """
-
-    def __init__(self, trainer, device: torch.device):
-        self.trainer, self.device = trainer, device
-        self.marks: list[tuple[str, float]] = []
-
-    def mark(self, label: str) -> None:
-        common.sync(self.device)
-        self.marks.append((label, time.perf_counter()))
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        import minidml.trainer as trainer_mod
-
-        tr, handles, restore = self.trainer, [], []
-        for i, student in enumerate(tr.students):
-            def pre(_m, _args, i=i):
-                self.mark(f"fwd_start:{i}")
-
-            def post(_m, _args, out, i=i):
-                self.mark(f"fwd_end:{i}")
-                if isinstance(out, torch.Tensor) and out.requires_grad:
-                    out.register_hook(lambda g, i=i: self.mark(f"grad_logits:{i}"))
-
-            handles += [student.register_forward_pre_hook(pre),
-                        student.register_forward_hook(post)]
-        for opt in tr.optimizers:
-            handles += [opt.register_step_pre_hook(lambda *_: self.mark("opt_start")),
-                        opt.register_step_post_hook(lambda *_: self.mark("opt_end"))]
-
-        def wrap(owner: Any, attr: str, label: str) -> None:
-            original = getattr(owner, attr)
-            in_instance = attr in vars(owner)
-
-            def wrapper(*args, **kwargs):
-                self.mark(f"{label}_start")
-                out = original(*args, **kwargs)
-                self.mark(f"{label}_end")
-                return out
-
-            setattr(owner, attr, wrapper)
-            restore.append((owner, attr, original, in_instance))
-
-        if hasattr(trainer_mod, "mutual_loss"):
-            wrap(trainer_mod, "mutual_loss", "loss")
-        wrap(torch.nn.utils, "clip_grad_norm_", "clip")
-        wrap(tr.batches, "train", "data")
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-            for owner, attr, original, in_instance in reversed(restore):
-                if in_instance:
-                    setattr(owner, attr, original)
-                else:
-                    delattr(owner, attr)  # drop the instance attribute: the method shows again
-
-    def step(self) -> dict[str, float]:
-        """Run one instrumented ``train_step``; its phases in seconds."""
-        self.marks = []
-        self.mark("step_start")
-        self.trainer.train_step()
-        self.mark("step_end")
-        return phases(self.marks)
-
-
-def phases(marks: list[tuple[str, float]]) -> dict[str, float]:
-    t: dict[str, list[float]] = {}
-    for label, when in marks:
-        t.setdefault(label.split(":")[0], []).append(when)
-
-    def spans(name: str) -> float:
-        return sum(e - s for s, e in zip(t.get(f"{name}_start", []), t.get(f"{name}_end", []),
-                                         strict=True))
-
-    total = t["step_end"][0] - t["step_start"][0]
-    out = {"data": spans("data"), "students_forward": spans("fwd")}
-    if "loss_start" in t:
-        out["loss_forward"] = spans("loss")
-        loss_end = t["loss_end"][-1]
-        backward_end = min(t.get("clip_start", []) + t.get("opt_start", []) or [loss_end])
-        if "grad_logits" in t:
-            out["loss_backward"] = min(t["grad_logits"]) - loss_end
-            out["students_backward"] = backward_end - min(t["grad_logits"])
-        else:
-            out["backward"] = backward_end - loss_end
-    out["grad_clip"] = spans("clip")
-    out["optimizer_step"] = spans("opt")
-    out["other"] = total - sum(out.values())
-    out["total"] = total
-    return out
-
-
-def profile_breakdown(cfgs: list[Config], s: Settings, device: torch.device
-                      ) -> dict[str, dict[str, Any]]:
-    """Phases of ``profile_steps`` instrumented steps of each configuration, alternating
-    between them (as the timed rounds do): raw, median and per-phase minimum.
-
-    The shares use the per-phase minima (interference from other processes only adds time),
-    over their sum.
-    """
-    probes = {c.name: StepProbe(c.trainer, device) for c in cfgs}
-    raw: dict[str, dict[str, list]] = {c.name: {"steps": [], "others_cpu_share": [],
-                                                "minor_faults": []} for c in cfgs}
-    for c in cfgs:
-        c.step()  # untimed
-    for _ in range(s.profile_steps):
-        for c in cfgs:
-            box: dict[str, dict[str, float]] = {}
-            with probes[c.name].installed():
-                tm = common.measure(lambda c=c, box=box: box.update(p=probes[c.name].step()),
-                                    device)
-            raw[c.name]["steps"].append(box["p"])
-            raw[c.name]["others_cpu_share"].append(tm.others)
-            raw[c.name]["minor_faults"].append(tm.minor_faults)
-    out = {}
-    for name, r in raw.items():
-        steps = r["steps"]
-        keys = [k for k in steps[0] if k != "total"]
-        median = {k: statistics.median(st[k] for st in steps) for k in [*keys, "total"]}
-        best = {k: min(st[k] for st in steps) for k in keys}
-        best_total = sum(best.values())
-        out[name] = {**r, "median_seconds": median, "min_seconds": best,
-                     "sum_of_min_seconds": best_total,
-                     "share_of_step": {k: best[k] / best_total for k in keys}}
-    return out
-
-
-def torch_profile(cfg: Config, device: torch.device, top: int = 15) -> dict[str, Any]:
-    """One ``train_step`` under ``torch.profiler``: the ops that take the most self time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    cfg.step()
-    with profile(activities=activities) as prof:
-        cfg.step()
-        common.sync(device)
-    attr = "self_cpu_time_total"
-    if device.type == "cuda":
-        attr = "self_device_time_total" if hasattr(prof.key_averages()[0],
-                                                   "self_device_time_total") \
-            else "self_cuda_time_total"
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
-    total = sum(getattr(e, attr) for e in events) or 1.0
-    return {"time_kind": attr, "total_seconds": total / 1e6, "top_ops": [
-        {"op": e.key, "calls": e.count, "self_seconds": getattr(e, attr) / 1e6,
-         "share": getattr(e, attr) / total} for e in events[:top]]}
-
-
 # ----------------------------------------------------------------------------- loss alone
 def loss_microbench(s: Settings, cfg: Config, device: torch.device) -> dict[str, Any]:
-    """Forward + backward of the loss alone on the K students' real logits of one batch.
+    """Forward + backward of the loss alone on the K students' real inputs of one batch.
 
-    ``trainer_default`` is the call ``Trainer.train_step`` makes; ``ce_only`` is alpha = 0
-    (K cross-entropies). Also one student's head matmul, for scale. (The fused loss against
-    the plain pairwise reference is ``bench/mutual_kl.py``'s subject.)
+    ``trainer_default`` is the call ``Trainer.train_step`` makes (``linear_mutual_loss`` on
+    the hidden states and head weights, or ``mutual_loss`` on the logits, with the step's
+    α); ``ce_only`` is α = 0 (K cross-entropies). Also one student's head matmul, for
+    scale. (The fused loss against the plain pairwise reference is ``bench/mutual_kl.py``'s
+    subject.)
     """
+    from minidml.fused_linear import linear_mutual_loss
     from minidml.losses import mutual_loss
 
     tr = cfg.trainer
     x, y = tr.batches.train(0)
     x, y = x.to(device), y.to(device).flatten()
+    omega, alpha, temp = tr.omega, tr.config.alpha_at(tr.step), tr.config.softmax_temperature
     with torch.no_grad():
-        logits = [st(x).flatten(0, 1) for st in tr.students]
-    omega, alpha, temp = tr.omega, tr.config.alpha, tr.config.softmax_temperature
+        hidden = [st.trunk(x).flatten(0, 1) for st in tr.students]
+        weights = [st.embed.weight for st in tr.students]
+        if tr.loss_from_hidden:
+            inputs, k = [*hidden, *weights], len(hidden)
+
+            def loss(z: list[torch.Tensor], a: float) -> Any:
+                return linear_mutual_loss(z[:k], z[k:], y, omega, a, temp,
+                                          head_dtype=tr._head_dtype)
+        else:
+            inputs = [st.head(h) for st, h in zip(tr.students, hidden, strict=True)]
+
+            def loss(z: list[torch.Tensor], a: float) -> Any:
+                return mutual_loss(z, y, omega, a, temp)
     variants: dict[str, Callable[[list[torch.Tensor]], Any]] = {
-        "trainer_default": lambda z: mutual_loss(z, y, omega, alpha, temp),
-        "ce_only": lambda z: mutual_loss(z, y, omega, 0.0, temp),
+        "trainer_default": lambda z: loss(z, alpha),
+        "ce_only": lambda z: loss(z, 0.0),
     }
-    out: dict[str, Any] = {"shape": [len(logits), *logits[0].shape], "alpha": alpha,
+    out: dict[str, Any] = {"inputs": "hidden" if tr.loss_from_hidden else "logits",
+                           "shape": [len(hidden), x.numel(), s.vocab_size], "alpha": alpha,
                            "seconds": {}}
     for name, fn in variants.items():
         times = []
         for _ in range(s.loss_reps + 1):  # the first is a warm-up
-            leaves = [z.detach().clone().requires_grad_() for z in logits]
+            leaves = [z.detach().clone().requires_grad_() for z in inputs]
             wall, _ = common.timed(lambda fn=fn, leaves=leaves: fn(leaves).total.backward(),
                                    device)
             times.append(wall)
