@@ -22,7 +22,7 @@ def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tok
             shapes: list, teacher: Any, arms: list[dict[str, Any]], entropy: float,
             out: Path) -> dict[str, Any]:
     base = config.train
-    arms = [add_best_validation(a, out) for a in arms]
+    arms = [add_outer_steps(add_best_validation(a, out), out) for a in arms]
     rows = table(config, arms)
     return {
         "minidml_version": __version__, "date": _io.utc_now(), "out": str(out),
@@ -59,6 +59,30 @@ def add_best_validation(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
         teacher = arm["teacher"]
         arm["teacher"] = teacher | {"models": best(cmp_dir / teacher["dir"], teacher["models"])}
     return arm
+
+
+def add_outer_steps(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
+    """``arm`` with a summary of its outer steps, for an arm that learns ω: how many, the
+    range each ω_i took over training, and the size of the hypergradient's second-order term
+    against its first-order one, ``‖hypergrad − direct‖ / ‖direct‖`` (median and largest
+    over the steps), read from the run's metrics: how much the unrolled inner step (the
+    ``unroll`` setting) could steer ω at all."""
+    steps = [r for r in read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
+             if r.get("event") == "omega" and "hypergrad" in r and "direct" in r]
+    if not steps:
+        return arm
+    shares = []
+    for r in steps:
+        direct = math.hypot(*r["direct"])
+        if direct > 0:
+            shares.append(math.hypot(*(h - d for h, d in zip(r["hypergrad"], r["direct"],
+                                                               strict=True))) / direct)
+    omegas = list(zip(*(r["omega"] for r in steps), strict=True))
+    return arm | {"outer_steps": {
+        "n": len(steps),
+        "omega_range": [[min(w), max(w)] for w in omegas],
+        "second_order_share_median": statistics.median(shares) if shares else None,
+        "second_order_share_max": max(shares) if shares else None}}
 
 
 def table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -185,9 +209,24 @@ def format_report(report: dict[str, Any]) -> str:
     wml = [a for a in report["arms"] if a.get("base_arm", a["arm"]) == "wml"]
     if wml:
         lines += ["", "## Learned peer weights ω", ""]
+        lines.append("At the end of training, with the range each ω_i took over it; \"2nd "
+                     "order\" is the hypergradient's term through the unrolled inner step "
+                     "against its direct term, ‖hypergrad − direct‖ / ‖direct‖, median and "
+                     "largest over the outer steps.")
+        lines.append("")
         for a in wml:
-            lines.append(f"- {a['arm']}, seed {a['seed']}: " + ", ".join(
-                f"{m['label']} {m['omega']:.3f}" for m in a["models"] if "omega" in m))
+            outer = a.get("outer_steps", {})
+            ranges = outer.get("omega_range") or [None] * len(a["models"])
+            weights = [(m, r) for m, r in zip((m for m in a["models"] if "omega" in m), ranges,
+                                              strict=False)]
+            line = f"- {a['arm']}, seed {a['seed']}: " + ", ".join(
+                f"{m['label']} {m['omega']:.3f}"
+                + (f" ({r[0]:.3f}–{r[1]:.3f})" if r else "") for m, r in weights)
+            if outer.get("second_order_share_median") is not None:
+                line += (f"; 2nd order {outer['second_order_share_median']:.2e} "
+                         f"(largest {outer['second_order_share_max']:.2e}) over "
+                         f"{outer['n']} outer steps")
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -272,5 +311,5 @@ def _flops(n: float) -> str:
     return f"{n:.3g} FLOP"
 
 
-__all__ = ["add_best_validation", "build_report", "champion_and_ensemble_rows",
+__all__ = ["add_best_validation", "add_outer_steps", "build_report", "champion_and_ensemble_rows",
            "format_report", "report_columns", "score_columns", "table"]

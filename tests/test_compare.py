@@ -11,7 +11,7 @@ import pytest
 
 from minidml.cli import main
 from minidml.compare import ARMS, CompareConfig, Variant, training_flops
-from minidml.compare_report import add_best_validation, table
+from minidml.compare_report import add_best_validation, add_outer_steps, table
 from minidml.config import TrainConfig
 from minidml.errors import MinidmlError
 from minidml.model import Shape, StudentConfig
@@ -387,6 +387,33 @@ def test_the_lowest_validation_loss_and_its_step_are_read_from_each_run(tmp_path
     got.pop("teacher")
     top = table(config, [got | {"train_flops": 1.0, "train_seconds": 1.0}])[0]
     assert (top["val_loss"], top["best_val_loss"], top["best_val_step"]) == (4.6, 4.0, 20)
+
+
+def test_outer_steps_give_omega_range_and_the_second_order_share(tmp_path):
+    """‖hypergrad − direct‖ / ‖direct‖ per outer step (median and largest) and each ω_i's
+    range, read from the run's metrics; an arm that learns no ω is left as it is."""
+    run = tmp_path / "seed-0" / "wml"
+    run.mkdir(parents=True)
+    steps = [((0.5, 0.5), (3.0, 4.0), (3.0, 4.0)),  # no second-order term
+             ((0.6, 0.4), (3.3, 4.4), (3.0, 4.0)),  # 0.5 / 5
+             ((0.3, 0.7), (6.0, 8.0), (3.0, 4.0))]  # 5 / 5
+    run.joinpath("metrics.jsonl").write_text("".join(
+        json.dumps({"event": "omega", "step": 10 * (n + 1), "omega": list(w),
+                    "hypergrad": list(h), "direct": list(d), "outer_loss": 1.0}) + "\n"
+        for n, (w, h, d) in enumerate(steps)) + json.dumps({"event": "eval", "step": 30}) + "\n")
+    arm = {"arm": "wml", "seed": 0, "dir": "seed-0/wml",
+           "models": [{"label": "student-0", "omega": 0.3}, {"label": "student-1", "omega": 0.7},
+                      {"label": "ensemble"}]}
+    got = add_outer_steps(arm, tmp_path)["outer_steps"]
+    assert got["n"] == 3
+    assert got["omega_range"] == [[0.3, 0.6], [0.4, 0.7]]
+    assert got["second_order_share_median"] == pytest.approx(0.1)
+    assert got["second_order_share_max"] == pytest.approx(1.0)
+    (tmp_path / "seed-0" / "dml").mkdir()
+    (tmp_path / "seed-0" / "dml" / "metrics.jsonl").write_text(
+        json.dumps({"event": "eval", "step": 30}) + "\n")
+    dml = {"arm": "dml", "seed": 0, "dir": "seed-0/dml", "models": []}
+    assert add_outer_steps(dml, tmp_path) == dml
 
 
 @pytest.mark.slow
