@@ -62,27 +62,37 @@ def add_best_validation(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
 
 
 def add_outer_steps(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
-    """``arm`` with a summary of its outer steps, for an arm that learns ω: how many, the
-    range each ω_i took over training, and the size of the hypergradient's second-order term
-    against its first-order one, ``‖hypergrad − direct‖ / ‖direct‖`` (median and largest
-    over the steps), read from the run's metrics: how much the unrolled inner step (the
-    ``unroll`` setting) could steer ω at all."""
+    """``arm`` with a summary of its outer steps, for an arm that learns ω: the range each
+    ω_i took after the outer steps, and the size of the hypergradient's second-order term
+    against its first-order one, ``‖c(hypergrad − direct)‖ / ‖c(direct)‖`` (median and
+    largest over the steps), read from the run's metrics: how much the unrolled inner step
+    (the ``unroll`` setting) could steer ω at all. ``c`` removes a vector's mean: the mirror
+    step normalises ω, so a gradient's part along (1, …, 1) cannot move it, and with the
+    ensemble objective that part dominates ``direct`` (Σ_i ω_i·direct_i = −1). Steps whose
+    gradients are not finite, or whose centred direct term is 0, are left out of the
+    shares (``n`` counts the steps in them)."""
     steps = [r for r in read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
              if r.get("event") == "omega" and "hypergrad" in r and "direct" in r]
     if not steps:
         return arm
     shares = []
     for r in steps:
-        direct = math.hypot(*r["direct"])
-        if direct > 0:
-            shares.append(math.hypot(*(h - d for h, d in zip(r["hypergrad"], r["direct"],
-                                                               strict=True))) / direct)
+        direct = _centred(r["direct"])
+        second = _centred([h - d for h, d in zip(r["hypergrad"], r["direct"], strict=True)])
+        size, other = math.hypot(*direct), math.hypot(*second)
+        if math.isfinite(size) and math.isfinite(other) and size > 0:
+            shares.append(other / size)
     omegas = list(zip(*(r["omega"] for r in steps), strict=True))
     return arm | {"outer_steps": {
-        "n": len(steps),
+        "n": len(shares),
         "omega_range": [[min(w), max(w)] for w in omegas],
         "second_order_share_median": statistics.median(shares) if shares else None,
         "second_order_share_max": max(shares) if shares else None}}
+
+
+def _centred(values: Sequence[float]) -> list[float]:
+    mean = sum(values) / len(values)
+    return [v - mean for v in values]
 
 
 def table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -209,11 +219,12 @@ def format_report(report: dict[str, Any]) -> str:
     wml = [a for a in report["arms"] if a.get("base_arm", a["arm"]) == "wml"]
     if wml:
         lines += ["", "## Learned peer weights ω", ""]
-        lines.append("At the end of training, with the range each ω_i took over it; \"2nd "
-                     "order\" is the hypergradient's term through the unrolled inner step "
-                     "against its direct term, ‖hypergrad − direct‖ / ‖direct‖, median and "
-                     "largest over the outer steps.")
-        lines.append("")
+        if any("outer_steps" in a for a in wml):
+            lines += ["At the end of training, with the range each ω_i took after the outer "
+                      "steps; \"2nd order\" is the hypergradient's term through the unrolled "
+                      "inner step against its direct term, each with its mean removed (the "
+                      "part along (1, …, 1) cannot move ω): ‖c(hypergrad − direct)‖ / "
+                      "‖c(direct)‖, median and largest over the outer steps.", ""]
         for a in wml:
             outer = a.get("outer_steps", {})
             ranges = outer.get("omega_range") or [None] * len(a["models"])

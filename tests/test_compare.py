@@ -136,8 +136,17 @@ def test_the_arms_are_what_they_claim(compared):
     assert rows[("kd", "student-0")]["arm_flops"] > (rows[("single", "student-0")]["arm_flops"]
                                                      + arms["kd"]["teacher"]["train_flops"])
     assert rows[("wml", "student-0")]["arm_flops"] > rows[("dml", "student-0")]["arm_flops"]
+    # every arm that learns ω (wml and its variant) summarises its outer steps, others none
+    for a in report["arms"]:
+        outer = a.get("outer_steps")
+        assert (outer is not None) == (a.get("base_arm", a["arm"]) == "wml"), a["arm"]
+        if outer:
+            assert outer["n"] == a["steps"] // 5  # --outer-every 5
+            assert len(outer["omega_range"]) == 3
+            assert 0 <= outer["second_order_share_median"] <= outer["second_order_share_max"]
     md = (compared / "report.md").read_text()
     assert "## Champions" in md and "## Every model" in md and "★" in md
+    assert md.count("2nd order") == 1 + 2 * report["seeds"]  # the legend, then wml and its variant
     for arm in [*ARMS, *VARIANTS]:
         assert f"| {arm} |" in md
 
@@ -390,13 +399,15 @@ def test_the_lowest_validation_loss_and_its_step_are_read_from_each_run(tmp_path
 
 
 def test_outer_steps_give_omega_range_and_the_second_order_share(tmp_path):
-    """‖hypergrad − direct‖ / ‖direct‖ per outer step (median and largest) and each ω_i's
-    range, read from the run's metrics; an arm that learns no ω is left as it is."""
+    """‖c(hypergrad − direct)‖ / ‖c(direct)‖ per outer step, c removing the mean (median and
+    largest over the finite steps) and each ω_i's range, read from the run's metrics; an arm
+    that learns no ω is left as it is."""
     run = tmp_path / "seed-0" / "wml"
     run.mkdir(parents=True)
-    steps = [((0.5, 0.5), (3.0, 4.0), (3.0, 4.0)),  # no second-order term
-             ((0.6, 0.4), (3.3, 4.4), (3.0, 4.0)),  # 0.5 / 5
-             ((0.3, 0.7), (6.0, 8.0), (3.0, 4.0))]  # 5 / 5
+    steps = [((0.5, 0.5), (4.0, 5.0), (3.0, 4.0)),  # along (1, 1): cannot move ω
+             ((0.6, 0.4), (3.3, 4.4), (3.0, 4.0)),  # centred: 0.05·√2 / 0.5·√2
+             ((0.3, 0.7), (6.0, 8.0), (3.0, 4.0)),  # centred: 0.5·√2 / 0.5·√2
+             ((0.3, 0.7), (float("nan"), 1.0), (3.0, 4.0))]  # a skipped, non-finite step
     run.joinpath("metrics.jsonl").write_text("".join(
         json.dumps({"event": "omega", "step": 10 * (n + 1), "omega": list(w),
                     "hypergrad": list(h), "direct": list(d), "outer_loss": 1.0}) + "\n"
@@ -407,7 +418,7 @@ def test_outer_steps_give_omega_range_and_the_second_order_share(tmp_path):
     got = add_outer_steps(arm, tmp_path)["outer_steps"]
     assert got["n"] == 3
     assert got["omega_range"] == [[0.3, 0.6], [0.4, 0.7]]
-    assert got["second_order_share_median"] == pytest.approx(0.1)
+    assert got["second_order_share_median"] == pytest.approx(0.1)  # shares 0, 0.1, 1
     assert got["second_order_share_max"] == pytest.approx(1.0)
     (tmp_path / "seed-0" / "dml").mkdir()
     (tmp_path / "seed-0" / "dml" / "metrics.jsonl").write_text(
