@@ -23,6 +23,12 @@ class StepProbe:
     of the gradient at each trunk's output (tensor hooks: the loss backward, with the head's
     on the logits path, is done), gradient clipping (``torch.nn.utils.clip_grad_norm_``
     wrapped) and each optimiser step (step hooks). Every mark synchronises the device first.
+
+    On the default path the fused loss (:mod:`minidml.fused_linear`) computes the head's
+    logits and its gradients during its forward pass, so ``loss_forward`` holds the head's
+    forward and backward and ``loss_backward`` is near zero; on the logits path the
+    head's forward falls in ``other``. Their sum is the loss's cost either way. Steps of
+    one micro-batch only (``grad_accum`` 1).
     """
 
     def __init__(self, trainer, device: torch.device):
@@ -38,6 +44,8 @@ class StepProbe:
         import minidml.trainer as trainer_mod
 
         tr, handles, restore = self.trainer, [], []
+        if tr.config.grad_accum != 1:  # the phases pair one loss with one backward
+            raise ValueError("StepProbe times steps of one micro-batch (grad_accum 1)")
         trunks = list(tr._trunks)
 
         def probed(i: int, trunk: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -49,11 +57,6 @@ class StepProbe:
                     out.register_hook(lambda g: self.mark(f"grad_hidden:{i}"))
                 return out
             return run
-
-        tr._trunks = [probed(i, t) for i, t in enumerate(trunks)]
-        for opt in tr.optimizers:
-            handles += [opt.register_step_pre_hook(lambda *_: self.mark("opt_start")),
-                        opt.register_step_post_hook(lambda *_: self.mark("opt_end"))]
 
         def wrap(owner: Any, attr: str, label: str) -> None:
             original = getattr(owner, attr)
@@ -68,11 +71,15 @@ class StepProbe:
             setattr(owner, attr, wrapper)
             restore.append((owner, attr, original, in_instance))
 
-        for loss in ("linear_mutual_loss", "mutual_loss"):
-            wrap(trainer_mod, loss, "loss")
-        wrap(torch.nn.utils, "clip_grad_norm_", "clip")
-        wrap(tr.batches, "train", "data")
         try:
+            tr._trunks = [probed(i, t) for i, t in enumerate(trunks)]
+            for opt in tr.optimizers:
+                handles += [opt.register_step_pre_hook(lambda *_: self.mark("opt_start")),
+                            opt.register_step_post_hook(lambda *_: self.mark("opt_end"))]
+            for loss in ("linear_mutual_loss", "mutual_loss"):
+                wrap(trainer_mod, loss, "loss")
+            wrap(torch.nn.utils, "clip_grad_norm_", "clip")
+            wrap(tr.batches, "train", "data")
             yield
         finally:
             tr._trunks = trunks

@@ -6,13 +6,13 @@ in a fresh ``minidml search`` process) and *warm* (the grid cached), takes the b
 median of several repeats, and adds the heaviest case someone may ask for (K = 8, 100M, four
 MLP ratios). The target is under one second for K = 8. A budget below the minimum for its K
 and vocabulary is recorded as such (with the time taken to refuse it), not timed as a
-search. ``--quick``: one vocabulary, two repeats.
+search. ``--quick``: one vocabulary, two repeats. The search is plain Python on the CPU:
+``--device`` does not apply.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -97,9 +97,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "k8_100M_four_mlp_ratios_cold_median_s": statistics.median(wide),
                          "cases_timed": len(timed),
                          "cases_budget_too_small": len(rows) - len(timed)}
-    result["targets"] = {"k8_cold_median_s": {
-        **common.target(worst_k8 if worst_k8 is not None else math.inf, GOAL_S, at_most=True),
-        "applies": not args.quick}}
+    result["targets"] = {} if worst_k8 is None else {"k8_cold_median_s": {
+        **common.target(worst_k8, GOAL_S, at_most=True), "applies": not args.quick}}
     result["results"] = rows
     common.finish(result, t_start)
     return result
@@ -115,11 +114,12 @@ def report(result: dict[str, Any]) -> str:
                          f"{r['warm_median_s'] * 1e3:8.2f}  {r['max_abs_error']:.2%}")
         else:
             lines.append(f"{head}  budget too small (min {format_count(r['min_budget'])})")
-    summary, target = result["summary"], result["targets"]["k8_cold_median_s"]
+    summary, target = result["summary"], result["targets"].get("k8_cold_median_s")
     lines.append(f"K=8, 100M, MLP ratios {{2, 8/3, 3, 4}}: "
                  f"{summary['k8_100M_four_mlp_ratios_cold_median_s'] * 1e3:.1f} ms cold")
-    lines.append(f"worst cold median for K=8: {target['value'] * 1e3:.1f} ms (target < "
-                 f"{GOAL_S:.0f} s: {'met' if target['met'] else 'NOT met'})")
+    if target is not None:
+        lines.append(f"worst cold median for K=8: {target['value'] * 1e3:.1f} ms (target < "
+                     f"{GOAL_S:.0f} s: {'met' if target['met'] else 'NOT met'})")
     return "\n".join(lines)
 
 

@@ -15,8 +15,9 @@ measured in the same run on the same device (the best of the matmul shapes in
 ``settings.matmul_shapes`` over all probes). The configurations and the matmul probes are
 interleaved in rounds, so a machine that gets busier or quieter during the run affects all
 of them alike. The step of ``b_dml`` is then broken down with timers (hooks on the real
-``Trainer.train_step``: data, each student's forward, loss forward, loss backward, students'
-backward, gradient clipping, optimiser steps) and with ``torch.profiler``.
+``Trainer.train_step``: data, each student's trunk, loss forward, loss backward, students'
+backward, gradient clipping, optimiser steps; see ``bench/_step_profile.py``) and with
+``torch.profiler``.
 """
 
 from __future__ import annotations

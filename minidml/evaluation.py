@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from . import __version__, _io
+from . import suite as _suite
 from .data import fingerprint
 from .errors import MinidmlError
 from .plugins import SuiteSpec, suites
@@ -271,3 +273,13 @@ def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: 
             raise MinidmlError(f"{option} {name}: no such suite; choose from "
                                f"{', '.join(sorted(available))} (see `minidml suites`)")
     return list(dict.fromkeys(names))
+
+
+def __getattr__(name: str) -> Any:
+    """The suite API's names, which lived here before :mod:`minidml.suite`: still found, with
+    a DeprecationWarning that says where they are now."""
+    if name in _suite.__all__:
+        warnings.warn(f"minidml.evaluation.{name} is now minidml.suite.{name}; import it from "
+                      "there", DeprecationWarning, stacklevel=2)
+        return getattr(_suite, name)
+    raise AttributeError(f"module 'minidml.evaluation' has no attribute {name!r}")

@@ -24,5 +24,5 @@ hookimpl = pluggy.HookimplMarker("minidml")
 def register_suites(register: Callable[..., None]) -> None:
     """Add evaluation suites: ``register(name, factory, *, description, version, requires,
     sources)`` once per suite (see :class:`minidml.plugins.SuiteSpec` for the fields).
-    ``factory()`` returns an object whose ``evaluate(ctx: EvalContext) -> SuiteResult``
-    runs the suite."""
+    ``factory()`` returns an object whose ``evaluate(ctx: minidml.suite.EvalContext) ->
+    minidml.suite.SuiteResult`` runs the suite."""

@@ -35,14 +35,15 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
         if wire == 0:
             value, i = _varint(buf, i)
             yield number, value
-        elif wire == 2:
-            size, i = _varint(buf, i)
+        elif wire in (1, 2, 5):
+            if wire == 2:
+                size, i = _varint(buf, i)
+            else:
+                size = 8 if wire == 1 else 4
+            if i + size > len(buf):
+                raise ValueError(f"field {number} runs past the end")
             yield number, buf[i:i + size]
             i += size
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            yield number, buf[i:i + width]
-            i += width
         else:
             raise ValueError(f"unsupported wire type {wire}")
 

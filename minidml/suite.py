@@ -33,6 +33,12 @@ from .data import default_cache_dir, read_lines
 from .errors import MinidmlError
 from .scoring import ENSEMBLE, Scorer
 
+__all__ = [
+    "DATA_ENV", "ENSEMBLE", "EvalContext", "Pair", "Sample", "Scorer", "Suite", "SuiteResult",
+    "TaskResult", "accuracy", "default_data_dir", "group_score", "read_jsonl",
+    "resolve_data_dir", "score_pairs",
+]
+
 DATA_ENV = "MINIDML_DATA_DIR"
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from minidml.errors import MinidmlError
+from minidml import MinidmlError
 from minidml.hookspecs import hookimpl
 from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml_plugins._sources import sources

@@ -28,6 +28,9 @@ shuffling and the ``max_train_examples`` subsample; every student gets the same 
 ``epochs``, ``lr``, ``finetune_batch_size``, ``patience``, ``max_length``, ``seed``.
 ``ctx.limit`` caps the validation examples per task; ``ctx.batch_size`` is the prediction
 batch size.
+
+**Ensemble**: ``ensemble`` reports the ω-weighted mixture of the fine-tuned students' class
+probabilities (every student is fine-tuned then).
 """
 
 from __future__ import annotations

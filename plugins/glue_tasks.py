@@ -21,9 +21,7 @@ and right-padded with the pad id. Labels are stored as ints (bools are accepted)
 
 **Metrics**: ``acc`` and ``acc_stderr`` everywhere; cola adds the Matthews correlation
 ``mcc`` (its primary score), mrpc and qqp the F1 of the positive class ``f1`` (primary); the
-stderr of mcc and f1 is a seeded bootstrap (1,000 resamples). ``ensemble`` reports the
-ω-weighted mixture of the fine-tuned students' class probabilities (every student is
-fine-tuned then).
+stderr of mcc and f1 is a seeded bootstrap (1,000 resamples).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from minidml.errors import MinidmlError
+from minidml import MinidmlError
 from minidml_plugins import ewok, supplement
 from minidml_plugins.blimp import BlimpFullSuite, BlimpSuite
 

@@ -23,10 +23,10 @@ def test_assignment_is_optimal():
         assert sum(cost[i][got[i]] for i in range(n)) == best
 
 
-@pytest.mark.parametrize("scale", [1, 10**12])
+@pytest.mark.parametrize("scale", [1, 10**12, 10**20])
 def test_assignment_is_exact_on_large_integers(scale):
     """The search's costs are lexicographic, digits of 10**12: no float rounding may reorder
-    them."""
+    them (at 10**20, 3·scale + 1 and 3·scale are the same float)."""
     cost = [[3 * scale + 1, 3 * scale], [3 * scale, 3 * scale + 2]]
     assert assign(cost) == [1, 0]
     assert assign([[5]]) == [0]

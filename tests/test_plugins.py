@@ -216,3 +216,17 @@ def test_eval_without_a_run_takes_the_latest_and_says_so(tiny_run, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "using the latest run: runs/grammar-1" in run.stderr
     assert json.loads(out.read_text())["run"] == "runs/grammar-1"
+
+
+def test_the_suite_api_moved_from_evaluation_with_a_warning():
+    """Plugins written when the suite API lived in minidml.evaluation still load."""
+    import minidml.evaluation as evaluation
+    import minidml.suite as suite
+
+    with pytest.warns(DeprecationWarning, match="minidml.suite.Pair"):
+        assert evaluation.Pair is suite.Pair
+    with pytest.warns(DeprecationWarning, match="minidml.suite.score_pairs"):
+        from minidml.evaluation import score_pairs
+    assert score_pairs is suite.score_pairs
+    with pytest.raises(AttributeError):
+        evaluation.no_such_name  # noqa: B018

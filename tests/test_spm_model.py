@@ -50,12 +50,15 @@ def test_bpe_merges_rebuild_every_piece_by_score(lines):
     assert {p for p in score if len(p) > 1} <= set(joined)
 
 
-def test_damaged_model_is_one_line(lines):
+@pytest.mark.parametrize("cut", [1, 2, 3, 7, 100])
+def test_truncated_model_is_one_line(lines, cut):
+    """Whatever the cut, a truncated model is refused: no field may run past the end (a
+    silently shortened normaliser spec would pass the checks that follow)."""
     tok = Tokenizer.train(lines, vocab_size=400, num_threads=1)
 
     class Damaged(Tokenizer):
         def to_bytes(self) -> bytes:
-            return tok.to_bytes()[:-3]
+            return tok.to_bytes()[:-cut]
 
     damaged = Damaged.__new__(Damaged)
     with pytest.raises(MinidmlError, match="unreadable sentencepiece model") as e:
