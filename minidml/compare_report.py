@@ -22,7 +22,7 @@ def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tok
             shapes: list, teacher: Any, arms: list[dict[str, Any]], entropy: float,
             out: Path) -> dict[str, Any]:
     base = config.train
-    arms = [add_outer_steps(add_best_validation(a, out), out) for a in arms]
+    arms = [_with_run_summaries(a, out) for a in arms]
     rows = table(config, arms)
     return {
         "minidml_version": __version__, "date": _io.utc_now(), "out": str(out),
@@ -36,12 +36,23 @@ def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tok
     }
 
 
-def add_best_validation(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
+def _with_run_summaries(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
+    """``arm`` with both summaries of its run's metrics, the file read once."""
+    records = read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
+    return add_outer_steps(add_best_validation(arm, cmp_dir, records), cmp_dir, records)
+
+
+def add_best_validation(arm: dict[str, Any], cmp_dir: Path,
+                        records: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """``arm`` with each model's (and its teacher's) lowest validation loss over the run's
-    evaluations and the step of it, read from the run's metrics: what early stopping on
-    held-out text would have kept, beside the last evaluation the champion is chosen on."""
-    def best(run_dir: Path, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "eval"]
+    evaluations and the step of it, read from the run's metrics (``records``, when the
+    caller has read them already): what early stopping on held-out text would have kept,
+    beside the last evaluation the champion is chosen on."""
+    def best(run_dir: Path, models: list[dict[str, Any]],
+             records: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+        if records is None:
+            records = read_metrics(run_dir / "metrics.jsonl")
+        evals = [r for r in records if r.get("event") == "eval"]
         out = []
         for i, m in enumerate(models):
             if m["label"] == ENSEMBLE:
@@ -54,24 +65,28 @@ def add_best_validation(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
                                      strict=True)) if points else {}))
         return out
 
-    arm = arm | {"models": best(cmp_dir / arm["dir"], arm["models"])}
+    arm = arm | {"models": best(cmp_dir / arm["dir"], arm["models"], records)}
     if "teacher" in arm:
         teacher = arm["teacher"]
         arm["teacher"] = teacher | {"models": best(cmp_dir / teacher["dir"], teacher["models"])}
     return arm
 
 
-def add_outer_steps(arm: dict[str, Any], cmp_dir: Path) -> dict[str, Any]:
+def add_outer_steps(arm: dict[str, Any], cmp_dir: Path,
+                    records: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """``arm`` with a summary of its outer steps, for an arm that learns ω: the range each
     ω_i took after the outer steps, and the size of the hypergradient's second-order term
     against its first-order one, ``‖c(hypergrad − direct)‖ / ‖c(direct)‖`` (median and
-    largest over the steps), read from the run's metrics: how much the unrolled inner step
-    (the ``unroll`` setting) could steer ω at all. ``c`` removes a vector's mean: the mirror
+    largest over the steps), read from the run's metrics (``records``, when the caller has
+    read them already): how much the unrolled inner step (the ``unroll`` setting) could
+    steer ω at all. ``c`` removes a vector's mean: the mirror
     step normalises ω, so a gradient's part along (1, …, 1) cannot move it, and with the
     ensemble objective that part dominates ``direct`` (Σ_i ω_i·direct_i = −1). Steps whose
     gradients are not finite, or whose centred direct term is 0, are left out of the
     shares (``n`` counts the steps in them)."""
-    steps = [r for r in read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
+    if records is None:
+        records = read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
+    steps = [r for r in records
              if r.get("event") == "omega" and "hypergrad" in r and "direct" in r]
     if not steps:
         return arm

@@ -15,6 +15,7 @@ from minidml.compare_report import add_best_validation, add_outer_steps, table
 from minidml.config import TrainConfig
 from minidml.errors import MinidmlError
 from minidml.model import Shape, StudentConfig
+from minidml.rundir import read_metrics
 
 TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "agreement,glue",
         "--glue-tasks", "rte", "--max-train-examples", "32", "--glue-epochs", "1",
@@ -386,6 +387,8 @@ def test_the_lowest_validation_loss_and_its_step_are_read_from_each_run(tmp_path
     arm = {"arm": "dml", "dir": "seed-0/dml", "models": models,
            "teacher": {"dir": "seed-0/teacher", "models": [{"label": "student-0"}]}}
     got = add_best_validation(arm, tmp_path)
+    records = read_metrics(tmp_path / "seed-0/dml/metrics.jsonl")
+    assert add_best_validation(arm, tmp_path / "elsewhere", records)["models"] == got["models"]
     assert [(m["best_val_loss"], m["best_val_step"]) for m in got["models"]] == [
         (4.0, 20), (4.7, 30), (4.2, 20)]
     assert got["teacher"]["models"][0]["best_val_step"] == 20  # a NaN evaluation is skipped
@@ -415,7 +418,9 @@ def test_outer_steps_give_omega_range_and_the_second_order_share(tmp_path):
     arm = {"arm": "wml", "seed": 0, "dir": "seed-0/wml",
            "models": [{"label": "student-0", "omega": 0.3}, {"label": "student-1", "omega": 0.7},
                       {"label": "ensemble"}]}
-    got = add_outer_steps(arm, tmp_path)["outer_steps"]
+    records = read_metrics(run / "metrics.jsonl")
+    run.joinpath("metrics.jsonl").unlink()  # records read once by the caller are used
+    got = add_outer_steps(arm, tmp_path, records)["outer_steps"]
     assert got["n"] == 3
     assert got["omega_range"] == [[0.3, 0.6], [0.4, 0.7]]
     assert got["second_order_share_median"] == pytest.approx(0.1)  # shares 0, 0.1, 1
