@@ -7,7 +7,8 @@ either score alone. Two views are given:
 
 * **per-seed differences** (:func:`seed_differences`): for each pair of arms (``wml − dml``,
   ``wml − kd``, ``wml − single``, ``dml − single``, ``kd − single``, and each variant minus
-  its arm), for their champions (and their ensembles where both have one), the difference
+  its arm), for their champions (and their ensembles where both have one, and each student
+  of the same shape in both, like for like where the champions differ), the difference
   of the validation loss and of each suite's macro score within every seed, then the mean
   over seeds ± its standard error (the seeds' standard deviation ÷ √S; none for S = 1), and
   whether the mean differs from 0 by a two-sided t-test at 95% (S − 1 degrees of freedom):
@@ -65,6 +66,28 @@ def _model(arm: Mapping[str, Any], which: str) -> Mapping[str, Any] | None:
     return next((m for m in arm["models"] if m["label"] == which), None)
 
 
+def _same_shapes(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[str, Any]]
+                 ) -> list[str]:
+    """The students that two arms share, like for like: a label with the same shape in both
+    arms in every seed, leaving out one that is both arms' champion in every seed (the
+    champion's row already compares it)."""
+    def student(run: Mapping[str, Any], label: str) -> Mapping[str, Any] | None:
+        m = _model(run, label)
+        return m if m is not None and m.get("shape") is not None else None
+
+    labels = []
+    for m in runs_a[0]["models"] if runs_a else []:
+        label = m["label"]
+        pairs = [(student(ra, label), student(rb, label))
+                 for ra, rb in zip(runs_a, runs_b, strict=True)]
+        if label == ENSEMBLE or any(ma is None or mb is None or ma["shape"] != mb["shape"]
+                                    for ma, mb in pairs):
+            continue
+        if not all(ma.get("champion") and mb.get("champion") for ma, mb in pairs):
+            labels.append(label)
+    return labels
+
+
 def _by_seed(report: Mapping[str, Any], name: str) -> dict[int, Mapping[str, Any]]:
     return {a["seed"]: a for a in report["arms"] if a["arm"] == name}
 
@@ -98,7 +121,8 @@ def _summary(values: Sequence[float]) -> dict[str, Any]:
 
 
 def seed_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per pair of arms and per model (champion; ensemble where both arms have one): the
+    """Per pair of arms and per model (champion; ensemble where both arms have one; each
+    student of the same shape in both, unless it is both arms' champion throughout): the
     per-seed differences a − b of the validation loss and of each suite's macro score (and
     of their mean, the report's ``macro`` column), and their summary over the seeds that both
     arms ran (see the module's docstring)."""
@@ -109,7 +133,8 @@ def seed_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         seeds = sorted(set(runs_a) & set(runs_b))
         if not seeds:
             continue
-        for which in (CHAMPION, ENSEMBLE):
+        for which in (CHAMPION, ENSEMBLE, *_same_shapes([runs_a[s] for s in seeds],
+                                                       [runs_b[s] for s in seeds])):
             models = [(_model(runs_a[s], which), _model(runs_b[s], which)) for s in seeds]
             if any(ma is None or mb is None for ma, mb in models):
                 continue
@@ -263,7 +288,9 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
                   "(same tokenizer, data order and initial draw) ± its standard error; ✓ marks "
                   "a mean that differs from 0 by a two-sided t-test at 95% (S − 1 degrees of "
                   "freedom). Losses in nats/token (negative: a is better), scores in "
-                  "points (positive: a is better).", ""]
+                  "points (positive: a is better). A row named for a student compares the "
+                  "student of that label in both arms, of the same shape: like for like "
+                  "where the champions differ in size.", ""]
         head = ["a − b", "model", "seeds", "Δ val loss", *(f"Δ {s}" for s in suites)]
         body = []
         for r in rows:

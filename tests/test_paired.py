@@ -76,6 +76,42 @@ def test_identical_arms_differ_by_zero():
     assert variant["val_loss"]["mean"] == 0 and variant["blimp"]["mean"] == 0
 
 
+def test_students_of_the_same_shape_are_compared_like_for_like():
+    """wml's champion is its small student, kd's its large one: the large students are
+    compared too (a known difference); a label whose shape differs, and a student that is
+    both arms' champion in every seed, get no row of their own."""
+    big, small = {"n_layers": 10, "d_model": 128}, {"n_layers": 2, "d_model": 192}
+
+    def student(label, shape, loss, champion):
+        return {"label": label, "shape": shape, "val_loss": loss, "champion": champion,
+                "scores": {}}
+
+    arms = []
+    for s in range(3):
+        base = 4.0 + 0.1 * s
+        arms += [
+            {"arm": "kd", "seed": s, "models": [student("student-0", big, base, True)]},
+            {"arm": "single", "seed": s, "models": [student("student-0", big, base + 0.1, True)]},
+            {"arm": "wml", "seed": s, "models": [
+                student("student-0", big, base + 0.06 + 0.001 * s, False),
+                student("student-1", small, base - 0.01, True),
+                student("ensemble", None, base - 0.02, False)]},
+            {"arm": "dml", "seed": s, "models": [
+                student("student-0", small, base, True),  # another shape under this label
+                student("student-1", small, base, False)]}]
+    rows = {(r["a"], r["b"], r["model"]): r["val_loss"]
+            for r in paired.seed_differences({"suites": [], "arms": arms})}
+    assert rows[("wml", "kd", "student-0")]["mean"] == pytest.approx(0.061)
+    assert rows[("wml", "kd", "champion")]["mean"] == pytest.approx(-0.01)
+    assert rows[("wml", "single", "student-0")]["mean"] == pytest.approx(-0.039)
+    assert ("kd", "single", "student-0") not in rows  # both champions: the champion's row
+    assert ("wml", "dml", "student-0") not in rows  # not the same shape
+    assert rows[("wml", "dml", "student-1")]["mean"] == pytest.approx(-0.01)
+    lines = paired.format_tables({"suites": [], "arms": arms,
+                                  "paired": paired.seed_differences({"suites": [], "arms": arms})})
+    assert any(x.startswith("| wml − kd | student-0 | 3 | +0.061") for x in lines)
+
+
 def test_one_seed_has_a_difference_but_no_standard_error():
     rows = paired.seed_differences(synthetic_report(seeds=1))
     r = next(r for r in rows if (r["a"], r["b"]) == ("wml", "single"))
