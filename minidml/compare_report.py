@@ -48,10 +48,8 @@ def add_best_validation(arm: dict[str, Any], cmp_dir: Path,
     evaluations and the step of it, read from the run's metrics (``records``, when the
     caller has read them already): what early stopping on held-out text would have kept,
     beside the last evaluation the champion is chosen on."""
-    def best(run_dir: Path, models: list[dict[str, Any]],
-             records: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
-        if records is None:
-            records = read_metrics(run_dir / "metrics.jsonl")
+    def best(records: Sequence[Mapping[str, Any]],
+             models: list[dict[str, Any]]) -> list[dict[str, Any]]:
         evals = [r for r in records if r.get("event") == "eval"]
         out = []
         for i, m in enumerate(models):
@@ -65,10 +63,13 @@ def add_best_validation(arm: dict[str, Any], cmp_dir: Path,
                                      strict=True)) if points else {}))
         return out
 
-    arm = arm | {"models": best(cmp_dir / arm["dir"], arm["models"], records)}
+    if records is None:
+        records = read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
+    arm = arm | {"models": best(records, arm["models"])}
     if "teacher" in arm:
         teacher = arm["teacher"]
-        arm["teacher"] = teacher | {"models": best(cmp_dir / teacher["dir"], teacher["models"])}
+        arm["teacher"] = teacher | {"models": best(
+            read_metrics(cmp_dir / teacher["dir"] / "metrics.jsonl"), teacher["models"])}
     return arm
 
 
@@ -79,11 +80,11 @@ def add_outer_steps(arm: dict[str, Any], cmp_dir: Path,
     against its first-order one, ``‖c(hypergrad − direct)‖ / ‖c(direct)‖`` (median and
     largest over the steps), read from the run's metrics (``records``, when the caller has
     read them already): how much the unrolled inner step (the ``unroll`` setting) could
-    steer ω at all. ``c`` removes a vector's mean: the mirror
-    step normalises ω, so a gradient's part along (1, …, 1) cannot move it, and with the
-    ensemble objective that part dominates ``direct`` (Σ_i ω_i·direct_i = −1). Steps whose
-    gradients are not finite, or whose centred direct term is 0, are left out of the
-    shares (``n`` counts the steps in them)."""
+    steer ω at all. ``c`` removes a vector's mean: the mirror step normalises ω, so a
+    gradient's part along (1, …, 1) cannot move it, and with the ensemble objective that
+    part dominates ``direct`` (Σ_i ω_i·direct_i = −1). Steps whose gradients are not
+    finite, or whose centred direct term is 0, are left out of the shares (``n`` counts the
+    steps in them)."""
     if records is None:
         records = read_metrics(cmp_dir / arm["dir"] / "metrics.jsonl")
     steps = [r for r in records
