@@ -58,7 +58,7 @@ def cli() -> None:
               help="kd: a trained run whose champion student teaches (repeat for an ensemble, "
                    "whose probabilities are averaged).")
 @shared("hypergrad", "unroll", "outer_every", "outer_lr", "outer_objective", "vocab_size",
-        "tokenizer_type", "context", "batch_size", "grad_accum")
+        "tokenizer_type", "tokenizer_boundary", "context", "batch_size", "grad_accum")
 @click.option("--steps", type=Count(), help="Optimiser steps (default: one epoch).")
 @click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
 @shared("epochs", "max_time", "sampling", "documents", "speaker_tags", "lr", "warmup",
@@ -136,8 +136,8 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 
 
 # ----------------------------------------------------------------------------- compare
-_COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "documents", "speaker_tags", "sampling",
-                    "epochs", "max_time", "context", "batch_size", "grad_accum", "lr",
+_COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "documents",
+                    "speaker_tags", "sampling", "epochs", "max_time", "context", "batch_size", "grad_accum", "lr",
                     "warmup", "schedule", "alpha", "temperature", "alpha_warmup", "hypergrad",
                     "unroll", "outer_every", "outer_lr", "outer_objective", "device",
                     "precision", "compile", "on_nonfinite", "seed", "encoding_errors",

@@ -125,7 +125,8 @@ def student_shapes(k: int | None, layers, width, heads, mlp_ratio, base) -> tupl
 
 
 TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
-    "vocab_size": "vocab_size", "tokenizer_type": "tokenizer_type", "context": "context",
+    "vocab_size": "vocab_size", "tokenizer_type": "tokenizer_type",
+    "tokenizer_boundary": "tokenizer_boundary", "context": "context",
     "batch_size": "batch_size", "grad_accum": "grad_accum", "steps": "steps",
     "tokens": "tokens", "lr": "lr", "warmup": "warmup_steps", "schedule": "schedule",
     "alpha": "alpha",
@@ -163,6 +164,10 @@ SHARED_OPTIONS = {
     "vocab_size": click.option("--vocab-size", type=click.IntRange(min=300),
                                help="Default: suits the corpus."),
     "tokenizer_type": click.option("--tokenizer-type", type=click.Choice(["unigram", "bpe"])),
+    "tokenizer_boundary": click.option(
+        "--tokenizer-boundary", type=click.Choice(["prefix", "none"]),
+        help="prefix (default): a text's first word is the same piece as in running text, "
+             "as the BabyLM 2026 pipeline needs; none: texts as given (the old tokenizers)."),
     "context": click.option("--context", type=POSITIVE,
                             help="Context length in tokens (default 128)."),
     "batch_size": click.option("--batch-size", type=POSITIVE,

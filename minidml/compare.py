@@ -228,7 +228,8 @@ def _tokenizer(out: Path, files: list[Path], base: TrainConfig,
         return Tokenizer.load(path)
     say("training the shared tokenizer")
     tokenizer = Tokenizer.train(corpus_documents(files, base), base.vocab_size,
-                                base.tokenizer_type, seed=base.seed)
+                                base.tokenizer_type, seed=base.seed,
+                                boundary=base.tokenizer_boundary)
     tokenizer.save(path)
     return tokenizer
 

@@ -21,6 +21,7 @@ from .data import SAMPLINGS
 from .documents import RULES, SPEAKER_TAGS
 from .errors import MinidmlError
 from .model import Shape
+from .tokenizer import BOUNDARIES
 
 MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
@@ -77,6 +78,9 @@ class TrainConfig:
     # data and tokenizer
     vocab_size: int | None = None  # None: suited to the corpus size
     tokenizer_type: str = "unigram"
+    # prefix: a text's first word is encoded as the same word in running text (a word
+    # boundary before every text, minidml.tokenizer); none: texts as given (runs before 0.2)
+    tokenizer_boundary: str = "prefix"
     context: int = 128
     batch_size: int = 32
     grad_accum: int = 1
@@ -185,6 +189,7 @@ class TrainConfig:
                              ("outer_lr_schedule", ("constant", "cosine")),
                              ("budget_scheme", ("harmonic", "equal")),
                              ("tokenizer_type", ("unigram", "bpe")),
+                             ("tokenizer_boundary", BOUNDARIES),
                              ("encoding_errors", ("strict", "replace", "ignore")),
                              ("documents", RULES), ("speaker_tags", SPEAKER_TAGS),
                              ("sampling", SAMPLINGS), ("schedule", ("cosine", "wsd")),

@@ -43,7 +43,7 @@ from . import __version__, _io
 from .errors import MinidmlError
 from .model import Student, StudentConfig
 from .spm_model import bpe_merges, spm_pieces
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from .tokenizer import BOS_ID, EOS_ID, META, PAD_ID, UNK_ID, Tokenizer
 
 if TYPE_CHECKING:
     from .rundir import Run
@@ -153,10 +153,13 @@ def hf_state_dict(student: Student) -> dict[str, torch.Tensor]:
 def hf_backend_tokenizer(tokenizer: Tokenizer) -> Any:
     """A ``tokenizers.Tokenizer`` that splits text exactly as ``tokenizer`` does.
 
-    Sentencepiece with minidml's settings only writes spaces as ``▁`` (no normalisation, no
-    dummy prefix), then runs its unigram lattice or BPE merges with byte fallback; that is a
-    ``Replace(" ", "▁")`` normaliser, no pre-tokenizer, and the same model. A BOS is added in
-    front by the post-processor; decoding turns ``▁`` back into spaces and fuses bytes.
+    Sentencepiece with minidml's settings only writes spaces as ``▁`` (no other
+    normalisation), then runs its unigram lattice or BPE merges with byte fallback; that is a
+    ``Replace(" ", "▁")`` normaliser and the same model. A tokenizer with the word boundary
+    (:attr:`Tokenizer.boundary` ``"prefix"``) adds a ``Metaspace`` pre-tokenizer that puts
+    ``▁`` in front of a text that does not already begin with one (and does not split), and
+    its decoder drops that first space again. A BOS is added in front by the post-processor;
+    decoding turns ``▁`` back into spaces and fuses bytes.
     """
     require_hf()
     tk = _import("tokenizers")
@@ -169,9 +172,14 @@ def hf_backend_tokenizer(tokenizer: Tokenizer) -> Any:
         model = tk.models.BPE({p: i for i, (p, _, _) in enumerate(pieces)}, bpe_merges(pieces),
                               unk_token=specials[UNK_ID], fuse_unk=True, byte_fallback=True)
     backend = tk.Tokenizer(model)
-    backend.normalizer = tk.normalizers.Replace(" ", "\u2581")
-    backend.decoder = tk.decoders.Sequence([tk.decoders.Replace("\u2581", " "),
-                                            tk.decoders.ByteFallback(), tk.decoders.Fuse()])
+    backend.normalizer = tk.normalizers.Replace(" ", META)
+    decoders = [tk.decoders.Replace(META, " "), tk.decoders.ByteFallback(), tk.decoders.Fuse()]
+    if tokenizer.boundary == "prefix":
+        # "first": the boundary goes before the text, not after a special token inside it
+        backend.pre_tokenizer = tk.pre_tokenizers.Metaspace(
+            replacement=META, prepend_scheme="first", split=False)
+        decoders.append(tk.decoders.Strip(" ", 1, 0))
+    backend.decoder = tk.decoders.Sequence(decoders)
     backend.add_special_tokens([tk.AddedToken(specials[i], special=True, normalized=False)
                                 for i in sorted(specials)])
     bos = specials[BOS_ID]
@@ -203,8 +211,9 @@ def _tokenizer_configs(tokenizer: Tokenizer, context: int) -> tuple[dict, dict]:
         **special,
         "add_bos_token": True,
         "add_eos_token": False,
-        # no prefix space: tokenizer.json has none and the sentencepiece model no dummy
-        # prefix. "add_prefix_space" itself is left out, since transformers 4's
+        # the word boundary, where there is one, is tokenizer.json's Metaspace and the
+        # sentencepiece model's dummy prefix. "add_prefix_space" itself is left out, since
+        # transformers 4's
         # LlamaTokenizerFast would rebuild tokenizer.json from the .model file whenever it
         # is given, with Llama's own special pieces in the place of minidml's
         "legacy": True,  # a sentencepiece LlamaTokenizer (transformers 4) encodes text as is

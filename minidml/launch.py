@@ -132,7 +132,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         if tokenizer is None:
             tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.train(
                 corpus_documents(files, cfg), cfg.vocab_size, cfg.tokenizer_type,
-                seed=cfg.seed))
+                seed=cfg.seed, boundary=cfg.tokenizer_boundary))
         elif cfg.vocab_size is not None and cfg.vocab_size != tokenizer.vocab_size:
             raise MinidmlError(f"--vocab-size {cfg.vocab_size}: the given tokenizer has "
                                f"{tokenizer.vocab_size} pieces; drop --vocab-size")

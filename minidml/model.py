@@ -192,9 +192,11 @@ class Student(nn.Module):
     def trunk(self, ids: torch.Tensor) -> torch.Tensor:
         """Final (normalised) hidden states [B, T, d_model] of token ids [B, T]."""
         t = ids.shape[-1]
-        if t > self.config.context:
-            raise ValueError(f"sequence of {t} tokens exceeds the context of {self.config.context}")
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        if t <= self.config.context:
+            cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        else:  # positions beyond those trained on, as the exported Llama computes them
+            c = self.config
+            cos, sin = (x.to(self.rope_cos) for x in rope_tables(c.head_dim, t, c.rope_theta))
         x = self.embed(ids)
         for layer in self.layers:
             x = layer(x, cos, sin)

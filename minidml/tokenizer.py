@@ -4,9 +4,20 @@ Training streams the corpus once, splits lines that are too long for sentencepie
 silently skips any sentence longer than ``max_sentence_length`` bytes) into whitespace-bounded
 pieces, and keeps a seeded reservoir sample of at most ``input_sentence_size`` pieces, so
 training time and memory stay bounded however large the corpus is. Normalisation is the
-identity and ``byte_fallback`` is on, so ``decode(encode(text)) == text`` for any text (a
-literal ``▁``, sentencepiece's space symbol, is encoded as its bytes so that it is not read as a
-space).
+identity and ``byte_fallback`` is on (a literal ``▁``, sentencepiece's space symbol, is encoded
+as its bytes so that it is not read as a space).
+
+**The word boundary.** By default (``boundary="prefix"``) a text that does not begin with a
+space is encoded as if it did, so its first word is the same piece as the same word in running
+text (``Only`` → ``▁Only``, as mid-sentence) whether the text is scored as it is (the BabyLM
+2026 pipeline) or after one space (lm-evaluation-harness). This is the rule of the Hugging
+Face ``Metaspace`` pre-tokenizer (prepend ``▁`` unless the text already starts with one), and
+the sentencepiece model stores it as its dummy prefix, so the exported ``tokenizer.json`` and
+``tokenizer.model`` reproduce it. Decoding drops that one boundary space:
+``decode(encode(text)) == text`` for every text that does not begin with a space, and a text
+that does decodes without its first space (``"Only"`` and ``" Only"`` are the same tokens).
+Models trained before the boundary existed (``boundary="none"``: no dummy prefix) encode text
+exactly as given and decode every text exactly; a loaded model's own bytes say which it is.
 """
 
 from __future__ import annotations
@@ -24,10 +35,12 @@ import sentencepiece as spm
 
 from . import _io
 from .errors import MinidmlError
+from .spm_model import has_dummy_prefix, with_dummy_prefix
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MAX_PIECE_BYTES = 1024  # well under sentencepiece's default max_sentence_length of 4192 bytes
 MIN_AUTO_VOCAB, MAX_AUTO_VOCAB = 512, 16384
+BOUNDARIES = ("prefix", "none")  # the word boundary at the start of a text (module docstring)
 # sentencepiece reads this character in text as a space; it is encoded as its UTF-8 bytes
 META = "\u2581"
 
@@ -119,6 +132,12 @@ class Tokenizer:
         ):
             raise MinidmlError("tokenizer model: special ids must be pad=0 unk=1 bos=2 eos=3; "
                                "train it with minidml")
+        #: ``"prefix"`` (a text's first word is encoded as in running text) or ``"none"``
+        self.boundary = "prefix" if has_dummy_prefix(self._proto) else "none"
+        # encoding goes through a copy without the dummy prefix: the boundary is added here,
+        # only where the text does not already begin with a space (see the module docstring)
+        self._bare = self._sp if self.boundary == "none" else spm.SentencePieceProcessor(
+            model_proto=with_dummy_prefix(self._proto, False))
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -130,28 +149,39 @@ class Tokenizer:
         seed: int = 0,
         input_sentence_size: int = 300_000,
         num_threads: int | None = None,
+        boundary: str = "prefix",
     ) -> Tokenizer:
         """Train on an iterable of text lines (e.g. :func:`minidml.data.read_lines`).
 
         ``vocab_size=None`` picks :func:`auto_vocab_size` of the corpus's word count, capped
         at what the corpus supports. An explicit size the corpus cannot support is an error
-        that suggests the largest size that works.
+        that suggests the largest size that works. ``boundary``: ``"prefix"`` (a text's
+        first word is encoded as in running text) or ``"none"`` (see the module docstring).
         """
         if model_type not in ("unigram", "bpe"):
             raise MinidmlError(f"--tokenizer-type {model_type!r}: choose unigram or bpe")
+        if boundary not in BOUNDARIES:
+            raise MinidmlError(f"--tokenizer-boundary {boundary!r}: choose prefix or none")
         if vocab_size is not None and vocab_size < 300:
             raise MinidmlError(f"--vocab-size {vocab_size}: must be at least 300 "
                                "(256 byte pieces and 4 special ids come first)")
         pieces, words = sample_pieces(lines, input_sentence_size, seed)
         if not pieces:
             raise MinidmlError("corpus: no text to train the tokenizer on; give a non-empty corpus")
+        if boundary == "prefix":  # train on the texts as they will be encoded
+            pieces = [_with_boundary(p) for p in pieces]
         size = vocab_size or auto_vocab_size(words)
+
+        def train(size: int) -> Tokenizer:
+            proto = _train_proto(pieces, size, model_type, seed, num_threads)
+            return cls(with_dummy_prefix(proto, True) if boundary == "prefix" else proto)
+
         try:
-            return cls(_train_proto(pieces, size, model_type, seed, num_threads))
+            return train(size)
         except RuntimeError as e:
             limit = re.search(r"value <= (\d+)", str(e))
             if limit and vocab_size is None:
-                return cls(_train_proto(pieces, int(limit.group(1)), model_type, seed, num_threads))
+                return train(int(limit.group(1)))
             if limit and int(limit.group(1)) < 300:  # below the smallest size we accept
                 raise MinidmlError(
                     f"--vocab-size {vocab_size}: too large for this corpus, which supports only "
@@ -202,35 +232,50 @@ class Tokenizer:
         """Token ids of one string, optionally with BOS before and EOS after."""
         if META in text:
             return self._encode_meta(text, bos, eos)
-        return self._sp.encode(text, add_bos=bos, add_eos=eos)
+        return self._bare.encode(self._marked(text), add_bos=bos, add_eos=eos)
 
     def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False,
                      num_threads: int = -1) -> list[list[int]]:
         """Token ids of many strings at once (sentencepiece's multithreaded batch encoder)."""
         texts = list(texts)
-        out = self._sp.encode(texts, add_bos=bos, add_eos=eos, num_threads=num_threads)
+        out = self._bare.encode([self._marked(t) for t in texts], add_bos=bos, add_eos=eos,
+                                num_threads=num_threads)
         for i, text in enumerate(texts):
             if META in text:
                 out[i] = self._encode_meta(text, bos, eos)
         return out
 
+    def _marked(self, text: str) -> str:
+        """The text as the bare model encodes it: with the word boundary where it applies."""
+        return _with_boundary(text) if self.boundary == "prefix" else text
+
     def _encode_meta(self, text: str, bos: bool, eos: bool) -> list[int]:
-        """Ids of a text holding ``META``, each ``META`` as its byte pieces, so it decodes back."""
+        """Ids of a text holding ``META``, each ``META`` as its byte pieces, so it decodes back
+        (the word boundary, where it applies, comes first, as for any text)."""
         meta = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in META.encode("utf-8")]
         ids = [BOS_ID] if bos else []
         for k, part in enumerate(text.split(META)):
-            ids += (meta if k else []) + self._sp.encode(part)
+            if k == 0 and self.boundary == "prefix" and not part.startswith(" "):
+                part = " " + part  # the text begins here, even when it begins with META
+            ids += (meta if k else []) + self._bare.encode(part)
         return ids + ([EOS_ID] if eos else [])
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``; special ids (pad, bos, eos) are dropped."""
+        """Text of ``ids``; special ids (pad, bos, eos) are dropped, and so is the word
+        boundary in front of the first piece."""
         return self._sp.decode([int(i) for i in ids if i > UNK_ID and i != EOS_ID])
 
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(int(i))
 
     def __repr__(self) -> str:
-        return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
+        return (f"Tokenizer(vocab_size={self.vocab_size}, boundary={self.boundary!r}, "
+                f"sha256={self.sha256[:12]})")
+
+
+def _with_boundary(text: str) -> str:
+    """``text`` with one space in front unless it is empty or already begins with a space."""
+    return text if not text or text.startswith(" ") else " " + text
 
 
 def _train_proto(pieces: list[str], vocab_size: int, model_type: str, seed: int,

@@ -204,9 +204,19 @@ def test_embeddings_are_tied():
     assert torch.allclose(model.embed.weight.grad, hidden.sum(0).expand_as(other), atol=1e-5)
 
 
-def test_sequence_longer_than_context_is_refused():
-    with pytest.raises(ValueError, match="exceeds the context"):
-        Student(TINY)(torch.zeros(1, TINY.context + 1, dtype=torch.long))
+def test_sequence_longer_than_context_runs_as_a_longer_context_would():
+    """Positions past the context get the same rotary angles as a student trained with a
+    longer context (what the exported Llama computes), and leave earlier positions alone."""
+    torch.manual_seed(0)
+    short = Student(TINY)
+    longer = Student(dataclasses.replace(TINY, context=2 * TINY.context + 3))
+    longer.load_state_dict(short.state_dict())
+    ids = torch.randint(0, TINY.vocab_size, (2, 2 * TINY.context + 3))
+    with torch.no_grad():
+        got, want = short(ids), longer(ids)
+        first = short(ids[:, :TINY.context])
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(got[:, :TINY.context], first, atol=1e-5)
 
 
 def test_initialisation():

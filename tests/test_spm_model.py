@@ -10,7 +10,16 @@ import sentencepiece as spm
 
 from minidml.errors import MinidmlError
 from minidml.grammar import write_corpus
-from minidml.spm_model import BYTE, CONTROL, NORMAL, UNKNOWN, bpe_merges, spm_pieces
+from minidml.spm_model import (
+    BYTE,
+    CONTROL,
+    NORMAL,
+    UNKNOWN,
+    bpe_merges,
+    has_dummy_prefix,
+    spm_pieces,
+    with_dummy_prefix,
+)
 from minidml.tokenizer import Tokenizer
 
 
@@ -75,3 +84,19 @@ def test_other_normalisation_is_refused(lines):
                                    num_threads=1, minloglevel=2)
     with pytest.raises(MinidmlError, match="cannot be exported exactly"):
         spm_pieces(Tokenizer(out.getvalue()))
+
+
+def test_dummy_prefix_is_set_and_cleared_and_nothing_else_changes(lines):
+    base = Tokenizer.train(lines, vocab_size=300, seed=0, num_threads=1, boundary="none")
+    proto = base.to_bytes()
+    assert not has_dummy_prefix(proto)
+    on = with_dummy_prefix(proto, True)
+    assert has_dummy_prefix(on) and not has_dummy_prefix(with_dummy_prefix(on, False))
+    assert Tokenizer(on).boundary == "prefix"
+    assert spm_pieces(Tokenizer(on)) == spm_pieces(base)
+    sp_on, sp_off = (spm.SentencePieceProcessor(model_proto=p) for p in (on, proto))
+    assert sp_on.encode("the cat") == sp_off.encode(" the cat") != sp_off.encode("the cat")
+    # the bytes of every other field are kept, so clearing again gives an equal model
+    again = spm.SentencePieceProcessor(model_proto=with_dummy_prefix(on, False))
+    assert [again.id_to_piece(i) for i in range(300)] == [sp_off.id_to_piece(i)
+                                                          for i in range(300)]

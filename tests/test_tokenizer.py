@@ -44,9 +44,15 @@ def word_lines(n: int, seed: int = 0, made_up: bool = True) -> list[str]:
     return [" ".join(word() for _ in range(rng.randint(2, 12))) for _ in range(n)]
 
 
-@pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.train(word_lines(1500), vocab_size=400, seed=0, num_threads=1)
+@pytest.fixture(scope="module", params=["prefix", "none"])
+def tok(request) -> Tokenizer:
+    return Tokenizer.train(word_lines(1500), vocab_size=400, seed=0, num_threads=1,
+                           boundary=request.param)
+
+
+def decoded(tok: Tokenizer, text: str) -> str:
+    """What decoding gives back: the text, less the one space that is the word boundary."""
+    return text.removeprefix(" ") if tok.boundary == "prefix" else text
 
 
 # "Ordinary" text: letters, marks, digits, punctuation, symbols and spaces of every script (no
@@ -70,7 +76,7 @@ def is_byte_piece(piece: str) -> bool:
 @given(text=st.one_of(ORDINARY, WORD_TEXT))
 def test_decode_encode_round_trips_ordinary_text(tok, text):
     ids = tok.encode(text)
-    assert tok.decode(ids) == text
+    assert tok.decode(ids) == decoded(tok, text)
     # byte fallback: nothing is ever unknown, and no special id appears inside a text
     assert all(i > EOS_ID for i in ids)
     assert all(0 <= i < tok.vocab_size for i in ids)
@@ -79,14 +85,35 @@ def test_decode_encode_round_trips_ordinary_text(tok, text):
 @FAST
 @given(text=st.text(max_size=40))  # any code points but surrogates, control characters too
 def test_decode_encode_round_trips_any_text(tok, text):
-    assert tok.decode(tok.encode(text)) == text
+    assert tok.decode(tok.encode(text)) == decoded(tok, text)
+
+
+@FAST
+@given(text=st.one_of(ORDINARY, WORD_TEXT))
+def test_the_first_word_is_encoded_as_in_running_text(tok, text):
+    """With the boundary, a text and the same text after a space are the same tokens, and a
+    text's tokens are those it has after another word (less that word's)."""
+    text = text.lstrip(" ")
+    if tok.boundary != "prefix" or not text:
+        return
+    assert tok.encode(text) == tok.encode(" " + text)
+    words = text.split(" ")
+    if words[0] and "\u2581" not in text:  # a whole word: the pieces do not cross spaces
+        assert tok.encode(words[0]) == tok.encode("the " + words[0])[len(tok.encode("the")):]
+
+
+def test_boundary_of_known_words(tok):
+    first = [tok.id_to_piece(i) for i in tok.encode("cat sat")]
+    assert first[0] == ("\u2581cat" if tok.boundary == "prefix" else "cat")
+    assert first[-1] == "\u2581sat"
+    assert tok.decode(tok.encode("cat sat")) == "cat sat"
 
 
 def test_sentencepiece_space_symbol_in_text_is_kept(tok):
     # "▁" is how sentencepiece writes a space; a literal one in the text must not become a space
     for text in ["\u2581", "a\u2581b", "\u2581\u2581 x \u2581", "the\u2581cat"]:
-        assert tok.decode(tok.encode(text)) == text
-        assert tok.decode(tok.encode_batch([text])[0]) == text
+        assert tok.decode(tok.encode(text)) == decoded(tok, text)
+        assert tok.decode(tok.encode_batch([text])[0]) == decoded(tok, text)
 
 
 def test_known_words_use_learned_pieces_not_bytes(tok):
@@ -95,6 +122,8 @@ def test_known_words_use_learned_pieces_not_bytes(tok):
         assert not any(is_byte_piece(p) for p in pieces), pieces
     # a character the corpus never had falls back to its UTF-8 bytes
     pieces = [tok.id_to_piece(i) for i in tok.encode("ж")]
+    if tok.boundary == "prefix":  # the boundary comes first, as a piece of its own
+        assert pieces.pop(0) == "\u2581"
     assert [int(p[3:5], 16) for p in pieces] == list("ж".encode())
 
 
@@ -114,7 +143,7 @@ def test_encode_bos_eos_flags(tok, text):
     assert tok.encode(text, bos=True) == [BOS_ID, *ids]
     assert tok.encode(text, eos=True) == [*ids, EOS_ID]
     assert tok.encode(text, bos=True, eos=True) == [BOS_ID, *ids, EOS_ID]
-    assert tok.decode([BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]) == text
+    assert tok.decode([BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]) == decoded(tok, text)
 
 
 @FAST
@@ -340,7 +369,7 @@ def test_character_only_in_a_long_line_is_learned(long_line):
     lines = word_lines(300) + [long_line]
     tok = Tokenizer.train(lines, vocab_size=400, num_threads=1)
     pieces = [tok.id_to_piece(i) for i in tok.encode("ж")]
-    assert pieces == ["ж"]
+    assert pieces in (["\u2581", "ж"], ["\u2581ж"])  # the word boundary, then the character
     assert tok.decode(tok.encode(long_line)) == long_line
 
 
@@ -371,3 +400,20 @@ def test_sample_pieces_is_uniform():
             counts[piece] += 1
     freqs = [c / trials for c in counts.values()]
     assert all(0.17 < f < 0.33 for f in freqs), freqs
+
+
+# ----------------------------------------------------------------------------- word boundary
+def test_the_boundary_lives_in_the_model_bytes(tok, tmp_path):
+    """A loaded model keeps its boundary, and a sentencepiece processor of the same bytes
+    adds the same ``▁`` (its dummy prefix) to a text that does not begin with a space."""
+    tok.save(tmp_path / "t.model")
+    assert Tokenizer.load(tmp_path / "t.model").boundary == tok.boundary
+    sp = spm.SentencePieceProcessor(model_proto=tok.to_bytes())
+    for text in ["the cat sat", "ok. hello world\nthe dog", "café über"]:
+        assert sp.encode(text) == tok.encode(text)
+        assert sp.decode(tok.encode(text)) == text
+
+
+def test_unknown_boundary_is_one_line():
+    with pytest.raises(MinidmlError, match="--tokenizer-boundary 'suffix'"):
+        Tokenizer.train(word_lines(50), vocab_size=300, boundary="suffix")
