@@ -137,7 +137,8 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 
 # ----------------------------------------------------------------------------- compare
 _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "documents",
-                    "speaker_tags", "sampling", "epochs", "max_time", "context", "batch_size", "grad_accum", "lr",
+                    "speaker_tags", "sampling", "epochs", "max_time", "context",
+                    "batch_size", "grad_accum", "lr",
                     "warmup", "schedule", "alpha", "temperature", "alpha_warmup", "hypergrad",
                     "unroll", "outer_every", "outer_lr", "outer_objective", "device",
                     "precision", "compile", "on_nonfinite", "seed", "encoding_errors",
