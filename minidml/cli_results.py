@@ -62,6 +62,10 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--data-dir", type=FilePath(),
               help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
                    "`minidml data fetch` fills).")
+@click.option("--protocol", default="babylm-2026", show_default=True,
+              help="Which tokens of a text are scored: babylm-2026 (the official BabyLM "
+                   "2026 pipeline's rule) or lm-eval (lm-evaluation-harness's, as BabyLM "
+                   "2024 scored).")
 @click.option("--limit", type=POSITIVE, help="At most N examples per task.")
 @click.option("--step", "step_text", default="latest", show_default=True,
               help="The checkpoint to evaluate: latest, a step number, or all (every kept "
@@ -80,7 +84,8 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--epochs", type=POSITIVE, help="glue: at most this many epochs (default 10).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
-          data_dir: Path | None, limit: int | None, step_text: str, batch_size: int,
+          data_dir: Path | None, protocol: str, limit: int | None, step_text: str,
+          batch_size: int,
           device: str, precision: str, output: Path | None, log_samples: bool,
           glue_tasks: str | None, max_train_examples: int | None, epochs: int | None,
           quiet: bool) -> None:
@@ -88,8 +93,10 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
     LM's directory, on benchmark suites."""
     from .evaluation import evaluate
     from .hf_models import is_hf_model_dir, load_hf
+    from .protocols import get_protocol
     from .rundir import checkpoint_steps, load
 
+    get_protocol(protocol)  # an unknown name fails here, before any loading
     path = run_or_latest(run_dir)
     hf = is_hf_model_dir(path)
     if hf and step_text != "latest":
@@ -123,7 +130,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
                            batch_size=batch_size, precision=precision,
                            progress=not quiet and sys.stderr.isatty(),
-                           options=options, on_suite=announce)
+                           options=options, on_suite=announce, protocol=protocol)
         click.echo(results.table(), nl=False)
         stamp = results.date.replace(":", "").replace("-", "")[:15]
         # a run's results name the step they evaluated (minidml plot draws the curve from them)

@@ -8,7 +8,10 @@ nothing of evaluating; this module looks suites up there). :func:`evaluate` runs
 asked for, each in an :class:`~minidml.suite.EvalContext`, records a suite that fails or
 lacks its data without stopping the others, and returns :class:`EvalResults`: the JSON of
 ``eval.json`` (per model and task, lm-evaluation-harness's metrics; per group the mean), a
-table, and every scored example (``eval.samples.jsonl``).
+table, and every scored example (``eval.samples.jsonl``). Every result names the scoring
+protocol it was made under (:mod:`minidml.protocols`), in ``protocol`` and in each suite's
+version (``3+babylm-2026``), so results of different protocols are never taken for each
+other.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from . import suite as _suite
 from .data import fingerprint
 from .errors import MinidmlError
 from .plugins import SuiteSpec, suites
+from .protocols import DEFAULT_PROTOCOL, get_protocol
 from .scoring import ENSEMBLE, Scorer, student_label
 from .suite import EvalContext, SuiteResult, group_score, resolve_data_dir
 
@@ -63,6 +67,11 @@ class EvalResults:
     labels: list[str]
     outcomes: list[SuiteOutcome]
     date: str
+    protocol: str = DEFAULT_PROTOCOL
+
+    def version(self, spec: SuiteSpec) -> str:
+        """The suite's version as its results record it: the suite's own and the protocol."""
+        return f"{spec.version}+{self.protocol}"
 
     @property
     def ok(self) -> bool:
@@ -75,7 +84,7 @@ class EvalResults:
         suites = {}
         for o in self.outcomes:
             suites[o.spec.name] = {
-                "status": o.status, "version": o.spec.version, "plugin": o.spec.plugin,
+                "status": o.status, "version": self.version(o.spec), "plugin": o.spec.plugin,
                 "package": o.spec.package, "package_version": o.spec.package_version,
                 "data_sha256": o.data_sha256, "seconds": round(o.seconds, 2),
                 **({"error": o.error} if o.error else {}),
@@ -87,27 +96,28 @@ class EvalResults:
                     results[lb][f"{o.spec.name}/{name}"] = {**t.metrics, "n": t.n,
                                                             "primary": t.primary}
                 for g, members in o.result.groups.items():
-                    gs = group_score(per, members)
+                    gs = group_score(per, members, o.result.groups)
                     groups[lb][g] = {"score": gs["score"], "score_stderr": gs["stderr"],
                                      "n_tasks": gs["n_tasks"], "suite": o.spec.name}
         return {
-            "minidml_version": __version__, "date": self.date,
+            "minidml_version": __version__, "date": self.date, "protocol": self.protocol,
             "run": str(run.path), "step": run.step,
             "students": [{"label": student_label(i), "shape": str(c.shape),
                           "n_params": c.n_params}
                          for i, c in enumerate(s.config for s in run.students)],
             "omega": [float(w) for w in run.omega],
-            "versions": {o.spec.name: o.spec.version for o in self.outcomes},
+            "versions": {o.spec.name: self.version(o.spec) for o in self.outcomes},
             "suites": suites, "results": results, "groups": groups,
             "environment": {"torch": torch.__version__, "python": platform.python_version()},
         }
 
     def table(self) -> str:
-        """Per suite: one row per task and per group, one column per model (percent)."""
-        lines = []
+        """Per suite: one row per task and per group, one column per model (accuracies and
+        other shares in percent, correlations as they are)."""
+        lines = [f"protocol: {self.protocol}", ""]
         width = max(10, *(len(lb) for lb in self.labels))
         for o in self.outcomes:
-            title = f"{o.spec.name} (v{o.spec.version})"
+            title = f"{o.spec.name} (v{self.version(o.spec)})"
             if o.result is None:
                 lines += [f"{title}: {o.status.upper()}: {o.error}", ""]
                 continue
@@ -121,12 +131,15 @@ class EvalResults:
             for n in names:
                 cells = [o.result.tasks.get(lb, {}).get(n) for lb in self.labels]
                 lines.append(f"{n + ' (' + metric[n] + ')':<{name_w}}" + "".join(
-                    f" {_pct(c.score if c else float('nan')):>{width}}" for c in cells))
+                    f" {_cell(c.score if c else float('nan'), metric[n]):>{width}}"
+                    for c in cells))
+            kinds = set(metric.values())
+            kind = kinds.pop() if len(kinds) == 1 else "acc"
             for g, members in o.result.groups.items():
-                cells = [group_score(o.result.tasks.get(lb, {}), members)["score"]
-                         for lb in self.labels]
+                cells = [group_score(o.result.tasks.get(lb, {}), members,
+                                     o.result.groups)["score"] for lb in self.labels]
                 lines.append(f"{'[' + g + '] mean':<{name_w}}"
-                             + "".join(f" {_pct(c):>{width}}" for c in cells))
+                             + "".join(f" {_cell(c, kind):>{width}}" for c in cells))
             lines += [f"  note: {n}" for n in o.result.notes] + [""]
         return "\n".join(lines).rstrip() + "\n"
 
@@ -160,6 +173,15 @@ def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.1f}"
 
 
+CORRELATIONS = ("rho",)  # metrics shown as they are, not as percentages
+
+
+def _cell(x: float, metric: str) -> str:
+    if metric in CORRELATIONS:
+        return "-" if math.isnan(x) else f"{x:.3f}"
+    return _pct(x)
+
+
 def labels_for(student: str, k: int, champion: int = 0) -> list[str]:
     """Model labels for ``--student``: ``all`` (each student, then the ensemble),
     ``ensemble``, ``champion`` (student ``champion``: the run's lowest validation loss at
@@ -187,8 +209,11 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
              batch_size: int = 64, precision: str = "fp32", progress: bool = False,
              options: Mapping[str, Any] | None = None,
              available: Mapping[str, SuiteSpec] | None = None,
-             on_suite: Callable[[SuiteOutcome], None] | None = None) -> EvalResults:
-    """Run the named suites (``all``: every suite whose data is present) on a loaded run.
+             on_suite: Callable[[SuiteOutcome], None] | None = None,
+             protocol: str = DEFAULT_PROTOCOL) -> EvalResults:
+    """Run the named suites (``all``: every suite whose data is present and that is defined
+    under ``protocol``) on a loaded run, scoring texts by ``protocol``
+    (:mod:`minidml.protocols`).
 
     A suite that raises is recorded as failed and the others still run; a suite whose data
     is missing is ``unavailable``. ``available`` defaults to the plugins' suites.
@@ -196,13 +221,15 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
     import time
 
     available = _registered(available)
+    rule = get_protocol(protocol)
     root = resolve_data_dir(data_dir)
     if limit is not None and limit < 1:
         raise MinidmlError(f"--limit {limit}: must be at least 1")
-    names = _expand(suites, available, root)
+    names = _expand(suites, available, root, protocol=rule.name)
     labels = labels_for(student, len(run.students), getattr(run, "champion", 0))
     scorer = Scorer(run.students, run.tokenizer, run.omega, labels=labels,
-                    batch_size=batch_size, precision=precision, progress=progress)
+                    batch_size=batch_size, precision=precision, progress=progress,
+                    protocol=rule)
     outcomes = []
     for name in names:
         spec = available[name]
@@ -232,18 +259,18 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
         if on_suite is not None:
             on_suite(outcome)
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return EvalResults(run, labels, outcomes, date)
+    return EvalResults(run, labels, outcomes, date, rule.name)
 
 
 def require_suites(requested: Sequence[str], data_dir: str | os.PathLike | None = None, *,
-                   option: str = "--suite", available: Mapping[str, SuiteSpec] | None = None
-                   ) -> list[str]:
+                   option: str = "--suite", available: Mapping[str, SuiteSpec] | None = None,
+                   protocol: str = DEFAULT_PROTOCOL) -> list[str]:
     """The suites that ``requested`` names, each with its data present, else a
     :class:`MinidmlError` naming ``option``: the check to make before work (training, say)
     that ends in evaluating them."""
     available = _registered(available)
     root = resolve_data_dir(data_dir)
-    names = _expand(requested, available, root, option)
+    names = _expand(requested, available, root, option, get_protocol(protocol).name)
     for name in names:
         missing = available[name].missing_data(root)
         if missing:
@@ -259,15 +286,21 @@ def _registered(available: Mapping[str, SuiteSpec] | None) -> Mapping[str, Suite
 
 
 def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: Path,
-            option: str = "--suite") -> list[str]:
+            option: str = "--suite", protocol: str = DEFAULT_PROTOCOL) -> list[str]:
     if not requested:
         raise MinidmlError(f"no suite given; pass {option} NAME (see `minidml suites`) or "
                            f"{option} all")
     names: list[str] = []
     for name in requested:
         if name == "all":
-            names += [n for n, s in available.items() if s.data_present(root)]
+            names += [n for n, s in available.items()
+                      if s.data_present(root) and s.supports(protocol)]
         elif name in available:
+            if not available[name].supports(protocol):
+                raise MinidmlError(
+                    f"{option} {name}: defined only under --protocol "
+                    f"{' or '.join(available[name].protocols)}, not {protocol}; pass "
+                    f"--protocol {available[name].protocols[0]} or drop {option} {name}")
             names.append(name)
         else:
             raise MinidmlError(f"{option} {name}: no such suite; choose from "

@@ -5,11 +5,12 @@ A suite sees a model through what a minidml student offers (see :mod:`minidml.sc
 ``model(ids)`` gives next-token logits [B, T, V], ``model.trunk(ids)`` the final hidden
 states [B, T, d] (GLUE's classifier reads the last non-pad token's), and ``model.config``
 its ``context``, ``d_model``, ``vocab_size``, ``n_params`` and ``shape``; the tokenizer
-gives ``encode_batch`` (no special tokens) and the ids ``bos_id`` (the prefix every text is
-scored after), ``eos_id`` and ``pad_id``. :class:`HFModel` and :class:`HFTokenizer` offer
-that for a ``transformers`` model, so the scorer's rule is the same as for a student: the
-prefix token, then the tokens of ``" " + text``. The prefix is the tokenizer's BOS, or its
-end-of-text token where it has no BOS (GPT-2), as lm-evaluation-harness chooses it.
+gives ``encode_batch`` (no special tokens), ``encode_with_spans`` (special tokens and
+character offsets, for the BabyLM 2026 rule) and the ids ``bos_id`` (the prefix a text is
+scored after under lm-eval's rule), ``eos_id`` and ``pad_id``. :class:`HFModel` and
+:class:`HFTokenizer` offer that for a ``transformers`` model, so the protocols
+(:mod:`minidml.protocols`) apply to it as to a student. The prefix is the tokenizer's BOS, or
+its end-of-text token where it has no BOS (GPT-2), as lm-evaluation-harness chooses it.
 """
 
 from __future__ import annotations
@@ -109,6 +110,20 @@ class HFTokenizer:
         if not texts:
             return []
         return [list(ids) for ids in self.hf(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def encode_with_spans(self, texts: Sequence[str]
+                          ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Ids with the tokenizer's own special tokens and each token's character span, as
+        the BabyLM 2026 pipeline reads them (a fast tokenizer's offsets)."""
+        if not texts:
+            return []
+        if not getattr(self.hf, "is_fast", False):
+            raise MinidmlError(f"{self.hf.name_or_path}: the BabyLM 2026 rule needs a fast "
+                               "tokenizer's character offsets; give a model with a "
+                               "tokenizer.json, or pass --protocol lm-eval")
+        enc = self.hf(list(texts), return_offsets_mapping=True)
+        return [(list(ids), [(int(a), int(b)) for a, b in spans])
+                for ids, spans in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(list(ids))

@@ -23,6 +23,6 @@ hookimpl = pluggy.HookimplMarker("minidml")
 @hookspec
 def register_suites(register: Callable[..., None]) -> None:
     """Add evaluation suites: ``register(name, factory, *, description, version, requires,
-    sources)`` once per suite (see :class:`minidml.plugins.SuiteSpec` for the fields).
+    sources, protocols)`` once per suite (see :class:`minidml.plugins.SuiteSpec` for the fields).
     ``factory()`` returns an object whose ``evaluate(ctx: minidml.suite.EvalContext) ->
     minidml.suite.SuiteResult`` runs the suite."""

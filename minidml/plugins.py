@@ -26,7 +26,8 @@ from .fetch import DataFile
 ENTRY_POINT_GROUP = "minidml"
 BLOCK_ENV = "MINIDML_BLOCK_PLUGINS"
 BUILTIN_PACKAGE = "minidml_plugins"
-DEFAULT_PLUGINS = ("agreement", "blimp", "supplement", "ewok", "glue")
+DEFAULT_PLUGINS = ("agreement", "blimp", "supplement", "ewok", "glue", "entity_tracking", "wug",
+                   "comps")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class SuiteSpec:
     version: str = "1"
     requires: tuple[str, ...] = ()
     sources: tuple[DataFile, ...] = ()
+    # the scoring protocols (minidml.protocols) the suite is defined under; () is all of them
+    protocols: tuple[str, ...] = ()
     plugin: str = ""  # filled in by the plugin manager
     package: str = ""
     package_version: str = ""
@@ -49,6 +52,9 @@ class SuiteSpec:
 
     def data_present(self, data_dir: Path) -> bool:
         return not self.missing_data(data_dir)
+
+    def supports(self, protocol: str) -> bool:
+        return not self.protocols or protocol in self.protocols
 
 
 def blocked() -> set[str]:
@@ -107,13 +113,15 @@ def suites(pm: pluggy.PluginManager | None = None) -> dict[str, SuiteSpec]:
 
         def register(suite: str, factory: Any, *, description: str, version: str = "1",
                      requires: Sequence[str] = (), sources: Sequence[Any] = (),
-                     _plugin: str = name, _package: str = package, _pv: str = pkg_version) -> None:
+                     protocols: Sequence[str] = (), _plugin: str = name,
+                     _package: str = package, _pv: str = pkg_version) -> None:
             if suite in found:
                 raise MinidmlError(f"suite {suite!r} is registered by both "
                                    f"{found[suite].plugin} and {_plugin}; block one with "
                                    f"{BLOCK_ENV}")
             found[suite] = SuiteSpec(suite, factory, description, str(version),
-                                     tuple(requires), tuple(sources), _plugin, _package, _pv)
+                                     tuple(requires), tuple(sources), tuple(protocols),
+                                     _plugin, _package, _pv)
 
         impl.function(register=register)
     return found

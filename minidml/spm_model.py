@@ -85,6 +85,17 @@ def has_dummy_prefix(proto: bytes) -> bool:
     return True  # no normalizer spec: sentencepiece's defaults
 
 
+def model_type(proto: bytes) -> str:
+    """``unigram``, ``bpe``, ``word``, ``char`` (or ``unknown``) of a sentencepiece model."""
+    try:
+        for number, value in _fields(proto):
+            if number == 2 and isinstance(value, bytes):
+                return _MODEL_TYPES.get(int(dict(_fields(value)).get(3, 1)), "unknown")
+    except ValueError:
+        return "unknown"
+    return "unigram"
+
+
 def with_dummy_prefix(proto: bytes, on: bool) -> bytes:
     """The model's bytes with ``add_dummy_prefix`` set to ``on``; every other field is copied
     byte for byte."""

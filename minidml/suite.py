@@ -7,14 +7,15 @@ directory and the user's limits. Minimal-pair suites need one call, :func:`score
 :func:`read_jsonl` reads their data with one-line errors, and :func:`accuracy` and
 :func:`group_score` give the harness's metrics.
 
-Texts are scored by lm-evaluation-harness's rule (:mod:`minidml.scoring`: BOS, then
-``" " + text``, or the joint tokens of ``context + " " + text`` beyond the context's).
-Results follow the harness too: per task ``acc``, ``acc_stderr`` (the sample standard
-deviation over examples ÷ √n) and ``n``; a group's score is the unweighted mean of its tasks'
-scores, and its stderr √(Σ se²)/m, treating the tasks as independent. A pair counts as
-correct only when the good text scores strictly higher: a tie counts as wrong, never as
-correct by position (the harness's argmax takes the first choice, so it counts a tie as
-right); each task reports its ``ties`` and a suite with any says so in a note.
+Which tokens of a text are scored is the evaluation's protocol (:mod:`minidml.protocols`:
+the official BabyLM 2026 rule by default, or lm-evaluation-harness's), which the scorer
+applies; a suite only says what the choices are. Results: per task ``acc``, ``acc_stderr``
+(the sample standard deviation over examples ÷ √n) and ``n``; a group's score is the
+unweighted mean of its members' scores (a member may itself be a group), and its stderr
+√(Σ se²)/m, treating them as independent. A pair counts as correct when the good text scores
+at least as high as the bad one: both pipelines put the correct choice first and take the
+first of equal scores, so a tie counts as correct; each task reports its ``ties`` and a suite
+with any says so in a note.
 """
 
 from __future__ import annotations
@@ -74,13 +75,14 @@ class TaskResult:
 
 
 class Pair(NamedTuple):
-    """A minimal pair: ``good`` should score higher than ``bad``. Each is scored as the
-    harness scores a choice: ``" " + text`` after BOS, or after ``context`` (see
-    :mod:`minidml.scoring`); pass the texts as the data gives them, with no leading space."""
+    """A minimal pair: ``good`` should score higher than ``bad``. Each is the choice
+    ``context + join + text`` whose ``join + text`` is scored, or the text alone when there is
+    no context (see :mod:`minidml.protocols`); pass the texts as the data gives them."""
 
     good: str
     bad: str
     context: str = ""
+    join: str = " "
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Sample:
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "index": self.index, "context": self.pair.context,
+                **({"join": self.pair.join} if self.pair.context else {}),
                 "good": self.pair.good, "bad": self.pair.bad,
                 "loglikelihoods": {lb: list(v) for lb, v in self.scores.items()}}
 
@@ -131,6 +134,11 @@ class EvalContext:
     progress: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # suite-specific settings
     suite: str = ""
+
+    @property
+    def protocol(self) -> str:
+        """The name of the scoring protocol this evaluation follows."""
+        return self.scorer.protocol.name
 
     def path(self, relative: str) -> Path:
         """A file or directory under the data root; a clear error if it is missing."""
@@ -196,15 +204,16 @@ def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
                 groups: Mapping[str, Iterable[str]] | None = None) -> SuiteResult:
     """Accuracy of every model on every task of minimal pairs, in one scoring pass, with
     each pair's log-likelihoods in ``samples`` and a note counting ties."""
-    texts, contexts, spans = [], [], {}
+    texts, contexts, joins, spans = [], [], [], {}
     chosen = {name: ctx.limited(pairs) for name, pairs in tasks.items()}
     for name, pairs in chosen.items():
         start = len(texts)
         for p in pairs:
             texts += [p.good, p.bad]
             contexts += [p.context, p.context]
+            joins += [p.join, p.join]
         spans[name] = (start, len(texts))
-    scores = ctx.scorer.score(texts, contexts)
+    scores = ctx.scorer.score(texts, contexts, joins)
     results: dict[str, dict[str, TaskResult]] = {}
     ties: dict[str, int] = {}
     for label in ctx.labels:
@@ -212,7 +221,7 @@ def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
         per = {}
         for name, (a, b) in spans.items():
             good, bad = s[a:b:2], s[a + 1:b:2]
-            metrics = accuracy((good > bad).double())
+            metrics = accuracy((good >= bad).double())
             metrics["ties"] = float((good == bad).sum())
             per[name] = TaskResult(name, metrics, int(good.numel()))
         results[label] = per
@@ -228,17 +237,31 @@ def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
     notes = []
     if any(ties.values()):
         n = len(texts) // 2
-        notes.append("ties, counted wrong (lm-evaluation-harness would count them right): "
+        notes.append("ties, counted correct as both pipelines count them: "
                      + ", ".join(f"{lb} {t}" for lb, t in ties.items()) + f" of {n:,} pairs")
     return SuiteResult(results, grp, notes, samples)
 
 
-def group_score(results: Mapping[str, TaskResult], tasks: Iterable[str]) -> dict[str, float]:
-    """Unweighted mean of the tasks' primary scores and its stderr (tasks independent)."""
-    members = [results[t] for t in tasks if t in results and not math.isnan(results[t].score)]
-    if not members:
+def group_score(results: Mapping[str, TaskResult], tasks: Iterable[str],
+                groups: Mapping[str, Iterable[str]] | None = None) -> dict[str, float]:
+    """Unweighted mean of the members' primary scores and its stderr (members independent).
+    A member named in ``groups`` rather than ``results`` counts as that group's score."""
+    groups = groups or {}
+    scores, errors = [], []
+    for t in tasks:
+        if t in results:
+            r = results[t]
+            score, se = r.score, r.metrics.get(f"{r.primary}_stderr", float("nan"))
+        elif t in groups:
+            inner = group_score(results, groups[t], {g: m for g, m in groups.items() if g != t})
+            score, se = inner["score"], inner["stderr"]
+        else:
+            continue
+        if not math.isnan(score):
+            scores.append(score)
+            errors.append(se)
+    if not scores:
         return {"score": float("nan"), "stderr": float("nan"), "n_tasks": 0}
-    m = len(members)
-    se = [r.metrics.get(f"{r.primary}_stderr", float("nan")) for r in members]
-    return {"score": sum(r.score for r in members) / m,
-            "stderr": math.sqrt(sum(x * x for x in se)) / m, "n_tasks": m}
+    m = len(scores)
+    return {"score": sum(scores) / m,
+            "stderr": math.sqrt(sum(x * x for x in errors)) / m, "n_tasks": m}

@@ -35,7 +35,7 @@ import sentencepiece as spm
 
 from . import _io
 from .errors import MinidmlError
-from .spm_model import has_dummy_prefix, with_dummy_prefix
+from .spm_model import has_dummy_prefix, model_type, with_dummy_prefix
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MAX_PIECE_BYTES = 1024  # well under sentencepiece's default max_sentence_length of 4192 bytes
@@ -138,6 +138,7 @@ class Tokenizer:
         # only where the text does not already begin with a space (see the module docstring)
         self._bare = self._sp if self.boundary == "none" else spm.SentencePieceProcessor(
             model_proto=with_dummy_prefix(self._proto, False))
+        self._unigram = model_type(self._proto) == "unigram"
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -259,6 +260,47 @@ class Tokenizer:
                 part = " " + part  # the text begins here, even when it begins with META
             ids += (meta if k else []) + self._bare.encode(part)
         return ids + ([EOS_ID] if eos else [])
+
+    def encode_with_spans(self, texts: Sequence[str]
+                          ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Per text, its ids with BOS in front (as the exported tokenizer encodes a text) and
+        each token's character span ``(start, end)`` in the text, as the Hugging Face
+        tokenizer's offsets give them: BOS is ``(0, 0)``; the word boundary belongs to the
+        first character; a character's byte pieces each have the character's span, and in a
+        unigram model (which spells a run of unknown characters as one unknown, then its
+        bytes) the whole run's."""
+        texts = list(texts)
+        return [([BOS_ID, *ids], [(0, 0), *self._spans(text, ids)])
+                for text, ids in zip(texts, self.encode_batch(texts), strict=True)]
+
+    def _spans(self, text: str, ids: Sequence[int]) -> list[tuple[int, int]]:
+        # the characters the pieces spell (a space or the boundary as META), with their spans
+        boundary = self.boundary == "prefix" and text and not text.startswith(" ")
+        chars = [(META, (0, 1))] if boundary else []
+        chars += [(META if c == " " else c, (j, j + 1)) for j, c in enumerate(text)]
+        spans, k, pending = [], 0, 0
+        for i in ids:
+            if self._sp.is_byte(int(i)):
+                if pending == 0:  # the first byte of a character
+                    pending = len(chars[k][0].encode("utf-8"))
+                spans.append(chars[k][1])
+                pending -= 1
+                if pending == 0:
+                    k += 1
+                continue
+            n = len(self._sp.id_to_piece(int(i)))
+            spans.append((chars[k][1][0], chars[k + n - 1][1][1]))
+            k += n
+        if self._unigram:
+            run = 0
+            for j in range(len(ids) + 1):
+                if j < len(ids) and self._sp.is_byte(int(ids[j])):
+                    continue
+                if j > run + 1:  # bytes at run .. j-1
+                    whole = (spans[run][0], spans[j - 1][1])
+                    spans[run:j] = [whole] * (j - run)
+                run = j + 1
+        return spans
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special ids (pad, bos, eos) are dropped, and so is the word

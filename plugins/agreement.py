@@ -3,8 +3,9 @@
 Five agreement dependencies (determiner–noun, subject–verb with and without attractors or
 relative clauses, reflexives); in each pair the bad sentence changes exactly one word to the
 other number. The pairs are drawn with a seed of their own, so they are new sentences for a
-model trained on the demo corpus, not a replay of it. Scored by the same rule as BLiMP
-(BOS, then ``" " + sentence``); version 2 is that rule, version 1 scored without the space.
+model trained on the demo corpus, not a replay of it. Scored as BLiMP is, by the
+evaluation's protocol (:mod:`minidml.protocols`); version 3 is that, ties correct (version 2
+was lm-evaluation-harness's rule with ties wrong, version 1 scored without the space).
 """
 
 from __future__ import annotations
@@ -28,5 +29,5 @@ class AgreementSuite:
 
 @hookimpl
 def register_suites(register):
-    register("agreement", AgreementSuite, version="2",
+    register("agreement", AgreementSuite, version="3",
              description="agreement minimal pairs from minidml's grammar (no data needed)")

@@ -1,13 +1,14 @@
 """``blimp`` (the BabyLM 2024 vocabulary-filtered BLiMP) and ``blimp-full`` (the original).
 
 67 paradigms, one file each; a pair is correct when the good sentence's summed
-log-probability is strictly higher, each scored as the BabyLM 2024 pipeline scores it: BOS,
-then the tokens of ``" " + sentence`` (:mod:`minidml.scoring`). Reported per paradigm, and as
-unweighted means over paradigms: overall (the macro score BabyLM reports), per ``field`` and per
-phenomenon (``linguistics_term``).
+log-probability is at least the bad one's (a tie counts as correct, as in both pipelines),
+each sentence scored whole by the evaluation's protocol (:mod:`minidml.protocols`). Reported
+per paradigm, and as unweighted means over paradigms: overall (the macro score BabyLM
+reports: the official pipeline averages over the ``UID`` s, one per paradigm), per ``field``
+and per phenomenon (``linguistics_term``).
 
-Version 2: the leading space of the pipeline's rule (version 1 scored the sentence without it,
-so its first word was a piece that running text rarely has).
+Version 3: scored by the protocol (``babylm-2026`` by default), ties correct. Version 2 was
+lm-evaluation-harness's rule with ties counted wrong; version 1 scored without the space.
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ class BlimpFullSuite(BlimpSuite):
 
 @hookimpl
 def register_suites(register):
-    register("blimp", BlimpSuite, version="2",
+    register("blimp", BlimpSuite, version="3",
              description="BLiMP, BabyLM 2024 vocabulary-filtered: 67 paradigms, 59,875 pairs",
              requires=(BlimpSuite.folder,),
              sources=sources(BlimpSuite.folder + "/"))
-    register("blimp-full", BlimpFullSuite, version="2",
+    register("blimp-full", BlimpFullSuite, version="3",
              description="BLiMP, original: 67 paradigms, 67,000 pairs",
              requires=(BlimpFullSuite.folder,),
              sources=sources(BlimpFullSuite.folder + "/"))

@@ -1,12 +1,14 @@
 """``ewok``: EWoK-core-1.0 filtered to the BabyLM vocabulary, 11 domains.
 
-As in the BabyLM 2024 pipeline, each row compares two continuations of the same context:
-it is correct when log p(Target1 | Context1) > log p(Target2 | Context1). Each item appears
-twice in the files (the second time with contexts and targets swapped), so both orders count.
-The target is scored by the harness's rule for a context: the tokens of
-``Context1 + " " + Target`` beyond those of ``Context1``, tokenised together.
+As in both BabyLM pipelines, each row compares two continuations of the same context: it is
+correct when log p(Target1 | Context1) ≥ log p(Target2 | Context1). Each item appears twice
+in the files (the second time with contexts and targets swapped), so both orders count. The
+choice is ``Context1 + " " + Target``, tokenised together; the protocol
+(:mod:`minidml.protocols`) says which of its tokens are the target's.
 
-Version 2: joint tokenisation of context and target (version 1 tokenised them apart).
+Version 3: scored by the protocol (``babylm-2026`` by default), ties correct. Version 2 was
+lm-evaluation-harness's rule with ties counted wrong; version 1 tokenised context and target
+apart.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class EwokSuite:
 
 @hookimpl
 def register_suites(register):
-    register("ewok", EwokSuite, version="2",
+    register("ewok", EwokSuite, version="3",
              description="EWoK-core-1.0, BabyLM-filtered: 11 domains, 7,618 rows",
              requires=tuple(f"{FOLDER}/{d}.jsonl" for d in DOMAINS),
              sources=sources(FOLDER + "/"))

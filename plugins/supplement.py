@@ -1,8 +1,10 @@
-"""``blimp-supplement``: the five BabyLM 2024 supplement tasks (hypernym, QA congruence easy
-and tricky, subject–auxiliary inversion, turn taking). Some sentences are two-line dialogues;
-they are scored whole, newline included, by the pipeline's rule: BOS, then ``" " + sentence``.
+"""``blimp-supplement``: the five BabyLM supplement tasks (hypernym, QA congruence easy and
+tricky, subject–auxiliary inversion, turn taking). Some sentences are two-line dialogues;
+they are scored whole, newline included, by the evaluation's protocol
+(:mod:`minidml.protocols`). The official pipeline names each task by its file.
 
-Version 2: the leading space of that rule (version 1 scored the sentence without it)."""
+Version 3: scored by the protocol (``babylm-2026`` by default), ties correct. Version 2 was
+lm-evaluation-harness's rule with ties counted wrong; version 1 scored without the space."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ class SupplementSuite:
 
 @hookimpl
 def register_suites(register):
-    register("blimp-supplement", SupplementSuite, version="2",
+    register("blimp-supplement", SupplementSuite, version="3",
              description="BabyLM 2024 BLiMP supplement: 5 tasks, 5,218 pairs",
              requires=tuple(f"{FOLDER}/{t}.jsonl" for t in TASKS),
              sources=sources(FOLDER + "/"))
