@@ -236,9 +236,11 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
         t0 = time.perf_counter()
         missing = spec.missing_data(root)
         if missing:
-            outcome = SuiteOutcome(spec, "unavailable", error=(
-                f"data not found: {root / missing[0]}; run `minidml data fetch {name}` "
-                f"or pass --data-dir"))
+            hint = (f"run `minidml data fetch {name}` or pass --data-dir" if spec.sources else
+                    "it cannot be downloaded: put the official file there (the BabyLM "
+                    "evaluation data, osf.io/ryjfm) or pass --data-dir")
+            outcome = SuiteOutcome(spec, "unavailable",
+                                   error=f"data not found: {root / missing[0]}; {hint}")
         else:
             ctx = EvalContext(run, scorer, labels, root, limit, batch_size, progress,
                               dict(options or {}), suite=name)

@@ -35,9 +35,9 @@ from .errors import MinidmlError
 from .scoring import ENSEMBLE, Scorer
 
 __all__ = [
-    "DATA_ENV", "ENSEMBLE", "EvalContext", "Pair", "Sample", "Scorer", "Suite", "SuiteResult",
-    "TaskResult", "accuracy", "default_data_dir", "group_score", "read_jsonl",
-    "resolve_data_dir", "score_pairs",
+    "DATA_ENV", "ENSEMBLE", "Choices", "EvalContext", "Pair", "Sample", "Scorer", "Suite",
+    "SuiteResult", "TaskResult", "accuracy", "as_choices", "default_data_dir", "group_score",
+    "read_jsonl", "resolve_data_dir", "score_choices", "score_pairs", "spearman",
 ]
 
 DATA_ENV = "MINIDML_DATA_DIR"
@@ -85,6 +85,26 @@ class Pair(NamedTuple):
     join: str = " "
 
 
+class Choices(NamedTuple):
+    """A multiple-choice item whose first text is the correct one: choice ``i`` is
+    ``contexts[i] + join + texts[i]`` (``contexts`` empty: each text alone), and its
+    ``join + texts[i]`` is what is scored."""
+
+    texts: tuple[str, ...]
+    contexts: tuple[str, ...] = ()
+    join: str = " "
+
+
+def as_choices(item: Pair | Choices) -> Choices:
+    """A :class:`Pair` as the two-choice item it is; :class:`Choices` as they are."""
+    if isinstance(item, Choices):
+        if item.contexts and len(item.contexts) != len(item.texts):
+            raise ValueError(f"{len(item.contexts)} contexts for {len(item.texts)} choices")
+        return item
+    return Choices((item.good, item.bad), (item.context,) * 2 if item.context else (),
+                   item.join)
+
+
 @dataclass
 class SuiteResult:
     """Per model label (``student-0`` …, ``ensemble``), per task, a :class:`TaskResult`;
@@ -100,19 +120,24 @@ class SuiteResult:
 
 @dataclass(frozen=True)
 class Sample:
-    """One scored minimal pair: its task, its index in the task's file, the texts and, per
-    model label, the summed log-probabilities ``(good, bad)``."""
+    """One scored item: its task, its index among the task's items (in file order), the item
+    (a :class:`Pair` or :class:`Choices`) and, per model label, the summed log-probabilities
+    of its choices (for a pair ``(good, bad)``)."""
 
     task: str
     index: int
-    pair: Pair
-    scores: dict[str, tuple[float, float]]
+    pair: Pair | Choices
+    scores: dict[str, tuple[float, ...]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "index": self.index, "context": self.pair.context,
+        head = {"task": self.task, "index": self.index}
+        lls = {"loglikelihoods": {lb: list(v) for lb, v in self.scores.items()}}
+        if isinstance(self.pair, Choices):
+            return {**head, "contexts": list(self.pair.contexts), "join": self.pair.join,
+                    "choices": list(self.pair.texts), **lls}
+        return {**head, "context": self.pair.context,
                 **({"join": self.pair.join} if self.pair.context else {}),
-                "good": self.pair.good, "bad": self.pair.bad,
-                "loglikelihoods": {lb: list(v) for lb, v in self.scores.items()}}
+                "good": self.pair.good, "bad": self.pair.bad, **lls}
 
 
 @dataclass
@@ -200,46 +225,79 @@ def accuracy(correct: Sequence[float] | torch.Tensor) -> dict[str, float]:
     return {"acc": float(c.mean()), "acc_stderr": stderr}
 
 
-def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
-                groups: Mapping[str, Iterable[str]] | None = None) -> SuiteResult:
-    """Accuracy of every model on every task of minimal pairs, in one scoring pass, with
-    each pair's log-likelihoods in ``samples`` and a note counting ties."""
-    texts, contexts, joins, spans = [], [], [], {}
-    chosen = {name: ctx.limited(pairs) for name, pairs in tasks.items()}
-    for name, pairs in chosen.items():
-        start = len(texts)
-        for p in pairs:
-            texts += [p.good, p.bad]
-            contexts += [p.context, p.context]
-            joins += [p.join, p.join]
-        spans[name] = (start, len(texts))
+def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]],
+                  groups: Mapping[str, Iterable[str]] | None = None, *,
+                  keep_scores: bool = False) -> SuiteResult:
+    """Accuracy of every model on every task of multiple-choice items (minimal pairs or
+    :class:`Choices`, the correct text first), in one scoring pass, with each item's
+    log-likelihoods in ``samples`` and a note counting ties. An item is correct when no other
+    choice scores higher than the first (the first of equal scores is taken)."""
+    items = {name: [as_choices(it) for it in ctx.limited(its)] for name, its in tasks.items()}
+    texts, contexts, joins = [], [], []
+    for its in items.values():
+        for c in its:
+            texts += c.texts
+            contexts += c.contexts or [""] * len(c.texts)
+            joins += [c.join] * len(c.texts)
     scores = ctx.scorer.score(texts, contexts, joins)
-    results: dict[str, dict[str, TaskResult]] = {}
-    ties: dict[str, int] = {}
-    for label in ctx.labels:
-        s = scores[label]
-        per = {}
-        for name, (a, b) in spans.items():
-            good, bad = s[a:b:2], s[a + 1:b:2]
-            metrics = accuracy((good >= bad).double())
-            metrics["ties"] = float((good == bad).sum())
-            per[name] = TaskResult(name, metrics, int(good.numel()))
-        results[label] = per
-        ties[label] = int(sum(t.metrics["ties"] for t in per.values()))
+    rows = {lb: scores[lb].tolist() for lb in ctx.labels}
+    results: dict[str, dict[str, TaskResult]] = {lb: {} for lb in ctx.labels}
+    samples, ties = [], dict.fromkeys(ctx.labels, 0)
+    at = 0
+    for name, its in items.items():
+        correct = {lb: [] for lb in ctx.labels}
+        tied = dict.fromkeys(ctx.labels, 0)
+        for k, (c, original) in enumerate(zip(its, ctx.limited(tasks[name]), strict=True)):
+            per = {lb: tuple(rows[lb][at:at + len(c.texts)]) for lb in ctx.labels}
+            at += len(c.texts)
+            for lb, v in per.items():
+                rest = max(v[1:]) if len(v) > 1 else -math.inf
+                correct[lb].append(float(v[0] >= rest))
+                tied[lb] += v[0] == rest
+            samples.append(Sample(name, k, original, per))
+        for lb in ctx.labels:
+            metrics = accuracy(correct[lb])
+            metrics["ties"] = float(tied[lb])
+            results[lb][name] = TaskResult(name, metrics, len(correct[lb]))
+            ties[lb] += tied[lb]
     grp = {ctx.suite: tuple(tasks)} if groups is None else {g: tuple(t) for g, t in
                                                             groups.items()}
-    rows = {lb: scores[lb].tolist() for lb in ctx.labels}
-    samples = []
-    for name, pairs in chosen.items():
-        a = spans[name][0]
-        samples += [Sample(name, k, p, {lb: (rows[lb][a + 2 * k], rows[lb][a + 2 * k + 1])
-                                        for lb in ctx.labels}) for k, p in enumerate(pairs)]
     notes = []
     if any(ties.values()):
-        n = len(texts) // 2
+        n = sum(len(its) for its in items.values())
         notes.append("ties, counted correct as both pipelines count them: "
-                     + ", ".join(f"{lb} {t}" for lb, t in ties.items()) + f" of {n:,} pairs")
+                     + ", ".join(f"{lb} {t}" for lb, t in ties.items()) + f" of {n:,} items")
     return SuiteResult(results, grp, notes, samples)
+
+
+def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
+                groups: Mapping[str, Iterable[str]] | None = None) -> SuiteResult:
+    """:func:`score_choices` for minimal pairs: accuracy of every model on every task."""
+    return score_choices(ctx, tasks, groups)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (tied values share their mean rank, as scipy ranks them);
+    NaN when either side is constant or there are fewer than two values."""
+    def ranks(v: Sequence[float]) -> torch.Tensor:
+        t = torch.as_tensor(v, dtype=torch.float64)
+        order = torch.argsort(t, stable=True)
+        r = torch.empty_like(t)
+        r[order] = torch.arange(1, len(t) + 1, dtype=torch.float64)
+        for value in torch.unique(t):  # mean rank within each run of equal values
+            same = t == value
+            if int(same.sum()) > 1:
+                r[same] = r[same].mean()
+        return r
+
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} values against {len(y)}")
+    if len(x) < 2:
+        return float("nan")
+    a, b = ranks(x), ranks(y)
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / den if den > 0 else float("nan")
 
 
 def group_score(results: Mapping[str, TaskResult], tasks: Iterable[str],

@@ -40,7 +40,9 @@ def paradigm_pairs(ctx: EvalContext, folder: str, expected: int = 67
             raise MinidmlError(f"{f}: no pairs")
         name = f.stem
         tasks[name] = [Pair(r["sentence_good"], r["sentence_bad"]) for r in rows]
-        groups[f"field={rows[0]['field']}"].append(name)
+        # the official pipeline writes the one field spelled two ways as "syntax/semantics"
+        field_name = rows[0]["field"].replace("syntax_semantics", "syntax/semantics")
+        groups[f"field={field_name}"].append(name)
         groups[f"phenomenon={rows[0]['linguistics_term']}"].append(name)
     return tasks, {ctx.suite: tuple(tasks), **{g: tuple(m) for g, m in sorted(groups.items())}}
 
@@ -57,6 +59,12 @@ class BlimpFullSuite(BlimpSuite):
     folder = "blimp"
 
 
+class BlimpFastSuite(BlimpSuite):
+    """The BabyLM 2025/2026 fast set: 200 pairs of each filtered paradigm, for checkpoints."""
+
+    folder = "babylm-eval-2026/fast_eval/blimp_fast"
+
+
 @hookimpl
 def register_suites(register):
     register("blimp", BlimpSuite, version="3",
@@ -67,3 +75,6 @@ def register_suites(register):
              description="BLiMP, original: 67 paradigms, 67,000 pairs",
              requires=(BlimpFullSuite.folder,),
              sources=sources(BlimpFullSuite.folder + "/"))
+    register("blimp-fast", BlimpFastSuite, version="1",
+             description="BLiMP-filtered, the BabyLM 2025/2026 fast set: 67 × 200 pairs",
+             requires=(BlimpFastSuite.folder,))

@@ -23,15 +23,24 @@ DOMAINS = ("agent-properties", "material-dynamics", "material-properties", "phys
            "social-interactions", "social-properties", "social-relations", "spatial-relations")
 
 
+FAST_FOLDER = "babylm-eval-2026/fast_eval/ewok_fast"  # 100 rows a domain, for checkpoints
+
+
 class EwokSuite:
+    folder = FOLDER
+
     def evaluate(self, ctx: EvalContext) -> SuiteResult:
         tasks = {}
         for domain in DOMAINS:
-            rows = read_jsonl(ctx.path(f"{FOLDER}/{domain}.jsonl"),
+            rows = read_jsonl(ctx.path(f"{self.folder}/{domain}.jsonl"),
                               {"Context1": str, "Target1": str, "Target2": str})
             tasks[domain] = [Pair(r["Target1"], r["Target2"], r["Context1"])
                              for r in rows]
         return score_pairs(ctx, tasks)
+
+
+class EwokFastSuite(EwokSuite):
+    folder = FAST_FOLDER
 
 
 @hookimpl
@@ -40,3 +49,6 @@ def register_suites(register):
              description="EWoK-core-1.0, BabyLM-filtered: 11 domains, 7,618 rows",
              requires=tuple(f"{FOLDER}/{d}.jsonl" for d in DOMAINS),
              sources=sources(FOLDER + "/"))
+    register("ewok-fast", EwokFastSuite, version="1",
+             description="EWoK, the BabyLM 2025/2026 fast set: 11 × 100 rows",
+             requires=tuple(f"{FAST_FOLDER}/{d}.jsonl" for d in DOMAINS))

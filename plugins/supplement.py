@@ -13,18 +13,25 @@ from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pair
 from minidml_plugins._sources import sources
 
 FOLDER = "babylm-eval/supplement_filtered"
+FAST_FOLDER = "babylm-eval-2026/fast_eval/supplement_fast"  # 50 pairs a task, for checkpoints
 TASKS = ("hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion",
          "turn_taking")
 
 
 class SupplementSuite:
+    folder = FOLDER
+
     def evaluate(self, ctx: EvalContext) -> SuiteResult:
         tasks = {}
         for name in TASKS:
-            rows = read_jsonl(ctx.path(f"{FOLDER}/{name}.jsonl"),
+            rows = read_jsonl(ctx.path(f"{self.folder}/{name}.jsonl"),
                               {"sentence_good": str, "sentence_bad": str})
             tasks[name] = [Pair(r["sentence_good"], r["sentence_bad"]) for r in rows]
         return score_pairs(ctx, tasks)
+
+
+class SupplementFastSuite(SupplementSuite):
+    folder = FAST_FOLDER
 
 
 @hookimpl
@@ -33,3 +40,6 @@ def register_suites(register):
              description="BabyLM 2024 BLiMP supplement: 5 tasks, 5,218 pairs",
              requires=tuple(f"{FOLDER}/{t}.jsonl" for t in TASKS),
              sources=sources(FOLDER + "/"))
+    register("supplement-fast", SupplementFastSuite, version="1",
+             description="BLiMP supplement, the BabyLM 2025/2026 fast set: 5 × 50 pairs",
+             requires=tuple(f"{FAST_FOLDER}/{t}.jsonl" for t in TASKS))

@@ -11,10 +11,26 @@ import torch
 from minidml import Student, StudentConfig, Tokenizer
 from minidml.errors import MinidmlError
 from minidml.grammar import sentences
-from minidml.scoring import Scorer, request_ids
-from minidml.suite import EvalContext, Pair, accuracy, read_jsonl, score_pairs
+from minidml.protocols import PROTOCOLS
+from minidml.scoring import Scorer
+from minidml.suite import (
+    Choices,
+    EvalContext,
+    Pair,
+    accuracy,
+    read_jsonl,
+    score_choices,
+    score_pairs,
+    spearman,
+)
 
 LINES = list(sentences(400, seed=3))
+
+def request_ids(tokenizer, texts, contexts=None, delimiter=" "):
+    """(ids, number not scored) of each text by lm-evaluation-harness's rule."""
+    joins = None if contexts is None else [delimiter] * len(texts)
+    return [(r.ids, r.skip) for r in PROTOCOLS["lm-eval"].requests(tokenizer, texts,
+                                                                    contexts, joins)]
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +65,33 @@ def test_scores_equal_a_one_sentence_reference_at_any_batch_size(tokenizer):
     students = models(tokenizer)
     texts = LINES[:40] + ["", "a", "The dogs near the cat sleep ."]
     for bs in (1, 7, 64):
-        got = Scorer(students, tokenizer, batch_size=bs).score(texts)
+        got = Scorer(students, tokenizer, batch_size=bs, protocol="lm-eval").score(texts)
         for i, s in enumerate(students):
             want = [reference(s, [Tokenizer.bos_id, *tokenizer.encode(" " + t)], 1)
                     for t in texts]
             torch.testing.assert_close(got[f"student-{i}"], torch.tensor(want,
                                        dtype=torch.float64), rtol=0, atol=1e-4)
     assert got["student-0"][texts.index("")] < 0  # the delimiter's own piece is scored
-    raw = Scorer(students, tokenizer).score(texts, delimiter="")["student-0"]
+    raw = Scorer(students, tokenizer, protocol="babylm-2026").score(texts)["student-0"]
     want = [reference(students[0], [Tokenizer.bos_id, *tokenizer.encode(t)], 1) for t in texts]
     torch.testing.assert_close(raw, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-4)
     assert raw[texts.index("")] == 0.0  # nothing to score
 
 
-def test_a_sentence_is_scored_with_its_leading_space(tokenizer):
-    """The harness scores ``" " + sentence`` after BOS, so the first word is the piece it is
-    in running text: ``▁The``, not the ``The`` that starts a line."""
-    (ids, skip), = request_ids(tokenizer, ["The dog sleeps ."])
+@pytest.mark.parametrize("boundary", ["prefix", "none"])
+def test_a_sentence_s_first_word_under_both_protocols(boundary):
+    """The harness scores ``" " + sentence`` after BOS, the 2026 pipeline the sentence as it
+    is: with the word boundary both score the same pieces, ``▁The`` first, as in running
+    text; without it the 2026 rule's first word is the line-initial ``The``."""
+    tok = Tokenizer.train(LINES, vocab_size=300, boundary=boundary)
+    (ids, skip), = request_ids(tok, ["The dog sleeps ."])
     assert skip == 1 and ids[0] == Tokenizer.bos_id
-    assert ids[1:] == tokenizer.encode(" The dog sleeps .")
-    assert tokenizer.id_to_piece(ids[1]).startswith("\u2581")
-    assert ids[1:] != tokenizer.encode("The dog sleeps .")
+    assert ids[1:] == tok.encode(" The dog sleeps .")
+    assert tok.id_to_piece(ids[1]).startswith("\u2581")
+    official, = PROTOCOLS["babylm-2026"].requests(tok, ["The dog sleeps ."])
+    assert official.skip == 1 and official.stop == len(official.ids)
+    assert official.ids[1:] == tok.encode("The dog sleeps .")
+    assert (official.ids == ids) == (boundary == "prefix")
 
 
 def test_a_context_and_its_continuation_are_tokenised_together(tokenizer):
@@ -91,7 +113,7 @@ def test_a_context_and_its_continuation_are_tokenised_together(tokenizer):
     assert whole[:len(alone)] != alone  # one piece of the joint text spans the split
     (ids, skip), = request_ids(tokenizer, [text], [ctx], delimiter="")
     assert ids == [bos, *alone, *whole[len(alone):]] and skip == 1 + len(alone)
-    with pytest.raises(ValueError, match="2 contexts for 1 texts"):
+    with pytest.raises(ValueError, match="2 contexts"):
         request_ids(tokenizer, ["a"], ["b", "c"])
 
 
@@ -131,17 +153,20 @@ def test_a_context_is_seen_but_not_scored(tokenizer):
     assert float(got) != pytest.approx(float(alone), abs=1e-3)  # the context matters
 
 
-def test_texts_longer_than_the_context_keep_their_last_positions(tokenizer):
+def test_texts_longer_than_the_context_keep_their_last_positions_under_lm_eval(tokenizer):
     students = models(tokenizer, context=8, k=1)
     text = " ".join(LINES[:6])
     ids = [Tokenizer.bos_id, *tokenizer.encode(" " + text)]
     assert len(ids) > 20
-    got = Scorer(students, tokenizer).score([text])["student-0"]
+    got = Scorer(students, tokenizer, protocol="lm-eval").score([text])["student-0"]
     kept = ids[-9:]
     with torch.no_grad():
         logp = torch.log_softmax(students[0](torch.tensor([kept[:-1]])).double(), -1)[0]
     want = sum(float(logp[p, kept[p + 1]]) for p in range(8))
     assert float(got) == pytest.approx(want, abs=1e-4)
+    # the official pipeline runs the exported model on the whole text
+    whole = Scorer(students, tokenizer, protocol="babylm-2026").score([text])["student-0"]
+    assert float(whole) == pytest.approx(reference(students[0], ids, 1), abs=1e-3)
 
 
 def test_labels_choose_what_is_reported(tokenizer):
@@ -159,20 +184,39 @@ def context_for(students, tokenizer, labels=None, limit=None):
                        limit=limit, suite="pairs")
 
 
-def test_a_tie_never_counts_as_correct(tokenizer):
+def test_a_tie_counts_as_correct_as_both_pipelines_count_it(tokenizer):
     students = models(tokenizer)
     ctx = context_for(students, tokenizer)
     same = [Pair(t, t) for t in LINES[:10]]
     result = score_pairs(ctx, {"ties": same})
     for label in ctx.labels:
         task = result.tasks[label]["ties"]
-        assert task.metrics["acc"] == 0.0 and task.metrics["ties"] == 10 and task.n == 10
-    assert result.notes == ["ties, counted wrong (lm-evaluation-harness would count them "
-                            "right): student-0 10, student-1 10, ensemble 10 of 10 pairs"]
+        assert task.metrics["acc"] == 1.0 and task.metrics["ties"] == 10 and task.n == 10
+    assert result.notes == ["ties, counted correct as both pipelines count them: "
+                            "student-0 10, student-1 10, ensemble 10 of 10 items"]
     assert [s.index for s in result.samples] == list(range(10))
     assert all(s.scores["ensemble"][0] == s.scores["ensemble"][1] for s in result.samples)
     apart = score_pairs(ctx, {"apart": [Pair("the dog runs .", "dog the runs .")]})
     assert apart.notes == [] and apart.samples[0].pair.good == "the dog runs ."
+
+
+def test_multiple_choices_are_correct_when_no_other_scores_higher(tokenizer):
+    """Entity tracking's rule: several options after one prefix, the first correct; it wins
+    ties, and every option's tokens are scored after the prefix with nothing in between."""
+    students = models(tokenizer)
+    ctx = context_for(students, tokenizer)
+    prefix = "The dog "
+    options = ("sleeps .", "the cat .", "sleeps . dogs dogs dogs")
+    item = Choices(options, (prefix,) * 3, "")
+    result = score_choices(ctx, {"t": [item, Choices(("runs .",) * 3, (prefix,) * 3, "")]})
+    want = ctx.scorer.score(list(options), [prefix] * 3, [""] * 3)
+    for label in ctx.labels:
+        first = result.samples[0].scores[label]
+        assert first == tuple(want[label].tolist())
+        t = result.tasks[label]["t"]
+        assert t.metrics["acc"] == (float(first[0] >= max(first[1:])) + 1) / 2
+        assert t.metrics["ties"] == 1  # the second item: three equal options
+    assert result.samples[0].to_json()["choices"] == list(options)
 
 
 def test_score_pairs_accuracy_and_limit(tokenizer):
@@ -215,3 +259,20 @@ def test_bf16_scores_stay_close_to_fp32(tokenizer):
         assert 0 < rel < 0.05, (label, rel)  # computed differently, and close
     with pytest.raises(ValueError, match="precision"):
         Scorer(students, tokenizer, precision="fp8")
+
+
+@pytest.mark.parametrize("x,y", [
+    ([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]),
+    ([0.1, 0.1, 0.3, 0.2, 0.9, 0.9], [1, 0, 0, 1, 0.5, 0.5]),
+    ([3, 1, 2], [1, 2, 3]),
+])
+def test_spearman_is_the_pearson_correlation_of_mean_ranks(x, y):
+    def ranks(v):
+        return [sum(u < a for u in v) + (sum(u == a for u in v) + 1) / 2 for a in v]
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    assert spearman(x, y) == pytest.approx(num / den, abs=1e-12)
+    assert spearman(x, [1] * len(x)) != spearman(x, [1] * len(x))  # constant: NaN
