@@ -149,19 +149,22 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
 @click.option("--data-dir", type=FilePath(),
               help="Data root to check (default: $MINIDML_DATA_DIR, else the cache).")
 def suites_(data_dir: Path | None) -> None:
-    """List every evaluation suite: name, package, description, whether its data is here."""
+    """List every evaluation suite: name, package, whether its data is here, the scoring
+    protocols it is defined under, and its description."""
     from .plugins import suites
+    from .protocols import PROTOCOLS
     from .suite import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     found = suites()
     rows = [(n, f"{s.package} {s.package_version}".strip(), "yes" if s.data_present(root)
-             else "no", s.description) for n, s in sorted(found.items())]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in
-              enumerate(("suite", "package", "data"))]
-    head = ("suite", "package", "data", "description")
+             else "no", ",".join(s.protocols or PROTOCOLS), s.description)
+            for n, s in sorted(found.items())]
+    head = ("suite", "package", "data", "protocols", "description")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:-1])]
     for r in [head, *rows]:
-        click.echo("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[3])
+        click.echo("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  "
+                   + r[-1])
     click.echo(f"data root: {root}")
 
 

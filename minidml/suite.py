@@ -32,10 +32,12 @@ import torch
 
 from .data import default_cache_dir, read_lines
 from .errors import MinidmlError
+from .protocols import Request
 from .scoring import ENSEMBLE, Scorer
 
 __all__ = [
-    "DATA_ENV", "ENSEMBLE", "Choices", "EvalContext", "Pair", "Sample", "Scorer", "Suite",
+    "DATA_ENV", "ENSEMBLE", "Choices", "EvalContext", "Pair", "Request", "Sample", "Scorer",
+    "Suite",
     "SuiteResult", "TaskResult", "accuracy", "as_choices", "default_data_dir", "group_score",
     "read_jsonl", "resolve_data_dir", "score_choices", "score_pairs", "spearman",
 ]

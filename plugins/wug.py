@@ -5,9 +5,11 @@ Each row holds two full sentences (``sentences``, tab-separated) that differ in 
 a made-up word (``-ity`` against ``-ness`` for adjective nominalisation; the regular against
 an irregular past tense), and ``ratio``, the share of human participants who chose the first
 form. Each sentence is scored whole by the evaluation's protocol; the model's preference for
-the first form is its softmax over the two sentences' log-probabilities, p₁ = σ(ℓ₁ − ℓ₂).
-The task's score is Spearman's rank correlation between p₁ and the human ratios over all
-rows (``rho``, between −1 and 1; the pipeline reports it as it is, not as a percentage).
+the first form is its softmax over the two sentences' log-probabilities, p₁ = σ(ℓ₁ − ℓ₂),
+taken in float32 as the pipeline takes it (near 1, float32 makes some p₁ equal, and equal
+values share their rank). The task's score is Spearman's rank correlation between p₁ and the
+human ratios over all rows (``rho``, between −1 and 1; the pipeline reports it as it is, not
+as a percentage).
 Defined under ``babylm-2026`` only.
 """
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import torch
 
 from minidml import MinidmlError
 from minidml.hookspecs import hookimpl
@@ -75,10 +79,8 @@ class WugSuite:
         human = [ratio for _, ratio in rows]
         tasks = {}
         for label in ctx.labels:
-            firsts = []
-            for s in scored.samples:
-                a, b = s.scores[label]
-                firsts.append(1.0 / (1.0 + math.exp(min(b - a, 700.0))))  # softmax's first
+            pairs = torch.tensor([s.scores[label] for s in scored.samples], dtype=torch.float32)
+            firsts = torch.softmax(pairs, dim=1)[:, 0].tolist()
             tasks[label] = {self.task: TaskResult(self.task, {
                 "rho": spearman(firsts, human), "prefers_first": sum(
                     p >= 0.5 for p in firsts) / len(firsts)}, len(firsts), primary="rho")}

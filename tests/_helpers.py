@@ -24,3 +24,26 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+def real_text_student(data_dir, root, export: str = "hf", **settings):
+    """A one-student run trained briefly in ``root`` on the first lines of two real BabyLM
+    files (so its vocabulary has the pieces of running English) with ``settings`` changed
+    from a small default, and its Hugging Face export ``root/export``."""
+    import itertools
+    import lzma
+
+    import minidml
+    from minidml import Shape, TrainConfig
+    from minidml.export import export_hf
+
+    corpus = root / "corpus.txt"
+    with open(corpus, "w", encoding="utf-8") as out:
+        for name in ("childes", "simple_wiki"):
+            with lzma.open(data_dir / f"babylm-2024-100M-snippets/{name}.txt.xz", "rt",
+                           encoding="utf-8") as f:
+                out.writelines(itertools.islice(f, 4))
+    cfg = TrainConfig(**{**dict(students=(Shape(1, 64, 2),), mode="single", vocab_size=1200,
+                                lr=3e-3), **settings})
+    run = minidml.train(corpus, root / "run", cfg)
+    return run, export_hf(run, 0, root / export)

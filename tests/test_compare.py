@@ -222,7 +222,11 @@ def test_only_the_champions_are_scored_when_asked(grammar_corpus, data_dir, tmp_
             assert bool(m["scores"]) == m["champion"], (arm["arm"], m["label"])
         labels = set(json.loads((out / arm["dir"] / "eval.json").read_text())["results"])
         assert labels == {next(m["label"] for m in arm["models"] if m["champion"])}
-    (row,) = report["paired"]  # the champions (single has no ensemble)
+    # the champions (single has no ensemble), then, where dml's champion is another
+    # student, single's student-0 like for like: its validation loss only
+    row, *alike = report["paired"]
+    assert all(r["model"] == "student-0" and "val_loss" in r for r in alike)
+    assert len(alike) == (report["arms"][1]["models"][0]["champion"] is False)
     assert row["model"] == "champion" and {"val_loss", "agreement", "glue", "macro"} <= set(row)
     md = (out / "report.md").read_text()
     assert any(line.startswith("| dml | ensemble |") and line.endswith("| - | - | - |")

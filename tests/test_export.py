@@ -191,6 +191,26 @@ def test_tokenizer_gives_minidml_ids(which, tokenizers_to_check, transformers):
         assert batch == rows, name
 
 
+@pytest.mark.parametrize("which", ["run", "unigram", "bpe"])
+def test_spans_are_the_hugging_face_offsets(which, tokenizers_to_check, transformers):
+    """What the BabyLM 2026 rule reads: minidml's tokens and character spans equal the
+    exported tokenizer's ids and offsets (BOS in front), on the samples and on random texts
+    rich in spaces, unknown characters and byte pieces."""
+    import random
+
+    tok, path = tokenizers_to_check[which]
+    hf = transformers.AutoTokenizer.from_pretrained(path)
+    rng = random.Random(0)
+    alphabet = list("the cat sat  \n\t.,жü😀é") + ["The", "dogs", " ", "  ", "ж😀"]
+    texts = [t for t in SAMPLES if "\u2581" not in t] + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(400)]
+    mine = tok.encode_with_spans(texts)
+    for text, (ids, spans) in zip(texts, mine, strict=True):
+        enc = hf(text, return_offsets_mapping=True)
+        assert ids == enc["input_ids"], text
+        assert spans == [tuple(s) for s in enc["offset_mapping"]], text
+
+
 def test_tokenizer_mismatch_would_be_seen(tokenizers_to_check, transformers):
     """The word boundary changes the ids of these samples: an export that lost it, or a
     tokenizer without one given a space in front, would fail the test above."""

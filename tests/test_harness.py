@@ -11,19 +11,17 @@ files read local JSON files and the Hugging Face libraries run offline.
 
 from __future__ import annotations
 
-import itertools
-import lzma
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import minidml
-from minidml import Shape, TrainConfig
 from minidml.evaluation import evaluate
 from minidml.protocols import PROTOCOLS
 from minidml_plugins import harness
+
+from _helpers import real_text_student
 
 TOL = 1e-4
 LIMIT = 12  # examples per task
@@ -50,20 +48,9 @@ def extras(require_extra):
 def student(extras, data_dir, tmp_path_factory):
     """A one-student run trained briefly on real text (so its vocabulary has the pieces of
     running English, ``▁The`` beside ``The``), and its Hugging Face export."""
-    from minidml.export import export_hf
-
-    root = tmp_path_factory.mktemp("harness")
-    corpus = root / "corpus.txt"
-    with open(corpus, "w", encoding="utf-8") as out:
-        for name in ("childes", "simple_wiki"):
-            with lzma.open(data_dir / f"babylm-2024-100M-snippets/{name}.txt.xz", "rt",
-                           encoding="utf-8") as f:
-                out.writelines(itertools.islice(f, 4))
-    cfg = TrainConfig(students=(Shape(1, 64, 2),), mode="single", context=96, batch_size=16,
-                      vocab_size=1200, warmup_steps=5, eval_every=40, eval_tokens=2048,
-                      steps=40, lr=3e-3)
-    run = minidml.train(corpus, root / "run", cfg)
-    return run, export_hf(run, 0, root / "hf")
+    return real_text_student(data_dir, tmp_path_factory.mktemp("harness"), context=96,
+                             batch_size=16, warmup_steps=5, eval_every=40, eval_tokens=2048,
+                             steps=40)
 
 
 def run_lm_eval(model: Path, tmp: Path, data_dir: Path) -> dict[tuple[str, str], list]:

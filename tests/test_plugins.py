@@ -68,7 +68,13 @@ def cli(*args: str, site: Path | None = None, cwd: Path | None = None, **env: st
 
 def test_builtin_suites_are_registered_by_minidml(data_dir):
     found = suites(make_manager(entry_points=False))
-    assert {"agreement", "blimp", "blimp-full", "blimp-supplement", "ewok", "glue"} <= set(found)
+    assert {"agreement", "blimp", "blimp-full", "blimp-supplement", "ewok", "glue",
+            "blimp-fast", "supplement-fast", "ewok-fast", "entity-tracking",
+            "entity-tracking-fast", "wug-adj", "wug-adj-fast", "wug-past", "wug-past-fast",
+            "comps", "reading", "reading-fast"} <= set(found)
+    only_2026 = {n for n, s in found.items() if s.protocols == ("babylm-2026",)}
+    assert only_2026 == {"entity-tracking", "entity-tracking-fast", "wug-adj", "wug-adj-fast",
+                         "wug-past", "wug-past-fast", "comps", "reading", "reading-fast"}
     for spec in found.values():
         assert spec.package == "minidml" and spec.plugin.startswith("minidml_plugins.")
         assert spec.description
@@ -96,7 +102,7 @@ def test_a_third_party_package_is_listed_and_runs(third_party, tiny_run, tmp_pat
     assert "word-order" in run.stdout and "determiner_noun_agreement" in run.stdout
     results = json.loads(out.read_text())
     assert results["suites"]["echo"]["package"] == "thirdparty-suites"
-    assert results["suites"]["echo"]["version"] == "2"
+    assert results["suites"]["echo"]["version"] == "2+babylm-2026"
     for label in ("student-0", "student-1", "ensemble"):
         assert results["results"][label]["echo/word-order"]["n"] == 3
         assert results["results"][label]["agreement/subject_verb_agreement"]["n"] == 5

@@ -64,6 +64,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "seed-1": {"seed": 1},  # no change of recipe: the run-to-run noise
     # sentence documents without the speaker tags, as the zero-shot suites' sentences are
     "documents-sentence-drop": {"documents": "sentence", "speaker_tags": "drop"},
+    "seed-2": {"seed": 2},
+    # the tokenizer without its word boundary (the tokenizers made before it existed)
+    "boundary-none": {"tokenizer_boundary": "none"},
+    "boundary-none-seed-1": {"tokenizer_boundary": "none", "seed": 1},
+    "boundary-none-seed-2": {"tokenizer_boundary": "none", "seed": 2},
 }
 # the mutual modes: two students learning together in the same wall time; judged on the
 # better one (the champion, chosen on the validation loss)
@@ -82,7 +87,8 @@ VARIANTS.update({
 # (which slows a wall-time run by 10-25% even on another core) can favour one of them
 SAME_STEPS = {name: "baseline" for name in (
     "lr-1e-3", "lr-4e-3", "lr-8e-3", "schedule-wsd", "warmup-30", "weight-decay-0", "seed-1",
-    "documents-sentence-drop")}
+    "documents-sentence-drop", "seed-2", "boundary-none", "boundary-none-seed-1",
+    "boundary-none-seed-2")}
 SAME_STEPS.update({name: "wml" for name in VARIANTS if name.startswith("wml-")})
 
 
@@ -93,12 +99,13 @@ def corpus() -> list[Path]:
     return corpus_files([Path(root) / "babylm-2024-100M-snippets"])
 
 
-def config(name: str, minutes: float, out: Path) -> TrainConfig:
-    """The variant's settings: its reference's steps (see SAME_STEPS), else a wall time."""
+def config(name: str, minutes: float, out: Path, steps: int | None = None) -> TrainConfig:
+    """The variant's settings: its reference's steps (see SAME_STEPS), else a wall time (or
+    ``steps``, where given)."""
     cfg = TrainConfig(**{**BASE, **VARIANTS[name]})
     reference = SAME_STEPS.get(name)
     if reference is None:
-        return cfg.replace(max_time=60.0 * minutes)
+        return cfg.replace(steps=steps) if steps else cfg.replace(max_time=60.0 * minutes)
     if not finished(out / reference):
         raise SystemExit(f"{name} trains for as many steps as {reference}: run that first")
     records = [json.loads(line) for line in (out / reference / "metrics.jsonl").open()]
@@ -109,12 +116,13 @@ def shared_tokenizer(out: Path, files: list[Path], cfg: TrainConfig) -> Path:
     """The tokenizer ``minidml train`` would train for ``cfg``, trained once per vocabulary
     and document rule and shared by the variants that agree on them (so is the token
     cache that follows from it)."""
-    name = f"{cfg.tokenizer_type}-{cfg.vocab_size}-{cfg.documents}-{cfg.speaker_tags}-{cfg.seed}"
+    name = (f"{cfg.tokenizer_type}-{cfg.vocab_size}-{cfg.documents}-{cfg.speaker_tags}-"
+            f"{cfg.seed}-{cfg.tokenizer_boundary}")
     path = out / "tokenizers" / f"{name}.model"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         Tokenizer.train(corpus_documents(files, cfg), cfg.vocab_size, cfg.tokenizer_type,
-                        seed=cfg.seed).save(path)
+                        seed=cfg.seed, boundary=cfg.tokenizer_boundary).save(path)
     return path
 
 
@@ -184,12 +192,15 @@ def sentence_pool(out: Path, files: list[Path]) -> list[str]:
 
 
 @torch.no_grad()
-def sentence_loss(run_dir: Path, champion: int, pool: list[str]) -> float:
+def sentence_loss(run_dir: Path, champion: int, pool: list[str],
+                  protocol: str = "lm-eval") -> float:
     """The champion's nats per byte on the held-out sentences, each scored after one BOS
-    token as the zero-shot suites score a sentence."""
+    token as the zero-shot suites score a sentence under ``protocol`` (``lm-eval``: after
+    one space, the measure of the study's first runs; ``babylm-2026``: as it is)."""
     run = minidml.load(run_dir)
     label = student_label(champion)
-    ll = Scorer(run.students, run.tokenizer, labels=[label]).score(pool)[label]
+    ll = Scorer(run.students, run.tokenizer, labels=[label],
+                protocol=protocol).score(pool)[label]
     return -float(ll.sum()) / sum(len(text.encode("utf-8")) for text in pool)
 
 
@@ -225,6 +236,10 @@ def report(out: Path, files: list[Path]) -> None:
             if "sentence_nats_per_byte" not in found:
                 found["sentence_nats_per_byte"] = sentence_loss(run_dir, found["champion"], pool)
                 (run_dir / "study-summary.json").write_text(json.dumps(found) + "\n")
+            if "sentence_nats_per_byte_2026" not in found:
+                found["sentence_nats_per_byte_2026"] = sentence_loss(
+                    run_dir, found["champion"], pool, "babylm-2026")
+                (run_dir / "study-summary.json").write_text(json.dumps(found) + "\n")
             rows[name] = {"change": {k: (str(v) if k == "students" else v)
                                      for k, v in VARIANTS[name].items()}, **found}
     base = rows.get("baseline")
@@ -232,8 +247,9 @@ def report(out: Path, files: list[Path]) -> None:
         {"base": {k: (str(v) if k == "students" else v) for k, v in BASE.items()},
          "runs": rows}, indent=1) + "\n")
     lines = ["| variant | change | steps | tokens | tok/s | val nats/token | val nats/byte | "
-             "Δ | sentences nats/byte | Δ |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Δ | sentences nats/byte (lm-eval) | Δ | sentences (babylm-2026) | Δ |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+             "---: |"]
 
     def delta(r: dict[str, Any], key: str) -> str:
         return "" if base is None or r is base else f"{r[key] - base[key]:+.4f}"
@@ -244,7 +260,9 @@ def report(out: Path, files: list[Path]) -> None:
                      f"{r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | "
                      f"{r['nats_per_byte']:.4f} | {delta(r, 'nats_per_byte')} | "
                      f"{r['sentence_nats_per_byte']:.4f} | "
-                     f"{delta(r, 'sentence_nats_per_byte')} |")
+                     f"{delta(r, 'sentence_nats_per_byte')} | "
+                     f"{r['sentence_nats_per_byte_2026']:.4f} | "
+                     f"{delta(r, 'sentence_nats_per_byte_2026')} |")
     (HERE / "study.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if rows:
@@ -300,6 +318,8 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--only", action="append", choices=sorted(VARIANTS))
     ap.add_argument("--minutes", type=float, default=8.0)
+    ap.add_argument("--steps", type=int, help="train the runs that would have a wall time for "
+                    "this many steps instead (equal data, on a machine shared with other work)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
@@ -318,7 +338,7 @@ def main() -> int:
         t0 = time.time()
         resume = (run_dir / "config.json").exists()
         print(f"[recipe] {name}: {'resuming' if resume else 'training'}", flush=True)
-        cfg = config(name, args.minutes, args.out)
+        cfg = config(name, args.minutes, args.out, args.steps)
         minidml.train(files, run_dir, cfg, resume=resume,
                       tokenizer=shared_tokenizer(args.out, files, cfg))
         (run_dir / "study-done").write_text(f"{time.time() - t0:.0f}\n")
