@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "speedup_batched_bf16_over_loop": rate["batched_bf16"] / rate["loop"]}
     # the compute floor: model FLOPs of every scored position ÷ the best matmul FLOP/s here
     peak = matmul_peak(device)
-    tokens_sample = sum(len(ids) - 1 for ids, _ in scorer.encode(texts))
+    tokens_sample = sum(len(r.ids) - 1 for r in scorer.encode(texts))
     per_token = model.config.flops_per_token(round(tokens_sample / len(texts))) / 3  # forward
     flops_per_pair = per_token * tokens_sample / len(sample)
     result["compute"] = {"matmul_peak_flops_per_s": peak, "flops_per_pair": flops_per_pair,
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         result["full_blimp"] = {"pairs": len(pairs), "seconds": seconds,
                                 "pairs_per_second": len(pairs) / seconds,
-                                "tokens_scored": sum(len(ids) - 1 for ids, _ in
+                                "tokens_scored": sum(len(r.ids) - 1 for r in
                                                      scorer.encode(texts)),
                                 "finite": bool(torch.isfinite(scores_full).all())}
         targets["full_blimp_seconds"] = {"target": TARGET_FULL_SECONDS, "value": seconds,

@@ -100,12 +100,14 @@ def corpus() -> list[Path]:
 
 
 def config(name: str, minutes: float, out: Path, steps: int | None = None) -> TrainConfig:
-    """The variant's settings: its reference's steps (see SAME_STEPS), else a wall time (or
-    ``steps``, where given)."""
+    """The variant's settings: ``steps`` where given, else its reference's steps (see
+    SAME_STEPS), else a wall time."""
     cfg = TrainConfig(**{**BASE, **VARIANTS[name]})
+    if steps:
+        return cfg.replace(steps=steps)
     reference = SAME_STEPS.get(name)
     if reference is None:
-        return cfg.replace(steps=steps) if steps else cfg.replace(max_time=60.0 * minutes)
+        return cfg.replace(max_time=60.0 * minutes)
     if not finished(out / reference):
         raise SystemExit(f"{name} trains for as many steps as {reference}: run that first")
     records = [json.loads(line) for line in (out / reference / "metrics.jsonl").open()]
@@ -131,6 +133,18 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "study-done").exists()
 
 
+def row_bytes(tokenizer: Tokenizer, row: list[int]) -> int:
+    """UTF-8 bytes of the text a row of tokens spells. A tokenizer with the word boundary
+    decodes a row without its first space (taking it for the boundary); mid-text that space
+    is the text's own, so it is counted."""
+    text = tokenizer.decode(row)
+    first = next((i for i in row if i > Tokenizer.eos_id), None)
+    if tokenizer.boundary == "prefix" and first is not None and \
+            tokenizer.id_to_piece(first).startswith("\u2581"):
+        text = " " + text
+    return len(text.encode("utf-8"))
+
+
 @torch.no_grad()
 def full_validation(run_dir: Path, files: list[Path]) -> dict[str, float]:
     """Loss of the run's champion (the student with the lowest loss) over its whole
@@ -148,7 +162,7 @@ def full_validation(run_dir: Path, files: list[Path]) -> dict[str, float]:
             nats[i] += float(torch.nn.functional.cross_entropy(
                 logits.flatten(0, 1), y.flatten(), reduction="sum"))
         n += y.numel()
-        n_bytes += sum(len(run.tokenizer.decode(row).encode("utf-8")) for row in y.tolist())
+        n_bytes += sum(row_bytes(run.tokenizer, row) for row in y.tolist())
     best = min(range(len(students)), key=nats.__getitem__)
     return {"val_loss": nats[best] / n, "champion": best,
             "val_loss_per_student": [v / n for v in nats], "val_tokens": n,
@@ -318,8 +332,8 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--only", action="append", choices=sorted(VARIANTS))
     ap.add_argument("--minutes", type=float, default=8.0)
-    ap.add_argument("--steps", type=int, help="train the runs that would have a wall time for "
-                    "this many steps instead (equal data, on a machine shared with other work)")
+    ap.add_argument("--steps", type=int, help="train every run for this many steps (equal "
+                    "data, whatever else the machine does)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
