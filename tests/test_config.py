@@ -147,6 +147,7 @@ def test_bad_student_tables_are_refused(student):
     ("weight_decay", -0.1), ("weight_decay", math.inf), ("grad_clip", math.nan),
     ("val_fraction", 0.0), ("val_fraction", 0.5), ("val_fraction", math.nan),
     ("mode", "wml-typo"), ("precision", "fp16"), ("tokenizer_type", "wordpiece"),
+    ("tokenizer_boundary", "suffix"),
     ("encoding_errors", "surrogateescape"), ("device", "gpu"), ("students", []),
 ])
 def test_impossible_values_are_refused_naming_the_key(key, value):

@@ -189,3 +189,25 @@ def test_cli_protocol_is_checked_first_and_recorded(tiny_run, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["protocol"] == "lm-eval" and data["versions"]["agreement"] == "3+lm-eval"
     assert "protocol: lm-eval" in stdout
+
+
+def test_the_boundary_is_recorded_and_old_runs_keep_theirs(tiny_run, grammar_corpus, tmp_path):
+    import minidml
+    from minidml import Shape, TrainConfig
+
+    meta = json.loads((tiny_run.path / "config.json").read_text())
+    assert meta["tokenizer"]["boundary"] == "prefix" == tiny_run.tokenizer.boundary
+    cfg = TrainConfig(students=(Shape(1, 32, 2),), mode="single", context=32, batch_size=8,
+                      vocab_size=400, warmup_steps=2, eval_every=5, eval_tokens=512, steps=5,
+                      tokenizer_boundary="none")
+    old = minidml.train(grammar_corpus, tmp_path / "old", cfg)
+    meta = json.loads((old.path / "config.json").read_text())
+    assert meta["tokenizer"]["boundary"] == "none"
+    assert meta["config"]["tokenizer_boundary"] == "none"
+    again = minidml.load(old.path)
+    assert again.tokenizer.boundary == "none"
+    # such a run's first words differ between the protocols; the official rule scores them
+    # as its export would be scored
+    a, = PROTOCOLS["babylm-2026"].requests(again.tokenizer, ["the cat sleeps ."])
+    b, = PROTOCOLS["lm-eval"].requests(again.tokenizer, ["the cat sleeps ."])
+    assert a.ids[1:] == again.tokenizer.encode("the cat sleeps .") != b.ids[1:]
