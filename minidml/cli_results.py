@@ -193,15 +193,29 @@ def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | Non
         if name not in found:
             raise MinidmlError(f"{name}: no such suite; choose from {', '.join(sorted(found))}")
     root = resolve_data_dir(data_dir)
+    lacking: list[str] = []  # suites whose data is missing and has no download
     for name in names:
         files = found[name].sources
         if not files:
-            click.echo(f"{name}: nothing to download", err=True)
+            missing = found[name].missing_data(root)
+            if not missing:
+                click.echo(f"{name}: nothing to download" + (
+                    f"; its data is in {root}" if found[name].requires else ""), err=True)
+            else:
+                lacking.append(f"{name}: its data has no public download; put the official "
+                               f"files at {root / missing[0]} (the BabyLM evaluation data, "
+                               "osf.io/ryjfm)")
             continue
         got = download(files, root, mirror=mirror, force=force,
                        progress=not quiet and sys.stderr.isatty())
         click.echo(f"{name}: {len(got)} downloaded, {len(files) - len(got)} already present "
                    f"and verified, in {root}")
+    if lacking and "all" not in suite_names:
+        for line in lacking[:-1]:
+            click.echo(f"error: {line}", err=True)
+        raise MinidmlError(lacking[-1])
+    for line in lacking:
+        click.echo(line, err=True)
 
 
 # ----------------------------------------------------------------------------- export

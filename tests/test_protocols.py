@@ -211,3 +211,10 @@ def test_the_boundary_is_recorded_and_old_runs_keep_theirs(tiny_run, grammar_cor
     a, = PROTOCOLS["babylm-2026"].requests(again.tokenizer, ["the cat sleeps ."])
     b, = PROTOCOLS["lm-eval"].requests(again.tokenizer, ["the cat sleeps ."])
     assert a.ids[1:] == again.tokenizer.encode("the cat sleeps .") != b.ids[1:]
+
+
+def test_fetching_a_task_without_a_public_copy_says_where_it_belongs(tmp_path, capsys):
+    code, _, err = run_cli("data", "fetch", "comps", "--data-dir", tmp_path, capsys=capsys)
+    assert_one_line_error(code, err, "comps: its data has no public download",
+                          str(tmp_path / "babylm-eval-2026/full_eval/comps/comps_base.jsonl"))
+    assert not any(tmp_path.iterdir())
