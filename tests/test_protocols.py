@@ -67,6 +67,11 @@ def root(tmp_path):
             for w, r in [("sees", 0.9), ("runs", 0.1), ("cat", 0.5), ("dog", 0.3)]]
     (wug / "wug_adj_nominalization.jsonl").write_text("".join(json.dumps(r) + "\n"
                                                               for r in rows))
+    past = base / "wug_past_tense"  # no public copy: a file in the same format
+    past.mkdir()
+    (past / "wug_past_tense.jsonl").write_text("".join(
+        json.dumps({"sentences": f"the dog {w}ed .\tthe dog {w}t .", "ratio": r}) + "\n"
+        for w, r in [("sleep", 0.2), ("run", 0.7), ("see", 0.4)]))
     comps = base / "comps"
     comps.mkdir()
     for stem in ("comps_base", "comps_wugs", "comps_wugs_dist-before",
@@ -101,8 +106,11 @@ def test_entity_tracking_is_the_mean_of_its_files_means(tiny_run, root):
     assert out["versions"]["entity-tracking"] == "1+babylm-2026"
 
 
-def test_wug_is_the_rank_correlation_of_the_first_form_s_share(tiny_run, root):
-    res = evaluate(tiny_run, ["wug-adj"], data_dir=root)
+@pytest.mark.parametrize("suite,task,ratios", [
+    ("wug-adj", "wug_adj", [0.9, 0.1, 0.5, 0.3]), ("wug-past", "wug_past", [0.2, 0.7, 0.4])])
+def test_wug_is_the_rank_correlation_of_the_first_form_s_share(tiny_run, root, suite, task,
+                                                                 ratios):
+    res = evaluate(tiny_run, [suite], data_dir=root)
     assert res.ok, res.outcomes[0].error
     result = res.outcomes[0].result
     for label in res.labels:
@@ -111,9 +119,9 @@ def test_wug_is_the_rank_correlation_of_the_first_form_s_share(tiny_run, root):
         assert all(abs(f - 1 / (1 + math.exp(b - a))) < 1e-6
                    for f, (a, b) in zip(firsts, (s.scores[label] for s in result.samples),
                                         strict=True))
-        rho = result.tasks[label]["wug_adj"].metrics["rho"]
-        assert rho == pytest.approx(spearman(firsts, [0.9, 0.1, 0.5, 0.3]), abs=1e-12)
-    assert "wug_adj (rho)" in res.table()
+        rho = result.tasks[label][task].metrics["rho"]
+        assert rho == pytest.approx(spearman(firsts, ratios), abs=1e-12)
+    assert f"{task} (rho)" in res.table()
 
 
 def test_comps_scores_the_property_after_each_subject(tiny_run, root):
