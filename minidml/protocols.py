@@ -37,9 +37,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import MinidmlError
+
+if TYPE_CHECKING:
+    from .scoring import TextTokenizer
 
 __all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "Request", "ScoringProtocol", "get_protocol"]
 
@@ -51,18 +54,6 @@ class Request(NamedTuple):
     ids: list[int]
     skip: int
     stop: int
-
-
-class TextTokenizer(Protocol):
-    """What the protocols use of a tokenizer (:class:`minidml.Tokenizer` or
-    :class:`minidml.hf_models.HFTokenizer`)."""
-
-    bos_id: int
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
-
-    def encode_with_spans(self, texts: Sequence[str]
-                          ) -> list[tuple[list[int], list[tuple[int, int]]]]: ...
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,10 @@ class Scorer:
     @torch.inference_mode()
     def score_ids(self, items: Sequence[Request | tuple[Sequence[int], int]]
                   ) -> dict[str, torch.Tensor]:
-        """Like :meth:`score`, for pre-tokenised items: :class:`Request` s, or (ids,
-        n_unscored) pairs whose scored tokens run to the end."""
-        items = [it if isinstance(it, Request) or len(it) == 3
-                 else Request(list(it[0]), it[1], len(it[0])) for it in items]
+        """Like :meth:`score`, for pre-tokenised items: :class:`Request` s (or plain ``(ids,
+        skip, stop)`` tuples), or (ids, n_unscored) pairs whose scored tokens run to the end."""
+        items = [Request(list(it[0]), it[1], it[2] if len(it) == 3 else len(it[0]))
+                 for it in items]
         n = len(items)
         out = {lb: torch.zeros(n, dtype=torch.float64) for lb in self.labels}
         if n == 0:

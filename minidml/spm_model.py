@@ -70,8 +70,9 @@ def _put_varint(value: int) -> bytes:
             return bytes(out)
 
 
-# ModelProto.normalizer_spec, and NormalizerSpec.add_dummy_prefix (a bool, default true)
-_NORMALIZER, _ADD_DUMMY_PREFIX = 3, 3
+# ModelProto.trainer_spec and .normalizer_spec, and NormalizerSpec.add_dummy_prefix (a bool,
+# default true)
+_TRAINER, _NORMALIZER, _ADD_DUMMY_PREFIX = 2, 3, 3
 
 
 def has_dummy_prefix(proto: bytes) -> bool:
@@ -89,11 +90,15 @@ def model_type(proto: bytes) -> str:
     """``unigram``, ``bpe``, ``word``, ``char`` (or ``unknown``) of a sentencepiece model."""
     try:
         for number, value in _fields(proto):
-            if number == 2 and isinstance(value, bytes):
-                return _MODEL_TYPES.get(int(dict(_fields(value)).get(3, 1)), "unknown")
+            if number == _TRAINER and isinstance(value, bytes):
+                return _model_type(dict(_fields(value)))
     except ValueError:
         return "unknown"
     return "unigram"
+
+
+def _model_type(trainer: dict[int, int | bytes]) -> str:
+    return _MODEL_TYPES.get(int(trainer.get(3, 1)), "unknown")
 
 
 def with_dummy_prefix(proto: bytes, on: bool) -> bytes:
@@ -123,7 +128,7 @@ def spm_pieces(tokenizer: Tokenizer) -> tuple[str, list[tuple[str, float, int]]]
     """The model type and the (piece, score, type) list of a tokenizer's sentencepiece model,
     read from the model's protobuf bytes; a model whose text normalisation is not minidml's
     (identity, spaces kept, spaces as ``▁``, with or without the dummy prefix that
-    :attr:`Tokenizer.word_boundary` reads) is refused."""
+    :attr:`Tokenizer.boundary` reads) is refused."""
     try:
         pieces: list[tuple[str, float, int]] = []
         trainer: dict[int, int | bytes] = {}
@@ -134,25 +139,25 @@ def spm_pieces(tokenizer: Tokenizer) -> tuple[str, list[tuple[str, float, int]]]
                 score = piece.get(2, b"\0\0\0\0")
                 pieces.append((bytes(piece.get(1, b"")).decode("utf-8"),
                                struct.unpack("<f", bytes(score))[0], int(piece.get(3, NORMAL))))
-            elif number == 2 and isinstance(value, bytes):
+            elif number == _TRAINER and isinstance(value, bytes):
                 trainer = dict(_fields(value))
-            elif number == 3 and isinstance(value, bytes):
+            elif number == _NORMALIZER and isinstance(value, bytes):
                 normalizer = dict(_fields(value))
     except (ValueError, UnicodeDecodeError, struct.error) as e:
         raise MinidmlError(f"tokenizer model: unreadable sentencepiece model ({e})") from None
-    model_type = _MODEL_TYPES.get(int(trainer.get(3, 1)), "unknown")
+    mtype = _model_type(trainer)
     name = bytes(normalizer.get(1, b"nmt_nfkc")).decode("utf-8", "replace")
     plain = (name == "identity" and not normalizer.get(2) and normalizer.get(4, 1) == 0
              and normalizer.get(5, 1) == 1
              and not trainer.get(24, 0))
-    if model_type not in ("unigram", "bpe") or not plain or len(pieces) != tokenizer.vocab_size:
-        raise MinidmlError(f"tokenizer model: a {model_type} model with {name!r} "
+    if mtype not in ("unigram", "bpe") or not plain or len(pieces) != tokenizer.vocab_size:
+        raise MinidmlError(f"tokenizer model: a {mtype} model with {name!r} "
                            "normalisation cannot be exported exactly; export a run whose "
                            "tokenizer minidml trained")
     if any(kind in (USER_DEFINED, UNUSED) for _, _, kind in pieces):
         raise MinidmlError("tokenizer model: user-defined or unused pieces cannot be exported "
                            "exactly; export a run whose tokenizer minidml trained")
-    return model_type, pieces
+    return mtype, pieces
 
 
 def bpe_merges(pieces: list[tuple[str, float, int]]) -> list[tuple[str, str]]:

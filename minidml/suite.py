@@ -228,13 +228,13 @@ def accuracy(correct: Sequence[float] | torch.Tensor) -> dict[str, float]:
 
 
 def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]],
-                  groups: Mapping[str, Iterable[str]] | None = None, *,
-                  keep_scores: bool = False) -> SuiteResult:
+                  groups: Mapping[str, Iterable[str]] | None = None) -> SuiteResult:
     """Accuracy of every model on every task of multiple-choice items (minimal pairs or
     :class:`Choices`, the correct text first), in one scoring pass, with each item's
     log-likelihoods in ``samples`` and a note counting ties. An item is correct when no other
     choice scores higher than the first (the first of equal scores is taken)."""
-    items = {name: [as_choices(it) for it in ctx.limited(its)] for name, its in tasks.items()}
+    chosen = {name: ctx.limited(its) for name, its in tasks.items()}
+    items = {name: [as_choices(it) for it in its] for name, its in chosen.items()}
     texts, contexts, joins = [], [], []
     for its in items.values():
         for c in its:
@@ -249,7 +249,7 @@ def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]
     for name, its in items.items():
         correct = {lb: [] for lb in ctx.labels}
         tied = dict.fromkeys(ctx.labels, 0)
-        for k, (c, original) in enumerate(zip(its, ctx.limited(tasks[name]), strict=True)):
+        for k, (c, original) in enumerate(zip(its, chosen[name], strict=True)):
             per = {lb: tuple(rows[lb][at:at + len(c.texts)]) for lb in ctx.labels}
             at += len(c.texts)
             for lb, v in per.items():
@@ -282,15 +282,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation (tied values share their mean rank, as scipy ranks them);
     NaN when either side is constant or there are fewer than two values."""
     def ranks(v: Sequence[float]) -> torch.Tensor:
+        """1-based ranks: the values below, plus the mean place among the equal ones."""
         t = torch.as_tensor(v, dtype=torch.float64)
-        order = torch.argsort(t, stable=True)
-        r = torch.empty_like(t)
-        r[order] = torch.arange(1, len(t) + 1, dtype=torch.float64)
-        for value in torch.unique(t):  # mean rank within each run of equal values
-            same = t == value
-            if int(same.sum()) > 1:
-                r[same] = r[same].mean()
-        return r
+        _, where, counts = torch.unique(t, return_inverse=True, return_counts=True)
+        below = torch.cumsum(counts, 0) - counts
+        return (below[where] + (counts[where] + 1) / 2).double()
 
     if len(x) != len(y):
         raise ValueError(f"{len(x)} values against {len(y)}")

@@ -275,8 +275,7 @@ class Tokenizer:
 
     def _spans(self, text: str, ids: Sequence[int]) -> list[tuple[int, int]]:
         # the characters the pieces spell (a space or the boundary as META), with their spans
-        boundary = self.boundary == "prefix" and text and not text.startswith(" ")
-        chars = [(META, (0, 1))] if boundary else []
+        chars = [(META, (0, 1))] if self._marked(text) != text else []
         chars += [(META if c == " " else c, (j, j + 1)) for j, c in enumerate(text)]
         spans, k, pending = [], 0, 0
         for i in ids:

@@ -15,6 +15,7 @@ move_contents), as the pipeline reports it. Defined under ``babylm-2026`` only.
 
 from __future__ import annotations
 
+from minidml import MinidmlError
 from minidml.hookspecs import hookimpl
 from minidml.suite import Choices, EvalContext, SuiteResult, read_jsonl, score_choices
 
@@ -28,8 +29,6 @@ class EntityTrackingSuite:
     folder = FOLDER
 
     def evaluate(self, ctx: EvalContext) -> SuiteResult:
-        from minidml import MinidmlError
-
         tasks: dict[str, list[Choices]] = {}
         groups: dict[str, list[str]] = {}
         for stem in FILES:
