@@ -123,6 +123,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         click.echo(f"[{outcome.spec.name}] {outcome.status} ({outcome.seconds:.1f}s)"
                    + (f": {outcome.error}" if outcome.error else ""), err=True)
 
+    failed: dict[str, None] = {}
     for step in steps:
         run = load_hf(path, device) if hf else load(path, device, step)
         if len(steps) > 1:
@@ -130,7 +131,18 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
                            batch_size=batch_size, precision=precision,
                            progress=not quiet and sys.stderr.isatty(),
-                           options=options, on_suite=announce, protocol=protocol)
+                           options=options, protocol=protocol,
+                           on_suite=lambda o: announce(o) if o.status == "ok" else None)
+        if not any(o.status == "ok" for o in results.outcomes):
+            # nothing was scored: no table and no results file, each suite's reason in a line
+            reasons = [f"{o.spec.name}: {o.error}" for o in results.outcomes]
+            for line in reasons[:-1]:
+                click.echo(f"error: {line}", err=True)
+            raise MinidmlError(reasons[-1])
+        for o in results.outcomes:  # the others, once some suite has completed
+            if o.status != "ok":
+                announce(o)
+                failed[o.spec.name] = None
         click.echo(results.table(), nl=False)
         stamp = results.date.replace(":", "").replace("-", "")[:15]
         # a run's results name the step they evaluated (minidml plot draws the curve from them)
@@ -140,8 +152,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         if log_samples:
             samples = results.write_samples(written.with_name(written.stem + ".samples.jsonl"))
             click.echo(f"samples: {samples}")
-    if not results.ok:
-        failed = [o.spec.name for o in results.outcomes if o.status != "ok"]
+    if failed:
         raise MinidmlError(f"suite(s) {', '.join(failed)} did not complete (see above)")
 
 

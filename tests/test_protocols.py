@@ -226,3 +226,20 @@ def test_fetching_a_task_without_a_public_copy_says_where_it_belongs(tmp_path, c
     assert_one_line_error(code, err, "comps: its data has no public download",
                           str(tmp_path / "babylm-eval-2026/full_eval/comps/comps_base.jsonl"))
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_bad_data_is_one_line_and_writes_no_results(tiny_run, root, tmp_path, capsys):
+    path = root / "babylm-eval-2026/full_eval/wug_adj_nominalization/wug_adj_nominalization.jsonl"
+    path.write_text(json.dumps({"sentences": "a\tb"}) + "\n")
+    out = tmp_path / "r.json"
+    code, stdout, err = run_cli("eval", tiny_run.path, "--suite", "wug-adj", "--data-dir",
+                                root, "--output", out, "-q", capsys=capsys)
+    assert_one_line_error(code, err, f"wug-adj: {path}:1: 'ratio' should be")
+    assert not out.exists() and stdout == ""
+    # with a suite that completes beside it, its results are kept and the exit is non-zero
+    code, stdout, err = run_cli("eval", tiny_run.path, "--suite", "wug-adj", "--suite",
+                                "agreement", "--limit", "2", "--data-dir", root, "--output",
+                                out, "-q", capsys=capsys)
+    assert code != 0 and "suite(s) wug-adj did not complete" in err
+    assert json.loads(out.read_text())["suites"]["wug-adj"]["status"] == "failed"
+    assert "FAILED: " in stdout
