@@ -9,7 +9,7 @@ EXTRAS := dev,hf,babylm,plot,harness,tensorboard,wandb,mlflow
 CORE := $(VENV)/.installed-core
 FULL := $(VENV)/.installed-full
 
-.PHONY: install install-core demo test bench lint clean
+.PHONY: install install-core demo test test-fast bench lint clean
 
 install: $(FULL)
 install-core: $(CORE)
@@ -31,6 +31,9 @@ demo: $(CORE)
 
 test: $(FULL)
 	$(PY) -m pytest -q
+
+test-fast: $(FULL)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(FULL)
 	$(PY) -m bench

@@ -268,7 +268,7 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
         return
     click.echo(student_search.format_table(found, rates))
     click.echo(f"tok/s: predicted for {device} (fp32 matmul peak {peak / 1e9:.0f} GFLOP/s "
-               f"measured now, × the step efficiency by width; README, Student search), "
+               f"measured now, × the step efficiency by width; docs/method.md, student search), "
                f"context {context}; all {len(found)} in one step: "
                f"{throughput.together(rates):,.0f} tok/s")
 

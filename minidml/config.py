@@ -38,7 +38,7 @@ def default_temperature(mode: str) -> float:
 
 def default_alpha(mode: str) -> float:
     """α when none is given: BabyLlama's 0.5 for ``kd``; 0.25 for mutual learning, which
-    gave the lower validation loss in the recipe study and the ablation (README, Recipe)."""
+    gave the lower validation loss in the recipe study and the ablation (docs/results/recipe)."""
     return 0.5 if mode == "kd" else 0.25
 
 
@@ -103,7 +103,7 @@ class TrainConfig:
     epochs: float | None = None
     max_time: float | None = None
     # optimiser
-    lr: float = 4e-3  # the recipe study's best peak (README, Recipe)
+    lr: float = 4e-3  # the recipe study's best peak (docs/results/recipe)
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     # after warmup: cosine decay to min_lr_ratio, or wsd (warmup-stable-decay: constant, then

@@ -1,0 +1,74 @@
+"""The guide and its pages: every relative link resolves, every option is documented."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import click
+import pytest
+
+from minidml.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *(REPO / "docs").rglob("*.md")])
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
+    kept = "".join(c for c in text if c in " -" or unicodedata.category(c)[0] in "LN")
+    return kept.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    return {_slug(m) for m in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def _links(page: Path) -> list[str]:
+    return LINK.findall(FENCE.sub("", page.read_text(encoding="utf-8")))
+
+
+def test_there_are_pages_and_links():
+    assert len(PAGES) >= 10
+    assert sum(len(_links(p)) for p in PAGES) >= 50
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(page):
+    broken = []
+    for target in _links(page):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            broken.append(f"{target}: no such heading")
+    assert not broken, broken
+
+
+def _commands(group: click.Group, prefix: str = ""):
+    for name, command in group.commands.items():
+        yield f"{prefix}{name}", command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+
+
+def test_every_command_and_option_is_in_the_docs():
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
+    missing = []
+    for name, command in _commands(cli):
+        if f"minidml {name}" not in docs:
+            missing.append(f"minidml {name}")
+        for param in command.params:
+            if isinstance(param, click.Option):
+                longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+                if longs and not any(o in docs for o in longs if o != "--help"):
+                    missing.append(f"minidml {name} {longs[0]}")
+    assert not missing, missing
