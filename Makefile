@@ -9,7 +9,7 @@ EXTRAS := dev,hf,babylm,plot,harness,tensorboard,wandb,mlflow
 CORE := $(VENV)/.installed-core
 FULL := $(VENV)/.installed-full
 
-.PHONY: install install-core demo test test-fast bench lint clean
+.PHONY: install install-core demo test test-fast bench lint docs clean
 
 install: $(FULL)
 install-core: $(CORE)
@@ -37,6 +37,9 @@ test-fast: $(FULL)
 
 bench: $(FULL)
 	$(PY) -m bench
+
+docs: $(CORE)
+	$(PY) -m minidml.cli_reference .
 
 lint: $(FULL)
 	$(PY) -m ruff check minidml plugins tests bench

@@ -40,12 +40,13 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .config import HYPERGRADS
 from .distributed import Comm
 from .fused_linear import linear_peer_directional, linear_target_log_probs
 from .losses import mixture_log_probs, mutual_loss, peer_weights, target_log_probs
 from .model import trunk_call
 
-VARIANTS = ("exact", "first-order", "fd")
+VARIANTS = HYPERGRADS  # how the hypergradient is taken (TrainConfig.hypergrad)
 OBJECTIVES = ("ensemble", "sum-ce")
 Params = dict[str, torch.Tensor]
 

@@ -7,29 +7,40 @@ see one for an unexpected internal error).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from . import __version__
 from .cli_options import (
     POSITIVE,
     POSITIVE_FLOAT,
-    TRAIN_OPTIONS,
     Count,
     FilePath,
     IntList,
+    config_options,
+    given_settings,
     glue_options,
     one_length,
-    shared,
     student_shapes,
 )
 from .cli_results import data, eval_, export_, generate, plot, suites_
+from .compare_config import EVAL_STUDENTS, CompareConfig
+from .config import TrainConfig
 from .errors import MinidmlError
+from .tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
+
+_DEFAULT = TrainConfig()
+_COMPARE = {f.name: f.default for f in dataclasses.fields(CompareConfig)}
+_SHAPE = _DEFAULT.students[0]
+_SCHEME = next(f for f in dataclasses.fields(TrainConfig) if f.name == "budget_scheme")
+# train takes every setting that has an option, in TrainConfig's order
+TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                       if f.metadata["setting"].option(f.name))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,37 +54,17 @@ def cli() -> None:
 @click.argument("corpus", nargs=-1, required=True, type=FilePath())
 @click.option("--out", type=FilePath(),
               help="Run directory (default: a new one under runs/).")
-@click.option("--students", "k", type=POSITIVE, help="Number of students K (default 4).")
-@click.option("--layers", type=IntList(), help="Layers, one value or one per student.")
-@click.option("--width", type=IntList(), help="Model width, one value or one per student.")
-@click.option("--heads", type=IntList(), help="Attention heads, one value or one per student.")
-@click.option("--mlp-ratio", type=POSITIVE_FLOAT, help="SwiGLU hidden size / width.")
-@click.option("--budget", type=Count(),
-              help="Total parameter budget N: search K diverse shapes for N/2, N/3, ...")
-@click.option("--mode", type=click.Choice(["single", "dml", "wml", "kd"]),
-              help="single: independent students; dml: equal fixed peer weights; wml (default): "
-                   "peer weights learned by bi-level optimisation; kd: distil each student "
-                   "from --teacher runs.")
-@click.option("--teacher", multiple=True, type=FilePath(),
-              help="kd: a trained run whose champion student teaches (repeat for an ensemble, "
-                   "whose probabilities are averaged).")
-@shared("hypergrad", "unroll", "outer_every", "outer_lr", "outer_objective", "vocab_size",
-        "tokenizer_type", "tokenizer_boundary", "context", "batch_size", "grad_accum")
-@click.option("--steps", type=Count(), help="Optimiser steps (default: one epoch).")
-@click.option("--tokens", type=Count(), help="Training tokens per student, e.g. 10M.")
-@shared("epochs", "max_time", "sampling", "documents", "speaker_tags", "lr", "warmup",
-        "schedule", "alpha", "alpha_warmup", "temperature", "device", "precision", "compile",
-        "on_nonfinite")
-@click.option("--peer-dtype", type=click.Choice(["fp32", "bf16"]),
-              help="Under torchrun: dtype of the logits students send to peers on other ranks "
-                   "(default fp32, as one process computes; bf16 halves the bytes).")
-@shared("seed", "encoding_errors", "log_to")
-@click.option("--eval-every", type=POSITIVE)
-@click.option("--save-every", type=POSITIVE)
-@click.option("--keep-checkpoints", type=click.IntRange(min=0),
-              help="Newest checkpoints kept (default 2); 0 keeps every one, for learning "
-                   "curves (minidml eval --step all).")
-@click.option("--log-every", type=POSITIVE)
+@click.option("--students", "k", type=POSITIVE,
+              help=f"Number of students K (default: {len(_DEFAULT.students)}).")
+@click.option("--layers", type=IntList(),
+              help=f"Layers, one value or one per student (default: {_SHAPE.n_layers}).")
+@click.option("--width", type=IntList(),
+              help=f"Model width, one value or one per student (default: {_SHAPE.d_model}).")
+@click.option("--heads", type=IntList(), help="Attention heads, one value or one per student "
+              f"(default: {_SHAPE.n_heads}).")
+@click.option("--mlp-ratio", type=POSITIVE_FLOAT,
+              help=f"SwiGLU hidden size / width (default: {_SHAPE.mlp_ratio:.3g}).")
+@config_options(*TRAIN_SETTINGS)
 @click.option("--config", "config_file", type=FilePath(),
               help="TOML file of settings; options given here override it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest run).")
@@ -84,7 +75,6 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
           layers, width, heads, mlp_ratio, config_file: Path | None, resume: bool,
           force: bool, quiet: bool, **options: Any) -> None:
     """Train students on CORPUS (text, .gz or .xz files, or directories of them)."""
-    from .config import TrainConfig
     from .launch import train as run_training
     from .rundir import latest_run, read_run_config
 
@@ -98,11 +88,7 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
         base = TrainConfig()
     if config_file is not None:
         base = base.replace(**TrainConfig.toml_settings(config_file))
-    given = {field: options[name] for name, field in TRAIN_OPTIONS.items()
-             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    if "teachers" in given:
-        given["teachers"] = tuple(str(t) for t in given["teachers"])
-    given = one_length(given)
+    given = one_length(given_settings(ctx, options, TRAIN_SETTINGS))
     if given.get("budget") and (layers or width or heads or mlp_ratio):
         raise MinidmlError("--budget searches the shapes: drop --layers/--width/--heads/"
                            "--mlp-ratio, or drop --budget")
@@ -139,7 +125,7 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "documents",
                     "speaker_tags", "sampling", "epochs", "max_time", "context",
                     "batch_size", "grad_accum", "lr",
-                    "warmup", "schedule", "alpha", "temperature", "alpha_warmup", "hypergrad",
+                    "warmup_steps", "schedule", "alpha", "temperature", "alpha_warmup", "hypergrad",
                     "unroll", "outer_every", "outer_lr", "outer_objective", "device",
                     "precision", "compile", "on_nonfinite", "seed", "encoding_errors",
                     "log_to")
@@ -150,30 +136,31 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
 @click.option("--out", type=FilePath(), help="Comparison directory (default: runs/compare-…).")
 @click.option("--budget", type=Count(), required=True,
               help="Parameter budget N: students of N/2, N/3, …; the kd teacher gets N.")
-@click.option("--students", "k", type=click.IntRange(min=2), default=4, show_default=True)
+@click.option("--students", "k", type=click.IntRange(min=2), default=_COMPARE["students"],
+              show_default=True)
 @click.option("--tokens", type=Count(), help="Training tokens per model (default: one pass).")
-@click.option("--seeds", type=POSITIVE, default=1, show_default=True,
+@click.option("--seeds", type=POSITIVE, default=_COMPARE["seeds"], show_default=True,
               help="Repeat every arm with seeds seed, seed+1, …")
-@click.option("--suites", default=",".join(("blimp", "blimp-supplement", "ewok")),
-              show_default=True,
+@click.option("--suites", default=",".join(_COMPARE["suites"]), show_default=True,
               help="Comma-separated evaluation suites, or all (those whose data is present).")
-@click.option("--arms", default="single,kd,dml,wml", show_default=True,
-              help="Comma-separated subset of single, kd, dml, wml.")
+@click.option("--arms", default=",".join(_COMPARE["arms"]), show_default=True,
+              help="Comma-separated subset of " + ", ".join(_COMPARE["arms"]) + ".")
 @click.option("--teacher-params", type=Count(), help="Size of kd's teacher (default N).")
 @click.option("--limit", type=POSITIVE, help="At most N examples per evaluation task.")
-@click.option("--eval-batch-size", type=POSITIVE, default=64, show_default=True)
-@click.option("--eval-students", type=click.Choice(["all", "champion"]), default="all",
-              show_default=True,
+@click.option("--eval-batch-size", type=POSITIVE, default=_COMPARE["eval_batch_size"],
+              show_default=True)
+@click.option("--eval-students", type=click.Choice(EVAL_STUDENTS),
+              default=_COMPARE["eval_students"], show_default=True,
               help="Which models the suites score: every student and the ensemble, or each "
                    "arm's champion only (GLUE fine-tunes every model it scores).")
-@click.option("--eval-points", type=POSITIVE, default=10, show_default=True,
+@click.option("--eval-points", type=POSITIVE, default=_COMPARE["eval_points"], show_default=True,
               help="Validation-loss evaluations per run (for the curves).")
 @click.option("--data-dir", type=FilePath(), help="Evaluation data root.")
 @click.option("--glue-tasks", help="glue: a comma-separated subset of tasks, e.g. rte,boolq.")
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
 @click.option("--glue-epochs", type=POSITIVE, help="glue: at most this many fine-tuning epochs "
-              "(default 10).")
-@shared(*_COMPARE_OPTIONS)
+              "(default: the suite's own).")
+@config_options(*_COMPARE_OPTIONS)
 @click.option("--vary", multiple=True, metavar="[ARM:]KEY=V1,V2",
               help="Ablation: add arms that change one setting of ARM (default wml), one per "
                    "value, e.g. --vary alpha=0.25,0.75 --vary hypergrad=first-order.")
@@ -195,14 +182,12 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
 
     from .compare import CompareConfig, Variant, format_report
     from .compare import compare as run_compare
-    from .config import TrainConfig
 
     base, from_file = TrainConfig(), {}
     if config_file is not None:
         from_file = TrainConfig.toml_settings(config_file)
         base = base.replace(**from_file)
-    given = {TRAIN_OPTIONS[name]: options[name] for name in _COMPARE_OPTIONS
-             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    given = given_settings(ctx, options, _COMPARE_OPTIONS)
     if tokens is not None:
         given["tokens"] = tokens
     given = one_length(given)
@@ -230,13 +215,16 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
 # ----------------------------------------------------------------------------- search
 @cli.command()
 @click.option("--budget", type=Count(), help="Total parameters N, e.g. 20M.")
-@click.option("--students", "k", default=4, show_default=True, type=POSITIVE)
+@click.option("--students", "k", default=len(_DEFAULT.students), show_default=True,
+              type=POSITIVE)
 @click.option("--targets", help="Explicit per-student targets instead, e.g. 10M,5M,3M.")
-@click.option("--scheme", type=click.Choice(["harmonic", "equal"]), default="harmonic",
-              show_default=True, help="harmonic: N/2, N/3, ...; equal: N/K each.")
-@click.option("--vocab-size", type=click.IntRange(min=300), default=16384, show_default=True)
-@click.option("--context", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Context of the predicted tokens/s.")
+@click.option("--scheme", type=click.Choice(_SCHEME.metadata["setting"].choices),
+              default=_SCHEME.default, show_default=True,
+              help="harmonic: N/2, N/3, ...; equal: N/K each.")
+@click.option("--vocab-size", type=click.IntRange(min=MIN_VOCAB), default=MAX_AUTO_VOCAB,
+              show_default=True)
+@click.option("--context", type=click.IntRange(min=1), default=_DEFAULT.context,
+              show_default=True, help="Context of the predicted tokens/s.")
 @click.option("--device", default="cpu", show_default=True,
               help="Device whose fp32 matmul peak the tokens/s are predicted from.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -2,16 +2,19 @@
 
 :class:`Count` (``20M``), :class:`Duration` (``60m``), :class:`IntList` (``4,2``),
 :class:`TrackerList` and :class:`FilePath` turn what is typed into values or one usage error;
-:data:`SHARED_OPTIONS` are the training options that ``train`` and ``compare`` both take, with
-:data:`TRAIN_OPTIONS` naming the :class:`~minidml.config.TrainConfig` field each one sets.
+:func:`config_option` makes the option of a :class:`~minidml.config.TrainConfig` setting from
+the field itself (flag, type, choices, range, help and default), so no setting is written twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .errors import MinidmlError
 
@@ -124,107 +127,76 @@ def student_shapes(k: int | None, layers, width, heads, mlp_ratio, base) -> tupl
                        mlp_ratio if mlp_ratio is not None else ref.mlp_ratio) for i in range(n))
 
 
-TRAIN_OPTIONS = {  # CLI option name -> TrainConfig field
-    "vocab_size": "vocab_size", "tokenizer_type": "tokenizer_type",
-    "tokenizer_boundary": "tokenizer_boundary", "context": "context",
-    "batch_size": "batch_size", "grad_accum": "grad_accum", "steps": "steps",
-    "tokens": "tokens", "lr": "lr", "warmup": "warmup_steps", "schedule": "schedule",
-    "alpha": "alpha",
-    "temperature": "temperature", "mode": "mode", "device": "device",
-    "precision": "precision", "compile": "compile", "seed": "seed",
-    "encoding_errors": "encoding_errors", "documents": "documents",
-    "speaker_tags": "speaker_tags", "sampling": "sampling", "epochs": "epochs",
-    "max_time": "max_time",
-    "eval_every": "eval_every", "save_every": "save_every", "log_every": "log_every",
-    "keep_checkpoints": "keep_checkpoints",
-    "hypergrad": "hypergrad", "unroll": "unroll", "alpha_warmup": "alpha_warmup",
-    "outer_every": "outer_every", "outer_lr": "outer_lr",
-    "budget": "budget",
-    "outer_objective": "outer_objective", "on_nonfinite": "on_nonfinite",
-    "teacher": "teachers", "peer_dtype": "peer_dtype", "log_to": "log_to",
-}
+def _option_type(name: str, how: Any, hint: Any) -> dict[str, Any]:
+    """click's type (and repetition) for the setting ``name`` of type ``hint``."""
+    if how.kind == "count":
+        return {"type": Count()}
+    if how.kind == "duration":
+        return {"type": Duration()}
+    if how.kind == "trackers":
+        return {"type": TrackerList(), "metavar": "TRACKERS"}
+    if how.kind == "paths":
+        return {"type": FilePath(), "multiple": True}
+    if how.choices:
+        return {"type": click.Choice(list(how.choices))}
+    base = next((h for h in (int, float) if h in (hint, *typing.get_args(hint))), str)
+    if base is int:
+        return {"type": click.IntRange(min=how.lo, max=how.hi, min_open=how.open_lo,
+                                       max_open=how.open_hi)}
+    if base is float:
+        return {"type": click.FloatRange(min=how.lo, max=how.hi, min_open=how.open_lo,
+                                         max_open=how.open_hi)}
+    return {}
 
-# training options that train and compare share, in the order --help lists them
-SHARED_OPTIONS = {
-    "hypergrad": click.option(
-        "--hypergrad", type=click.Choice(["exact", "first-order", "fd"]),
-        help="How wml differentiates through the unrolled step (default exact)."),
-    "unroll": click.option(
-        "--unroll", type=click.Choice(["sgd", "adam"]),
-        help="wml: the inner step the hypergradient unrolls: sgd (θ − lr·g, default) or adam "
-             "(the AdamW step about to be taken, its preconditioner held constant)."),
-    "outer_every": click.option("--outer-every", type=POSITIVE,
-                                help="wml: inner steps per ω update (default 10)."),
-    "outer_lr": click.option("--outer-lr", type=POSITIVE_FLOAT,
-                             help="wml: mirror-descent step size (default 1)."),
-    "outer_objective": click.option(
-        "--outer-objective", type=click.Choice(["ensemble", "sum-ce"]),
-        help="wml: held-out loss that ω minimises: the ensemble's CE (default) or the "
-             "ω-weighted sum of students' CEs (the paper's code)."),
-    "vocab_size": click.option("--vocab-size", type=click.IntRange(min=300),
-                               help="Default: suits the corpus."),
-    "tokenizer_type": click.option("--tokenizer-type", type=click.Choice(["unigram", "bpe"])),
-    "tokenizer_boundary": click.option(
-        "--tokenizer-boundary", type=click.Choice(["prefix", "none"]),
-        help="prefix (default): a text's first word is the same piece as in running text, "
-             "as the BabyLM 2026 pipeline needs; none: texts as given (the old tokenizers)."),
-    "context": click.option("--context", type=POSITIVE,
-                            help="Context length in tokens (default 128)."),
-    "batch_size": click.option("--batch-size", type=POSITIVE,
-                               help="Sequences per micro-batch (default 32)."),
-    "grad_accum": click.option("--grad-accum", type=POSITIVE,
-                               help="Micro-batches per optimiser step."),
-    "lr": click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate (default 4e-3)."),
-    "warmup": click.option("--warmup", type=click.IntRange(min=0),
-                           help="Warmup steps (default 100)."),
-    "schedule": click.option(
-        "--schedule", type=click.Choice(["cosine", "wsd"]),
-        help="After warmup: wsd (default): constant, then a linear decay to 10% over the last "
-             "20% of the steps; or cosine decay to 10%."),
-    "alpha": click.option("--alpha", type=UNIT,
-                          help="Weight of the mutual (or teacher) KL (default 0.25; 0.5 for kd)."),
-    "alpha_warmup": click.option(
-        "--alpha-warmup", type=click.IntRange(min=0),
-        help="Steps over which α rises linearly from 0 (default 0: α from the start)."),
-    "temperature": click.option("--temperature", type=POSITIVE_FLOAT,
-                                help="Softmax temperature T (default 1; 2 for kd)."),
-    "device": click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
-    "precision": click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-                              help="auto (default): bf16 autocast only where a bf16 matmul "
-                                   "at the run's shapes is faster on the device."),
-    "compile": click.option(
-        "--compile", type=click.Choice(["auto", "on", "off"]),
-        help="torch.compile the students' trunks: auto (default) where inductor works and the "
-             "run is long enough to repay compiling."),
-    "on_nonfinite": click.option(
-        "--on-nonfinite", type=click.Choice(["stop", "skip"]),
-        help="A NaN/inf loss or gradient: stop with an error (default) or skip the step."),
-    "seed": click.option("--seed", type=click.IntRange(0, 2**32 - 1)),
-    "encoding_errors": click.option(
-        "--encoding-errors", type=click.Choice(["strict", "replace", "ignore"]),
-        help="What to do with invalid UTF-8 (default: stop with an error)."),
-    "documents": click.option(
-        "--documents", type=click.Choice(["line", "sentence"]),
-        help="line (default): each non-blank line is a BOS…EOS document; sentence: each line "
-             "is cut at sentence and utterance (speaker tag) boundaries."),
-    "speaker_tags": click.option(
-        "--speaker-tags", type=click.Choice(["keep", "drop"]),
-        help="--documents sentence: keep (default) or drop speaker tags such as *MOT: and A:."),
-    "sampling": click.option(
-        "--sampling", type=click.Choice(["epochs", "uniform"]),
-        help="Training windows: epochs (default; a fresh seeded permutation of the windows "
-             "each epoch) or uniform (random positions, with replacement)."),
-    "epochs": click.option("--epochs", type=POSITIVE_FLOAT,
-                           help="Passes over the training data (default 1)."),
-    "log_to": click.option(
-        "--log-to", type=TrackerList(), metavar="TRACKERS",
-        help="Also send the metrics to tensorboard, wandb and/or mlflow, e.g. "
-             "tensorboard,wandb (each needs its extra: pip install 'minidml[wandb]')."),
-    "max_time": click.option(
-        "--max-time", type=Duration(),
-        help="Train for this much wall time, e.g. 60m: the steps are planned from the "
-             "measured throughput, so the schedule ends when the time does."),
-}
+
+def default_text(name: str) -> str:
+    """How the default of setting ``name`` reads in help and docs: from the field itself."""
+    from .config import TrainConfig
+
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    how = f.metadata["setting"]
+    if how.shown:
+        return how.shown
+    value = f.default
+    if value is dataclasses.MISSING or value is None or value == ():
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_option(name: str) -> Any:
+    """The click option of :class:`~minidml.config.TrainConfig`'s setting ``name``: its
+    flag, type, choices, range and help all come from the field (the value stays None unless
+    given, so the run's own or the config file's setting stands)."""
+    from .config import TrainConfig
+
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    how = f.metadata["setting"]
+    flag = how.option(name)
+    if flag is None:
+        raise ValueError(f"setting {name!r} has no command-line option")
+    hint = typing.get_type_hints(TrainConfig)[name]
+    shown = default_text(name)
+    help_text = how.help + (f" (default: {shown})" if shown else "")
+    return click.option(flag, name, help=help_text, **_option_type(name, how, hint))
+
+
+def config_options(*names: str) -> Any:
+    """Apply the options of the settings ``names``, listed in that order."""
+    def apply(f: Any) -> Any:
+        for name in reversed(names):
+            f = config_option(name)(f)
+        return f
+    return apply
+
+
+def given_settings(ctx: click.Context, options: dict[str, Any], names: Any) -> dict[str, Any]:
+    """The settings among ``names`` that the command line gave, as TrainConfig values."""
+    given = {name: options[name] for name in names
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if "teachers" in given:
+        given["teachers"] = tuple(str(t) for t in given["teachers"])
+    return given
+
 
 LENGTHS = ("steps", "tokens", "epochs", "max_time")  # one length of training overrides others'
 
@@ -234,15 +206,6 @@ def one_length(given: dict[str, Any]) -> dict[str, Any]:
     if any(k in given for k in LENGTHS):
         return {**{k: None for k in LENGTHS}, **given}
     return given
-
-
-def shared(*names: str) -> Any:
-    """Apply the shared training options ``names``, listed in that order."""
-    def apply(f: Any) -> Any:
-        for name in reversed(names):
-            f = SHARED_OPTIONS[name](f)
-        return f
-    return apply
 
 
 def glue_options(tasks: str | None, max_train_examples: int | None, epochs: int | None
@@ -264,3 +227,4 @@ def run_or_latest(run_dir: Path | None) -> Path:
                            "`minidml train CORPUS` or `minidml demo`")
     click.echo(f"using the latest run: {found}", err=True)
     return found
+

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import click
 
 from .cli_options import POSITIVE, FilePath, glue_options, run_or_latest
 from .errors import MinidmlError
+from .evaluation import evaluate
+
+# the defaults of minidml.evaluation.evaluate, which eval's options share
+_EVALUATE = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()}
 
 
 @click.command()
@@ -62,7 +67,7 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--data-dir", type=FilePath(),
               help="Evaluation data root (default: $MINIDML_DATA_DIR, else the cache that "
                    "`minidml data fetch` fills).")
-@click.option("--protocol", default="babylm-2026", show_default=True,
+@click.option("--protocol", default=_EVALUATE["protocol"], show_default=True,
               help="Which tokens of a text are scored: babylm-2026 (the official BabyLM "
                    "2026 pipeline's rule) or lm-eval (lm-evaluation-harness's, as BabyLM "
                    "2024 scored).")
@@ -70,10 +75,11 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--step", "step_text", default="latest", show_default=True,
               help="The checkpoint to evaluate: latest, a step number, or all (every kept "
                    "checkpoint, oldest first, one results file each).")
-@click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
+@click.option("--batch-size", default=_EVALUATE["batch_size"], show_default=True, type=POSITIVE)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
-              show_default=True, help="bf16: the models run under bfloat16 autocast.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              default=_EVALUATE["precision"], show_default=True,
+              help="bf16: the models run under bfloat16 autocast.")
 @click.option("--output", type=FilePath(),
               help="Results JSON (default: RUN_DIR/eval/results-step<N>-<date>.json).")
 @click.option("--log-samples", is_flag=True,
@@ -81,7 +87,8 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
                    "the results file's name with .samples.jsonl.")
 @click.option("--glue-tasks", help="glue: a comma-separated subset of tasks, e.g. rte,mrpc.")
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
-@click.option("--epochs", type=POSITIVE, help="glue: at most this many epochs (default 10).")
+@click.option("--epochs", type=POSITIVE,
+              help="glue: at most this many epochs (default: the suite's own).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           data_dir: Path | None, protocol: str, limit: int | None, step_text: str,
@@ -91,7 +98,6 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run), or a Hugging Face causal
     LM's directory, on benchmark suites."""
-    from .evaluation import evaluate
     from .hf_models import is_hf_model_dir, load_hf
     from .protocols import get_protocol
     from .rundir import checkpoint_steps, load

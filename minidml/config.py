@@ -17,11 +17,12 @@ from typing import Any
 
 import tomllib
 
+from .compiling import MODES as COMPILES
 from .data import SAMPLINGS
 from .documents import RULES, SPEAKER_TAGS
 from .errors import MinidmlError
 from .model import Shape
-from .tokenizer import BOUNDARIES
+from .tokenizer import BOUNDARIES, MIN_VOCAB
 
 MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
@@ -29,6 +30,11 @@ UNROLLS = ("sgd", "adam")
 OUTER_OBJECTIVES = ("ensemble", "sum-ce")
 PRECISIONS = ("auto", "fp32", "bf16")
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # minidml.tracking
+RECIPE = "results/recipe/README.md"  # the studies that set defaults, under docs/
+COMPARISON = "results/comparison.md"
+BOUNDARY = "results/boundary/results.md"
+PERFORMANCE = "performance.md"
+METHOD = "method.md"
 
 
 def default_temperature(mode: str) -> float:
@@ -38,173 +44,242 @@ def default_temperature(mode: str) -> float:
 
 def default_alpha(mode: str) -> float:
     """α when none is given: BabyLlama's 0.5 for ``kd``; 0.25 for mutual learning, which
-    gave the lower validation loss in the recipe study and the ablation (docs/results/recipe)."""
+    gave the lower validation loss in the recipe study and the ablation."""
     return 0.5 if mode == "kd" else 0.25
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run (the device aside, results are reproducible)."""
+class Setting:
+    """How one :class:`TrainConfig` field is explained, checked and offered as an option.
 
-    # students: one Shape each; len(students) is K
-    students: tuple[Shape, ...] = (Shape(4, 256, 4),) * 4
-    # or a parameter budget N: K = len(students) shapes are searched (minidml.search) once the
-    # vocabulary is known, with targets N/2, N/3, ... (harmonic) or N/K each (equal)
-    budget: int | None = None
-    budget_scheme: str = "harmonic"
-    # single: independent (α = 0); dml: fixed equal ω; wml: learned ω; kd: each student
-    # distilled from frozen teachers (BabyLlama-style), no peers
-    mode: str = "wml"
-    # weight of the mutual (or teacher) KL against the cross-entropy; None: 0.25 for mutual
-    # learning, 0.5 for kd (default_alpha)
-    alpha: float | None = None
-    # steps over which α rises linearly from 0 (0: α from the start); kd's teacher KL too
-    alpha_warmup: int = 0
-    temperature: float | None = None  # softmax temperature T; None: 2 for kd, else 1
-    # kd: run directories of the teachers; each gives its champion student, and several
-    # teachers are an ensemble whose probabilities are averaged
-    teachers: tuple[str, ...] = ()
-    # weighted mutual learning: the outer (bi-level) loop that learns ω
-    hypergrad: str = "exact"  # exact | first-order | fd
-    # the unrolled inner step the hypergradient differentiates through: sgd (θ − η·g, DARTS)
-    # or adam (the AdamW step about to be taken, its preconditioner held constant)
-    unroll: str = "sgd"
-    outer_every: int = 10  # inner steps per outer step
-    outer_lr: float = 1.0  # mirror-descent step size β
-    outer_lr_schedule: str = "constant"  # constant | cosine (decays like the inner lr)
-    outer_objective: str = "ensemble"  # ensemble (its CE) | sum-ce (Σ ω_i CE_i, the paper's code)
-    outer_batch_size: int | None = None  # held-out sequences per outer step (default batch_size)
-    holdout_fraction: float = 0.01  # share of the corpus held out for the outer loop
-    # data and tokenizer
-    vocab_size: int | None = None  # None: suited to the corpus size
-    tokenizer_type: str = "unigram"
-    # prefix: a text's first word is encoded as the same word in running text (a word
-    # boundary before every text, minidml.tokenizer); none: texts as given (runs before 0.2)
-    tokenizer_boundary: str = "prefix"
-    context: int = 128
-    batch_size: int = 32
-    grad_accum: int = 1
-    val_fraction: float = 0.02
-    encoding_errors: str = "strict"
-    # documents: "line" (each non-blank line, the BabyLM pipeline's rule) or "sentence" (each
-    # line cut at sentence and utterance boundaries: minidml.documents); speaker tags such
-    # as CHILDES's "*MOT:" are kept or dropped (sentence only)
-    documents: str = "line"
-    speaker_tags: str = "keep"
-    # training windows: "epochs" (each epoch a seeded permutation of the non-overlapping
-    # windows: every token once per epoch) or "uniform" (random positions, with replacement:
-    # how runs sampled before epochs existed)
-    sampling: str = "epochs"
-    # length of training, at most one of: steps; tokens or epochs (converted to steps);
-    # max_time, seconds of wall time (steps planned from the measured throughput, and a
-    # stop at the limit); none: one epoch
-    steps: int | None = None
-    tokens: int | None = None
-    epochs: float | None = None
-    max_time: float | None = None
-    # optimiser
-    lr: float = 4e-3  # the recipe study's best peak (docs/results/recipe)
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    # after warmup: cosine decay to min_lr_ratio, or wsd (warmup-stable-decay: constant, then
-    # a linear decay over the last decay_fraction of the steps)
-    schedule: str = "wsd"
-    decay_fraction: float = 0.2
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    # running
-    seed: int = 0
-    device: str = "auto"
-    # auto: bf16 autocast only where a bf16 matmul at the run's shapes measures faster
-    # (minidml.precision); fp32; or bf16 regardless (with a warning where it is slower)
-    precision: str = "auto"
-    # the loss's view of the head: "hidden" computes logits, losses and gradients from the
-    # final hidden states chunk by chunk (no K×N×V tensor); "logits" materialises the logits
-    # first (the reference path; distributed runs and kd use it)
-    head_loss: str = "hidden"
-    # torch.compile of the students' trunks (minidml.compiling): auto (where inductor works
-    # and the run is long enough to repay compiling), on, or off
-    compile: str = "auto"
-    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop with an error, or skip the step
-    # distributed runs: dtype of the students' logits sent to their peers on other ranks
-    # (fp32 matches a single process; bf16 halves the bytes; bf16 autocast sends bf16 anyway)
-    peer_dtype: str = "fp32"
-    log_every: int = 10
-    eval_every: int = 200
-    eval_tokens: int = 65_536  # validation tokens per evaluation, evenly spread over the split
-    save_every: int = 500
-    keep_checkpoints: int = 2  # the newest checkpoints kept; 0 keeps every one (for curves)
-    # experiment trackers that also receive the metrics (minidml.tracking): any of TRACKERS
-    log_to: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form, for embedding code
+    The field's default and this record are the only place a setting is written: the
+    command line's options (:func:`minidml.cli_options.config_option`), the option table of
+    ``docs/cli.md`` (:func:`settings_table`) and :meth:`TrainConfig.validate` are made from
+    them."""
+
+    help: str
+    choices: tuple[str, ...] = ()
+    lo: float | None = None  # the smallest value allowed (None: no bound)
+    hi: float | None = None
+    open_lo: bool = False  # lo itself is not allowed
+    open_hi: bool = False
+    flag: str | None = ""  # "": --the-field-name; None: config files only
+    kind: str = ""  # count (20M), duration (60m), trackers (a,b) or paths (repeatable)
+    shown: str = ""  # how a default that is computed reads (the field holds None)
+    why: str = ""  # the range's error, where the general one does not fit
+    see: str = ""  # the study under docs/ that set the default
+    brief: str = ""  # a few words for the guide's short table (only the main settings)
+
+    def option(self, name: str) -> str | None:
+        """The command-line option, or None for a setting of config files only."""
+        if self.flag is None:
+            return None
+        return self.flag or "--" + name.replace("_", "-")
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed, or None."""
+        if self.choices:
+            return None if value in self.choices else f"choose one of {', '.join(self.choices)}"
+        if self.lo is None and self.hi is None:
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return self.why or self._range()
+        low = self.lo is None or (value > self.lo if self.open_lo else value >= self.lo)
+        high = self.hi is None or (value < self.hi if self.open_hi else value <= self.hi)
+        return None if low and high else self.why or self._range()
+
+    def _range(self) -> str:
+        lo, hi = (f"{b:g}" if b is not None else None for b in (self.lo, self.hi))
+        if hi is not None:
+            return f"must be between {lo} and {hi}"
+        if self.open_lo and self.lo == 0:
+            return "must be a positive number"
+        if self.lo == 0:
+            return "must be zero or positive" if self.kind != "int" else \
+                "must be 0 or a positive integer"
+        if self.lo == 1 and self.kind == "int":
+            return "must be a positive integer"
+        return f"must be at least {lo}"
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *,
+            factory: Any = dataclasses.MISSING, **how: Any) -> Any:
+    """A :class:`TrainConfig` field with its :class:`Setting`."""
+    return field(default=default, default_factory=factory, metadata={"setting": Setting(help,
+                                                                                       **how)})
+
+
+def _int(**how: Any) -> dict[str, Any]:
+    return {"kind": "int", "lo": 1, **how}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (the device aside, results are reproducible).
+
+    Each field's :class:`Setting` says what it means; ``docs/cli.md`` lists them all."""
+
+    students: tuple[Shape, ...] = setting(
+        factory=lambda: (Shape(4, 256, 4),) * 4, flag=None,
+        help="One shape per student (layers, width, heads, MLP ratio); K is their number. "
+             "On the command line: --students, --layers, --width, --heads, --mlp-ratio.")
+    budget: int | None = setting(
+        None, "A parameter budget N: the K students' shapes are searched for N/2, N/3, … "
+              "(or N/K each) once the vocabulary is known.", kind="count", lo=1, see=METHOD,
+        why="must be a positive integer", brief="search the students' shapes for this many parameters")
+    budget_scheme: str = setting("harmonic", "--budget's targets: N/2, N/3, … or N/K each.",
+                                 choices=("harmonic", "equal"), flag=None)
+    mode: str = setting(
+        "wml", "single: independent students; dml: equal fixed peer weights; wml: peer "
+               "weights learned by bi-level optimisation; kd: each student distilled from "
+               "--teacher runs.", choices=MODES, brief="independent, equal ω, learned ω, or distilled")
+    alpha: float | None = setting(
+        None, "Weight of the mutual (or teacher) KL against the cross-entropy.", lo=0, hi=1,
+        shown=f"{default_alpha('wml')}; {default_alpha('kd')} for kd", see=RECIPE, brief="weight of the peer (or teacher) term")
+    alpha_warmup: int = setting(
+        0, "Steps over which α rises linearly from 0 (0: α from the start).", **_int(lo=0))
+    temperature: float | None = setting(
+        None, "Softmax temperature T.", lo=0, open_lo=True,
+        shown=f"{default_temperature('wml'):g}; {default_temperature('kd'):g} for kd",
+        see=COMPARISON, brief="softmax temperature T")
+    teachers: tuple[str, ...] = setting(
+        (), "kd: a trained run whose champion student teaches (repeat for an ensemble, whose "
+            "probabilities are averaged).", flag="--teacher", kind="paths")
+    hypergrad: str = setting(
+        "exact", "wml: how the hypergradient differentiates through the unrolled step.",
+        choices=HYPERGRADS, see=COMPARISON, brief="how ω's hypergradient is taken")
+    unroll: str = setting(
+        "sgd", "wml: the inner step the hypergradient unrolls: θ − lr·g, or the AdamW step "
+               "about to be taken, its preconditioner held constant.", choices=UNROLLS,
+        see=COMPARISON)
+    outer_every: int = setting(10, "wml: inner steps per ω update.", **_int(), brief="inner steps per ω update")
+    outer_lr: float = setting(1.0, "wml: the mirror-descent step size.", lo=0, open_lo=True)
+    outer_lr_schedule: str = setting(
+        "constant", "wml: the outer step size constant, or decayed like the inner lr.",
+        choices=("constant", "cosine"), flag=None)
+    outer_objective: str = setting(
+        "ensemble", "wml: the held-out loss ω minimises: the ensemble's cross-entropy, or the "
+                    "ω-weighted sum of the students' (the paper's code).",
+        choices=OUTER_OBJECTIVES)
+    outer_batch_size: int | None = setting(
+        None, "wml: held-out sequences per outer step.", shown="the batch size", flag=None,
+        **_int())
+    holdout_fraction: float = setting(
+        0.01, "Share of the corpus held out for the outer loop.", lo=0, hi=0.5, open_lo=True,
+        open_hi=True, flag=None)
+    vocab_size: int | None = setting(
+        None, "Sentencepiece vocabulary size.", shown="suits the corpus",
+        **_int(lo=MIN_VOCAB), brief="sentencepiece vocabulary")
+    tokenizer_type: str = setting("unigram", "Sentencepiece model type.",
+                                  choices=("unigram", "bpe"))
+    tokenizer_boundary: str = setting(
+        "prefix", "prefix: a text's first word is the same piece as in running text, as the "
+                  "BabyLM 2026 pipeline needs; none: texts as given (tokenizers made before).",
+        choices=BOUNDARIES, see=BOUNDARY, brief="a first word encoded as in running text")
+    context: int = setting(128, "Context length in tokens.", see=RECIPE, **_int(), brief="tokens per sequence")
+    batch_size: int = setting(32, "Sequences per micro-batch.", see=RECIPE, **_int(), brief="sequences per step")
+    grad_accum: int = setting(1, "Micro-batches per optimiser step.", **_int())
+    val_fraction: float = setting(0.02, "Share of the corpus's blocks kept for validation.",
+                                  lo=0, hi=0.5, open_lo=True, open_hi=True, flag=None)
+    encoding_errors: str = setting("strict", "Invalid UTF-8: stop with an error, replace or "
+                                             "drop it.", choices=("strict", "replace", "ignore"))
+    documents: str = setting(
+        "line", "line: each non-blank line is a BOS…EOS document (the BabyLM pipeline's "
+                "rule); sentence: lines cut at sentences and speaker turns.", choices=RULES,
+        see=RECIPE, brief="one document per line, or per sentence")
+    speaker_tags: str = setting(
+        "keep", "--documents sentence: keep or drop speaker tags such as *MOT: and A:.",
+        choices=SPEAKER_TAGS)
+    sampling: str = setting(
+        "epochs", "Training windows: each epoch a fresh seeded permutation of them, or random "
+                  "positions with replacement.", choices=SAMPLINGS)
+    steps: int | None = setting(None, "Optimiser steps.", shown="one epoch", kind="count",
+                                lo=1, why="must be a positive integer", brief="length of training (or --tokens, --epochs, --max-time)")
+    tokens: int | None = setting(None, "Training tokens per student, e.g. 10M.", kind="count",
+                                 lo=1, why="must be a positive integer")
+    epochs: float | None = setting(None, "Passes over the training data.", lo=0, open_lo=True)
+    max_time: float | None = setting(
+        None, "Wall time to train, e.g. 60m: the steps are planned from the measured "
+              "throughput, so the schedule ends when the time does.", kind="duration", lo=0,
+        open_lo=True)
+    lr: float = setting(4e-3, "Peak learning rate (AdamW).", lo=0, open_lo=True, see=RECIPE, brief="AdamW peak learning rate")
+    min_lr_ratio: float = setting(0.1, "The learning rate's floor, as a share of the peak.",
+                                  lo=0, hi=1, flag=None)
+    warmup_steps: int = setting(100, "Warmup steps.", flag="--warmup", see=RECIPE,
+                                **_int(lo=0), brief="warmup steps")
+    schedule: str = setting(
+        "wsd", "After warmup: wsd (constant, then a linear decay over the last "
+               "decay_fraction of the steps) or a cosine decay, both to min_lr_ratio.",
+        choices=("cosine", "wsd"), see=RECIPE, brief="decay after warmup")
+    decay_fraction: float = setting(0.2, "wsd: the share of the steps that decays.", lo=0, hi=1,
+                                    flag=None)
+    weight_decay: float = setting(0.1, "AdamW weight decay (not on gains).", lo=0, flag=None,
+                                  see=RECIPE)
+    beta1: float = setting(0.9, "AdamW β1.", lo=0, hi=1, flag=None)
+    beta2: float = setting(0.95, "AdamW β2.", lo=0, hi=1, flag=None)
+    grad_clip: float = setting(1.0, "Gradient-norm clipping (0: none).", lo=0, flag=None)
+    seed: int = setting(0, "Everything (initial draw, tokenizer sample, split, batches) "
+                           "follows from it.", kind="int", lo=0, hi=2**32 - 1,
+                        why="must be between 0 and 2**32 - 1")
+    device: str = setting("auto", "auto (CUDA, then MPS, else the CPU), cpu, cuda, cuda:N or mps.")
+    precision: str = setting(
+        "auto", "auto: bf16 autocast only where a bf16 matmul at the run's shapes measures "
+                "faster on the device; fp32; or bf16 regardless.", choices=PRECISIONS,
+        see=PERFORMANCE, brief="bf16 only where measured faster")
+    head_loss: str = setting(
+        "hidden", "The loss's view of the head: from the final hidden states in row chunks "
+                  "(no K×N×V tensor), or from materialised logits (the reference path).",
+        choices=("hidden", "logits"), flag=None)
+    compile: str = setting(
+        "auto", "torch.compile the students' trunks: auto where inductor works and the run "
+                "is long enough to repay compiling, on, or off.", choices=COMPILES,
+        see=PERFORMANCE, brief="torch.compile for runs long enough to repay it")
+    on_nonfinite: str = setting("stop", "A NaN or infinite loss or gradient: stop with an "
+                                        "error, or skip the step.", choices=("stop", "skip"))
+    peer_dtype: str = setting(
+        "fp32", "Under torchrun: the dtype of the logits students send to peers on other "
+                "ranks (bf16 halves the bytes).", choices=("fp32", "bf16"))
+    log_every: int = setting(10, "Steps between training-metric records.", **_int())
+    eval_every: int = setting(200, "Steps between validations.", **_int())
+    eval_tokens: int = setting(65_536, "Validation tokens per evaluation, evenly spread over "
+                                       "the split.", flag=None, **_int())
+    save_every: int = setting(500, "Steps between checkpoints.", **_int())
+    keep_checkpoints: int = setting(
+        2, "Newest checkpoints kept; 0 keeps every one, for learning curves (minidml eval "
+           "--step all).", why="must be 0 (keep all) or a positive integer", **_int(lo=0), brief="checkpoints kept (0: all, for learning curves)")
+    log_to: tuple[str, ...] = setting(
+        (), "Also send the metrics to these trackers, e.g. tensorboard,wandb (each needs its "
+            "extra).", kind="trackers")
+    extra: dict[str, Any] = setting(factory=dict, help="Free-form, for embedding code.",
+                                    flag=None)
 
     def __post_init__(self) -> None:
         self.validate()
 
     # ------------------------------------------------------------------ checking
     def validate(self) -> None:
-        def bad(key: str, why: str) -> MinidmlError:
-            return MinidmlError(f"--{key.replace('_', '-')} {getattr(self, key)!r}: {why}")
-
-        if not 0 <= self.seed < 2**32:
-            raise bad("seed", "must be between 0 and 2**32 - 1")
         if not self.students:
             raise MinidmlError("--students: need at least one student")
-        for key in ("context", "batch_size", "grad_accum", "log_every", "eval_every", "outer_every",
-                    "eval_tokens", "save_every", "warmup_steps", "alpha_warmup"):
-            if key in ("warmup_steps", "alpha_warmup"):
-                if getattr(self, key) < 0:
-                    raise bad(key, "must be 0 or a positive integer")
-            elif getattr(self, key) < 1:
-                raise bad(key, "must be a positive integer")
-        if self.keep_checkpoints < 0:
-            raise bad("keep_checkpoints", "must be 0 (keep all) or a positive integer")
-        for key in ("steps", "tokens", "vocab_size", "outer_batch_size", "budget"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise bad(key, "must be a positive integer")
+        for f in dataclasses.fields(self):
+            how, value = f.metadata["setting"], getattr(self, f.name)
+            why = None if value is None or isinstance(value, tuple) else how.problem(value)
+            if why:  # named as the user wrote it: the option and, where other, the key
+                flag = how.option(f.name)
+                name = f.name if flag is None else flag if flag[2:] == f.name.replace(
+                    "_", "-") else f"{flag} ({f.name})"
+                raise MinidmlError(f"{name} {value!r}: {why}")
         lengths = [k for k in ("steps", "tokens", "epochs", "max_time")
                    if getattr(self, k) is not None]
         if len(lengths) > 1:
             raise MinidmlError(" and ".join(f"--{k.replace('_', '-')}" for k in lengths)
                                + ": give one length of training, not several")
-        for key in ("lr", "temperature", "outer_lr", "epochs", "max_time"):
-            value = getattr(self, key)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise bad(key, "must be a positive number")
-        for key in ("alpha", "min_lr_ratio", "beta1", "beta2", "decay_fraction"):
-            value = getattr(self, key)
-            if value is not None and not 0 <= value <= 1:
-                raise bad(key, "must be between 0 and 1")
-        for key in ("weight_decay", "grad_clip"):
-            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
-                raise bad(key, "must be zero or positive")
-        for key in ("val_fraction", "holdout_fraction"):
-            if not 0 < getattr(self, key) < 0.5:
-                raise bad(key, "must be between 0 and 0.5")
-        for key, allowed in (("mode", MODES), ("precision", PRECISIONS),
-                             ("hypergrad", HYPERGRADS), ("unroll", UNROLLS),
-                             ("outer_objective", OUTER_OBJECTIVES),
-                             ("outer_lr_schedule", ("constant", "cosine")),
-                             ("budget_scheme", ("harmonic", "equal")),
-                             ("tokenizer_type", ("unigram", "bpe")),
-                             ("tokenizer_boundary", BOUNDARIES),
-                             ("encoding_errors", ("strict", "replace", "ignore")),
-                             ("documents", RULES), ("speaker_tags", SPEAKER_TAGS),
-                             ("sampling", SAMPLINGS), ("schedule", ("cosine", "wsd")),
-                             ("on_nonfinite", ("stop", "skip")),
-                             ("head_loss", ("hidden", "logits")),
-                             ("compile", ("auto", "on", "off")),
-                             ("peer_dtype", ("fp32", "bf16"))):
-            if getattr(self, key) not in allowed:
-                raise bad(key, f"choose one of {', '.join(allowed)}")
         unknown = [t for t in self.log_to if t not in TRACKERS]
         if unknown or len(set(self.log_to)) != len(self.log_to):
             raise MinidmlError(f"--log-to {','.join(self.log_to)}: name each tracker once, "
                                f"from {', '.join(TRACKERS)}")
         if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
-            raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
+            raise MinidmlError(f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or "
+                               "mps")
         if self.mode == "kd" and not self.teachers:
             raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
         if self.teachers and self.mode != "kd":

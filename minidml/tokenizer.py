@@ -40,6 +40,7 @@ from .spm_model import has_dummy_prefix, model_type, with_dummy_prefix
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MAX_PIECE_BYTES = 1024  # well under sentencepiece's default max_sentence_length of 4192 bytes
 MIN_AUTO_VOCAB, MAX_AUTO_VOCAB = 512, 16384
+MIN_VOCAB = 300  # 256 byte pieces and 4 special ids come first
 BOUNDARIES = ("prefix", "none")  # the word boundary at the start of a text (module docstring)
 # sentencepiece reads this character in text as a space; it is encoded as its UTF-8 bytes
 META = "\u2581"
@@ -163,8 +164,8 @@ class Tokenizer:
             raise MinidmlError(f"--tokenizer-type {model_type!r}: choose unigram or bpe")
         if boundary not in BOUNDARIES:
             raise MinidmlError(f"--tokenizer-boundary {boundary!r}: choose prefix or none")
-        if vocab_size is not None and vocab_size < 300:
-            raise MinidmlError(f"--vocab-size {vocab_size}: must be at least 300 "
+        if vocab_size is not None and vocab_size < MIN_VOCAB:
+            raise MinidmlError(f"--vocab-size {vocab_size}: must be at least {MIN_VOCAB} "
                                "(256 byte pieces and 4 special ids come first)")
         pieces, words = sample_pieces(lines, input_sentence_size, seed)
         if not pieces:
@@ -183,7 +184,7 @@ class Tokenizer:
             limit = re.search(r"value <= (\d+)", str(e))
             if limit and vocab_size is None:
                 return train(int(limit.group(1)))
-            if limit and int(limit.group(1)) < 300:  # below the smallest size we accept
+            if limit and int(limit.group(1)) < MIN_VOCAB:  # below the smallest size we accept
                 raise MinidmlError(
                     f"--vocab-size {vocab_size}: too large for this corpus, which supports only "
                     f"{limit.group(1)}; give a larger corpus or leave --vocab-size out") from None

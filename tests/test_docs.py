@@ -72,3 +72,55 @@ def test_every_command_and_option_is_in_the_docs():
                 if longs and not any(o in docs for o in longs if o != "--help"):
                     missing.append(f"minidml {name} {longs[0]}")
     assert not missing, missing
+
+
+def test_generated_blocks_are_current():
+    """The settings tables and the --help reference are made from the code (make docs)."""
+    from minidml.cli_reference import BEGIN, END, blocks
+
+    for page, content in blocks(REPO).items():
+        text = page.read_text(encoding="utf-8")
+        for name, body in content.items():
+            start = text.index(BEGIN.format(name=name)) + len(BEGIN.format(name=name)) + 1
+            assert text[start:text.index(END.format(name=name))] == body + "\n", \
+                f"{page.name}: the {name} block is stale; run `make docs`"
+
+
+def test_every_training_setting_is_in_the_table_with_its_own_default():
+    import dataclasses
+
+    from minidml.cli_reference import settings_table
+    from minidml.config import TrainConfig
+
+    table = settings_table()
+    for f in dataclasses.fields(TrainConfig):
+        how = f.metadata["setting"]
+        assert how.help, f.name
+        name = how.option(f.name) or f.name
+        row = next(r for r in table.splitlines() if r.startswith(f"| `{name}`"))
+        if isinstance(f.default, (int, float, str)) and not isinstance(f.default, bool):
+            shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+            assert f"| {shown}" in row, (f.name, row)
+        for choice in how.choices:
+            assert choice in row, (f.name, choice)
+
+
+def test_training_options_hold_no_default_of_their_own():
+    """A setting's option is None unless given, so the dataclass's default (or the run's own
+    setting, or the config file's) is the one that applies."""
+    import dataclasses
+
+    from minidml.config import TrainConfig
+
+    from minidml.cli import _COMPARE_OPTIONS
+
+    settings = {"train": {f.name for f in dataclasses.fields(TrainConfig)},
+                "compare": set(_COMPARE_OPTIONS)}  # compare's own --budget, --tokens differ
+    for name, names in settings.items():
+        command = cli.commands[name]
+        params = [p for p in command.params if p.name in names]
+        assert len(params) >= 25
+        required = ["--budget", "1M"] if name == "compare" else []  # compare's own option
+        ctx = command.make_context(name, ["corpus.txt", *required])  # no setting given
+        for param in params:
+            assert ctx.params[param.name] in (None, ()), (name, param.name)
