@@ -39,7 +39,7 @@ bench: $(FULL)
 	$(PY) -m bench
 
 docs: $(CORE)
-	$(PY) -m minidml.cli_reference .
+	$(PY) -m minidml.cli.reference .
 
 lint: $(FULL)
 	$(PY) -m ruff check minidml plugins tests bench

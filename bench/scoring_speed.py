@@ -1,4 +1,5 @@
-"""Minimal-pair scoring speed: :class:`minidml.scoring.Scorer` against a one-sentence loop.
+"""Minimal-pair scoring speed: :class:`minidml.evaluation.scoring.Scorer` against a
+one-sentence loop.
 
 * Setup (untimed): a tokenizer trained on a sample of the shared BabyLM text, and a randomly
   initialised ~5M-parameter student (speed does not depend on the weights).
@@ -34,7 +35,7 @@ TARGET_FULL_SECONDS = 60.0
 
 
 def blimp_pairs() -> list[tuple[str, str]]:
-    from minidml.suite import read_jsonl
+    from minidml.evaluation.suite import read_jsonl
 
     folder = common.data_dir() / "blimp"
     files = sorted(folder.glob("*.jsonl"))
@@ -89,7 +90,7 @@ def matmul_peak(device: torch.device, reps: int = 5) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from minidml import Student, StudentConfig
-    from minidml.scoring import Scorer
+    from minidml.evaluation.scoring import Scorer
 
     t_start = time.perf_counter()
     s = QUICK if args.quick else FULL

@@ -8,11 +8,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from . import _moved
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "train": "launch", "load": "rundir", "Run": "rundir", "Trainer": "trainer",
-    "Callback": "callbacks", "TrainConfig": "config", "Student": "model",
+    "Callback": "trainer", "TrainConfig": "config", "Student": "model",
     "StudentConfig": "model", "Shape": "model", "Tokenizer": "tokenizer",
     "Batches": "data", "MinidmlError": "errors",
 }
@@ -23,7 +25,6 @@ __all__ = [  # noqa: RUF022 - grouped by module, like _EXPORTS
 ]
 
 if TYPE_CHECKING:
-    from .callbacks import Callback
     from .config import TrainConfig
     from .data import Batches
     from .errors import MinidmlError
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
     from .model import Shape, Student, StudentConfig
     from .rundir import Run, load
     from .tokenizer import Tokenizer
-    from .trainer import Trainer
+    from .trainer import Callback, Trainer
+
+
+_moved.install()  # old module names (0.1) still import, with a DeprecationWarning
 
 
 def __getattr__(name: str):

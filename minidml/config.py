@@ -17,11 +17,11 @@ from typing import Any
 
 import tomllib
 
-from .compiling import MODES as COMPILES
 from .data import SAMPLINGS
 from .documents import RULES, SPEAKER_TAGS
 from .errors import MinidmlError
 from .model import Shape
+from .runtime import COMPILE_MODES as COMPILES
 from .tokenizer import BOUNDARIES, MIN_VOCAB
 
 MODES = ("single", "dml", "wml", "kd")
@@ -53,7 +53,7 @@ class Setting:
     """How one :class:`TrainConfig` field is explained, checked and offered as an option.
 
     The field's default and this record are the only place a setting is written: the
-    command line's options (:func:`minidml.cli_options.config_option`), the option table of
+    command line's options (:func:`minidml.cli.options.config_option`), the option table of
     ``docs/cli.md`` (:func:`settings_table`) and :meth:`TrainConfig.validate` are made from
     them."""
 
@@ -126,16 +126,19 @@ class TrainConfig:
     budget: int | None = setting(
         None, "A parameter budget N: the K students' shapes are searched for N/2, N/3, … "
               "(or N/K each) once the vocabulary is known.", kind="count", lo=1, see=METHOD,
-        why="must be a positive integer", brief="search the students' shapes for this many parameters")
+        why="must be a positive integer",
+        brief="search the students' shapes for this many parameters")
     budget_scheme: str = setting("harmonic", "--budget's targets: N/2, N/3, … or N/K each.",
                                  choices=("harmonic", "equal"), flag=None)
     mode: str = setting(
         "wml", "single: independent students; dml: equal fixed peer weights; wml: peer "
                "weights learned by bi-level optimisation; kd: each student distilled from "
-               "--teacher runs.", choices=MODES, brief="independent, equal ω, learned ω, or distilled")
+               "--teacher runs.", choices=MODES,
+        brief="independent, equal ω, learned ω, or distilled")
     alpha: float | None = setting(
         None, "Weight of the mutual (or teacher) KL against the cross-entropy.", lo=0, hi=1,
-        shown=f"{default_alpha('wml')}; {default_alpha('kd')} for kd", see=RECIPE, brief="weight of the peer (or teacher) term")
+        shown=f"{default_alpha('wml')}; {default_alpha('kd')} for kd", see=RECIPE,
+        brief="weight of the peer (or teacher) term")
     alpha_warmup: int = setting(
         0, "Steps over which α rises linearly from 0 (0: α from the start).", **_int(lo=0))
     temperature: float | None = setting(
@@ -152,7 +155,8 @@ class TrainConfig:
         "sgd", "wml: the inner step the hypergradient unrolls: θ − lr·g, or the AdamW step "
                "about to be taken, its preconditioner held constant.", choices=UNROLLS,
         see=COMPARISON)
-    outer_every: int = setting(10, "wml: inner steps per ω update.", **_int(), brief="inner steps per ω update")
+    outer_every: int = setting(10, "wml: inner steps per ω update.",
+                               brief="inner steps per ω update", **_int())
     outer_lr: float = setting(1.0, "wml: the mirror-descent step size.", lo=0, open_lo=True)
     outer_lr_schedule: str = setting(
         "constant", "wml: the outer step size constant, or decayed like the inner lr.",
@@ -176,8 +180,10 @@ class TrainConfig:
         "prefix", "prefix: a text's first word is the same piece as in running text, as the "
                   "BabyLM 2026 pipeline needs; none: texts as given (tokenizers made before).",
         choices=BOUNDARIES, see=BOUNDARY, brief="a first word encoded as in running text")
-    context: int = setting(128, "Context length in tokens.", see=RECIPE, **_int(), brief="tokens per sequence")
-    batch_size: int = setting(32, "Sequences per micro-batch.", see=RECIPE, **_int(), brief="sequences per step")
+    context: int = setting(128, "Context length in tokens.", see=RECIPE,
+                           brief="tokens per sequence", **_int())
+    batch_size: int = setting(32, "Sequences per micro-batch.", see=RECIPE,
+                              brief="sequences per step", **_int())
     grad_accum: int = setting(1, "Micro-batches per optimiser step.", **_int())
     val_fraction: float = setting(0.02, "Share of the corpus's blocks kept for validation.",
                                   lo=0, hi=0.5, open_lo=True, open_hi=True, flag=None)
@@ -194,7 +200,8 @@ class TrainConfig:
         "epochs", "Training windows: each epoch a fresh seeded permutation of them, or random "
                   "positions with replacement.", choices=SAMPLINGS)
     steps: int | None = setting(None, "Optimiser steps.", shown="one epoch", kind="count",
-                                lo=1, why="must be a positive integer", brief="length of training (or --tokens, --epochs, --max-time)")
+                                lo=1, why="must be a positive integer",
+                                brief="length of training (or --tokens, --epochs, --max-time)")
     tokens: int | None = setting(None, "Training tokens per student, e.g. 10M.", kind="count",
                                  lo=1, why="must be a positive integer")
     epochs: float | None = setting(None, "Passes over the training data.", lo=0, open_lo=True)
@@ -202,7 +209,8 @@ class TrainConfig:
         None, "Wall time to train, e.g. 60m: the steps are planned from the measured "
               "throughput, so the schedule ends when the time does.", kind="duration", lo=0,
         open_lo=True)
-    lr: float = setting(4e-3, "Peak learning rate (AdamW).", lo=0, open_lo=True, see=RECIPE, brief="AdamW peak learning rate")
+    lr: float = setting(4e-3, "Peak learning rate (AdamW).", lo=0, open_lo=True, see=RECIPE,
+                        brief="AdamW peak learning rate")
     min_lr_ratio: float = setting(0.1, "The learning rate's floor, as a share of the peak.",
                                   lo=0, hi=1, flag=None)
     warmup_steps: int = setting(100, "Warmup steps.", flag="--warmup", see=RECIPE,
@@ -246,7 +254,8 @@ class TrainConfig:
     save_every: int = setting(500, "Steps between checkpoints.", **_int())
     keep_checkpoints: int = setting(
         2, "Newest checkpoints kept; 0 keeps every one, for learning curves (minidml eval "
-           "--step all).", why="must be 0 (keep all) or a positive integer", **_int(lo=0), brief="checkpoints kept (0: all, for learning curves)")
+           "--step all).", why="must be 0 (keep all) or a positive integer",
+        brief="checkpoints kept (0: all, for learning curves)", **_int(lo=0))
     log_to: tuple[str, ...] = setting(
         (), "Also send the metrics to these trackers, e.g. tensorboard,wandb (each needs its "
             "extra).", kind="trackers")
@@ -285,15 +294,6 @@ class TrainConfig:
         if self.teachers and self.mode != "kd":
             raise MinidmlError(f"--teacher: only --mode kd distils from teachers (mode is "
                                f"{self.mode!r}); add --mode kd or drop --teacher")
-
-    def resolve_shapes(self, vocab_size: int) -> TrainConfig:
-        """With a ``budget``, the config whose students are the searched shapes; else self."""
-        if self.budget is None:
-            return self
-        from .search import plan
-
-        found = plan(self.budget, self.n_students, vocab_size, scheme=self.budget_scheme)
-        return self.replace(students=tuple(c.shape for c in found))
 
     @property
     def kl_weight(self) -> float:

@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .callbacks import Callback
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
-from .devices import resolve_device
 from .distributed import Comm, session
 from .documents import documents
 from .errors import MinidmlError
@@ -34,10 +32,13 @@ from .rundir import (
     student_configs,
     write_run_files,
 )
+from .runtime import resolve_device
+from .search import plan
 from .teachers import check_teachers, load_teachers
 from .tokenizer import Tokenizer
 from .tracking import check_available as check_trackers
-from .trainer import Trainer
+from .tracking import make_trackers
+from .trainer import Callback, Trainer
 
 
 def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
@@ -136,7 +137,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         elif cfg.vocab_size is not None and cfg.vocab_size != tokenizer.vocab_size:
             raise MinidmlError(f"--vocab-size {cfg.vocab_size}: the given tokenizer has "
                                f"{tokenizer.vocab_size} pieces; drop --vocab-size")
-        cfg = cfg.resolve_shapes(tokenizer.vocab_size)
+        cfg = searched_shapes(cfg, tokenizer.vocab_size)
     check_teachers(cfg, teachers, teacher_tok, tokenizer)
     tokens = comm.first_on_main(lambda: tokenize_corpus(
         files, tokenizer, cache_dir, cfg.encoding_errors, progress, cfg.documents,
@@ -147,7 +148,9 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     students = [Student(c) for c in scfgs]
     comm.place([c.n_params for c in scfgs], resolve_device(cfg.device),
                (cfg.batch_size, cfg.outer_batch_size or cfg.batch_size), cfg.peer_dtype)
-    trainer = Trainer(cfg, students, batches, out_dir, callbacks, progress, tokenizer=tokenizer,
+    # trackers first: a callback that stops the run sees the step already tracked
+    observers = [*make_trackers(cfg.log_to), *callbacks]
+    trainer = Trainer(cfg, students, batches, out_dir, observers, progress, tokenizer=tokenizer,
                       teachers=teachers, comm=comm,
                       precision=recorded_precision(meta, cfg) if resume else None,
                       compiled=recorded_compile(meta) if resume else None)
@@ -185,4 +188,13 @@ def _resumed_shapes(cfg: TrainConfig, meta: dict[str, Any], out_dir: Path, vocab
     if cfg.budget is not None and (saved.budget, saved.budget_scheme, saved.n_students) == (
             cfg.budget, cfg.budget_scheme, cfg.n_students):
         return cfg.replace(students=saved.students)
-    return cfg.resolve_shapes(vocab_size)
+    return searched_shapes(cfg, vocab_size)
+
+
+def searched_shapes(cfg: TrainConfig, vocab_size: int) -> TrainConfig:
+    """With a ``budget``, the config whose students are the searched shapes
+    (:func:`minidml.search.plan`); else ``cfg``."""
+    if cfg.budget is None:
+        return cfg
+    found = plan(cfg.budget, cfg.n_students, vocab_size, scheme=cfg.budget_scheme)
+    return cfg.replace(students=tuple(c.shape for c in found))

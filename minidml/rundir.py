@@ -32,9 +32,9 @@ import torch
 from . import __version__, _io
 from .config import TrainConfig
 from .data import Batches
-from .devices import resolve_device
 from .errors import MinidmlError
 from .model import Student, StudentConfig
+from .runtime import resolve_device
 from .tokenizer import Tokenizer
 
 CHECKPOINTS_KEPT = 2

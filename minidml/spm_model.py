@@ -1,7 +1,7 @@
 """A sentencepiece model read from its own bytes: its pieces (text, score, type), its model
 type and its text normalisation, without the ``protobuf`` package (the ``ModelProto``
 fields read are few and stable). Exporting a tokenizer to other formats
-(:mod:`minidml.export`) starts here; :func:`with_dummy_prefix` is the one field minidml
+(:mod:`minidml.hf.export`) starts here; :func:`with_dummy_prefix` is the one field minidml
 writes (the word-boundary prefix of :class:`minidml.Tokenizer`)."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The learning-rate schedule needs the number of steps before training starts, but
 budget only says when to stop. :class:`TimeBudget` bridges the two:
 
 1. Before the first step, a first guess: the steps that the run's FLOPs per step allow at
-   half the fp32 matmul rate that the precision check measured (:mod:`minidml.precision`;
+   half the fp32 matmul rate that the precision check measured (:mod:`minidml.runtime`;
    the same estimate that decides ``compile="auto"``), or :data:`FALLBACK_STEPS`.
 2. After :data:`PROBE_STEPS` steps (or two outer cycles, if longer), not counting the first
    :data:`SETTLE_STEPS` of each ``fit`` call (compiling, warming caches), the plan: the steps
@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .compiling import estimated_seconds
+from .runtime import estimated_seconds
 
 __all__ = ["TimeBudget", "parse_duration", "FALLBACK_STEPS", "PROBE_STEPS", "SETTLE_STEPS",
            "REPLAN_FRACTION"]

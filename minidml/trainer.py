@@ -1,10 +1,17 @@
-"""Training K students together: the loop, its schedule and its metrics (checkpoints and
-resuming: :mod:`minidml.trainer_state`).
+"""Training K students together: the loop, its observers, its metrics and its checkpoints.
 
 The :class:`Trainer` takes one optimiser step of every student per :meth:`Trainer.train_step`,
 evaluates, logs to ``metrics.jsonl`` and checkpoints (see :mod:`minidml.rundir` for the
 files). Batches are a pure function of the seed and the step, so a resumed run on the CPU
 reproduces an uninterrupted one bit for bit.
+
+A :class:`Callback` sees each step, log record, evaluation, outer step and checkpoint;
+trackers (:mod:`minidml.tracking`) are callbacks, built where the run is set up
+(:func:`minidml.train`), and so is anything a caller passes. :class:`Checkpoints` is the part
+of the trainer that saves and restores its state: the step, ω, every optimiser's state, the
+RNG states, the offset of ``metrics.jsonl`` at the checkpoint, the planned steps and the
+training time so far. Restoring all of it is what makes a resumed run on the CPU equal an
+uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -24,11 +31,8 @@ from tqdm.auto import tqdm
 
 from . import _io
 from .bilevel import adam_unroll, hypergradient, mirror_step
-from .callbacks import Callback
-from .compiling import decide as decide_compile
 from .config import TrainConfig
 from .data import Batches
-from .devices import resolve_device
 from .distributed import Comm, local_comm
 from .errors import MinidmlError
 from .fused_linear import linear_mutual_loss, linear_target_log_probs
@@ -40,13 +44,16 @@ from .losses import (
     teacher_logits,
 )
 from .model import Student
-from .precision import choose as choose_precision
-from .rundir import latest_checkpoint
+from .rundir import (
+    latest_checkpoint,
+    newest_good_checkpoint,
+    truncate_metrics,
+    write_checkpoint,
+)
+from .runtime import choose_precision, decide_compile, resolve_device
 from .schedule import lr_at, make_optimizer, steps_for
 from .timebudget import TimeBudget
 from .tokenizer import Tokenizer
-from .tracking import make_trackers
-from .trainer_state import Checkpoints
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -58,6 +65,109 @@ def out_of_memory(error: BaseException) -> bool:
     text = str(error)
     return isinstance(error, RuntimeError) and (
         "can't allocate memory" in text or "out of memory" in text.lower())
+
+
+# ----------------------------------------------------------------------------- observers
+class Callback:
+    """Observer of a :class:`~minidml.Trainer`; override what you need. Set
+    ``trainer.should_stop`` to end training after the current step (a checkpoint is
+    written)."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer, losses: MutualLoss) -> None: ...
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_outer(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class Checkpoints:
+    """Checkpointing for :class:`~minidml.trainer.Trainer` (which has the attributes used
+    here: ``students``, ``optimizers``, ``omega``, ``step``, ``comm``, ``run_dir``, ...)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        metrics = self.run_dir / "metrics.jsonl" if self._writes else None
+        # each student's optimiser state from its owner (complete on rank 0)
+        optimizers = self.comm.gather_states([o.state_dict() for o in self.optimizers])
+        return {"step": self.step, "omega": self.omega.detach().cpu(),
+                "optimizers": optimizers, "rng": rng,
+                "metrics_bytes": metrics.stat().st_size if metrics and metrics.exists() else 0,
+                "total_steps": self.total_steps, "skipped_steps": self.skipped_steps,
+                "train_seconds": self.train_seconds}
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step-N`` (see :func:`~minidml.rundir.write_checkpoint`).
+
+        In a distributed run every rank first receives every student's weights from its
+        owner, and rank 0 writes the checkpoint (with every optimiser's state)."""
+        self.comm.sync_students(self.students)
+        if self.run_dir is None:
+            return None
+        state = self.state_dict()  # a collective in a distributed run
+        final = self.comm.on_main(
+            lambda: write_checkpoint(self.run_dir, self.step, self.students, state,
+                                     self.config.keep_checkpoints), share=True)
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, final)
+        return final
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        if self.budget is not None:  # the plan it had made (steps, tokens and epochs: fixed)
+            self.total_steps = int(state.get("total_steps", self.total_steps))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._seconds = float(state.get("train_seconds", 0.0))
+        self.omega = state["omega"].to(self.device, torch.float32)
+        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._metrics_offset = int(state.get("metrics_bytes", 0))
+
+    def resume(self) -> Path | None:
+        """Load the newest good checkpoint (falling back to an older one if it is damaged).
+
+        A run stopped before its first checkpoint starts again from step 0, which is exactly
+        where it started (the initialisation follows from the seed): ``None`` is returned.
+        Leftovers of a checkpoint whose writing was interrupted are removed. In a distributed
+        run rank 0 reads the checkpoint and sends it to the others, whatever the world size
+        that wrote it (checkpoints do not depend on it).
+        """
+        assert self.run_dir is not None
+        if self.comm.world_size == 1:
+            return self._resume(self.device)
+        found = self.comm.on_main(lambda: self._resume(torch.device("cpu")), share=True)
+        if found is not None:
+            ckpt, weights, state = found
+            for model, sd in zip(self.students, weights, strict=True):
+                model.load_state_dict(sd)
+            self.load_state_dict(state)
+        return found[0] if found is not None else None
+
+    def _resume(self, device: torch.device) -> Any:
+        """:meth:`resume` in one process; on rank 0 of a distributed run it returns
+        (checkpoint, weights, state), to send to the others, instead of the path."""
+        found = newest_good_checkpoint(self.run_dir, [s.config for s in self.students], device)
+        if found is None:
+            truncate_metrics(self.run_dir, 0)
+            return None
+        ckpt, students, state, errors = found
+        for mine, theirs in zip(self.students, students, strict=True):
+            mine.load_state_dict(theirs.state_dict())
+        self.load_state_dict(state)
+        truncate_metrics(self.run_dir, self._metrics_offset)  # records after the checkpoint
+        if errors:
+            print(f"warning: skipped damaged checkpoint(s): {'; '.join(errors)}",
+                  file=sys.stderr)
+        if self.comm.world_size == 1:
+            return ckpt
+        return ckpt, [s.state_dict() for s in students], state
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -95,8 +205,7 @@ class Trainer(Checkpoints):
         self.batches = batches
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._writes = self.run_dir is not None and self.comm.is_main  # rank 0 writes the run
-        # trackers first: a callback that stops the run sees the step already tracked
-        self.callbacks = [*make_trackers(config.log_to), *callbacks]
+        self.callbacks = list(callbacks)
         self.progress = progress
         self.budget = (TimeBudget(config.max_time, config.outer_every)
                        if config.max_time is not None else None)
@@ -120,7 +229,7 @@ class Trainer(Checkpoints):
         self._metrics_offset = 0
 
     def _choose_precision(self) -> dict[str, Any]:
-        """The precision this run trains in, measured here (see :mod:`minidml.precision`)."""
+        """The precision this run trains in, measured here (see :mod:`minidml.runtime`)."""
         _, record, warning = choose_precision(
             self.config.precision, self.device, [s.config.d_model for s in self.students],
             self.students[0].config.vocab_size)
@@ -136,7 +245,7 @@ class Trainer(Checkpoints):
         return TimeBudget.first_guess(cfg.max_time, flops, self.precision_record)
 
     def _choose_compile(self) -> dict[str, Any]:
-        """Whether the training step runs compiled trunks (see :mod:`minidml.compiling`)."""
+        """Whether the training step runs compiled trunks (see :mod:`minidml.runtime`)."""
         cfg = self.config
         tokens = cfg.batch_size * cfg.context * cfg.grad_accum * self.total_steps
         flops = sum(s.config.flops_per_token(cfg.context) for s in self.students) * tokens

@@ -11,7 +11,7 @@ import csv
 import functools
 from importlib import resources
 
-from minidml.fetch import DataFile
+from minidml.evaluation.fetch import DataFile
 
 __all__ = ["sources"]
 

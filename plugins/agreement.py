@@ -4,15 +4,16 @@ Five agreement dependencies (determiner–noun, subject–verb with and without 
 relative clauses, reflexives); in each pair the bad sentence changes exactly one word to the
 other number. The pairs are drawn with a seed of their own, so they are new sentences for a
 model trained on the demo corpus, not a replay of it. Scored as BLiMP is, by the
-evaluation's protocol (:mod:`minidml.protocols`); version 3 is that, ties correct (version 2
-was lm-evaluation-harness's rule with ties wrong, version 1 scored without the space).
+evaluation's protocol (:mod:`minidml.evaluation.protocols`); version 3 is that, ties
+correct (version 2 was lm-evaluation-harness's rule with ties wrong, version 1 scored without the
+space).
 """
 
 from __future__ import annotations
 
-from minidml.grammar import PHENOMENA, minimal_pairs
-from minidml.hookspecs import hookimpl
-from minidml.suite import EvalContext, Pair, SuiteResult, score_pairs
+from minidml.demo.grammar import PHENOMENA, minimal_pairs
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import EvalContext, Pair, SuiteResult, score_pairs
 
 PAIRS_PER_PHENOMENON = 200
 SEED = 20_241_001  # not the demo corpus's seed

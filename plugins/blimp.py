@@ -2,8 +2,9 @@
 
 67 paradigms, one file each; a pair is correct when the good sentence's summed
 log-probability is at least the bad one's (a tie counts as correct, as in both pipelines),
-each sentence scored whole by the evaluation's protocol (:mod:`minidml.protocols`). Reported
-per paradigm, and as unweighted means over paradigms: overall (the macro score BabyLM
+each sentence scored whole by the evaluation's protocol
+(:mod:`minidml.evaluation.protocols`). Reported per paradigm, and as unweighted means over
+paradigms: overall (the macro score BabyLM
 reports: the official pipeline averages over the ``UID`` s, one per paradigm), per ``field``
 and per phenomenon (``linguistics_term``).
 
@@ -17,8 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from minidml import MinidmlError
-from minidml.hookspecs import hookimpl
-from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml_plugins._sources import sources
 
 FIELDS = {"sentence_good": str, "sentence_bad": str, "field": str, "linguistics_term": str}

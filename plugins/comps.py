@@ -12,8 +12,8 @@ Defined under ``babylm-2026`` only.
 
 from __future__ import annotations
 
-from minidml.hookspecs import hookimpl
-from minidml.suite import Choices, EvalContext, SuiteResult, read_jsonl, score_choices
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import Choices, EvalContext, SuiteResult, read_jsonl, score_choices
 
 FOLDER = "babylm-eval-2026/full_eval/comps"
 # the official task name of each file

@@ -16,8 +16,8 @@ move_contents), as the pipeline reports it. Defined under ``babylm-2026`` only.
 from __future__ import annotations
 
 from minidml import MinidmlError
-from minidml.hookspecs import hookimpl
-from minidml.suite import Choices, EvalContext, SuiteResult, read_jsonl, score_choices
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import Choices, EvalContext, SuiteResult, read_jsonl, score_choices
 
 FOLDER = "babylm-eval-2026/full_eval/entity_tracking"
 FAST_FOLDER = "babylm-eval-2026/fast_eval/entity_tracking_fast"

@@ -4,7 +4,7 @@ As in both BabyLM pipelines, each row compares two continuations of the same con
 correct when log p(Target1 | Context1) ≥ log p(Target2 | Context1). Each item appears twice
 in the files (the second time with contexts and targets swapped), so both orders count. The
 choice is ``Context1 + " " + Target``, tokenised together; the protocol
-(:mod:`minidml.protocols`) says which of its tokens are the target's.
+(:mod:`minidml.evaluation.protocols`) says which of its tokens are the target's.
 
 Version 3: scored by the protocol (``babylm-2026`` by default), ties correct. Version 2 was
 lm-evaluation-harness's rule with ties counted wrong; version 1 tokenised context and target
@@ -13,8 +13,8 @@ apart.
 
 from __future__ import annotations
 
-from minidml.hookspecs import hookimpl
-from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml_plugins._sources import sources
 
 FOLDER = "babylm-eval/ewok_filtered"

@@ -49,15 +49,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minidml import MinidmlError
-from minidml.hookspecs import hookimpl
-from minidml.model import Student
-from minidml.suite import (
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import (
     ENSEMBLE,
     EvalContext,
     SuiteResult,
     TaskResult,
     read_jsonl,
 )
+from minidml.model import Student
 from minidml.tokenizer import Tokenizer
 from minidml_plugins._sources import sources
 from minidml_plugins.glue_tasks import (

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from minidml import MinidmlError
-from minidml.suite import accuracy
+from minidml.evaluation.suite import accuracy
 
 DIR = "babylm-eval/glue_filtered"
 EXTRA_DIR = "babylm-eval/glue_filtered_2025_extra"

@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from minidml import MinidmlError
-from minidml.hookspecs import hookimpl
-from minidml.suite import ENSEMBLE, EvalContext, Request, Scorer, SuiteResult, TaskResult
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import ENSEMBLE, EvalContext, Request, Scorer, SuiteResult, TaskResult
 
 FILE = "babylm-eval-2026/full_eval/reading/reading_data.csv"
 FAST_FILE = "babylm-eval-2026/fast_eval/reading/reading_data.csv"

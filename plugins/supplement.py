@@ -1,15 +1,15 @@
 """``blimp-supplement``: the five BabyLM supplement tasks (hypernym, QA congruence easy and
 tricky, subject–auxiliary inversion, turn taking). Some sentences are two-line dialogues;
 they are scored whole, newline included, by the evaluation's protocol
-(:mod:`minidml.protocols`). The official pipeline names each task by its file.
+(:mod:`minidml.evaluation.protocols`). The official pipeline names each task by its file.
 
 Version 3: scored by the protocol (``babylm-2026`` by default), ties correct. Version 2 was
 lm-evaluation-harness's rule with ties counted wrong; version 1 scored without the space."""
 
 from __future__ import annotations
 
-from minidml.hookspecs import hookimpl
-from minidml.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
 from minidml_plugins._sources import sources
 
 FOLDER = "babylm-eval/supplement_filtered"

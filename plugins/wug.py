@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from minidml import MinidmlError
-from minidml.hookspecs import hookimpl
-from minidml.suite import (
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.suite import (
     EvalContext,
     Pair,
     SuiteResult,

@@ -7,7 +7,7 @@ def run_cli(*args, capsys) -> tuple[int, str, str]:
     """``minidml ARGS`` in this process: (exit status, stdout, stderr)."""
     import pytest
 
-    from minidml.cli import main
+    from minidml.cli.commands import main
 
     with pytest.raises(SystemExit) as exc:
         main([*map(str, args)])
@@ -35,7 +35,7 @@ def real_text_student(data_dir, root, export: str = "hf", **settings):
 
     import minidml
     from minidml import Shape, TrainConfig
-    from minidml.export import export_hf
+    from minidml.hf.export import export_hf
 
     corpus = root / "corpus.txt"
     with open(corpus, "w", encoding="utf-8") as out:

@@ -50,7 +50,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def grammar_corpus(tmp_path_factory) -> Path:
-    from minidml.grammar import write_corpus
+    from minidml.demo.grammar import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("grammar") / "grammar.txt", 6_000, seed=0)
 

@@ -17,7 +17,7 @@ from minidml.bilevel import (
     unrolled,
 )
 from minidml.data import Batches, read_lines, tokenize_corpus
-from minidml.grammar import write_corpus
+from minidml.demo.grammar import write_corpus
 from minidml.losses import ensemble_log_probs, ensemble_target_log_probs, mutual_loss
 from minidml.rundir import student_configs
 from minidml.tokenizer import Tokenizer

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from minidml.grammar import write_corpus
+from minidml.demo.grammar import write_corpus
 
 from _helpers import assert_one_line_error, run_cli
 

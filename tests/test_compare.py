@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from minidml.cli import main
-from minidml.compare import ARMS, CompareConfig, Variant, training_flops
-from minidml.compare_report import add_best_validation, add_outer_steps, table
+from minidml.cli.commands import main
 from minidml.config import TrainConfig
 from minidml.errors import MinidmlError
+from minidml.experiments.compare import ARMS, CompareConfig, Variant, training_flops
+from minidml.experiments.report import add_best_validation, add_outer_steps, table
 from minidml.model import Shape, StudentConfig
 from minidml.rundir import read_metrics
 
@@ -263,13 +263,13 @@ def test_resume_reuses_finished_arms_and_finishes_the_others(compared, grammar_c
     wml_config = json.loads((compared / "seed-0" / "wml" / "config.json").read_text())
     assert [{k: c[k] for k in ("n_layers", "d_model", "n_heads", "mlp_ratio")}
             for c in recorded["students"]] == wml_config["config"]["students"]
-    import minidml.compare
+    import minidml.experiments.compare
 
     def no_search(*args, **kwargs):
         raise AssertionError("a resumed comparison must not search again")
 
-    monkeypatch.setattr(minidml.compare, "plan", no_search)
-    monkeypatch.setattr(minidml.compare, "search", no_search)
+    monkeypatch.setattr(minidml.experiments.compare, "plan", no_search)
+    monkeypatch.setattr(minidml.experiments.compare, "search", no_search)
     main(["compare", str(grammar_corpus), "--out", str(compared), *TINY, "--resume",
           "--device", "cpu"])
     err = capsys.readouterr().err

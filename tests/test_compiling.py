@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import minidml
-from minidml import Shape, TrainConfig, compiling
-from minidml.callbacks import Callback
+from minidml import Shape, TrainConfig, runtime
 from minidml.errors import MinidmlError
+from minidml.trainer import Callback
 
 CPU = torch.device("cpu")
 MEASURED = {"shapes": {"head": {"mnk": [128, 64, 1000], "fp32_seconds": 1e-3}}}  # 16 GFLOP/s
@@ -27,29 +27,29 @@ class StopAt(Callback):
 def test_auto_compiles_runs_long_enough_to_repay_it():
     rate = 2 * 128 * 64 * 1000 / 1e-3
     short = 0.5 * rate * 60  # a one-minute run at half the measured rate
-    assert compiling.estimated_seconds(short, MEASURED) == pytest.approx(60)
-    on, line = compiling.decide("auto", CPU, short, MEASURED)
+    assert runtime.estimated_seconds(short, MEASURED) == pytest.approx(60)
+    on, line = runtime.decide_compile("auto", CPU, short, MEASURED)
     assert not on and line.startswith("compile: off (auto: the run should take ~1 min")
-    on, line = compiling.decide("auto", CPU, 20 * short, MEASURED)
+    on, line = runtime.decide_compile("auto", CPU, 20 * short, MEASURED)
     assert on and line == "compile: on (auto: the run should take ~20 min eager)"
-    assert compiling.decide("off", CPU, 20 * short, MEASURED) == (False, "compile: off")
-    assert not compiling.decide("auto", CPU, 20 * short, {})[0]  # nothing measured
+    assert runtime.decide_compile("off", CPU, 20 * short, MEASURED) == (False, "compile: off")
+    assert not runtime.decide_compile("auto", CPU, 20 * short, {})[0]  # nothing measured
 
 
 def test_compile_on_where_inductor_cannot_work_is_refused(monkeypatch):
-    monkeypatch.setattr(compiling, "inductor_available", lambda device: (False, "no g++"))
+    monkeypatch.setattr(runtime, "inductor_available", lambda device: (False, "no g++"))
     with pytest.raises(MinidmlError, match=r"--compile on: torch.compile cannot work on cpu "
                                            r"\(no g\+\+\); use --compile off or auto"):
-        compiling.decide("on", CPU, 1.0, MEASURED)
-    assert compiling.decide("auto", CPU, 1e18, MEASURED) == (False,
+        runtime.decide_compile("on", CPU, 1.0, MEASURED)
+    assert runtime.decide_compile("auto", CPU, 1e18, MEASURED) == (False,
                                                              "compile: off (auto: no g++)")
-    assert not compiling.inductor_available(torch.device("mps"))[0]
+    assert not runtime.inductor_available(torch.device("mps"))[0]
 
 
 @pytest.mark.slow
 def test_a_compiled_run_resumes_bit_identically_with_plain_checkpoints(grammar_corpus,
                                                                        tmp_path):
-    if not compiling.inductor_available(CPU)[0]:
+    if not runtime.inductor_available(CPU)[0]:
         pytest.skip("no C++ compiler for inductor")
     cfg = TrainConfig(students=(Shape(1, 32, 2),), mode="single", context=16, batch_size=4,
                       vocab_size=300, warmup_steps=1, eval_every=3, eval_tokens=256,

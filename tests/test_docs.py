@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from minidml.cli import cli
+from minidml.cli.commands import cli
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *(REPO / "docs").rglob("*.md")])
@@ -76,7 +76,7 @@ def test_every_command_and_option_is_in_the_docs():
 
 def test_generated_blocks_are_current():
     """The settings tables and the --help reference are made from the code (make docs)."""
-    from minidml.cli_reference import BEGIN, END, blocks
+    from minidml.cli.reference import BEGIN, END, blocks
 
     for page, content in blocks(REPO).items():
         text = page.read_text(encoding="utf-8")
@@ -89,7 +89,7 @@ def test_generated_blocks_are_current():
 def test_every_training_setting_is_in_the_table_with_its_own_default():
     import dataclasses
 
-    from minidml.cli_reference import settings_table
+    from minidml.cli.reference import settings_table
     from minidml.config import TrainConfig
 
     table = settings_table()
@@ -110,9 +110,8 @@ def test_training_options_hold_no_default_of_their_own():
     setting, or the config file's) is the one that applies."""
     import dataclasses
 
+    from minidml.cli.commands import _COMPARE_OPTIONS
     from minidml.config import TrainConfig
-
-    from minidml.cli import _COMPARE_OPTIONS
 
     settings = {"train": {f.name for f in dataclasses.fields(TrainConfig)},
                 "compare": set(_COMPARE_OPTIONS)}  # compare's own --budget, --tokens differ

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from minidml import TrainConfig
 from minidml.data import read_lines, tokenize_corpus
+from minidml.demo.grammar import write_corpus
 from minidml.documents import documents, split_line
 from minidml.errors import MinidmlError
-from minidml.grammar import write_corpus
 from minidml.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 

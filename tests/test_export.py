@@ -15,9 +15,9 @@ import torch
 import minidml
 from minidml import Shape, Tokenizer, TrainConfig
 from minidml.errors import MinidmlError
-from minidml.export import export_hf, hf_backend_tokenizer, hf_config, write_hf
+from minidml.evaluation.scoring import Scorer
+from minidml.hf.export import export_hf, hf_backend_tokenizer, hf_config, write_hf
 from minidml.model import Student, StudentConfig
-from minidml.scoring import Scorer
 
 from _helpers import assert_one_line_error, run_cli
 
@@ -377,7 +377,7 @@ def test_missing_extra_is_one_line(run, tmp_path, capsys, monkeypatch):
 
 
 def test_core_does_not_import_the_extra():
-    code = ("import sys, minidml, minidml.cli, minidml.export, minidml.launch; "
+    code = ("import sys, minidml, minidml.cli.commands, minidml.hf.export, minidml.launch; "
             "bad = [m for m in ('transformers', 'safetensors', 'tokenizers') "
             "if m in sys.modules]; assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from minidml.errors import MinidmlError
-from minidml.fetch import DataFile, fetch, missing, verify
+from minidml.evaluation.fetch import DataFile, fetch, missing, verify
 from minidml_plugins._sources import sources
 
 BLIMP3 = ["adjunct_island", "wh_island", "passive_1"]
@@ -277,7 +277,7 @@ def test_cli_fetches_a_suite_from_a_mirror_and_evaluates_with_it(srv, data_dir, 
                                                                    tiny_run):
     """`minidml data fetch ewok --mirror URL` fills a data root that `minidml eval` uses;
     a second fetch downloads nothing."""
-    from minidml.cli import main
+    from minidml.cli.commands import main
 
     state, base = srv
     root = tmp_path / "root"

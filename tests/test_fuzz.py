@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minidml.cli import main
+from minidml.cli.commands import main
 from minidml.data import read_lines
+from minidml.demo.grammar import sentences
 from minidml.errors import MinidmlError
-from minidml.grammar import sentences
-from minidml.suite import read_jsonl
+from minidml.evaluation.suite import read_jsonl
 from minidml.tokenizer import Tokenizer
 
 # derandomised: the same cases on every run, so that CI is reproducible; set

@@ -13,10 +13,10 @@ import torch
 import minidml_plugins.glue as glue
 import minidml_plugins.glue_tasks as glue_tasks
 from minidml import MinidmlError, Student, StudentConfig, Tokenizer, TrainConfig
-from minidml.plugins import make_manager, suites
+from minidml.evaluation.plugins import make_manager, suites
+from minidml.evaluation.scoring import Scorer
+from minidml.evaluation.suite import EvalContext
 from minidml.rundir import Run
-from minidml.scoring import Scorer
-from minidml.suite import EvalContext
 
 WORDS = ("the", "a", "dog", "cat", "bird", "sees", "likes", "runs", "near", "big", "small",
          "red", "old", "house", "tree", "park", "with", "and")

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from grammar_parser import is_grammatical
 
-from minidml import grammar
-from minidml.grammar import (
+from minidml.demo import grammar
+from minidml.demo.grammar import (
     DEMONSTRATIVES,
     LEXICON,
     NOUNS,
@@ -27,7 +28,6 @@ from minidml.grammar import (
     Number,
     Selection,
     Verb,
-    is_grammatical,
     minimal_pairs,
     pluralize,
     reflexive,

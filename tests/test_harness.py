@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from minidml.evaluation import evaluate
-from minidml.protocols import PROTOCOLS
+from minidml.evaluation.protocols import PROTOCOLS
+from minidml.evaluation.runner import evaluate
 from minidml_plugins import harness
 
 from _helpers import real_text_student

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import minidml
 from minidml import Shape, TrainConfig
-from minidml.cli import main
+from minidml.cli.commands import main
 from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
 from minidml.errors import MinidmlError
 from minidml.losses import distillation_loss, teacher_logits
@@ -75,7 +75,7 @@ def test_kd_needs_a_teacher_and_teachers_need_kd():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from minidml.grammar import write_corpus
+    from minidml.demo.grammar import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("corpus") / "grammar.txt", 6_000, seed=0)
 

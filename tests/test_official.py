@@ -48,9 +48,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidml.evaluation import evaluate
-from minidml.protocols import Request, ScoringProtocol, get_protocol
-from minidml.suite import as_choices, group_score, spearman
+from minidml.evaluation.protocols import Request, ScoringProtocol, get_protocol
+from minidml.evaluation.runner import evaluate
+from minidml.evaluation.suite import as_choices, group_score, spearman
 from minidml_plugins.harness import offline_env
 
 from _helpers import real_text_student
@@ -373,7 +373,7 @@ def official_reading_scores(folder: Path) -> tuple[float, float]:
 def test_the_official_reading_evaluation_gives_minidmls_scores(both, student, data_root):
     import numpy as np
 
-    from minidml.scoring import Scorer
+    from minidml.evaluation.scoring import Scorer
     from minidml_plugins import reading
 
     out, results = both

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from minidml import paired
+from minidml.experiments import paired
 
 SUITES = ["blimp", "ewok"]
 

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from minidml.cli import main
+from minidml.cli.commands import main
 from minidml.errors import MinidmlError
 
 
@@ -37,7 +37,7 @@ def test_a_run_gets_loss_and_omega_pictures(tiny_run, tmp_path, capsys):
 
 
 def test_without_matplotlib_the_message_says_how_to_install_it(tiny_run, monkeypatch):
-    from minidml.plot import plot
+    from minidml.experiments.plot import plot
 
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
     with pytest.raises(MinidmlError, match=r"pip install 'minidml\[plot\]'"):
@@ -45,7 +45,7 @@ def test_without_matplotlib_the_message_says_how_to_install_it(tiny_run, monkeyp
 
 
 def test_a_directory_that_is_neither_run_nor_comparison_is_refused(tmp_path):
-    from minidml.plot import plot
+    from minidml.experiments.plot import plot
 
     with pytest.raises(MinidmlError, match="neither a run"):
         plot(tmp_path)
@@ -54,7 +54,7 @@ def test_a_directory_that_is_neither_run_nor_comparison_is_refused(tmp_path):
 def test_evaluated_checkpoints_get_a_learning_curve(tiny_run, tmp_path, capsys):
     import shutil
 
-    from minidml.plot import checkpoint_scores
+    from minidml.experiments.plot import checkpoint_scores
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run.path, run)

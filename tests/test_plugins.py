@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from minidml import hookspecs
 from minidml.errors import MinidmlError
-from minidml.evaluation import evaluate, require_suites
-from minidml.hookspecs import hookimpl
-from minidml.plugins import BLOCK_ENV, DEFAULT_PLUGINS, make_manager, suites
+from minidml.evaluation import hookspecs
+from minidml.evaluation.hookspecs import hookimpl
+from minidml.evaluation.plugins import BLOCK_ENV, DEFAULT_PLUGINS, make_manager, suites
+from minidml.evaluation.runner import evaluate, require_suites
 
 REPO = Path(__file__).resolve().parent.parent
 
 THIRD_PARTY = '''
-from minidml.suite import Pair, score_pairs
-from minidml.hookspecs import hookimpl
+from minidml.evaluation.suite import Pair, score_pairs
+from minidml.evaluation.hookspecs import hookimpl
 
 
 class Echo:
@@ -227,11 +227,11 @@ def test_eval_without_a_run_takes_the_latest_and_says_so(tiny_run, tmp_path):
 def test_the_suite_api_moved_from_evaluation_with_a_warning():
     """Plugins written when the suite API lived in minidml.evaluation still load."""
     import minidml.evaluation as evaluation
-    import minidml.suite as suite
+    import minidml.evaluation.suite as suite
 
-    with pytest.warns(DeprecationWarning, match="minidml.suite.Pair"):
+    with pytest.warns(DeprecationWarning, match="minidml.evaluation.suite.Pair"):
         assert evaluation.Pair is suite.Pair
-    with pytest.warns(DeprecationWarning, match="minidml.suite.score_pairs"):
+    with pytest.warns(DeprecationWarning, match="minidml.evaluation.suite.score_pairs"):
         from minidml.evaluation import score_pairs
     assert score_pairs is suite.score_pairs
     with pytest.raises(AttributeError):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import minidml
-from minidml import Shape, TrainConfig, precision
-from minidml.callbacks import Callback
+from minidml import Shape, TrainConfig, runtime
 from minidml.errors import MinidmlError
+from minidml.trainer import Callback
 
 CPU = torch.device("cpu")
 TINY = dict(students=(Shape(1, 32, 2),), mode="single", context=16, batch_size=4,
@@ -26,14 +26,14 @@ class StopAt(Callback):
 
 
 def fake_ratio(monkeypatch, ratio: float) -> None:
-    monkeypatch.setattr(precision, "measure", lambda device, widths, vocab, bf16=True: {
+    monkeypatch.setattr(runtime, "measure_precision", lambda device, widths, vocab, bf16=True: {
         "device": str(device), "shapes": {}, "bf16_over_fp32_time": ratio})
 
 
 def test_auto_follows_the_measurement_on_this_device():
-    choice, record, warning = precision.choose("auto", CPU, [64, 32], 500)
+    choice, record, warning = runtime.choose_precision("auto", CPU, [64, 32], 500)
     ratio = record["bf16_over_fp32_time"]
-    assert choice == ("bf16" if ratio * precision.MARGIN <= 1 else "fp32") == record["choice"]
+    assert choice == ("bf16" if ratio * runtime.BF16_MARGIN <= 1 else "fp32") == record["choice"]
     assert warning is None and set(record["shapes"]) == {"projection", "head"}
     head = record["shapes"]["head"]
     assert head["mnk"] == [128, 64, 500] and head["fp32_seconds"] > 0 and head["bf16_seconds"] > 0
@@ -42,8 +42,8 @@ def test_auto_follows_the_measurement_on_this_device():
 @pytest.mark.parametrize("ratio, auto", [(80.0, "fp32"), (0.5, "bf16"), (0.95, "fp32")])
 def test_auto_picks_bf16_only_when_clearly_faster(monkeypatch, ratio, auto):
     fake_ratio(monkeypatch, ratio)
-    assert precision.choose("auto", CPU, [32], 100)[0] == auto
-    choice, record, warning = precision.choose("bf16", CPU, [32], 100)
+    assert runtime.choose_precision("auto", CPU, [32], 100)[0] == auto
+    choice, record, warning = runtime.choose_precision("bf16", CPU, [32], 100)
     assert choice == "bf16" and record["requested"] == "bf16"
     if ratio > 1:
         assert warning == (f"warning: --precision bf16 is {ratio:.1f}x slower than fp32 at "
@@ -54,14 +54,14 @@ def test_auto_picks_bf16_only_when_clearly_faster(monkeypatch, ratio, auto):
 
 
 def test_fp32_times_no_bf16_and_unsupported_bf16_is_refused(monkeypatch):
-    choice, record, _ = precision.choose("fp32", CPU, [32], 100)
+    choice, record, _ = runtime.choose_precision("fp32", CPU, [32], 100)
     assert choice == record["choice"] == "fp32" and "bf16_over_fp32_time" not in record
     assert record["shapes"]["head"]["fp32_seconds"] > 0  # the rate that sizes a run
     assert "bf16_seconds" not in record["shapes"]["head"]
-    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
     with pytest.raises(MinidmlError, match=r"--precision bf16: cpu has no bfloat16 support"):
-        precision.choose("bf16", CPU, [32], 100)
-    choice, record, _ = precision.choose("auto", CPU, [32], 100)
+        runtime.choose_precision("bf16", CPU, [32], 100)
+    choice, record, _ = runtime.choose_precision("auto", CPU, [32], 100)
     assert choice == "fp32" and "no bfloat16 support" in record["reason"]
 
 
@@ -76,7 +76,7 @@ def test_the_choice_is_recorded_and_kept_on_resume(grammar_corpus, tmp_path, mon
     assert meta["precision"] == {"requested": "auto", "choice": "bf16", "device": "cpu",
                                  "shapes": {}, "bf16_over_fp32_time": 0.5}
     fake_ratio(monkeypatch, 80.0)  # a resumed run does not measure again
-    monkeypatch.setattr(precision, "measure", lambda *a: pytest.fail("measured on resume"))
+    monkeypatch.setattr(runtime, "measure_precision", lambda *a: pytest.fail("measured on resume"))
     resumed = minidml.train(grammar_corpus, tmp_path / "run", cfg, resume=True)
     assert resumed.step == 4
     assert json.loads((run.path / "config.json").read_text())["precision"]["choice"] == "bf16"

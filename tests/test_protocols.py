@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from minidml import MinidmlError, Tokenizer
-from minidml.evaluation import evaluate, require_suites
-from minidml.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
-from minidml.suite import spearman
+from minidml.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
+from minidml.evaluation.runner import evaluate, require_suites
+from minidml.evaluation.suite import spearman
 
 from _helpers import assert_one_line_error, run_cli
 

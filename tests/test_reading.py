@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from minidml.errors import MinidmlError
-from minidml.evaluation import evaluate
-from minidml.plugins import make_manager, suites
-from minidml.scoring import ENSEMBLE, Scorer
+from minidml.evaluation.plugins import make_manager, suites
+from minidml.evaluation.runner import evaluate
+from minidml.evaluation.scoring import ENSEMBLE, Scorer
 from minidml_plugins import reading
 
 MEASURES = reading.MEASURES

@@ -239,7 +239,7 @@ def test_a_tokenizer_that_does_not_match_the_config_is_refused(tiny_run, tmp_pat
     import shutil
 
     from minidml import Tokenizer
-    from minidml.grammar import sentences
+    from minidml.demo.grammar import sentences
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.path, run_dir)
@@ -293,7 +293,7 @@ class AllocatesTooMuch(Callback):
 
 def test_running_out_of_memory_is_one_line_naming_batch_size_and_the_last_checkpoint(
         grammar_corpus, tmp_path, capsys, monkeypatch):
-    from minidml.cli import main
+    from minidml.cli.commands import main
     from minidml.model import Student
 
     out = tmp_path / "run"

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from minidml import Student, StudentConfig, Tokenizer
+from minidml.demo.grammar import sentences
 from minidml.errors import MinidmlError
-from minidml.grammar import sentences
-from minidml.protocols import PROTOCOLS
-from minidml.scoring import Scorer
-from minidml.suite import (
+from minidml.evaluation.protocols import PROTOCOLS
+from minidml.evaluation.scoring import Scorer
+from minidml.evaluation.suite import (
     Choices,
     EvalContext,
     Pair,

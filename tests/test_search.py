@@ -318,7 +318,7 @@ def test_a_bad_speed_slack_is_refused():
 
 
 def test_the_search_command_predicts_tokens_per_second(capsys):
-    from minidml.cli import main
+    from minidml.cli.commands import main
 
     def run(*args: str) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as exc:

@@ -8,8 +8,8 @@ import io
 import pytest
 import sentencepiece as spm
 
+from minidml.demo.grammar import write_corpus
 from minidml.errors import MinidmlError
-from minidml.grammar import write_corpus
 from minidml.spm_model import (
     BYTE,
     CONTROL,

@@ -11,10 +11,10 @@ import torch
 
 from minidml import Student
 from minidml.errors import MinidmlError
-from minidml.evaluation import evaluate, labels_for
-from minidml.plugins import make_manager, suites
+from minidml.evaluation.plugins import make_manager, suites
+from minidml.evaluation.runner import evaluate, labels_for
+from minidml.evaluation.suite import group_score
 from minidml.rundir import Run
-from minidml.suite import group_score
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def mean(outcome, label, group=None):
 def test_the_demo_run_learns_agreement_and_an_untrained_one_is_at_chance(tmp_path, builtin):
     """The demo exactly as `make demo` trains it; its students and ensemble must get the
     grammar's agreement right, while the same students untrained are near chance."""
-    from minidml.demo import run_demo
+    from minidml.demo.run import run_demo
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # this one is a real training run
@@ -89,7 +89,7 @@ def test_supplement_scores_dialogues_whole(tiny_run, data_dir, builtin):
     assert set(out.result.tasks["student-1"]) == {
         "hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion",
         "turn_taking"}
-    from minidml.scoring import Scorer
+    from minidml.evaluation.scoring import Scorer
 
     s = Scorer(tiny_run.students, tiny_run.tokenizer)
     two_lines = s.score(["David: Should you quit?\nSarah: No, I shouldn't."])
@@ -121,7 +121,7 @@ def test_malformed_suite_data_fails_that_suite_with_file_and_line(tiny_run, data
 
 
 def test_glue_through_the_command_line_on_one_capped_task(tiny_run, data_dir, tmp_path):
-    from minidml.cli import main
+    from minidml.cli.commands import main
 
     out = tmp_path / "glue.json"
     main(["eval", str(tiny_run.path), "--suite", "glue", "--glue-tasks", "rte",

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from minidml.grammar import write_corpus
+from minidml.demo.grammar import write_corpus
 from minidml.tracking import Tracker, hyperparameters, log_scores, scalars
 
 from _helpers import assert_one_line_error
@@ -30,7 +30,7 @@ TIMINGS = {"tokens_per_s", "train_seconds", "seconds_per_step", "time"}
 STOPPER = """
 import os, sys
 import minidml
-from minidml.cli import main
+from minidml.cli.commands import main
 
 class Kill(minidml.Callback):
     def on_eval(self, trainer, record):
@@ -312,7 +312,7 @@ def test_a_missing_tracking_extra_is_one_line_and_writes_nothing(name, tmp_path,
                                                                   capsys):
     import importlib.util
 
-    from minidml.cli import main
+    from minidml.cli.commands import main
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -328,7 +328,7 @@ def test_a_missing_tracking_extra_is_one_line_and_writes_nothing(name, tmp_path,
 
 @pytest.mark.parametrize("value", ["tensorbord", "wandb,wandb", ","])
 def test_a_bad_tracker_name_is_one_line(value, tmp_path, capsys):
-    from minidml.cli import main
+    from minidml.cli.commands import main
 
     with pytest.raises(SystemExit) as exc:
         main(["train", str(tmp_path / "missing.txt"), "--log-to", value])

@@ -11,11 +11,11 @@ import torch
 
 import minidml
 from minidml import Shape, TrainConfig
-from minidml.callbacks import Callback
 from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
-from minidml.grammar import write_corpus
+from minidml.demo.grammar import write_corpus
 from minidml.rundir import checkpoints
 from minidml.schedule import lr_at
+from minidml.trainer import Callback
 
 # runs compared with each other pin fp32: `auto` times bf16 on the machine, and two runs
 # may choose differently where the two are close

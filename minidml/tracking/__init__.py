@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _io
-from ..callbacks import Callback
 from ..config import TRACKERS
 from ..errors import MinidmlError
 from ..rundir import read_metrics
+from ..trainer import Callback
 
 if TYPE_CHECKING:
     from ..trainer import Trainer

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import minidml
-from minidml.evaluation import evaluate
+from minidml.evaluation.runner import evaluate
 
 HERE = Path(__file__).resolve().parent
 SEEDS = {0: ("baseline", "boundary-none"), 1: ("seed-1", "boundary-none-seed-1"),

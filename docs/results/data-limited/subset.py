@@ -41,7 +41,7 @@ def sample(files: list[Path], words: int, seed: int) -> list[str]:
 
 
 def main() -> int:
-    from minidml.cli import Count  # the command line's 1M / 300k numbers
+    from minidml.cli.commands import Count  # the command line's 1M / 300k numbers
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

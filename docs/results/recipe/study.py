@@ -37,8 +37,8 @@ import minidml
 from minidml import Shape, TrainConfig
 from minidml.data import corpus_files, tokenize_corpus
 from minidml.documents import split_line
+from minidml.evaluation.scoring import Scorer, student_label
 from minidml.launch import corpus_documents, make_batches
-from minidml.scoring import Scorer, student_label
 from minidml.tokenizer import Tokenizer
 
 HERE = Path(__file__).resolve().parent

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import minidml
-from minidml.evaluation import evaluate
-from minidml.export import export_hf
-from minidml.scoring import Scorer
-from minidml.suite import resolve_data_dir
+from minidml.evaluation.runner import evaluate
+from minidml.evaluation.scoring import Scorer
+from minidml.evaluation.suite import resolve_data_dir
+from minidml.hf.export import export_hf
 from minidml_plugins import harness
 
 HERE = Path(__file__).resolve().parent

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from minidml.plot import checkpoint_scores
+from minidml.experiments.plot import checkpoint_scores
 from minidml.rundir import read_metrics
 
 

@@ -1,6 +1,6 @@
 """The built-in default job: mutual learning on the project's own generated grammar corpus.
 
-The corpus comes from :mod:`minidml.grammar` (deterministic by seed, rich in subject–verb and
+The corpus comes from :mod:`minidml.demo.grammar` (deterministic by seed, rich in subject–verb and
 determiner–noun agreement), so the ``agreement`` suite's minimal pairs, drawn from the same
 grammar, show what the students learned. Sized to finish in a few minutes on two CPU cores.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .callbacks import Callback
-from .config import TrainConfig
-from .data import default_cache_dir
+from ..config import TrainConfig
+from ..data import default_cache_dir
+from ..launch import train
+from ..model import Shape
+from ..rundir import Run, default_run_dir
+from ..trainer import Callback
 from .grammar import write_corpus
-from .launch import train
-from .model import Shape
-from .rundir import Run, default_run_dir
 
 DEMO_SENTENCES = 60_000
 DEMO_SEED = 0

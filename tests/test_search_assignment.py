@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from minidml.assignment import assign
+from minidml.search import assign
 
 
 def test_assignment_is_optimal():

@@ -26,7 +26,7 @@ students and compared with it in the report. The comparison directory holds::
     seed-S/ARM/arm.json             its summary; written last, so it marks the arm as finished
     report.json, report.md          every arm and model: scores ± stderr, parameters,
                                     validation loss, training FLOPs and wall time; paired
-                                    differences between arms (minidml.paired)
+                                    differences between arms (minidml.experiments.paired)
 
 With ``resume=True`` finished arms are reused and an unfinished one continues from its last
 checkpoint; variants may be added to a comparison that way, and only they are trained.
@@ -44,23 +44,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _io, paired
-from .compare_config import ARMS, MACRO, TEACHER, VARIABLE, CompareConfig, Variant, arm_dir_name
-from .compare_report import build_report, format_report
-from .config import TrainConfig
-from .data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
-from .devices import resolve_device
-from .errors import MinidmlError
-from .evaluation import evaluate, require_suites
-from .launch import LEGACY, corpus_documents, make_batches, train
-from .model import Shape, StudentConfig
-from .rundir import load, new_out_dir, read_metrics
-from .schedule import steps_for
-from .scoring import ENSEMBLE, student_label
-from .search import Candidate, plan, search
-from .tokenizer import Tokenizer
-from .tracking import check_available as check_trackers
-from .tracking import log_scores
+from .. import __version__, _io
+from ..config import TrainConfig
+from ..data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
+from ..errors import MinidmlError
+from ..evaluation.runner import evaluate, require_suites
+from ..evaluation.scoring import ENSEMBLE, student_label
+from ..launch import LEGACY, corpus_documents, make_batches, train
+from ..model import Shape, StudentConfig
+from ..rundir import load, new_out_dir, read_metrics
+from ..runtime import resolve_device
+from ..schedule import steps_for
+from ..search import Candidate, plan, search
+from ..tokenizer import Tokenizer
+from ..tracking import check_available as check_trackers
+from ..tracking import log_scores
+from . import paired
+from .config import ARMS, MACRO, TEACHER, VARIABLE, CompareConfig, Variant, arm_dir_name
+from .report import build_report, format_report
 
 
 # ----------------------------------------------------------------------------- FLOPs

@@ -19,8 +19,9 @@ from typing import Any
 
 import pluggy
 
-from . import __version__, hookspecs
-from .errors import MinidmlError
+from .. import __version__
+from ..errors import MinidmlError
+from . import hookspecs
 from .fetch import DataFile
 
 ENTRY_POINT_GROUP = "minidml"
@@ -41,7 +42,8 @@ class SuiteSpec:
     version: str = "1"
     requires: tuple[str, ...] = ()
     sources: tuple[DataFile, ...] = ()
-    # the scoring protocols (minidml.protocols) the suite is defined under; () is all of them
+    # the scoring protocols (minidml.evaluation.protocols) the suite is defined under; () is
+    # all of them
     protocols: tuple[str, ...] = ()
     plugin: str = ""  # filled in by the plugin manager
     package: str = ""

@@ -1,5 +1,6 @@
 """The commands that use what training made: ``eval``, ``generate``, ``export``, ``plot``,
-``suites`` and ``data fetch`` (registered on the ``minidml`` group by :mod:`minidml.cli`)."""
+``suites`` and ``data fetch`` (registered on the ``minidml`` group by
+:mod:`minidml.cli.commands`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from .cli_options import POSITIVE, FilePath, glue_options, run_or_latest
-from .errors import MinidmlError
-from .evaluation import evaluate
+from ..errors import MinidmlError
+from ..evaluation.runner import evaluate
+from .options import POSITIVE, FilePath, glue_options, run_or_latest
 
-# the defaults of minidml.evaluation.evaluate, which eval's options share
+# the defaults of minidml.evaluation.runner.evaluate, which eval's options share
 _EVALUATE = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()}
 
 
@@ -24,8 +25,8 @@ _EVALUATE = {name: p.default for name, p in inspect.signature(evaluate).paramete
               help="File formats (default: png and svg).")
 def plot(path: Path | None, out: Path | None, formats: tuple[str, ...]) -> None:
     """Draw losses, ω and suite scores of a run or a comparison (default: the latest run)."""
-    from .plot import FORMATS
-    from .plot import plot as draw
+    from ..experiments.plot import FORMATS
+    from ..experiments.plot import plot as draw
 
     for written in draw(run_or_latest(path), out, formats or FORMATS):
         click.echo(str(written))
@@ -45,7 +46,7 @@ def plot(path: Path | None, out: Path | None, formats: tuple[str, ...]) -> None:
 def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
              temperature: float, top_k: int, samples: int, seed: int, device: str) -> None:
     """Sample text from a student of RUN_DIR (default: the latest run)."""
-    from .rundir import load
+    from ..rundir import load
 
     run = load(run_or_latest(run_dir), device)
     if student >= len(run.students):
@@ -98,9 +99,9 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run), or a Hugging Face causal
     LM's directory, on benchmark suites."""
-    from .hf_models import is_hf_model_dir, load_hf
-    from .protocols import get_protocol
-    from .rundir import checkpoint_steps, load
+    from ..evaluation.protocols import get_protocol
+    from ..hf.models import is_hf_model_dir, load_hf
+    from ..rundir import checkpoint_steps, load
 
     get_protocol(protocol)  # an unknown name fails here, before any loading
     path = run_or_latest(run_dir)
@@ -168,9 +169,9 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
 def suites_(data_dir: Path | None) -> None:
     """List every evaluation suite: name, package, whether its data is here, the scoring
     protocols it is defined under, and its description."""
-    from .plugins import suites
-    from .protocols import PROTOCOLS
-    from .suite import resolve_data_dir
+    from ..evaluation.plugins import suites
+    from ..evaluation.protocols import PROTOCOLS
+    from ..evaluation.suite import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     found = suites()
@@ -200,9 +201,9 @@ def data() -> None:
 def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | None,
           force: bool, quiet: bool) -> None:
     """Download the data of SUITE... (`all`: every suite) and check its sha256 sums."""
-    from .fetch import fetch as download
-    from .plugins import suites
-    from .suite import resolve_data_dir
+    from ..evaluation.fetch import fetch as download
+    from ..evaluation.plugins import suites
+    from ..evaluation.suite import resolve_data_dir
 
     found = suites()
     names = list(found) if "all" in suite_names else list(suite_names)
@@ -246,8 +247,8 @@ def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | Non
 @click.option("--force", is_flag=True, help="Replace an existing non-empty OUT_DIR.")
 def export_(run_dir: Path, out_dir: Path, student: str, fmt: str, force: bool) -> None:
     """Export a student of RUN to OUT_DIR, e.g. for lm-evaluation-harness."""
-    from .export import FORMATS, export_hf, require_hf, resolve_student
-    from .rundir import load
+    from ..hf.export import FORMATS, export_hf, require_hf, resolve_student
+    from ..rundir import load
 
     if fmt not in FORMATS:
         raise MinidmlError(f"--format {fmt}: unknown; choose {' or '.join(FORMATS)}")

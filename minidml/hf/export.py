@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import __version__, _io
-from .errors import MinidmlError
-from .model import Student, StudentConfig
-from .spm_model import bpe_merges, spm_pieces
-from .tokenizer import BOS_ID, EOS_ID, META, PAD_ID, UNK_ID, Tokenizer
+from .. import __version__, _io
+from ..errors import MinidmlError
+from ..model import Student, StudentConfig
+from ..spm_model import bpe_merges, spm_pieces
+from ..tokenizer import BOS_ID, EOS_ID, META, PAD_ID, UNK_ID, Tokenizer
 
 if TYPE_CHECKING:
-    from .rundir import Run
+    from ..rundir import Run
 
 FORMATS = ("hf",)
 INSTALL_HINT = "install with pip install 'minidml[hf]'"

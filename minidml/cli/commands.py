@@ -15,8 +15,12 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .cli_options import (
+from .. import __version__
+from ..config import TrainConfig
+from ..errors import MinidmlError
+from ..experiments.config import EVAL_STUDENTS, CompareConfig
+from ..tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
+from .options import (
     POSITIVE,
     POSITIVE_FLOAT,
     Count,
@@ -26,13 +30,10 @@ from .cli_options import (
     given_settings,
     glue_options,
     one_length,
+    run_flags,
     student_shapes,
 )
-from .cli_results import data, eval_, export_, generate, plot, suites_
-from .compare_config import EVAL_STUDENTS, CompareConfig
-from .config import TrainConfig
-from .errors import MinidmlError
-from .tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
+from .results import data, eval_, export_, generate, plot, suites_
 
 _DEFAULT = TrainConfig()
 _COMPARE = {f.name: f.default for f in dataclasses.fields(CompareConfig)}
@@ -65,18 +66,15 @@ def cli() -> None:
 @click.option("--mlp-ratio", type=POSITIVE_FLOAT,
               help=f"SwiGLU hidden size / width (default: {_SHAPE.mlp_ratio:.3g}).")
 @config_options(*TRAIN_SETTINGS)
-@click.option("--config", "config_file", type=FilePath(),
-              help="TOML file of settings; options given here override it.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest run).")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@run_flags("TOML file of settings; options given here override it.",
+           "Continue the run in --out (or the latest run).")
 @click.pass_context
 def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int | None,
           layers, width, heads, mlp_ratio, config_file: Path | None, resume: bool,
           force: bool, quiet: bool, **options: Any) -> None:
     """Train students on CORPUS (text, .gz or .xz files, or directories of them)."""
-    from .launch import train as run_training
-    from .rundir import latest_run, read_run_config
+    from ..launch import train as run_training
+    from ..rundir import latest_run, read_run_config
 
     if resume and out is None:
         out = latest_run()
@@ -101,7 +99,7 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
     def started(path: Path) -> None:
         click.echo(f"run directory: {path}", err=True)
 
-    from .distributed import env_world, reports
+    from ..distributed import env_world, reports
 
     try:
         run = run_training(list(corpus), out, cfg, resume=resume, force=force,
@@ -164,11 +162,8 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
 @click.option("--vary", multiple=True, metavar="[ARM:]KEY=V1,V2",
               help="Ablation: add arms that change one setting of ARM (default wml), one per "
                    "value, e.g. --vary alpha=0.25,0.75 --vary hypergrad=first-order.")
-@click.option("--config", "config_file", type=FilePath(),
-              help="TOML file of training settings shared by the arms.")
-@click.option("--resume", is_flag=True, help="Reuse finished arms and continue the others.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@run_flags("TOML file of training settings shared by the arms.",
+           "Reuse finished arms and continue the others.")
 @click.pass_context
 def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
             k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,
@@ -180,8 +175,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
-    from .compare import CompareConfig, Variant, format_report
-    from .compare import compare as run_compare
+    from ..experiments.compare import CompareConfig, Variant, format_report
+    from ..experiments.compare import compare as run_compare
 
     base, from_file = TrainConfig(), {}
     if config_file is not None:
@@ -234,11 +229,11 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
     trains here (no model is built; the matmul peak is measured in milliseconds)."""
     import json
 
-    from . import search as student_search
-    from . import throughput
-    from .counts import parse_count
-    from .devices import resolve_device
-    from .model import StudentConfig
+    from .. import search as student_search
+    from .. import throughput
+    from ..counts import parse_count
+    from ..model import StudentConfig
+    from ..runtime import resolve_device
 
     if (budget is None) == (targets is None):
         raise MinidmlError("search: give --budget N or --targets N1,N2,... (one of them)")
@@ -271,9 +266,9 @@ def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_s
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo(out: Path | None, steps: int | None, device: str, force: bool, quiet: bool) -> None:
     """Generate the built-in grammar corpus and train two students on it (a few minutes)."""
-    from .demo import demo_corpus, run_demo
+    from ..demo.run import demo_corpus, run_demo
 
-    click.echo(f"corpus: {demo_corpus()} (generated by minidml.grammar)", err=True)
+    click.echo(f"corpus: {demo_corpus()} (generated by minidml.demo.grammar)", err=True)
     overrides = {"device": device} | ({"steps": steps} if steps else {})
     run = run_demo(out, progress=not quiet and sys.stderr.isatty(), force=force, **overrides)
     losses = run.last_eval or {}

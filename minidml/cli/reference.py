@@ -1,6 +1,6 @@
 """The command line's reference, made from the commands themselves: the settings tables of
 the README and ``docs/cli.md`` (from :class:`~minidml.config.TrainConfig`'s fields) and every
-command's ``--help``. ``python -m minidml.cli_reference`` (``make docs``) rewrites them; a
+command's ``--help``. ``python -m minidml.cli.reference`` (``make docs``) rewrites them; a
 test checks they are current, so no default, choice or option is written by hand twice."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-BEGIN = "<!-- {name}: made by `make docs` (minidml.cli_reference) -->"
+BEGIN = "<!-- {name}: made by `make docs` (minidml.cli.reference) -->"
 END = "<!-- end of {name} -->"
 
 
@@ -20,8 +20,8 @@ def settings_table(brief: bool = False, base: str = "") -> str:
     default with its choices, meaning, the study behind the default), or with ``brief`` the
     guide's short table of the settings that have a ``brief``. Study links are relative to
     ``base`` (``""`` from ``docs/``, ``"docs/"`` from the README)."""
-    from .cli_options import default_text
-    from .config import TrainConfig
+    from ..config import TrainConfig
+    from .options import default_text
 
     rows, bar = [], " \\| "
     for f in dataclasses.fields(TrainConfig):
@@ -54,7 +54,7 @@ def _commands(group: click.Group, prefix: str):
 
 def help_reference() -> str:
     """Every command's ``--help``, at a fixed width, each under its own heading."""
-    from .cli import cli
+    from .commands import cli
 
     parts = []
     for path, command in _commands(cli, "minidml"):

@@ -1,4 +1,4 @@
-"""Paired comparisons of :func:`minidml.compare.compare`'s arms.
+"""Paired comparisons of :func:`minidml.experiments.compare.compare`'s arms.
 
 Two arms trained with the same seed share the tokenizer, the order of the data and the
 initial draw of every student, so much of what makes one seed's score differ from another's
@@ -23,7 +23,7 @@ either score alone. Two views are given:
   classifiers on the same items; it judges the pooled accuracy, which weighs large tasks
   more than the macro does.
 
-Champions are chosen on validation loss (by :mod:`minidml.compare`), never on a suite.
+Champions are chosen on validation loss (by :mod:`minidml.experiments.compare`), never on a suite.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _io
-from .scoring import ENSEMBLE
+from .. import _io
+from ..evaluation.scoring import ENSEMBLE
 
 __all__ = ["MAIN_PAIRS", "SAMPLES_FILE", "arm_pairs", "bootstrap_difference",
            "example_differences", "format_tables", "mcnemar", "read_correct",

@@ -1,5 +1,5 @@
 """What a comparison runs: its arms, the ablation's variants, and the settings they share
-(:class:`CompareConfig`, given to :func:`minidml.compare.compare`)."""
+(:class:`CompareConfig`, given to :func:`minidml.experiments.compare.compare`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import TrainConfig, default_alpha, default_temperature
-from .errors import MinidmlError
+from ..config import TrainConfig, default_alpha, default_temperature
+from ..errors import MinidmlError
 
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .errors import MinidmlError
+from ..errors import MinidmlError
 
 
 class Count(click.ParamType):
@@ -25,7 +25,7 @@ class Count(click.ParamType):
     name = "count"
 
     def convert(self, value: Any, param, ctx) -> int:
-        from .counts import parse_count
+        from ..counts import parse_count
 
         try:
             return parse_count(value, param.opts[0] if param is not None else "count")
@@ -39,7 +39,7 @@ class Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value: Any, param, ctx) -> float:
-        from .timebudget import parse_duration
+        from ..timebudget import parse_duration
 
         if isinstance(value, float):
             return value
@@ -72,7 +72,7 @@ class TrackerList(click.ParamType):
     name = "trackers"
 
     def convert(self, value: Any, param, ctx) -> tuple[str, ...]:
-        from .config import TRACKERS
+        from ..config import TRACKERS
 
         if isinstance(value, tuple):
             return value
@@ -104,7 +104,7 @@ UNIT = click.FloatRange(0, 1)
 def student_shapes(k: int | None, layers, width, heads, mlp_ratio, base) -> tuple | None:
     """The students that --students/--layers/--width/--heads/--mlp-ratio describe, each
     unset one taken from ``base``; None when none of them is given."""
-    from .model import Shape
+    from ..model import Shape
 
     if k is None and layers is None and width is None and heads is None and mlp_ratio is None:
         return None
@@ -151,14 +151,20 @@ def _option_type(name: str, how: Any, hint: Any) -> dict[str, Any]:
 
 def default_text(name: str) -> str:
     """How the default of setting ``name`` reads in help and docs: from the field itself."""
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
     f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
     how = f.metadata["setting"]
     if how.shown:
         return how.shown
     value = f.default
-    if value is dataclasses.MISSING or value is None or value == ():
+    if value is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    if isinstance(value, tuple) and value and all(hasattr(v, "d_model") for v in value):
+        kinds = sorted({f"{v.n_layers} layers × {v.d_model} wide, {v.n_heads} heads"
+                        for v in value})
+        return f"{len(value)} × " + " / ".join(kinds)  # students
+    if value is dataclasses.MISSING or value is None or value in ((), {}):
         return ""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -167,7 +173,7 @@ def config_option(name: str) -> Any:
     """The click option of :class:`~minidml.config.TrainConfig`'s setting ``name``: its
     flag, type, choices, range and help all come from the field (the value stays None unless
     given, so the run's own or the config file's setting stands)."""
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
     f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
     how = f.metadata["setting"]
@@ -198,6 +204,19 @@ def given_settings(ctx: click.Context, options: dict[str, Any], names: Any) -> d
     return given
 
 
+def run_flags(config_help: str, resume_help: str) -> Any:
+    """``--config``, ``--resume``, ``--force`` and ``--quiet``, which train and compare share."""
+    def apply(f: Any) -> Any:
+        for option in reversed((
+                click.option("--config", "config_file", type=FilePath(), help=config_help),
+                click.option("--resume", is_flag=True, help=resume_help),
+                click.option("--force", is_flag=True, help="Overwrite an existing --out."),
+                click.option("--quiet", "-q", is_flag=True, help="No progress bars."))):
+            f = option(f)
+        return f
+    return apply
+
+
 LENGTHS = ("steps", "tokens", "epochs", "max_time")  # one length of training overrides others'
 
 
@@ -217,7 +236,7 @@ def glue_options(tasks: str | None, max_train_examples: int | None, epochs: int 
 
 def run_or_latest(run_dir: Path | None) -> Path:
     """RUN_DIR, or when none is given the newest run under ``runs/`` (saying which)."""
-    from .rundir import latest_run
+    from ..rundir import latest_run
 
     if run_dir is not None:
         return run_dir

@@ -39,9 +39,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from . import __version__
-from ._io import atomic_open
-from .errors import MinidmlError
+from .. import __version__
+from .._io import atomic_open
+from ..errors import MinidmlError
 
 __all__ = ["DataFile", "missing", "verify", "fetch"]
 

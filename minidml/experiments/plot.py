@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _io
-from .compare_report import champion_and_ensemble_rows, report_columns
-from .errors import MinidmlError
+from .. import _io
+from ..errors import MinidmlError
+from ..rundir import read_metrics
 from .paired import t_critical
-from .rundir import read_metrics
+from .report import champion_and_ensemble_rows, report_columns
 
 FORMATS = ("png", "svg")
 ARM_COLOURS = {"single": "#7f7f7f", "kd": "#d62728", "dml": "#1f77b4", "wml": "#2ca02c",

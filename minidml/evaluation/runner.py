@@ -1,16 +1,17 @@
-"""Evaluation: suites (found by :mod:`minidml.plugins`, written against
-:mod:`minidml.suite`) run on a trained run's students, or on a Hugging Face causal LM
-(:mod:`minidml.hf_models`).
+"""Evaluation: suites (found by :mod:`minidml.evaluation.plugins`, written against
+:mod:`minidml.evaluation.suite`) run on a trained run's students, or on a Hugging Face causal LM
+(:mod:`minidml.hf.models`).
 
 A suite is registered through the ``register_suites`` hook as a
-:class:`~minidml.plugins.SuiteSpec` (the registry is :mod:`minidml.plugins`, which knows
-nothing of evaluating; this module looks suites up there). :func:`evaluate` runs the suites
-asked for, each in an :class:`~minidml.suite.EvalContext`, records a suite that fails or
-lacks its data without stopping the others, and returns :class:`EvalResults`: the JSON of
+:class:`~minidml.evaluation.plugins.SuiteSpec` (the registry, :mod:`minidml.evaluation.plugins`,
+knows nothing of evaluating; this module looks suites up there). :func:`evaluate` runs the
+suites asked for, each in an :class:`~minidml.evaluation.suite.EvalContext`, records a suite
+that fails or lacks its data without stopping the others, and returns :class:`EvalResults`: the
+JSON of
 ``eval.json`` (per model and task, lm-evaluation-harness's metrics; per group the mean), a
 table, and every scored example (``eval.samples.jsonl``). Every result names the scoring
-protocol it was made under (:mod:`minidml.protocols`), in ``protocol`` and in each suite's
-version (``3+babylm-2026``), so results of different protocols are never taken for each
+protocol it was made under (:mod:`minidml.evaluation.protocols`), in ``protocol`` and in
+each suite's version (``3+babylm-2026``), so results of different protocols are never taken for each
 other.
 """
 
@@ -20,7 +21,6 @@ import json
 import math
 import os
 import platform
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,10 +29,9 @@ from typing import Any
 
 import torch
 
-from . import __version__, _io
-from . import suite as _suite
-from .data import fingerprint
-from .errors import MinidmlError
+from .. import __version__, _io
+from ..data import fingerprint
+from ..errors import MinidmlError
 from .plugins import SuiteSpec, suites
 from .protocols import DEFAULT_PROTOCOL, get_protocol
 from .scoring import ENSEMBLE, Scorer, student_label
@@ -213,7 +212,7 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
              protocol: str = DEFAULT_PROTOCOL) -> EvalResults:
     """Run the named suites (``all``: every suite whose data is present and that is defined
     under ``protocol``) on a loaded run, scoring texts by ``protocol``
-    (:mod:`minidml.protocols`).
+    (:mod:`minidml.evaluation.protocols`).
 
     A suite that raises is recorded as failed and the others still run; a suite whose data
     is missing is ``unavailable``. ``available`` defaults to the plugins' suites.
@@ -308,13 +307,3 @@ def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: 
             raise MinidmlError(f"{option} {name}: no such suite; choose from "
                                f"{', '.join(sorted(available))} (see `minidml suites`)")
     return list(dict.fromkeys(names))
-
-
-def __getattr__(name: str) -> Any:
-    """The suite API's names, which lived here before :mod:`minidml.suite`: still found, with
-    a DeprecationWarning that says where they are now."""
-    if name in _suite.__all__:
-        warnings.warn(f"minidml.evaluation.{name} is now minidml.suite.{name}; import it from "
-                      "there", DeprecationWarning, stacklevel=2)
-        return getattr(_suite, name)
-    raise AttributeError(f"module 'minidml.evaluation' has no attribute {name!r}")

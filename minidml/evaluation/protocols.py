@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .errors import MinidmlError
+from ..errors import MinidmlError
 
 if TYPE_CHECKING:
     from .scoring import TextTokenizer

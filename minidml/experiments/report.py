@@ -9,13 +9,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _io, paired
-from .compare_config import MACRO, TEACHER, CompareConfig, Variant
-from .config import default_alpha
-from .counts import format_count
-from .rundir import read_metrics
-from .scoring import ENSEMBLE
-from .tokenizer import Tokenizer
+from .. import __version__, _io
+from ..config import default_alpha
+from ..counts import format_count
+from ..evaluation.scoring import ENSEMBLE
+from ..rundir import read_metrics
+from ..tokenizer import Tokenizer
+from . import paired
+from .config import MACRO, TEACHER, CompareConfig, Variant
 
 
 def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tokenizer,

@@ -23,6 +23,7 @@ hookimpl = pluggy.HookimplMarker("minidml")
 @hookspec
 def register_suites(register: Callable[..., None]) -> None:
     """Add evaluation suites: ``register(name, factory, *, description, version, requires,
-    sources, protocols)`` once per suite (see :class:`minidml.plugins.SuiteSpec` for the fields).
-    ``factory()`` returns an object whose ``evaluate(ctx: minidml.suite.EvalContext) ->
-    minidml.suite.SuiteResult`` runs the suite."""
+    sources, protocols)`` once per suite (see :class:`minidml.evaluation.plugins.SuiteSpec`
+    for the fields).
+    ``factory()`` returns an object whose ``evaluate(ctx: minidml.evaluation.suite.EvalContext) ->
+    minidml.evaluation.suite.SuiteResult`` runs the suite."""

@@ -1,13 +1,14 @@
 """What a suite is and what it gets: the API of suite plugins.
 
-A suite (found by :mod:`minidml.plugins`, run by :func:`minidml.evaluation.evaluate`)
-builds an object with ``evaluate(ctx: EvalContext) -> SuiteResult``. Everything it needs
-comes through :class:`EvalContext`: the run, a :class:`~minidml.scoring.Scorer`, the data
-directory and the user's limits. Minimal-pair suites need one call, :func:`score_pairs`;
+A suite (found by :mod:`minidml.evaluation.plugins`, run by
+:func:`minidml.evaluation.runner.evaluate`) builds an object with ``evaluate(ctx:
+EvalContext) -> SuiteResult``. Everything it needs comes through :class:`EvalContext`: the
+run, a :class:`~minidml.evaluation.scoring.Scorer`, the data directory and the user's limits.
+Minimal-pair suites need one call, :func:`score_pairs`;
 :func:`read_jsonl` reads their data with one-line errors, and :func:`accuracy` and
 :func:`group_score` give the harness's metrics.
 
-Which tokens of a text are scored is the evaluation's protocol (:mod:`minidml.protocols`:
+Which tokens of a text are scored is the evaluation's protocol (:mod:`minidml.evaluation.protocols`:
 the official BabyLM 2026 rule by default, or lm-evaluation-harness's), which the scorer
 applies; a suite only says what the choices are. Results: per task ``acc``, ``acc_stderr``
 (the sample standard deviation over examples ÷ √n) and ``n``; a group's score is the
@@ -30,8 +31,8 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 
-from .data import default_cache_dir, read_lines
-from .errors import MinidmlError
+from ..data import default_cache_dir, read_lines
+from ..errors import MinidmlError
 from .protocols import Request
 from .scoring import ENSEMBLE, Scorer
 
@@ -79,7 +80,7 @@ class TaskResult:
 class Pair(NamedTuple):
     """A minimal pair: ``good`` should score higher than ``bad``. Each is the choice
     ``context + join + text`` whose ``join + text`` is scored, or the text alone when there is
-    no context (see :mod:`minidml.protocols`); pass the texts as the data gives them."""
+    no context (see :mod:`minidml.evaluation.protocols`); pass the texts as the data gives them."""
 
     good: str
     bad: str
@@ -147,12 +148,13 @@ class EvalContext:
     """What a suite gets: the run, a scorer, the data root and the user's limits.
 
     ``run`` is a :class:`minidml.Run` or a Hugging Face model's
-    :class:`~minidml.hf_models.HFRun`; either way a suite uses only ``run.students``
-    (:class:`~minidml.scoring.LanguageModel`: logits, ``trunk`` hidden states, ``config``),
-    ``run.tokenizer`` (:class:`~minidml.scoring.TextTokenizer`), ``run.omega`` and
+    :class:`~minidml.hf.models.HFRun`; either way a suite uses only ``run.students``
+    (:class:`~minidml.evaluation.scoring.LanguageModel`: logits, ``trunk`` hidden states,
+    ``config``),
+    ``run.tokenizer`` (:class:`~minidml.evaluation.scoring.TextTokenizer`), ``run.omega`` and
     ``run.path``, so it does not care which it scores."""
 
-    run: Any  # minidml.Run or minidml.hf_models.HFRun
+    run: Any  # minidml.Run or minidml.hf.models.HFRun
     scorer: Scorer
     labels: list[str]  # the models to report: student-<i> and/or ensemble
     data_dir: Path

@@ -1,7 +1,7 @@
 """Any Hugging Face causal language model, scored by minidml's suites (``minidml eval
 hf/model``; needs the ``hf`` extra).
 
-A suite sees a model through what a minidml student offers (see :mod:`minidml.scoring`):
+A suite sees a model through what a minidml student offers (see :mod:`minidml.evaluation.scoring`):
 ``model(ids)`` gives next-token logits [B, T, V], ``model.trunk(ids)`` the final hidden
 states [B, T, d] (GLUE's classifier reads the last non-pad token's), and ``model.config``
 its ``context``, ``d_model``, ``vocab_size``, ``n_params`` and ``shape``; the tokenizer
@@ -9,8 +9,9 @@ gives ``encode_batch`` (no special tokens), ``encode_with_spans`` (special token
 character offsets, for the BabyLM 2026 rule) and the ids ``bos_id`` (the prefix a text is
 scored after under lm-eval's rule), ``eos_id`` and ``pad_id``. :class:`HFModel` and
 :class:`HFTokenizer` offer that for a ``transformers`` model, so the protocols
-(:mod:`minidml.protocols`) apply to it as to a student. The prefix is the tokenizer's BOS, or
-its end-of-text token where it has no BOS (GPT-2), as lm-evaluation-harness chooses it.
+(:mod:`minidml.evaluation.protocols`) apply to it as to a student. The prefix is the
+tokenizer's BOS, or its end-of-text token where it has no BOS (GPT-2), as lm-evaluation-harness
+chooses it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .devices import resolve_device
-from .errors import MinidmlError
+from ..errors import MinidmlError
+from ..runtime import resolve_device
 
 EXTRA_LINE = "pip install 'minidml[hf]'"
 

@@ -1,6 +1,6 @@
 """Sequence log-probabilities: the one computation every zero-shot suite needs.
 
-Which tokens of a text are scored is the protocol's choice (:mod:`minidml.protocols`: the
+Which tokens of a text are scored is the protocol's choice (:mod:`minidml.evaluation.protocols`: the
 official BabyLM 2026 rule by default, or lm-evaluation-harness's); the scorer sums their
 log-probabilities, with no length normalisation. Texts are scored in length-sorted batches,
 right-padded with a mask; log-softmax runs in float32 whatever the model computes in
@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .losses import mixture_log_probs
+from ..losses import mixture_log_probs
 from .protocols import DEFAULT_PROTOCOL, Request, ScoringProtocol, get_protocol
 
 
 class LanguageModel(Protocol):
     """What scoring and the suites use of a model: a minidml :class:`~minidml.Student`, or a
-    Hugging Face causal LM wrapped by :class:`minidml.hf_models.HFModel`."""
+    Hugging Face causal LM wrapped by :class:`minidml.hf.models.HFModel`."""
 
     config: Any  # .context, .d_model, .vocab_size, .n_params and .shape (for reports)
 
@@ -40,7 +40,7 @@ class LanguageModel(Protocol):
 
 class TextTokenizer(Protocol):
     """What scoring and the suites use of a tokenizer (:class:`minidml.Tokenizer` or
-    :class:`minidml.hf_models.HFTokenizer`): ``bos_id`` is the prefix texts are scored
+    :class:`minidml.hf.models.HFTokenizer`): ``bos_id`` is the prefix texts are scored
     after (lm-eval), ``encode_with_spans`` the tokens and character spans of a whole text as
     the tokenizer encodes it, special tokens included (babylm-2026)."""
 
@@ -66,7 +66,7 @@ class Scorer:
 
     ``students``: the models (all of them: the ensemble needs every one); ``labels`` picks
     what to report, any of ``student-<i>`` and ``ensemble`` (default: all of them);
-    ``protocol`` which tokens count (:mod:`minidml.protocols`).
+    ``protocol`` which tokens count (:mod:`minidml.evaluation.protocols`).
     """
 
     def __init__(self, students: Sequence[LanguageModel], tokenizer: TextTokenizer,
@@ -95,8 +95,9 @@ class Scorer:
 
     def encode(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
                joins: Sequence[str] | None = None) -> list[Request]:
-        """The :class:`~minidml.protocols.Request` of each ``context + join + text`` under
-        this scorer's protocol and tokenizer (no context: the text alone; ``join`` defaults
+        """The :class:`~minidml.evaluation.protocols.Request` of each ``context + join +
+        text`` under this scorer's protocol and tokenizer (no context: the text alone; ``join``
+        defaults
         to one space)."""
         return self.protocol.requests(self.tokenizer, texts, contexts, joins)
 
