@@ -9,8 +9,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from . import _moved
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _EXPORTS = {
     "train": "launch", "load": "rundir", "Run": "rundir", "Trainer": "trainer",

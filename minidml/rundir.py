@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from . import __version__, _io
+from . import _io
+from ._version import __version__
 from .config import TrainConfig
 from .data import Batches
 from .errors import MinidmlError

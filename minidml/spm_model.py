@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import MinidmlError
 
-if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
+
+class SentencePieceModel(Protocol):
+    """What :func:`spm_pieces` reads of a tokenizer (:class:`minidml.Tokenizer` has both)."""
+
+    vocab_size: int
+
+    def to_bytes(self) -> bytes: ...
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -124,7 +129,7 @@ _MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
-def spm_pieces(tokenizer: Tokenizer) -> tuple[str, list[tuple[str, float, int]]]:
+def spm_pieces(tokenizer: SentencePieceModel) -> tuple[str, list[tuple[str, float, int]]]:
     """The model type and the (piece, score, type) list of a tokenizer's sentencepiece model,
     read from the model's protobuf bytes; a model whose text normalisation is not minidml's
     (identity, spaces kept, spaces as ``▁``, with or without the dummy prefix that

@@ -97,7 +97,7 @@ def test_no_module_imports_its_way_back_to_itself():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    assert 8 <= levels() <= 12  # today's figure is 11; the flat layout had 18 before
+    assert levels() <= 12  # the longest chain: __main__, cli, demo, launch, tracking, trainer, ...
 
 
 def test_the_method_does_not_import_the_periphery():

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..config import TrainConfig
 from ..errors import MinidmlError
 from ..experiments.config import EVAL_STUDENTS, CompareConfig

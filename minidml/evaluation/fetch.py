@@ -39,8 +39,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from .. import __version__
 from .._io import atomic_open
+from .._version import __version__
 from ..errors import MinidmlError
 
 __all__ = ["DataFile", "missing", "verify", "fetch"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pluggy
 
-from .. import __version__
+from .._version import __version__
 from ..errors import MinidmlError
 from . import hookspecs
 from .fetch import DataFile

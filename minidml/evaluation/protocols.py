@@ -37,15 +37,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..errors import MinidmlError
 
-if TYPE_CHECKING:
-    from .scoring import TextTokenizer
+__all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "Request", "ScoringProtocol", "TextTokenizer",
+           "get_protocol"]
 
-__all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "Request", "ScoringProtocol", "get_protocol"]
 
+
+class TextTokenizer(Protocol):
+    """What scoring and the suites use of a tokenizer (:class:`minidml.Tokenizer` or
+    :class:`minidml.hf.models.HFTokenizer`): ``bos_id`` is the prefix texts are scored
+    after (lm-eval), ``encode_with_spans`` the tokens and character spans of a whole text as
+    the tokenizer encodes it, special tokens included (babylm-2026)."""
+
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    def encode_with_spans(self, texts: Sequence[str]
+                          ) -> list[tuple[list[int], list[tuple[int, int]]]]: ...
 
 class Request(NamedTuple):
     """One text to score: token ids (the prefix token first), and the slice ``skip:stop`` of

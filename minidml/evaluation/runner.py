@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from .. import __version__, _io
+from .. import _io
+from .._version import __version__
 from ..data import fingerprint
 from ..errors import MinidmlError
 from .plugins import SuiteSpec, suites

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..losses import mixture_log_probs
-from .protocols import DEFAULT_PROTOCOL, Request, ScoringProtocol, get_protocol
+from .protocols import DEFAULT_PROTOCOL, Request, ScoringProtocol, TextTokenizer, get_protocol
 
 
 class LanguageModel(Protocol):
@@ -36,22 +36,6 @@ class LanguageModel(Protocol):
     def trunk(self, ids: torch.Tensor) -> torch.Tensor: ...  # final hidden states [B, T, d]
     def parameters(self) -> Iterator[torch.nn.Parameter]: ...
     def eval(self) -> Any: ...
-
-
-class TextTokenizer(Protocol):
-    """What scoring and the suites use of a tokenizer (:class:`minidml.Tokenizer` or
-    :class:`minidml.hf.models.HFTokenizer`): ``bos_id`` is the prefix texts are scored
-    after (lm-eval), ``encode_with_spans`` the tokens and character spans of a whole text as
-    the tokenizer encodes it, special tokens included (babylm-2026)."""
-
-    bos_id: int
-    eos_id: int
-    pad_id: int
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
-
-    def encode_with_spans(self, texts: Sequence[str]
-                          ) -> list[tuple[list[int], list[tuple[int, int]]]]: ...
 
 
 ENSEMBLE = "ensemble"

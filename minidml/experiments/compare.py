@@ -44,7 +44,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, _io
+from .. import _io
+from .._version import __version__
 from ..config import TrainConfig
 from ..data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
 from ..errors import MinidmlError

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, _io
+from .. import _io
+from .._version import __version__
 from ..config import default_alpha
 from ..counts import format_count
 from ..evaluation.scoring import ENSEMBLE

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import __version__, _io
+from .. import _io
+from .._version import __version__
 from ..errors import MinidmlError
 from ..model import Student, StudentConfig
 from ..spm_model import bpe_merges, spm_pieces
