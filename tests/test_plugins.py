@@ -236,3 +236,18 @@ def test_the_suite_api_moved_from_evaluation_with_a_warning():
     assert score_pairs is suite.score_pairs
     with pytest.raises(AttributeError):
         evaluation.no_such_name  # noqa: B018
+
+
+def test_a_data_root_that_does_not_exist_is_an_error_not_an_empty_root(tiny_run, tmp_path,
+                                                                       monkeypatch):
+    """`--suite all --data-dir /typo` would otherwise run only the suites needing no data."""
+    typo = tmp_path / "typo"
+    with pytest.raises(MinidmlError, match=r"^--data-dir .*typo: no such directory"):
+        evaluate(tiny_run, ["all"], data_dir=typo, limit=4)
+    with pytest.raises(MinidmlError, match="--data-dir"):
+        require_suites(["agreement"], typo)
+    monkeypatch.setenv("MINIDML_DATA_DIR", str(typo))
+    with pytest.raises(MinidmlError, match=r"^\$MINIDML_DATA_DIR=.*typo: no such directory"):
+        evaluate(tiny_run, ["agreement"], limit=4)
+    run = cli("eval", str(tiny_run.path), "--suite", "all", "--data-dir", str(typo))
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "--data-dir" in run.stderr

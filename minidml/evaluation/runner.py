@@ -36,7 +36,22 @@ from ..errors import MinidmlError
 from .plugins import SuiteSpec, suites
 from .protocols import DEFAULT_PROTOCOL, get_protocol
 from .scoring import ENSEMBLE, Scorer, student_label
-from .suite import EvalContext, SuiteResult, group_score, resolve_data_dir
+from .suite import DATA_ENV, EvalContext, SuiteResult, group_score, resolve_data_dir
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root that evaluation reads (see :func:`~minidml.evaluation.suite.resolve_data_dir`);
+    one the user named (``data_dir`` or ``$MINIDML_DATA_DIR``) must exist, since a typo would
+    otherwise leave only the suites that need no data."""
+    root = resolve_data_dir(data_dir)
+    if not root.is_dir():
+        if data_dir is not None:
+            raise MinidmlError(f"--data-dir {data_dir}: no such directory; give the folder "
+                               "that holds the evaluation data, or leave --data-dir out")
+        if os.environ.get(DATA_ENV):
+            raise MinidmlError(f"${DATA_ENV}={root}: no such directory; point it at the "
+                               "folder that holds the evaluation data, or unset it")
+    return root
 
 
 def data_checksum(data_dir: Path, paths: Iterable[str]) -> str | None:
@@ -222,7 +237,7 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
 
     available = _registered(available)
     rule = get_protocol(protocol)
-    root = resolve_data_dir(data_dir)
+    root = data_root(data_dir)
     if limit is not None and limit < 1:
         raise MinidmlError(f"--limit {limit}: must be at least 1")
     names = _expand(suites, available, root, protocol=rule.name)
@@ -271,7 +286,7 @@ def require_suites(requested: Sequence[str], data_dir: str | os.PathLike | None 
     :class:`MinidmlError` naming ``option``: the check to make before work (training, say)
     that ends in evaluating them."""
     available = _registered(available)
-    root = resolve_data_dir(data_dir)
+    root = data_root(data_dir)
     names = _expand(requested, available, root, option, get_protocol(protocol).name)
     for name in names:
         missing = available[name].missing_data(root)
