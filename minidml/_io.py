@@ -30,8 +30,11 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+def atomic_open(path: str | os.PathLike, mode: str = "wb", exclusive: bool = False
+                ) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``
+    (``exclusive``: link it to ``path`` instead, raising :class:`FileExistsError` where a file
+    is already there, so two writers never replace each other's).
 
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
@@ -43,7 +46,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -56,8 +63,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    with atomic_open(path, "w") as f:
+def write_json(path: str | os.PathLike, obj: Any, exclusive: bool = False) -> None:
+    with atomic_open(path, "w", exclusive) as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
 

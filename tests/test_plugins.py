@@ -251,3 +251,13 @@ def test_a_data_root_that_does_not_exist_is_an_error_not_an_empty_root(tiny_run,
         evaluate(tiny_run, ["agreement"], limit=4)
     run = cli("eval", str(tiny_run.path), "--suite", "all", "--data-dir", str(typo))
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and "--data-dir" in run.stderr
+
+
+def test_results_of_the_same_second_never_replace_each_other(tiny_run, tmp_path):
+    res = evaluate(tiny_run, ["agreement"], limit=4)
+    target = tmp_path / "eval" / "results-step4-20261206T000000.json"
+    first, second = res.write(target, unique=True), res.write(target, unique=True)
+    assert first == target and second == target.with_name(target.stem + "-2.json")
+    assert json.loads(first.read_text()) == json.loads(second.read_text())
+    assert sorted(p.name for p in target.parent.iterdir()) == [first.name, second.name]
+    assert res.write(target) == target  # a name the user chose is theirs to replace

@@ -154,7 +154,8 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         stamp = results.date.replace(":", "").replace("-", "")[:15]
         # a run's results name the step they evaluated (minidml plot draws the curve from them)
         name = f"results-{stamp}.json" if hf else f"results-step{run.step}-{stamp}.json"
-        written = results.write(output or run.path / "eval" / name)
+        # a name of our own: never over another evaluation's file of the same second
+        written = results.write(output or run.path / "eval" / name, unique=output is None)
         click.echo(f"results: {written}")
         if log_samples:
             samples = results.write_samples(written.with_name(written.stem + ".samples.jsonl"))

@@ -17,6 +17,7 @@ other.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -158,12 +159,23 @@ class EvalResults:
             lines += [f"  note: {n}" for n in o.result.notes] + [""]
         return "\n".join(lines).rstrip() + "\n"
 
-    def write(self, path: str | os.PathLike) -> Path:
-        """The results as JSON at ``path`` (written atomically; missing folders are made)."""
+    def write(self, path: str | os.PathLike, unique: bool = False) -> Path:
+        """The results as JSON at ``path`` (written atomically; missing folders are made);
+        with ``unique``, never over an existing file: ``NAME-2.json``, ``NAME-3.json``, …
+        where ``path`` is taken (two evaluations finishing in the same second)."""
         path = Path(path)
         _make_parent(path)
-        _io.write_json(path, self.to_json())
-        return path
+        if not unique:
+            _io.write_json(path, self.to_json())
+            return path
+        for n in itertools.count(1):
+            candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+            try:
+                _io.write_json(candidate, self.to_json(), exclusive=True)
+                return candidate
+            except FileExistsError:
+                continue
+        raise AssertionError("unreachable")
 
     def write_samples(self, path: str | os.PathLike) -> Path:
         """Every scored example as one JSON line (``suite``, ``task``, ``index``, the texts
