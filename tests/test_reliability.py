@@ -319,3 +319,32 @@ def test_running_out_of_memory_is_one_line_naming_batch_size_and_the_last_checkp
     assert len(lines) == 1 and "Traceback" not in err_text, err_text
     assert "step 1: out of memory" in lines[0] and "--batch-size (now 4)" in lines[0]
     assert "--grad-accum (now 2)" in lines[0] and "no checkpoint was written yet" in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_checkpoint_say_how_to_resume_and_resume(grammar_corpus, tmp_path,
+                                                                    sig, code):
+    """SIGTERM is taken as Ctrl-C is: the step in hand is checkpointed, one line says how to
+    go on, and --resume continues from exactly there."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "minidml", "train", str(grammar_corpus), "--out", str(out),
+            "--students", "1", "--layers", "1", "--width", "32", "--heads", "2",
+            "--context", "32", "--batch-size", "4", "--vocab-size", "400", "--steps", "400",
+            "--log-every", "1", "--save-every", "10000", "--eval-every", "10000", "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count('"event": "train"') >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == code, err
+    assert "--resume" in lines[-1] and "Traceback" not in err
+    step = minidml.load(out).step
+    assert step >= 3  # the checkpoint of the step in hand, not step 0
+    assert step < 400, "the run ended before the signal; nothing was interrupted"
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert minidml.load(out).step == 400

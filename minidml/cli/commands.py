@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -295,12 +297,34 @@ for _command in (eval_, generate, export_, plot, suites_, data):
 _SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is: a training run writes its checkpoint and stops."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _interrupted_line(args: list[str]) -> str:
+    """What an interrupted command says: how to go on, for the commands that can."""
+    command = next((a for a in args if not a.startswith("-")), "")
+    if command in ("train", "compare"):
+        return (f"interrupted; `minidml {command} … --resume` continues from the last "
+                "checkpoint")
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        cli.main(args=argv, prog_name="minidml", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        cli.main(args=args, prog_name="minidml", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        # click turns Ctrl-C into Abort; SIGTERM arrives as Terminated (exit 128 + 15)
+        click.echo(_interrupted_line(args), err=True)
+        cause = e.__cause__ or e.__context__
+        sys.exit(143 if isinstance(e, Terminated) or isinstance(cause, Terminated) else 130)
     except click.UsageError as e:
         if isinstance(e, _SHOWS_HELP):  # a group or command called without arguments
             e.show()
@@ -316,10 +340,6 @@ def main(argv: list[str] | None = None) -> None:
     except MinidmlError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted; training continues from its last checkpoint with --resume",
-                   err=True)
-        sys.exit(130)
     except OSError as e:
         if os.environ.get("MINIDML_DEBUG"):
             raise
@@ -332,3 +352,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"internal error: {type(e).__name__}: {e} (set MINIDML_DEBUG=1 for the "
                    "traceback and please report it)", err=True)
         sys.exit(70)
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
