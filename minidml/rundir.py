@@ -188,8 +188,11 @@ def load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device
         except FileNotFoundError:
             raise MinidmlError(f"{ckpt / name}: missing; the checkpoint is incomplete") from None
         except Exception as e:  # noqa: BLE001 - unpickling errors have many types
-            raise MinidmlError(f"{ckpt / name}: refused or damaged ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:160]})") from None
+            why = (str(e).splitlines() or [""])[0][:160]
+            if (ckpt / name).stat().st_size == 0:
+                why = "an empty file"
+            raise MinidmlError(f"{ckpt / name}: refused or damaged ({type(e).__name__}"
+                               + (f": {why})" if why else ")")) from None
 
     students = []
     for i, scfg in enumerate(scfgs):

@@ -143,12 +143,18 @@ def test_the_loss_from_hidden_states_trains_like_the_logits(corpus, tmp_path, mo
 
 
 @pytest.mark.slow
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(corpus, tmp_path):
+@pytest.mark.parametrize("name, damage", [("student-0.pt", b"garbage"), ("state.pt", b""),
+                                          ("student-0.pt", b"")])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(corpus, tmp_path, name,
+                                                                 damage):
     cfg = TrainConfig(**{**TINY, "save_every": 5}, steps=12)
     minidml.train(corpus, tmp_path / "run", cfg, callbacks=[StopAt(10)])
     newest = checkpoints(tmp_path / "run")[-1]
     assert newest.name == "step-00000010"
-    (newest / "student-0.pt").write_bytes(b"garbage")
+    (newest / name).write_bytes(damage)
+    with pytest.raises(minidml.MinidmlError, match=rf"{name}: refused or damaged") as e:
+        minidml.load(tmp_path / "run")  # a reader: one line naming the file
+    assert "\n" not in str(e.value)
     resumed = minidml.train(corpus, tmp_path / "run", cfg, resume=True)
     assert resumed.step == 12
     uninterrupted = minidml.train(corpus, tmp_path / "ref", cfg)
