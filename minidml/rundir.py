@@ -16,11 +16,11 @@ back to the older one if the newer is damaged.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,14 +70,16 @@ class Run:
 
     def generate(self, prompt: str = "", student: int = 0, max_new_tokens: int = 50,
                  temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:
-        """Sample a continuation of ``prompt`` from one student (after a BOS token)."""
-        ids = torch.tensor([[Tokenizer.bos_id, *self.tokenizer.encode(prompt)]],
-                           device=self.device)
+        """``prompt`` and a continuation sampled from one student (after a BOS token)."""
+        prompt_ids = self.tokenizer.encode(prompt)
+        ids = torch.tensor([[Tokenizer.bos_id, *prompt_ids]], device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         model = self.students[student].eval()
         out = model.generate(ids, max_new_tokens, temperature, top_k,
                              eos_id=Tokenizer.eos_id, generator=gen)
-        return prompt + self.tokenizer.decode(out[0, ids.shape[1]:].tolist())
+        # decoded in context: alone, a continuation's first word would lose its space
+        head = self.tokenizer.decode(prompt_ids)
+        return prompt + self.tokenizer.decode(out[0, 1:].tolist())[len(head):]
 
 
 def load(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = None) -> Run:
@@ -100,17 +102,25 @@ def load(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = Non
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
-    records = []
+    """The records of a run's ``metrics.jsonl``: a line cut short by a crash is skipped, and
+    so is one that is not UTF-8 (with a warning naming the file and how many)."""
+    records, unreadable = [], 0
     try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                with contextlib.suppress(json.JSONDecodeError):
-                    rec = json.loads(line)
-                    if isinstance(rec, dict):
-                        records.append(rec)
+        with open(path, "rb") as f:
+            for raw in f:
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    unreadable += 1
+                    continue
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict):
+                    records.append(rec)
     except FileNotFoundError:
         pass
+    if unreadable:
+        warnings.warn(f"{path}: skipped {unreadable} line(s) that are not UTF-8", stacklevel=2)
     return records
 
 

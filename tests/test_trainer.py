@@ -301,3 +301,26 @@ def test_wml_unrolls_the_adamw_step_when_asked(corpus, tmp_path):
     first = {u: r[0] for u, r in records.items()}
     second = {u: np.abs(np.subtract(f["hypergrad"], f["direct"])).sum() for u, f in first.items()}
     assert second["adam"] > 10 * second["sgd"]
+
+
+def test_a_continuation_keeps_the_space_before_its_first_word(tiny_run, monkeypatch):
+    """With the word boundary, a continuation decoded alone would lose its first space
+    ("Thedog"); decoded after its prompt it reads as written."""
+    tok = tiny_run.tokenizer
+    assert tok.boundary == "prefix"
+    wanted = [tok.bos_id, *tok.encode("The"), *tok.encode("dog sleeps")]
+    student = tiny_run.students[0]
+    monkeypatch.setattr(student, "generate",
+                        lambda ids, *a, **k: torch.tensor([wanted], device=ids.device))
+    assert tiny_run.generate("The") == "The dog sleeps"
+    wanted = [tok.bos_id, *tok.encode("dog sleeps")]
+    assert tiny_run.generate("") == "dog sleeps"
+
+
+def test_metrics_lines_that_are_not_utf8_are_skipped_with_a_warning(tmp_path):
+    from minidml.rundir import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"event": "train", "step": 1}\n\xff\xfe not text\n{"event": "eval", "st')
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: skipped 1 line\(s\) that are not"):
+        assert read_metrics(path) == [{"event": "train", "step": 1}]

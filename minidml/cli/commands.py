@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +306,11 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 def _interrupted_line(args: list[str]) -> str:
     """What an interrupted command says: how to go on, for the commands that can."""
     command = next((a for a in args if not a.startswith("-")), "")
@@ -318,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     main_thread = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # the command line's warnings: one line each
     try:
         cli.main(args=args, prog_name="minidml", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt) as e:
@@ -353,5 +361,6 @@ def main(argv: list[str] | None = None) -> None:
                    "traceback and please report it)", err=True)
         sys.exit(70)
     finally:
+        warnings.showwarning = shown
         if before is not None:
             signal.signal(signal.SIGTERM, before)
