@@ -47,7 +47,10 @@ TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                        if f.metadata["setting"].option(f.name))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+HELP_OPTIONS = ["-h", "--help"]
+
+
+@click.group(context_settings={"help_option_names": HELP_OPTIONS})
 @click.version_option(__version__, prog_name="minidml")
 def cli() -> None:
     """Train small language models together by weighted mutual learning."""
@@ -292,6 +295,18 @@ def demo(out: Path | None, steps: int | None, device: str, force: bool, quiet: b
 
 for _command in (eval_, generate, export_, plot, suites_, data):
     cli.add_command(_command)
+
+
+def _help_options(group: click.Group) -> None:
+    """``-h`` as well as ``--help`` on every command, however its context is made (click
+    keeps a command's help option from the first context that asks for it)."""
+    for command in group.commands.values():
+        command.context_settings.setdefault("help_option_names", HELP_OPTIONS)
+        if isinstance(command, click.Group):
+            _help_options(command)
+
+
+_help_options(cli)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -59,7 +59,7 @@ def help_reference() -> str:
     parts = []
     for path, command in _commands(cli, "minidml"):
         ctx = click.Context(command, info_name=path, terminal_width=100,
-                            max_content_width=100)
+                            max_content_width=100, **command.context_settings)
         parts.append(f"### `{path}`\n\n```\n{command.get_help(ctx)}\n```")
     return "\n\n".join(parts)
 
