@@ -82,22 +82,22 @@ class Setting:
             return None if value in self.choices else f"choose one of {', '.join(self.choices)}"
         if self.lo is None and self.hi is None:
             return None
-        if isinstance(value, float) and not math.isfinite(value):
-            return self.why or self._range()
+        integer = isinstance(value, int)
+        if not integer and not math.isfinite(value):
+            return self.why or self._range(integer)
         low = self.lo is None or (value > self.lo if self.open_lo else value >= self.lo)
         high = self.hi is None or (value < self.hi if self.open_hi else value <= self.hi)
-        return None if low and high else self.why or self._range()
+        return None if low and high else self.why or self._range(integer)
 
-    def _range(self) -> str:
+    def _range(self, integer: bool) -> str:
         lo, hi = (f"{b:g}" if b is not None else None for b in (self.lo, self.hi))
         if hi is not None:
             return f"must be between {lo} and {hi}"
         if self.open_lo and self.lo == 0:
             return "must be a positive number"
         if self.lo == 0:
-            return "must be zero or positive" if self.kind != "int" else \
-                "must be 0 or a positive integer"
-        if self.lo == 1 and self.kind == "int":
+            return "must be 0 or a positive integer" if integer else "must be zero or positive"
+        if self.lo == 1 and integer:
             return "must be a positive integer"
         return f"must be at least {lo}"
 
@@ -110,7 +110,8 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *,
 
 
 def _int(**how: Any) -> dict[str, Any]:
-    return {"kind": "int", "lo": 1, **how}
+    """A whole number, at least 1 unless ``lo`` says otherwise."""
+    return {"lo": 1, **how}
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,6 @@ class TrainConfig:
     budget: int | None = setting(
         None, "A parameter budget N: the K students' shapes are searched for N/2, N/3, … "
               "(or N/K each) once the vocabulary is known.", kind="count", lo=1, see=METHOD,
-        why="must be a positive integer",
         brief="search the students' shapes for this many parameters")
     budget_scheme: str = setting("harmonic", "--budget's targets: N/2, N/3, … or N/K each.",
                                  choices=("harmonic", "equal"), flag=None)
@@ -200,10 +200,10 @@ class TrainConfig:
         "epochs", "Training windows: each epoch a fresh seeded permutation of them, or random "
                   "positions with replacement.", choices=SAMPLINGS)
     steps: int | None = setting(None, "Optimiser steps.", shown="one epoch", kind="count",
-                                lo=1, why="must be a positive integer",
+                                lo=1,
                                 brief="length of training (or --tokens, --epochs, --max-time)")
     tokens: int | None = setting(None, "Training tokens per student, e.g. 10M.", kind="count",
-                                 lo=1, why="must be a positive integer")
+                                 lo=1)
     epochs: float | None = setting(None, "Passes over the training data.", lo=0, open_lo=True)
     max_time: float | None = setting(
         None, "Wall time to train, e.g. 60m: the steps are planned from the measured "
@@ -227,7 +227,7 @@ class TrainConfig:
     beta2: float = setting(0.95, "AdamW β2.", lo=0, hi=1, flag=None)
     grad_clip: float = setting(1.0, "Gradient-norm clipping (0: none).", lo=0, flag=None)
     seed: int = setting(0, "Everything (initial draw, tokenizer sample, split, batches) "
-                           "follows from it.", kind="int", lo=0, hi=2**32 - 1,
+                           "follows from it.", lo=0, hi=2**32 - 1,
                         why="must be between 0 and 2**32 - 1")
     device: str = setting("auto", "auto (CUDA, then MPS, else the CPU), cpu, cuda, cuda:N or mps.")
     precision: str = setting(
@@ -386,6 +386,13 @@ class TrainConfig:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise MinidmlError(f"{path}: not valid TOML ({e})") from None
         return cls.checked(data, str(path))
+
+
+
+# each setting's field (its Setting in ``.metadata["setting"]``) and type, by name, for the
+# code that presents them (the command line's options, the docs' tables)
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from .._version import __version__
-from ..config import TrainConfig
+from ..config import FIELDS, TrainConfig
 from ..errors import MinidmlError
 from ..experiments.config import EVAL_STUDENTS, CompareConfig
 from ..tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
@@ -41,10 +41,9 @@ from .results import data, eval_, export_, generate, plot, suites_
 _DEFAULT = TrainConfig()
 _COMPARE = {f.name: f.default for f in dataclasses.fields(CompareConfig)}
 _SHAPE = _DEFAULT.students[0]
-_SCHEME = next(f for f in dataclasses.fields(TrainConfig) if f.name == "budget_scheme")
+_SCHEME = FIELDS["budget_scheme"]
 # train takes every setting that has an option, in TrainConfig's order
-TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
-                       if f.metadata["setting"].option(f.name))
+TRAIN_SETTINGS = tuple(name for name, f in FIELDS.items() if f.metadata["setting"].option(name))
 
 
 HELP_OPTIONS = ["-h", "--help"]
@@ -181,7 +180,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
-    from ..experiments.compare import CompareConfig, Variant, format_report
+    from ..experiments.compare import Variant, format_report
     from ..experiments.compare import compare as run_compare
 
     base, from_file = TrainConfig(), {}
@@ -289,8 +288,6 @@ def demo(out: Path | None, steps: int | None, device: str, force: bool, quiet: b
         click.echo(f"  sample from student {i}: {run.generate('The', i, 20, seed=i)}")
     click.echo(f"next: minidml generate {run.path} --prompt 'The dogs'")
     click.echo(f"      minidml train {demo_corpus()} --out {run.path} --resume  (continue it)")
-
-
 
 
 for _command in (eval_, generate, export_, plot, suites_, data):

@@ -127,8 +127,8 @@ def student_shapes(k: int | None, layers, width, heads, mlp_ratio, base) -> tupl
                        mlp_ratio if mlp_ratio is not None else ref.mlp_ratio) for i in range(n))
 
 
-def _option_type(name: str, how: Any, hint: Any) -> dict[str, Any]:
-    """click's type (and repetition) for the setting ``name`` of type ``hint``."""
+def _option_type(how: Any, hint: Any) -> dict[str, Any]:
+    """click's type (and repetition) for a setting ``how`` of type ``hint``."""
     if how.kind == "count":
         return {"type": Count()}
     if how.kind == "duration":
@@ -151,16 +151,17 @@ def _option_type(name: str, how: Any, hint: Any) -> dict[str, Any]:
 
 def default_text(name: str) -> str:
     """How the default of setting ``name`` reads in help and docs: from the field itself."""
-    from ..config import TrainConfig
+    from ..config import FIELDS
+    from ..model import Shape
 
-    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    f = FIELDS[name]
     how = f.metadata["setting"]
     if how.shown:
         return how.shown
     value = f.default
     if value is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
-    if isinstance(value, tuple) and value and all(hasattr(v, "d_model") for v in value):
+    if isinstance(value, tuple) and value and all(isinstance(v, Shape) for v in value):
         kinds = sorted({f"{v.n_layers} layers × {v.d_model} wide, {v.n_heads} heads"
                         for v in value})
         return f"{len(value)} × " + " / ".join(kinds)  # students
@@ -173,17 +174,15 @@ def config_option(name: str) -> Any:
     """The click option of :class:`~minidml.config.TrainConfig`'s setting ``name``: its
     flag, type, choices, range and help all come from the field (the value stays None unless
     given, so the run's own or the config file's setting stands)."""
-    from ..config import TrainConfig
+    from ..config import FIELDS, HINTS
 
-    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
-    how = f.metadata["setting"]
+    how = FIELDS[name].metadata["setting"]
     flag = how.option(name)
     if flag is None:
         raise ValueError(f"setting {name!r} has no command-line option")
-    hint = typing.get_type_hints(TrainConfig)[name]
     shown = default_text(name)
     help_text = how.help + (f" (default: {shown})" if shown else "")
-    return click.option(flag, name, help=help_text, **_option_type(name, how, hint))
+    return click.option(flag, name, help=help_text, **_option_type(how, HINTS[name]))
 
 
 def config_options(*names: str) -> Any:

@@ -5,7 +5,6 @@ test checks they are current, so no default, choice or option is written by hand
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -20,11 +19,11 @@ def settings_table(brief: bool = False, base: str = "") -> str:
     default with its choices, meaning, the study behind the default), or with ``brief`` the
     guide's short table of the settings that have a ``brief``. Study links are relative to
     ``base`` (``""`` from ``docs/``, ``"docs/"`` from the README)."""
-    from ..config import TrainConfig
+    from ..config import FIELDS
     from .options import default_text
 
     rows, bar = [], " \\| "
-    for f in dataclasses.fields(TrainConfig):
+    for f in FIELDS.values():
         how = f.metadata["setting"]
         if brief and not how.brief:
             continue
