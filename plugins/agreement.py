@@ -5,8 +5,8 @@ relative clauses, reflexives); in each pair the bad sentence changes exactly one
 other number. The pairs are drawn with a seed of their own, so they are new sentences for a
 model trained on the demo corpus, not a replay of it. Scored as BLiMP is, by the
 evaluation's protocol (:mod:`minidml.evaluation.protocols`); version 3 is that, ties
-correct (version 2 was lm-evaluation-harness's rule with ties wrong, version 1 scored without the
-space).
+correct (version 2 was lm-evaluation-harness's rule with ties wrong, version 1 scored
+without the space).
 """
 
 from __future__ import annotations

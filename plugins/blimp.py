@@ -4,9 +4,8 @@
 log-probability is at least the bad one's (a tie counts as correct, as in both pipelines),
 each sentence scored whole by the evaluation's protocol
 (:mod:`minidml.evaluation.protocols`). Reported per paradigm, and as unweighted means over
-paradigms: overall (the macro score BabyLM
-reports: the official pipeline averages over the ``UID`` s, one per paradigm), per ``field``
-and per phenomenon (``linguistics_term``).
+paradigms: overall (the macro score BabyLM reports: the official pipeline averages over the
+``UID`` s, one per paradigm), per ``field`` and per phenomenon (``linguistics_term``).
 
 Version 3: scored by the protocol (``babylm-2026`` by default), ties correct. Version 2 was
 lm-evaluation-harness's rule with ties counted wrong; version 1 scored without the space.

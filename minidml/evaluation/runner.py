@@ -1,23 +1,21 @@
 """Evaluation: suites (found by :mod:`minidml.evaluation.plugins`, written against
-:mod:`minidml.evaluation.suite`) run on a trained run's students, or on a Hugging Face causal LM
-(:mod:`minidml.hf.models`).
+:mod:`minidml.evaluation.suite`) run on a trained run's students, or on a Hugging Face causal
+LM (:mod:`minidml.hf.models`).
 
 A suite is registered through the ``register_suites`` hook as a
-:class:`~minidml.evaluation.plugins.SuiteSpec` (the registry, :mod:`minidml.evaluation.plugins`,
-knows nothing of evaluating; this module looks suites up there). :func:`evaluate` runs the
-suites asked for, each in an :class:`~minidml.evaluation.suite.EvalContext`, records a suite
-that fails or lacks its data without stopping the others, and returns :class:`EvalResults`: the
-JSON of
-``eval.json`` (per model and task, lm-evaluation-harness's metrics; per group the mean), a
-table, and every scored example (``eval.samples.jsonl``). Every result names the scoring
-protocol it was made under (:mod:`minidml.evaluation.protocols`), in ``protocol`` and in
-each suite's version (``3+babylm-2026``), so results of different protocols are never taken for each
-other.
+:class:`~minidml.evaluation.plugins.SuiteSpec` (the registry,
+:mod:`minidml.evaluation.plugins`, knows nothing of evaluating; this module looks suites up
+there). :func:`evaluate` runs the suites asked for, each in an
+:class:`~minidml.evaluation.suite.EvalContext`, records a suite that fails or lacks its data
+without stopping the others, and returns :class:`EvalResults`: the JSON of ``eval.json`` (per
+model and task, lm-evaluation-harness's metrics; per group the mean), a table, and every
+scored example (``eval.samples.jsonl``). Every result names the scoring protocol it was made
+under (:mod:`minidml.evaluation.protocols`), in ``protocol`` and in each suite's version
+(``3+babylm-2026``), so results of different protocols are never taken for each other.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -41,9 +39,10 @@ from .suite import DATA_ENV, EvalContext, SuiteResult, group_score, resolve_data
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data root that evaluation reads (see :func:`~minidml.evaluation.suite.resolve_data_dir`);
-    one the user named (``data_dir`` or ``$MINIDML_DATA_DIR``) must exist, since a typo would
-    otherwise leave only the suites that need no data."""
+    """The data root that evaluation reads
+    (:func:`~minidml.evaluation.suite.resolve_data_dir`); one the user named (``data_dir`` or
+    ``$MINIDML_DATA_DIR``) must exist, since a typo would otherwise leave only the suites that
+    need no data."""
     root = resolve_data_dir(data_dir)
     if not root.is_dir():
         if data_dir is not None:
@@ -163,19 +162,19 @@ class EvalResults:
         """The results as JSON at ``path`` (written atomically; missing folders are made);
         with ``unique``, never over an existing file: ``NAME-2.json``, ``NAME-3.json``, …
         where ``path`` is taken (two evaluations finishing in the same second)."""
-        path = Path(path)
+        path, data = Path(path), self.to_json()
         _make_parent(path)
         if not unique:
-            _io.write_json(path, self.to_json())
+            _io.write_json(path, data)
             return path
-        for n in itertools.count(1):
-            candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        candidate, n = path, 1
+        while True:
             try:
-                _io.write_json(candidate, self.to_json(), exclusive=True)
+                _io.write_json(candidate, data, exclusive=True)
                 return candidate
             except FileExistsError:
-                continue
-        raise AssertionError("unreachable")
+                n += 1
+                candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
 
     def write_samples(self, path: str | os.PathLike) -> Path:
         """Every scored example as one JSON line (``suite``, ``task``, ``index``, the texts
