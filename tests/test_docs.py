@@ -10,6 +10,7 @@ import click
 import pytest
 
 from minidml.cli.commands import cli
+from minidml.cli.reference import commands
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *(REPO / "docs").rglob("*.md")])
@@ -53,24 +54,17 @@ def test_every_relative_link_resolves(page):
     assert not broken, broken
 
 
-def _commands(group: click.Group, prefix: str = ""):
-    for name, command in group.commands.items():
-        yield f"{prefix}{name}", command
-        if isinstance(command, click.Group):
-            yield from _commands(command, f"{prefix}{name} ")
-
-
 def test_every_command_and_option_is_in_the_docs():
     docs = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
     missing = []
-    for name, command in _commands(cli):
-        if f"minidml {name}" not in docs:
-            missing.append(f"minidml {name}")
+    for name, command in commands(cli):
+        if name not in docs:
+            missing.append(name)
         for param in command.params:
             if isinstance(param, click.Option):
                 longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
                 if longs and not any(o in docs for o in longs if o != "--help"):
-                    missing.append(f"minidml {name} {longs[0]}")
+                    missing.append(f"{name} {longs[0]}")
     assert not missing, missing
 
 

@@ -43,12 +43,13 @@ def settings_table(brief: bool = False, base: str = "") -> str:
     return "\n".join([head, *rows])
 
 
-def _commands(group: click.Group, prefix: str):
+def commands(group: click.Group, prefix: str = "minidml"):
+    """``(path, command)`` of every command under ``group``, subcommands included, by name."""
     for name in sorted(group.commands):
         command = group.commands[name]
         yield f"{prefix} {name}", command
         if isinstance(command, click.Group):
-            yield from _commands(command, f"{prefix} {name}")
+            yield from commands(command, f"{prefix} {name}")
 
 
 def help_reference() -> str:
@@ -56,7 +57,7 @@ def help_reference() -> str:
     from .commands import cli
 
     parts = []
-    for path, command in _commands(cli, "minidml"):
+    for path, command in commands(cli):
         ctx = click.Context(command, info_name=path, terminal_width=100,
                             max_content_width=100, **command.context_settings)
         parts.append(f"### `{path}`\n\n```\n{command.get_help(ctx)}\n```")
