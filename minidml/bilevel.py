@@ -180,7 +180,8 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
                         method: str = "exact", eps: float = 1e-3,
                         logits: Sequence[Sequence[torch.Tensor]] | None = None,
                         rows: Sequence[int] | None = None,
-                        hidden: Sequence[Sequence[torch.Tensor]] | None = None) -> torch.Tensor:
+                        hidden: Sequence[Sequence[torch.Tensor]] | None = None,
+                        heads: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     r"""D[i, j] = ⟨v_i, ∇_θi mean_tokens KL(p_j ‖ p_i)⟩ over the training ``inputs``.
 
     ``exact``: a JVP of each student's logits along v_i. ``fd``: the central difference
@@ -188,33 +189,41 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
     Peers stay at θ, as the detached targets of the inner loss do. Inputs are weighted by
     their token counts, matching a loss averaged over all tokens of the step. ``logits``, the
     students' logits at θ on each input if the caller has them, saves a forward pass.
-    ``rows`` restricts D to the rows of those students (``tangents`` then holds theirs; the
-    other rows are 0); it needs ``logits``, since only their students are evaluated.
+
     ``hidden``, the :class:`~minidml.model.Student`\ s' final hidden states [tokens, d_i] at θ
-    on each input, computes ``exact`` from them instead, in row chunks
-    (:func:`~minidml.fused_linear.linear_peer_directional`): no K×N×V tensor.
+    on each input, and ``heads``, their head weights at θ (default: the students' own),
+    computes ``exact`` from them instead, in row chunks
+    (:func:`~minidml.fused_linear.linear_peer_directional`): no K×N×V tensor. ``rows``
+    restricts D to the rows of those students (``tangents`` then holds theirs; the other rows
+    are 0): every student's hidden states and heads are needed, the others' as constants.
     """
     k = len(students)
     rows = list(range(k)) if rows is None else list(rows)
-    if logits is None and len(rows) < k:
-        raise ValueError("peer_kl_directional: rows of some students need every student's logits")
+    if len(rows) < k and (hidden is None or heads is None):
+        raise ValueError("peer_kl_directional: rows of some students need every student's "
+                         "hidden states and heads")
     dtype = torch.promote_types(next(students[rows[0]].parameters()).dtype, torch.float32)
     total = torch.zeros(k, k, dtype=dtype, device=inputs[0].device)
     n_tokens = sum(x.numel() for x in inputs)
     mine = [students[i] for i in rows]
     params = [_params(s) for s in mine]
+    if hidden is not None and heads is None:
+        heads = [s.embed.weight.detach() for s in students]
     if hidden is not None and method == "exact":
-        if len(rows) < k:
-            raise ValueError("peer_kl_directional: hidden states need every student's rows")
         for n, x in enumerate(inputs):
             pairs = [(s.hidden_jvp(x, theta, v)[1].flatten(0, -2), v["embed.weight"])
                      for s, theta, v in zip(mine, params, tangents, strict=True)]
-            total += linear_peer_directional(hidden[n], [p["embed.weight"] for p in params],
-                                             pairs, temperature).to(dtype)
+            total += linear_peer_directional(hidden[n], heads, pairs, temperature,
+                                             rows=rows).to(dtype)
         return total / n_tokens
     for n, x in enumerate(inputs):
         with torch.no_grad():
-            zs = logits[n] if logits is not None else [s(x) for s in students]
+            if logits is not None:
+                zs = logits[n]
+            elif hidden is not None:
+                zs = [h @ w.t() for h, w in zip(hidden[n], heads, strict=True)]
+            else:
+                zs = [s(x) for s in students]
             p = torch.stack([F.softmax(_scale(z.to(dtype).view(*x.shape, -1), temperature), -1)
                              for z in zs])
         for i, s, theta, v in zip(rows, mine, params, tangents, strict=True):
@@ -263,14 +272,68 @@ def _pair_dots(p: torch.Tensor, i: int, dz: torch.Tensor) -> torch.Tensor:
     return dots[i] - dots
 
 
+def _check(variant: str, objective: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown hypergradient variant {variant!r}; choose from {VARIANTS}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown outer objective {objective!r}; choose from {OBJECTIVES}")
+
+
+def _outer_at_unrolled(students: Sequence[torch.nn.Module], unroll: Unroll,
+                       omega: torch.Tensor, x_out: torch.Tensor, y_out: torch.Tensor,
+                       objective: str, from_hidden: bool,
+                       gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+                       ) -> tuple[list[Params], torch.Tensor, tuple]:
+    r"""θ' of ``students`` (requiring gradients), L_out(θ', ω) and its gradients for ω and
+    every θ'. ``from_hidden`` takes the held-out terms from hidden states in row chunks
+    (:class:`~minidml.model.Student`\ s); ``gather`` completes this process's students'
+    terms with the other students' (constants here)."""
+    theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unroll.step(students)]
+    w = omega.detach().clone().requires_grad_()
+    if from_hidden:
+        lp = torch.stack([linear_target_log_probs(trunk_call(s, prm, x_out).flatten(0, -2),
+                                                  prm["embed.weight"], y_out.flatten())
+                          for s, prm in zip(students, theta_new, strict=True)])
+        terms = lp if objective == "ensemble" else -lp.mean(1).to(w.dtype)
+    else:
+        out_logits = [functional_call(s, prm, (x_out,)).flatten(0, -2)
+                      for s, prm in zip(students, theta_new, strict=True)]
+        terms = outer_terms(out_logits, y_out.flatten(), objective, w.dtype)
+    if gather is not None:
+        terms = gather(terms)
+    loss = combine_outer(terms, w, objective)
+    flat = [t for prm in theta_new for t in prm.values()]
+    return theta_new, loss, torch.autograd.grad(loss, [w, *flat], allow_unused=True)
+
+
+def _tangents(theta_new: list[Params], grads: Sequence[torch.Tensor | None]) -> list[Params]:
+    """v_i = ∇_θi' L_out for each student, zeros where a parameter had no gradient."""
+    it = iter(grads)
+    return [{n: (g if g is not None else torch.zeros_like(t))
+             for (n, t), g in zip(prm.items(), it, strict=False)} for prm in theta_new]
+
+
+def _along_scale(tangents: list[Params], unroll: Unroll) -> list[Params]:
+    """dθ'/dω = −scale ⊙ d∇L/dω: the directional derivatives go along v ⊙ scale."""
+    return [{n: t * unroll.scale_of(i, n) for n, t in v.items()} for i, v in enumerate(tangents)]
+
+
+def _second_order(omega: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Σ_i Σ_{j≠i} (∂ω̃_j^{(i)}/∂ω) · D_ij, [K]."""
+    w2 = omega.detach().clone().requires_grad_()
+    (second,) = torch.autograd.grad((peer_weights(w2) * d.to(w2.dtype)).sum(), [w2])
+    return second
+
+
 def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
                   inputs: Sequence[torch.Tensor], x_out: torch.Tensor, y_out: torch.Tensor, *,
                   lr: float, alpha: float, temperature: float, variant: str = "exact",
                   objective: str = "ensemble", eps: float = 1e-3,
                   logits: Sequence[Sequence[torch.Tensor]] | None = None,
                   hidden: Sequence[Sequence[torch.Tensor]] | None = None,
+                  heads: Sequence[torch.Tensor] | None = None,
                   comm: Comm | None = None, unroll: Unroll | None = None) -> Hypergradient:
-    r"""dL_out/dω through one unrolled inner step (see the module docstring).
+    r"""dL_out/dω through one unrolled inner step, in one process (see the module docstring).
 
     Reads the inner step's gradients from the students' ``.grad`` (call it after the inner
     backward pass and before the optimiser step); ``inputs`` are the training inputs that
@@ -278,81 +341,81 @@ def hypergradient(students: Sequence[torch.nn.Module], omega: torch.Tensor,
     them; (x_out, y_out) is the held-out batch. Changes nothing.
 
     ``hidden`` (in place of ``logits``: the students' detached final hidden states
-    [tokens, d_i] on each input; :class:`~minidml.model.Student`\ s, one process) takes the
-    whole step from hidden states, as the inner loss does (:mod:`minidml.fused_linear`): the
-    held-out log-probabilities and the peer-KL derivatives walk row chunks, and no K×N×V
-    tensor is built. The result is the same.
+    [tokens, d_i] on each input, and optionally ``heads``, their head weights;
+    :class:`~minidml.model.Student`\ s) takes the whole step from hidden states, as the inner
+    loss does (:mod:`minidml.fused_linear`): the held-out log-probabilities and the peer-KL
+    derivatives walk row chunks, and no K×N×V tensor is built. The result is the same.
 
-    With a :class:`~minidml.distributed.Comm` of several ranks, each rank differentiates
-    through its own students only (``inputs`` and the held-out batch being its share, and
-    ``logits`` required, every student's): the students' held-out terms are gathered, the
-    held-out gradients averaged over data-parallel replicas, and the per-rank parts of
-    dL_out/dω summed in one all-reduce, so every rank returns the same result.
-
-    ``unroll`` (of this rank's students: :func:`adam_unroll`, say) replaces the default
-    unrolled step, :func:`sgd_unroll` at ``lr``.
+    ``unroll`` (:func:`adam_unroll`, say) replaces the default unrolled step,
+    :func:`sgd_unroll` at ``lr``. A ``comm`` of several ranks hands the work to
+    :func:`distributed_hypergradient`.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown hypergradient variant {variant!r}; choose from {VARIANTS}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown outer objective {objective!r}; choose from {OBJECTIVES}")
-    alone = comm is None or comm.world_size == 1
-    if hidden is not None and not alone:
-        raise ValueError("hypergradient: hidden states serve one process; pass logits")
-    rows = list(range(len(students))) if alone else list(comm.local)
-    mine = [students[i] for i in rows]
-    unroll = unroll if unroll is not None else sgd_unroll(mine, lr)
-    theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unroll.step(mine)]
-    w = omega.detach().clone().requires_grad_()
-    if hidden is not None:
-        lp = torch.stack([linear_target_log_probs(trunk_call(s, prm, x_out).flatten(0, -2),
-                                                  prm["embed.weight"], y_out.flatten())
-                          for s, prm in zip(mine, theta_new, strict=True)])
-        terms = lp if objective == "ensemble" else -lp.mean(1).to(w.dtype)
-    else:
-        out_logits = [functional_call(s, prm, (x_out,)).flatten(0, -2)
-                      for s, prm in zip(mine, theta_new, strict=True)]
-        terms = outer_terms(out_logits, y_out.flatten(), objective, w.dtype)
-    if not alone and comm.peers > 1:  # the other students' terms: constants here
-        terms = torch.stack(comm.gather_students(list(terms)))
-    loss = combine_outer(terms, w, objective)
-    flat = [t for prm in theta_new for t in prm.values()]
-    grads = torch.autograd.grad(loss, [w, *flat], allow_unused=True)
+    if comm is not None and comm.world_size > 1:
+        if hidden is None:
+            raise ValueError("hypergradient: a distributed run takes it from hidden states")
+        return distributed_hypergradient(comm, students, omega, inputs, x_out, y_out, hidden,
+                                         heads, lr=lr, alpha=alpha, temperature=temperature,
+                                         variant=variant, objective=objective, eps=eps,
+                                         unroll=unroll)
+    _check(variant, objective)
+    unroll = unroll if unroll is not None else sgd_unroll(students, lr)
+    theta_new, loss, grads = _outer_at_unrolled(students, unroll, omega, x_out, y_out,
+                                                objective, hidden is not None)
     direct = grads[0]
     if variant == "first-order" or alpha == 0 or len(students) == 1:
-        if alone:
-            return Hypergradient(direct, direct, loss.detach())
+        return Hypergradient(direct, direct, loss.detach())
+    tangents = _along_scale(_tangents(theta_new, grads[1:]), unroll)
+    d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps, logits,
+                            hidden=hidden, heads=heads)
+    grad = direct - alpha * temperature**2 * _second_order(omega, d)
+    return Hypergradient(grad, direct, loss.detach())
+
+
+def distributed_hypergradient(comm: Comm, students: Sequence[torch.nn.Module],
+                              omega: torch.Tensor, inputs: Sequence[torch.Tensor],
+                              x_out: torch.Tensor, y_out: torch.Tensor,
+                              hidden: Sequence[Sequence[torch.Tensor]],
+                              heads: Sequence[torch.Tensor] | None = None, *, lr: float,
+                              alpha: float, temperature: float, variant: str = "exact",
+                              objective: str = "ensemble", eps: float = 1e-3,
+                              unroll: Unroll | None = None) -> Hypergradient:
+    r""":func:`hypergradient` on one rank of a job (a :class:`~minidml.distributed.Comm`):
+    the rank differentiates through its own students only, ``inputs`` and the held-out batch
+    being its share, and ``hidden`` every student's detached hidden states on each input,
+    ``heads`` every student's head weights (as the inner loss gathered them). The students'
+    held-out terms are gathered, the held-out gradients averaged over data-parallel replicas,
+    and the per-rank parts of dL_out/dω summed in one all-reduce, so every rank returns the
+    same result. ``unroll`` is of this rank's students."""
+    _check(variant, objective)
+    rows = list(comm.local)
+    mine = [students[i] for i in rows]
+    unroll = unroll if unroll is not None else sgd_unroll(mine, lr)
+    gather = (lambda t: torch.stack(comm.gather_students(list(t)))) if comm.peers > 1 else None
+    theta_new, loss, grads = _outer_at_unrolled(mine, unroll, omega, x_out, y_out, objective,
+                                                True, gather)
+    direct = grads[0]
+    if variant == "first-order" or alpha == 0 or len(students) == 1:
         grad, direct, loss = comm.sum_hypergradient(direct, torch.zeros_like(direct), loss)
         return Hypergradient(grad, direct, loss.detach())
-    it = iter(grads[1:])
-    tangents = [{n: (g if g is not None else torch.zeros_like(t))
-                 for (n, t), g in zip(prm.items(), it, strict=False)} for prm in theta_new]
-    if not alone:  # v_i over the whole held-out batch
-        comm.average([t for v in tangents for t in v.values()], "held-out gradients")
-    # dθ'/dω = −scale ⊙ d∇L/dω: the directional derivatives go along v ⊙ scale
-    tangents = [{n: t * unroll.scale_of(i, n) for n, t in v.items()}
-                for i, v in enumerate(tangents)]
-    d = peer_kl_directional(students, tangents, inputs, temperature, variant, eps, logits,
-                            rows=None if alone else rows, hidden=hidden)
-    w2 = omega.detach().clone().requires_grad_()
-    (second,) = torch.autograd.grad((peer_weights(w2) * d.to(w2.dtype)).sum(), [w2])
-    if alone:
-        grad = direct - alpha * temperature**2 * second
-        return Hypergradient(grad, direct, loss.detach())
+    tangents = _tangents(theta_new, grads[1:])
+    comm.average([t for v in tangents for t in v.values()], "held-out gradients")
+    heads = heads if heads is not None else [s.embed.weight.detach() for s in students]
+    d = peer_kl_directional(students, _along_scale(tangents, unroll), inputs, temperature,
+                            variant, eps, rows=rows, hidden=hidden, heads=heads)
     # D's rows are this rank's students, averaged over its share of the tokens: the job's
     # second-order term is the sum over peer ranks of the mean over replicas
-    grad, direct, loss = comm.sum_hypergradient(direct, alpha * temperature**2 * second, loss)
+    grad, direct, loss = comm.sum_hypergradient(
+        direct, alpha * temperature**2 * _second_order(omega, d), loss)
     return Hypergradient(grad, direct, loss.detach())
 
 
 def hypergradient_nested(students: Sequence[torch.nn.Module], omega: torch.Tensor,
                          x: torch.Tensor, y: torch.Tensor, x_out: torch.Tensor,
                          y_out: torch.Tensor, *, lr: float, alpha: float, temperature: float,
-                         objective: str = "ensemble", fused: bool = True,
-                         inner_loss: Callable | None = None,
+                         objective: str = "ensemble", inner_loss: Callable | None = None,
                          unroll: Unroll | None = None) -> torch.Tensor:
     """The plain reference: dL_out/dω by nested ``torch.func.grad`` through the inner loss
-    (the same :func:`~minidml.losses.mutual_loss` training uses, fused or not), and the
+    (the plain :func:`~minidml.losses.mutual_loss`, or ``inner_loss``), and the
     unrolled step θ' = base − scale ⊙ g (default: :func:`sgd_unroll` at ``lr``)."""
     params = [_params(s) for s in students]
     unroll = unroll if unroll is not None else sgd_unroll(students, lr)
@@ -360,7 +423,7 @@ def hypergradient_nested(students: Sequence[torch.nn.Module], omega: torch.Tenso
     def inner(prms: list[Params], w: torch.Tensor) -> torch.Tensor:
         logits = [functional_call(s, p, (x,)).flatten(0, -2)
                   for s, p in zip(students, prms, strict=True)]
-        return mutual_loss(logits, y.flatten(), w, alpha, temperature, fused=fused).total
+        return mutual_loss(logits, y.flatten(), w, alpha, temperature).total
 
     def outer(w: torch.Tensor) -> torch.Tensor:
         g = torch.func.grad(inner_loss or inner)(params, w)

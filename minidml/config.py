@@ -114,6 +114,10 @@ def _int(**how: Any) -> dict[str, Any]:
     return {"lo": 1, **how}
 
 
+# settings that no longer exist, still read (and ignored) in the config.json of older runs
+RETIRED = {"head_loss": "0.2: every run takes its loss from the final hidden states"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (the device aside, results are reproducible).
@@ -234,10 +238,6 @@ class TrainConfig:
         "auto", "auto: bf16 autocast only where a bf16 matmul at the run's shapes measures "
                 "faster on the device; fp32; or bf16 regardless.", choices=PRECISIONS,
         see=PERFORMANCE, brief="bf16 only where measured faster")
-    head_loss: str = setting(
-        "hidden", "The loss's view of the head: from the final hidden states in row chunks "
-                  "(no K×N×V tensor), or from materialised logits (the reference path).",
-        choices=("hidden", "logits"), flag=None)
     compile: str = setting(
         "auto", "torch.compile the students' trunks: auto where inductor works and the run "
                 "is long enough to repay compiling, on, or off.", choices=COMPILES,
@@ -245,8 +245,9 @@ class TrainConfig:
     on_nonfinite: str = setting("stop", "A NaN or infinite loss or gradient: stop with an "
                                         "error, or skip the step.", choices=("stop", "skip"))
     peer_dtype: str = setting(
-        "fp32", "Under torchrun: the dtype of the logits students send to peers on other "
-                "ranks (bf16 halves the bytes).", choices=("fp32", "bf16"))
+        "fp32", "Under torchrun: the dtype of the hidden states and head weights students "
+                "send to peers on other ranks (bf16 halves the bytes).",
+        choices=("fp32", "bf16"))
     log_every: int = setting(10, "Steps between training-metric records.", **_int())
     eval_every: int = setting(200, "Steps between validations.", **_int())
     eval_tokens: int = setting(65_536, "Validation tokens per evaluation, evenly spread over "
@@ -351,6 +352,8 @@ class TrainConfig:
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
+            if key in RETIRED:  # the config.json of a run made before it went: same run
+                continue
             if key not in hints:
                 raise MinidmlError(f"{source}: unknown key {key!r}; remove it "
                                    f"(known: {', '.join(sorted(hints))})")

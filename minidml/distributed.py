@@ -14,8 +14,10 @@ replicas of those students. With fewer ranks than students, a rank holds several
 largest first on the least loaded rank, by parameter count).
 
 **What is communicated** (per micro-batch, inside a peer group): every student's detached
-logits (an all-gather; float32 unless ``peer_dtype`` is bf16 or autocast already made them
-bf16), so each rank evaluates the mutual loss of its own students with the same fused kernel;
+final hidden states and head weight (one all-gather, :meth:`Comm.gather_heads`; float32
+unless ``peer_dtype`` is bf16), (N + V)·d numbers per student where its logits would be N·V,
+so each rank evaluates the loss of its own students from hidden states, the others being
+fixed members of it, as a single process does (:mod:`minidml.fused_linear`);
 per step: the gradients of each student over its ``dp`` replicas (an all-reduce) and one small
 all-reduce over the world of the losses and the non-finite flags, which every rank then
 agrees on. The ω hypergradient splits into per-rank terms plus one all-reduce of K numbers;
@@ -151,7 +153,7 @@ class Comm:
         self.peer_rank, self.dp_rank = 0, 0
         self.local: tuple[int, ...] = ()
         self._peer_group = self._dp_group = None
-        self.peer_dtype: torch.dtype | None = None  # logits sent as this dtype (None: as is)
+        self.peer_dtype: torch.dtype | None = None  # peers' tensors sent as this (None: as is)
         self.sent_bytes: dict[str, int] = {}  # bytes this rank put into each kind of collective
 
     @property
@@ -239,6 +241,31 @@ class Comm:
             torch.distributed.all_gather(out, buf.contiguous(), group=self._peer_group)
         return [local[p.slot[i]] if p.owner[i] == self.peer_rank
                 else out[p.owner[i]][p.slot[i]].to(like.dtype) for i in range(p.n_students)]
+
+    def gather_heads(self, hidden: Sequence[torch.Tensor], heads: Sequence[torch.Tensor],
+                     widths: Sequence[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every student's final hidden states [N, d_i] and head weight [V, d_i], in student
+        order, from each rank's own (``widths``: every student's d_i): what the loss from
+        hidden states needs of the peers (:mod:`minidml.fused_linear`), (N + V)·d numbers
+        per student instead of N·V logits. Each travels in one all-gather, zero-padded to the
+        widest student (which leaves h Wᵀ as it was) and as ``peer_dtype``, and comes back at
+        its own width; this rank's own come back as given, with their graphs."""
+        if self.peers == 1:
+            return list(hidden), list(heads)
+        n, d = hidden[0].shape[0], max(widths)
+        like = heads[0]
+        both = [torch.cat([h.detach().to(like.dtype), w.detach()]) for h, w in
+                zip(hidden, heads, strict=True)]
+        both = [torch.nn.functional.pad(t, (0, d - t.shape[1])) for t in both]
+        every = self.gather_students(both, self.peer_dtype)
+        mine = dict(zip(self.local, zip(hidden, heads, strict=True), strict=True))
+        out_h, out_w = [], []
+        for i, t in enumerate(every):
+            h, w = mine[i] if i in mine else (t[:n, :widths[i]].to(hidden[0].dtype),
+                                              t[n:, :widths[i]].contiguous())
+            out_h.append(h)
+            out_w.append(w)
+        return out_h, out_w
 
     def scatter(self, local: Sequence[torch.Tensor], fill: torch.Tensor) -> list[torch.Tensor]:
         """A K list holding this rank's tensors at its students' places and ``fill`` elsewhere

@@ -64,7 +64,7 @@ class _LinearMutual(torch.autograd.Function):
 
     @staticmethod
     def forward(w: torch.Tensor, targets: torch.Tensor, alpha: float, temperature: float,
-                chunk: int, want_grads: bool, head_dtype: torch.dtype | None,
+                chunk: int, trainable: tuple[int, ...], head_dtype: torch.dtype | None,
                 *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         k = len(tensors) // 2
         hidden, weights = tensors[:k], tensors[k:]
@@ -78,14 +78,19 @@ class _LinearMutual(torch.autograd.Function):
         distil = alpha > 0 and k > 1
         ce = torch.zeros(k, dtype=dtype, device=device)
         kl = torch.zeros_like(ce)
-        grads_h = [torch.empty_like(h) for h in hidden] if want_grads else []
-        grads_w = [torch.zeros(wt.shape, dtype=dtype, device=device) for wt in weights
-                   ] if want_grads else []
+        learn = list(trainable)  # the members whose gradients are computed, in order
+        every = len(learn) == k
+        mine = (lambda t: t) if every else (lambda t: t[learn])
+        grads_h = [torch.empty_like(h) if i in trainable else h.new_empty(0)
+                   for i, h in enumerate(hidden)]
+        grads_w = [torch.zeros(wt.shape, dtype=dtype, device=device) if i in trainable
+                   else wt.new_empty(0) for i, wt in enumerate(weights)]
         a = (1.0 - alpha) / n
         b = alpha * temperature / n
         m = torch.diag(b * wd.sum(1)) - b * wd
         if temperature == 1.0:
             m = m + a * torch.eye(k, dtype=dtype, device=device)
+        m = mine(m)  # [members learning, K]
         rows = min(chunk, n)
         z = torch.empty(k, rows, v, dtype=dtype, device=device)
         logp = torch.empty_like(z)
@@ -108,17 +113,18 @@ class _LinearMutual(torch.autograd.Function):
             if distil:  # cross[j, i] = Σ_rows,v p_j log p_i; KL_i = Σ_j W_ij (cross_jj − cross_ji)
                 cross = _cross(p, lp)
                 kl += (wd * (torch.diagonal(cross)[None, :] - cross.t())).sum(1)
-            if not want_grads:
+            if not learn:
                 continue
+            kt = len(learn)
             if distil:
-                g = torch.mm(m, p.reshape(k, -1), out=zc.reshape(k, -1)).view(k, c, v)
+                g = torch.mm(m, p.reshape(k, -1), out=zc[:kt].reshape(kt, -1)).view(kt, c, v)
                 if temperature != 1.0:
-                    g.add_(lp1.exp_(), alpha=a)
+                    g.add_(mine(lp1).exp_(), alpha=a)
             else:  # no mixing: a student's NaN must stay its own
-                g = p.mul_(a)
+                g = mine(p).mul_(a)
             g[:, torch.arange(c, device=device), y] -= a
-            for i in range(k):
-                gi = g[i].to(mm_dtype)
+            for j, i in enumerate(learn):
+                gi = g[j].to(mm_dtype)
                 grads_h[i][r:r + c] = torch.mm(gi, mats[i]).to(hidden[i].dtype)
                 if low:
                     grads_w[i].add_(torch.mm(gi.t(), hs[i]))
@@ -126,18 +132,18 @@ class _LinearMutual(torch.autograd.Function):
                     grads_w[i].addmm_(gi.t(), hs[i])
         ce, kl = ce / n, kl / n
         loss = (1.0 - alpha) * ce + alpha * temperature**2 * kl
-        grads_w = [gw.to(wt.dtype) for gw, wt in zip(grads_w, weights, strict=False)]
+        grads_w = [gw.to(wt.dtype) for gw, wt in zip(grads_w, weights, strict=True)]
         return (loss, ce, kl, *grads_h, *grads_w)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        w, targets, alpha, temperature, chunk, want_grads, _, *tensors = inputs
+        w, targets, alpha, temperature, chunk, trainable, _, *tensors = inputs
         stored = output[3:]
         ctx.mark_non_differentiable(*stored)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(w, targets, *tensors, *stored)
         ctx.alpha, ctx.temperature, ctx.chunk, ctx.k = alpha, temperature, chunk, len(tensors) // 2
-        ctx.stored = bool(stored)
+        ctx.trainable = trainable
 
     @staticmethod
     def backward(ctx: Any, g_loss: torch.Tensor | None, g_ce: torch.Tensor | None,
@@ -146,12 +152,15 @@ class _LinearMutual(torch.autograd.Function):
         saved = ctx.saved_tensors
         w, targets, tensors = saved[0], saved[1], saved[2:2 + 2 * k]
         stored = saved[2 + 2 * k:]
-        fast = (ctx.stored and g_ce is None and g_kl is None and not ctx.needs_input_grad[0]
+        learns = [i % k in ctx.trainable for i in range(2 * k)]
+        fast = (all(learns[i] or not ctx.needs_input_grad[7 + i] for i in range(2 * k))
+                and g_ce is None and g_kl is None and not ctx.needs_input_grad[0]
                 and not torch.is_grad_enabled())
         if fast:
             if g_loss is None:
                 return (None,) * (7 + 2 * k)
-            scaled = [g * g_loss[i % k].to(g.dtype) for i, g in enumerate(stored)]
+            scaled = [g * g_loss[i % k].to(g.dtype) if learns[i] else None
+                      for i, g in enumerate(stored)]
             return (None,) * 7 + tuple(scaled)
         zero = torch.zeros(k, dtype=_compute_dtype(tensors[0]), device=targets.device)
         g_loss, g_ce, g_kl = (zero if t is None else t for t in (g_loss, g_ce, g_kl))
@@ -274,7 +283,8 @@ def linear_target_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets:
 @torch.no_grad()
 def linear_peer_directional(hidden: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
                             tangents: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                            temperature: float, chunk_rows: int | None = None) -> torch.Tensor:
+                            temperature: float, chunk_rows: int | None = None,
+                            rows: Sequence[int] | None = None) -> torch.Tensor:
     """D[i, j] = Σ_rows ⟨p_i − p_j, dz_i⟩ / T, [K, K], from hidden states and head weights.
 
     p_j = softmax(h_j W_jᵀ / T) and dz_i = dh_i W_iᵀ + h_i dW_iᵀ, the derivative of student
@@ -282,33 +292,40 @@ def linear_peer_directional(hidden: Sequence[torch.Tensor], weights: Sequence[to
     the directional derivatives of the peer KLs that the exact hypergradient needs
     (:func:`minidml.bilevel.peer_kl_directional`), in row chunks with no K×N×V tensor. Each
     chunk is K products for the p_j, K for the dz_i ([dh_i, h_i]·[W_i, dW_i]ᵀ, one matmul
-    each) and one [K, K] product of the two stacks."""
+    each) and one [K, K] product of the two stacks. ``rows`` (default: every student) names
+    the students whose ``tangents`` are given, in order; the other rows of D are 0."""
     k = len(hidden)
+    rows = list(range(k)) if rows is None else list(rows)
+    if len(tangents) != len(rows):
+        raise ValueError(f"{len(tangents)} tangents for {len(rows)} rows")
     n, v = hidden[0].shape[0], weights[0].shape[0]
     chunk = int(chunk_rows or default_chunk_rows(k, v, hidden[0].device))
     dtype = _compute_dtype(hidden[0])
     device = hidden[0].device
     mats = [wt.to(dtype) for wt in weights]
-    pairs = [torch.cat([dh.to(dtype), h.to(dtype)], -1) for (dh, _), h in zip(tangents, hidden,
-                                                                             strict=True)]
-    both = [torch.cat([m, dw.to(dtype)], -1) for m, (_, dw) in zip(mats, tangents, strict=True)]
+    pairs = [torch.cat([dh.to(dtype), hidden[i].to(dtype)], -1)
+             for (dh, _), i in zip(tangents, rows, strict=True)]
+    both = [torch.cat([mats[i], dw.to(dtype)], -1) for (_, dw), i in zip(tangents, rows,
+                                                                         strict=True)]
     total = torch.zeros(k, k, dtype=dtype, device=device)
-    rows = min(chunk, n)
-    p = torch.empty(k, rows, v, dtype=dtype, device=device)
-    dz = torch.empty_like(p)
+    size = min(chunk, n)
+    p = torch.empty(k, size, v, dtype=dtype, device=device)
+    dz = torch.empty(len(rows), size, v, dtype=dtype, device=device)
+    own = torch.tensor(rows, device=device)
+    slot = torch.arange(len(rows), device=device)
     with torch.autocast(device.type, enabled=False):
         for r in range(0, n, chunk):
             c = min(chunk, n - r)
             pc, dzc = p[:, :c], dz[:, :c]
-            for i in range(k):  # the logits go into dz's buffer, then dz_i replaces them
-                torch.mm(hidden[i][r:r + c].to(dtype), mats[i].t(), out=dzc[i])
-            if temperature != 1.0:
-                dzc.div_(temperature)
-            torch.log_softmax(dzc, -1, out=pc).exp_()
-            for i in range(k):
-                torch.mm(pairs[i][r:r + c], both[i].t(), out=dzc[i])
-            cross = _cross(pc, dzc)  # Σ ⟨p_j, dz_i⟩
-            total += torch.diagonal(cross)[:, None] - cross.t()
+            for j in range(k):  # each student's logits, then its softmax in their place
+                torch.mm(hidden[j][r:r + c].to(dtype), mats[j].t(), out=pc[j])
+                if temperature != 1.0:
+                    pc[j].div_(temperature)
+                pc[j].copy_(torch.softmax(pc[j], -1))
+            for a, pair in enumerate(pairs):
+                torch.mm(pair[r:r + c], both[a].t(), out=dzc[a])
+            cross = _cross(pc, dzc)  # [K, rows]: Σ ⟨p_j, dz_i⟩
+            total[own] += cross[own, slot][:, None] - cross.t()
     return total / temperature
 
 
@@ -325,18 +342,23 @@ def linear_mutual_loss(hidden: Sequence[torch.Tensor], weights: Sequence[torch.T
     per chunk in bf16 (what a bf16 run's autocast would do to the head): the softmaxes and
     losses stay in float32, and each chunk's bf16 share of the weight gradient is summed
     into a float32 accumulator. Derivatives beyond the first (the slower path) are computed
-    in float32 throughout."""
+    in float32 throughout.
+
+    A member whose hidden states and head weight need no gradient (a ``kd`` run's teachers,
+    or students trained by other ranks) is a fixed target: its own gradients are never
+    computed, and its entries of the result mean what they say but train nothing."""
     k = len(hidden)
     if len(weights) != k:
         raise ValueError(f"{k} hidden-state tensors but {len(weights)} head weights")
     vocab = weights[0].shape[0]
     chunk = int(chunk_rows or default_chunk_rows(k, vocab, targets.device))
-    want = torch.is_grad_enabled() and any(t.requires_grad for t in (*hidden, *weights))
+    trainable = tuple(i for i, (h, wt) in enumerate(zip(hidden, weights, strict=True))
+                      if h.requires_grad or wt.requires_grad) if torch.is_grad_enabled() else ()
     if k == 1 or alpha == 0:  # no distillation: the loss is the cross-entropy
         alpha, temperature = 0.0, 1.0
     w = peer_weights(omega) if k > 1 else omega.new_zeros(1, 1)
     with torch.autocast(targets.device.type, enabled=False):  # head_dtype decides, not autocast
-        out = _LinearMutual.apply(w, targets, float(alpha), float(temperature), chunk, want,
-                                  head_dtype, *hidden, *weights)
+        out = _LinearMutual.apply(w, targets, float(alpha), float(temperature), chunk,
+                                  trainable, head_dtype, *hidden, *weights)
     loss, ce, kl = out[:3]
     return MutualLoss(loss.sum(), loss, ce, kl)

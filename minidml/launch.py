@@ -15,6 +15,7 @@ import torch
 
 from .config import TrainConfig
 from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
+from .decisions import decide
 from .distributed import Comm, session
 from .documents import documents
 from .errors import MinidmlError
@@ -150,10 +151,12 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
                (cfg.batch_size, cfg.outer_batch_size or cfg.batch_size), cfg.peer_dtype)
     # trackers first: a callback that stops the run sees the step already tracked
     observers = [*make_trackers(cfg.log_to), *callbacks]
+    # a resumed run goes on in the precision and compilation it recorded
+    decisions = decide(cfg, scfgs, batches, comm,
+                       precision=recorded_precision(meta, cfg) if resume else None,
+                       compiled=recorded_compile(meta) if resume else None)
     trainer = Trainer(cfg, students, batches, out_dir, observers, progress, tokenizer=tokenizer,
-                      teachers=teachers, comm=comm,
-                      precision=recorded_precision(meta, cfg) if resume else None,
-                      compiled=recorded_compile(meta) if resume else None)
+                      teachers=teachers, comm=comm, decisions=decisions)
     if resume:
         trainer.resume()
         return trainer

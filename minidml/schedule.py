@@ -1,5 +1,5 @@
-"""How long a run trains and how fast it learns: the number of steps, the learning-rate
-schedule and the optimiser."""
+"""How fast a run learns: the learning-rate schedule and the optimiser (how many steps it
+takes is one of its :mod:`~minidml.decisions`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import math
 import torch
 
 from .config import TrainConfig
-from .data import Batches
 
-__all__ = ["lr_at", "make_optimizer", "steps_for"]
+__all__ = ["lr_at", "make_optimizer"]
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float,
@@ -36,15 +35,3 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-
-
-def steps_for(cfg: TrainConfig, batches: Batches) -> int:
-    """Total optimiser steps: ``steps``; else ``tokens``, or ``epochs`` (default 1) of the
-    batches' epoch, over the tokens per step. (A ``max_time`` run plans its own.)"""
-    if cfg.steps is not None:
-        return cfg.steps
-    tokens = cfg.tokens if cfg.tokens is not None else (
-        (cfg.epochs or 1.0) * batches.epoch_tokens)
-    return max(1, int(tokens // cfg.tokens_per_step))
-
-

@@ -19,11 +19,12 @@ import bisect
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .model import StudentConfig
+if TYPE_CHECKING:  # annotations only: this module needs nothing of the model's
+    from .model import StudentConfig
 
 # (d_model, efficiency): medians over 1..8 layers, bench/results/shape_speed.json
 EFFICIENCY: tuple[tuple[int, float], ...] = (

@@ -33,16 +33,11 @@ from . import _io
 from .bilevel import adam_unroll, hypergradient, mirror_step
 from .config import TrainConfig
 from .data import Batches
+from .decisions import Decisions, decide
 from .distributed import Comm, local_comm
 from .errors import MinidmlError
 from .fused_linear import linear_mutual_loss, linear_target_log_probs
-from .losses import (
-    MutualLoss,
-    distillation_loss,
-    mixture_log_probs,
-    mutual_loss,
-    teacher_logits,
-)
+from .losses import MutualLoss, distillation_omega, mixture_log_probs
 from .model import Student
 from .rundir import (
     latest_checkpoint,
@@ -50,8 +45,8 @@ from .rundir import (
     truncate_metrics,
     write_checkpoint,
 )
-from .runtime import choose_precision, decide_compile, resolve_device
-from .schedule import lr_at, make_optimizer, steps_for
+from .runtime import resolve_device
+from .schedule import lr_at, make_optimizer
 from .timebudget import TimeBudget
 from .tokenizer import Tokenizer
 
@@ -185,17 +180,28 @@ class Trainer(Checkpoints):
                  progress: bool = False, total_steps: int | None = None,
                  tokenizer: Tokenizer | None = None, teachers: Sequence[Student] = (),
                  comm: Comm | None = None, precision: Mapping[str, Any] | None = None,
-                 compiled: Mapping[str, Any] | None = None):
+                 compiled: Mapping[str, Any] | None = None,
+                 decisions: Decisions | None = None):
+        """``decisions`` (:func:`minidml.decisions.decide`) are the device, precision,
+        compilation and planned steps to train under; without them the trainer asks
+        :func:`~minidml.decisions.decide` itself, with ``total_steps``, ``precision`` and
+        ``compiled`` (records as ``config.json`` holds them) pinning what they name."""
         self.config = config
         self.tokenizer = tokenizer
-        self.device = resolve_device(config.device)
+        self.device = decisions.device if decisions is not None else resolve_device(
+            config.device)
         self.comm = comm if comm is not None else local_comm(len(students))
         if self.comm.placement is None:
             self.comm.place([s.config.n_params for s in students], self.device,
                             peer_dtype=config.peer_dtype)
+        if decisions is None:
+            decisions = decide(config, [s.config for s in students], batches, self.comm,
+                               precision=precision, compiled=compiled, total_steps=total_steps)
+        self.decisions = decisions
+        for line in decisions.warnings:
+            print(line, file=sys.stderr)
         self.students = [s.to(self.device) for s in students]
-        self.precision_record = dict(precision) if precision is not None else self.comm.on_main(
-            lambda: self._choose_precision(), share=True)
+        self.precision_record = dict(decisions.precision)
         self.precision = self.precision_record["choice"]
         # kd: frozen teachers, in eval mode and without gradients
         self.teachers = [t.to(self.device).eval().requires_grad_(False) for t in teachers]
@@ -209,9 +215,8 @@ class Trainer(Checkpoints):
         self.progress = progress
         self.budget = (TimeBudget(config.max_time, config.outer_every)
                        if config.max_time is not None else None)
-        self.total_steps = total_steps or (steps_for(config, batches) if self.budget is None
-                                           else self._first_guess())
-        self.compile_record = dict(compiled) if compiled is not None else self._choose_compile()
+        self.total_steps = decisions.total_steps
+        self.compile_record = dict(decisions.compiled)
         if progress and self.comm.is_main:
             print(self.compile_record["line"], file=sys.stderr)
         # the training step's trunks: compiled callables, the modules themselves stay eager
@@ -227,30 +232,6 @@ class Trainer(Checkpoints):
         self._seconds = 0.0  # wall time spent in fit() before the current call, resumes included
         self._fit_started: float | None = None
         self._metrics_offset = 0
-
-    def _choose_precision(self) -> dict[str, Any]:
-        """The precision this run trains in, measured here (see :mod:`minidml.runtime`)."""
-        _, record, warning = choose_precision(
-            self.config.precision, self.device, [s.config.d_model for s in self.students],
-            self.students[0].config.vocab_size)
-        if warning:
-            print(warning, file=sys.stderr)
-        return record
-
-    def _first_guess(self) -> int:
-        """A time-budgeted run's steps before any was timed (see :mod:`minidml.timebudget`)."""
-        cfg = self.config
-        flops = sum(s.config.flops_per_token(cfg.context) for s in self.students
-                    ) * cfg.tokens_per_step
-        return TimeBudget.first_guess(cfg.max_time, flops, self.precision_record)
-
-    def _choose_compile(self) -> dict[str, Any]:
-        """Whether the training step runs compiled trunks (see :mod:`minidml.runtime`)."""
-        cfg = self.config
-        tokens = cfg.batch_size * cfg.context * cfg.grad_accum * self.total_steps
-        flops = sum(s.config.flops_per_token(cfg.context) for s in self.students) * tokens
-        choice, line = decide_compile(cfg.compile, self.device, flops, self.precision_record)
-        return {"requested": cfg.compile, "choice": choice, "line": line}
 
     # ---------------------------------------------------------------- one step
     @property
@@ -282,29 +263,17 @@ class Trainer(Checkpoints):
         for micro in range(cfg.grad_accum):
             x, y = (comm.shard(t) for t in self.batches.train(self.step * cfg.grad_accum + micro))
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.loss_from_hidden:
-                with self._autocast():
-                    hidden = [self._trunks[i](x).flatten(0, 1) for i in comm.local]
-                losses = linear_mutual_loss(hidden, [s.embed.weight for s in mine], y.flatten(),
-                                            self.omega, alpha, cfg.softmax_temperature,
-                                            head_dtype=self._head_dtype)
-            else:
-                with self._autocast():
-                    logits = [s.head(self._trunks[i](x)).flatten(0, 1)
-                              for i, s in zip(comm.local, mine, strict=True)]
-                if not self.teachers and alpha > 0:  # the peers' logits, detached
-                    logits = comm.gather_students(logits, comm.peer_dtype)
-                losses = self._loss(x, logits, y.flatten(), alpha)
+            losses, hidden, heads = self._loss(x, y.flatten(), alpha)
             (losses.total / cfg.grad_accum).backward()
             parts.append(losses)
-            if outer:  # the hypergradient reuses this step's inputs and hidden states/logits
+            if outer:  # the hypergradient reuses this step's inputs and hidden states
                 inputs.append(x)
-                kept.append([t.detach() for t in (hidden if self.loss_from_hidden else logits)])
+                kept.append([h.detach() for h in hidden])
         losses = MutualLoss(*(torch.stack(t).mean(0) for t in zip(*parts, strict=True)))
         comm.average_gradients(mine)  # over data-parallel replicas, before anything reads them
         omega_before = self.omega
         if outer:
-            self.outer_step(inputs, kept, lr, alpha)
+            self.outer_step(inputs, kept, [w.detach() for w in heads], lr, alpha)
         # the gradient norms (clipped to grad_clip, if set) double as the finiteness check
         norms = torch.stack([torch.nn.utils.clip_grad_norm_(
             model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -325,24 +294,41 @@ class Trainer(Checkpoints):
         self.step += 1
         return losses
 
-    def _loss(self, x: torch.Tensor, logits: list[torch.Tensor], y: torch.Tensor,
-              alpha: float) -> MutualLoss:
-        """The students' losses on one micro-batch: mutual, or distilled from the teachers,
-        whose forward pass runs on the same batch without a graph."""
-        temperature = self.config.softmax_temperature
-        if not self.teachers:
-            losses = mutual_loss(logits, y, self.omega, alpha, temperature)
-        else:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, alpha: float
+              ) -> tuple[MutualLoss, list[torch.Tensor], list[torch.Tensor]]:
+        """This rank's students' losses on one micro-batch, from their final hidden states
+        (:func:`~minidml.fused_linear.linear_mutual_loss`), and the hidden states and head
+        weights that loss read. The loss's other members are fixed targets: in ``kd`` the
+        teachers (run on the same batch without a graph, and the only members that weigh),
+        else the students of other ranks, whose hidden states and heads arrive by
+        :meth:`~minidml.distributed.Comm.gather_heads`. The result's vectors hold this
+        rank's students at their places and zeros elsewhere."""
+        comm, cfg = self.comm, self.config
+        local = list(comm.local)
+        with self._autocast():
+            hidden = [self._trunks[i](x).flatten(0, 1) for i in local]
+        heads = [self.students[i].embed.weight for i in local]
+        at = list(range(len(local)))  # where this rank's students sit among the members
+        if self.teachers:
             with torch.no_grad(), self._autocast():
-                teacher = teacher_logits([t(x).flatten(0, 1) for t in self.teachers],
-                                         temperature)
-            losses = distillation_loss(logits, teacher, y, alpha, temperature)
-        if len(losses.loss) == len(self.students):
-            return losses
-        # this rank's students only (no peers needed): zeros in the others' places
-        zero = losses.loss.new_zeros(())
-        return MutualLoss(losses.total, *(torch.stack(self.comm.scatter(list(t), zero))
-                                          for t in losses[1:]))
+                hidden += [t.trunk(x).flatten(0, 1) for t in self.teachers]
+            heads += [t.embed.weight for t in self.teachers]
+            omega = distillation_omega(len(local), len(self.teachers), self.device)
+        elif comm.peers > 1 and alpha > 0:  # every student's, the others' detached
+            hidden, heads = comm.gather_heads(hidden, heads,
+                                              [s.config.d_model for s in self.students])
+            omega, at = self.omega, local
+        else:
+            omega = self.omega if len(local) == len(self.students) else self.omega[local]
+        full = linear_mutual_loss(hidden, heads, y, omega, alpha, cfg.softmax_temperature,
+                                  head_dtype=self._head_dtype)
+        if at == list(range(len(full.loss))) and len(at) == len(self.students):
+            return full, hidden, heads
+        mine = [t[at] for t in full[1:]]
+        zero = full.loss.new_zeros(())
+        losses = MutualLoss(mine[0].sum(), *(torch.stack(comm.scatter(list(t), zero))
+                                             for t in mine))
+        return losses, hidden, heads
 
     def _non_finite(self, bad: list[int], omega_before: torch.Tensor) -> None:
         """A step whose loss or gradient is NaN/inf: stop, or skip it (``on_nonfinite``).
@@ -366,21 +352,14 @@ class Trainer(Checkpoints):
                     "skipped_steps": self.skipped_steps}, "on_log")
 
     @property
-    def loss_from_hidden(self) -> bool:
-        """Whether the step takes its loss from hidden states (:mod:`minidml.fused_linear`):
-        the default, in one process without teachers."""
-        return (self.config.head_loss == "hidden" and self.comm.world_size == 1
-                and not self.teachers)
-
-    @property
     def learns_omega(self) -> bool:
         return self.config.mode == "wml" and len(self.students) > 1 and self.config.kl_weight > 0
 
     def outer_step(self, inputs: list[torch.Tensor], kept: list[list[torch.Tensor]],
-                   lr: float, alpha: float) -> None:
+                   heads: list[torch.Tensor], lr: float, alpha: float) -> None:
         """Update ω from the hypergradient of the held-out ensemble loss (see bilevel.py);
-        ``kept`` holds the step's detached hidden states (or logits) on each input, ``alpha``
-        the α of the step's inner loss."""
+        ``kept`` holds every student's detached hidden states on each input and ``heads``
+        their head weights, as the step's inner loss read them; ``alpha`` is that loss's α."""
         cfg = self.config
         local = [self.students[i] for i in self.comm.local]
         unroll = (adam_unroll(local, [self.optimizers[i] for i in self.comm.local], lr,
@@ -388,11 +367,10 @@ class Trainer(Checkpoints):
         index = (self.step + 1) // cfg.outer_every - 1
         x_out, y_out = (self.comm.shard(t).to(self.device) for t in
                         self.batches.holdout(index, cfg.outer_batch_size))
-        hidden, logits = (kept, None) if self.loss_from_hidden else (None, kept)
         hyper = hypergradient(self.students, self.omega, inputs, x_out, y_out, lr=lr,
                               alpha=alpha, temperature=cfg.softmax_temperature,
                               variant=cfg.hypergrad, objective=cfg.outer_objective,
-                              logits=logits, hidden=hidden, comm=self.comm, unroll=unroll)
+                              hidden=kept, heads=heads, comm=self.comm, unroll=unroll)
         beta = cfg.outer_lr
         if cfg.outer_lr_schedule == "cosine":
             beta *= lr / cfg.lr

@@ -18,7 +18,9 @@ from minidml.bilevel import (
 )
 from minidml.data import Batches, read_lines, tokenize_corpus
 from minidml.demo.grammar import write_corpus
+from minidml.fused_linear import linear_mutual_loss
 from minidml.losses import ensemble_log_probs, ensemble_target_log_probs, mutual_loss
+from minidml.model import trunk_call
 from minidml.rundir import student_configs
 from minidml.tokenizer import Tokenizer
 from minidml.trainer import Trainer
@@ -87,21 +89,33 @@ def test_exact_hypergradient_matches_finite_differences(tiny, objective):
                                outer_of(students, omega, xs, ys, xo, yo, objective))
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_exact_hypergradient_equals_nested_torch_func(tiny, fused):
-    """Nested torch.func.grad through the loss training uses (fused, and the reference)."""
+@pytest.mark.parametrize("inner", ["reference", "hidden"])
+def test_exact_hypergradient_equals_nested_torch_func(tiny, inner):
+    """Nested torch.func.grad through the plain loss and through the loss training uses."""
     students, omega, xs, ys, xo, yo = tiny
     xs, ys = xs[:1], ys[:1]
     inner_backward(students, omega, xs, ys)
     exact = hypergradient(students, omega, xs, xo, yo, lr=LR, alpha=ALPHA, temperature=T)
+
+    def from_hidden(prms, w):
+        hidden = [trunk_call(s, p, xs[0]).flatten(0, 1)
+                  for s, p in zip(students, prms, strict=True)]
+        return linear_mutual_loss(hidden, [p["embed.weight"] for p in prms], ys[0].flatten(),
+                                  w, ALPHA, T).total
+
     nested = hypergradient_nested(students, omega, xs[0], ys[0], xo, yo, lr=LR, alpha=ALPHA,
-                                  temperature=T, fused=fused)
+                                  temperature=T,
+                                  inner_loss=from_hidden if inner == "hidden" else None)
     torch.testing.assert_close(exact.grad, nested, rtol=1e-9, atol=1e-12)
-    with torch.no_grad():  # the trainer hands over the step's logits instead of recomputing
+    with torch.no_grad():  # a caller with the step's logits hands them over
         logits = [[s(x).flatten(0, 1) for s in students] for x in xs]
+        hidden = [[s.trunk(x).flatten(0, 1) for s in students] for x in xs]
     reused = hypergradient(students, omega, xs, xo, yo, lr=LR, alpha=ALPHA, temperature=T,
                            logits=logits)
     torch.testing.assert_close(reused.grad, exact.grad, rtol=1e-12, atol=1e-14)
+    chunked = hypergradient(students, omega, xs, xo, yo, lr=LR, alpha=ALPHA, temperature=T,
+                            hidden=hidden)
+    torch.testing.assert_close(chunked.grad, exact.grad, rtol=1e-9, atol=1e-12)
 
 
 class Opaque(torch.nn.Module):

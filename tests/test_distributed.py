@@ -294,7 +294,7 @@ def test_teacher_guided_distillation_is_distributed_too(tiny_run, grammar_corpus
 
 
 @pytest.mark.slow
-def test_bf16_peer_logits_stay_close_to_one_process(reference, grammar_corpus, tmp_path):
+def test_bf16_peer_tensors_stay_close_to_one_process(reference, grammar_corpus, tmp_path):
     train_cli(2, grammar_corpus, tmp_path / "run", tmp_path, SETTINGS, "--peer-dtype", "bf16")
     a, b = minidml.load(reference), minidml.load(tmp_path / "run")
     diffs = [(x - y).abs().max().item() for sa, sb in zip(a.students, b.students, strict=True)

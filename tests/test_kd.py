@@ -16,7 +16,8 @@ from minidml import Shape, TrainConfig
 from minidml.cli.commands import main
 from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
 from minidml.errors import MinidmlError
-from minidml.losses import distillation_loss, teacher_logits
+from minidml.fused_linear import linear_mutual_loss
+from minidml.losses import distillation_loss, distillation_omega
 from minidml.rundir import checkpoints
 
 from _helpers import assert_one_line_error
@@ -27,40 +28,69 @@ BASE = dict(context=32, batch_size=16, vocab_size=400, warmup_steps=10, log_ever
             eval_every=100, eval_tokens=4096, lr=3e-3, precision="fp32")
 
 
-def plain_kd(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, alpha: float,
-             temperature: float) -> torch.Tensor:
-    """(1-α)·CE + α·T²·KL(p_t ‖ p_s), written out directly in float64."""
+def plain_kd(student: torch.Tensor, teachers: list[torch.Tensor], y: torch.Tensor,
+             alpha: float, temperature: float) -> torch.Tensor:
+    """(1-α)·CE + α·T²·mean_m KL(p_m ‖ p_s), written out directly in float64."""
     log_s = F.log_softmax(student / temperature, -1)
-    log_t = F.log_softmax(teacher / temperature, -1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+    kl = 0.0
+    for teacher in teachers:
+        log_t = F.log_softmax(teacher / temperature, -1)
+        kl = kl + (log_t.exp() * (log_t - log_s)).sum(-1).mean() / len(teachers)
     return (1 - alpha) * F.cross_entropy(student, y) + alpha * temperature**2 * kl
 
 
-@pytest.mark.parametrize("k,temperature", [(1, 2.0), (3, 1.0), (2, 0.7)])
-def test_distillation_loss_matches_the_plain_definition(k, temperature):
+@pytest.mark.parametrize("k,m,temperature", [(1, 1, 2.0), (3, 1, 1.0), (2, 3, 0.7)])
+def test_distillation_loss_matches_the_plain_definition(k, m, temperature):
     torch.manual_seed(k)
     n, v, alpha = 37, 53, 0.4
     students = [(3 * torch.randn(n, v, dtype=torch.float64)).requires_grad_() for _ in range(k)]
-    teacher = 3 * torch.randn(n, v, dtype=torch.float64)
+    teachers = [3 * torch.randn(n, v, dtype=torch.float64) for _ in range(m)]
     y = torch.randint(v, (n,))
-    got = distillation_loss(students, teacher, y, alpha, temperature)
-    want = [plain_kd(z, teacher, y, alpha, temperature) for z in students]
+    got = distillation_loss(students, teachers, y, alpha, temperature)
+    want = [plain_kd(z, teachers, y, alpha, temperature) for z in students]
     torch.testing.assert_close(got.loss, torch.stack(want))
     g_got = torch.autograd.grad(got.total, students)
     g_want = torch.autograd.grad(sum(want), students)
     for a, b in zip(g_got, g_want, strict=True):
         torch.testing.assert_close(a, b)
-    assert got.loss.shape == (k,)  # the teacher is not one of the results
+    assert got.loss.shape == (k,)  # the teachers are not among the results
 
 
-def test_a_teacher_ensemble_averages_probabilities():
+def test_a_teacher_ensemble_pulls_towards_its_averaged_probabilities():
+    """With several teachers the gradient is that of the KL to their averaged distribution."""
     torch.manual_seed(0)
-    members = [2 * torch.randn(11, 17, dtype=torch.float64) for _ in range(3)]
-    for temperature in (1.0, 2.0):
-        z = teacher_logits(members, temperature)
-        mean = torch.stack([F.softmax(m / temperature, -1) for m in members]).mean(0)
-        torch.testing.assert_close(F.softmax(z / temperature, -1), mean)
-    assert teacher_logits(members[:1], 2.0) is members[0]
+    n, v, t = 11, 17, 2.0
+    members = [2 * torch.randn(n, v, dtype=torch.float64) for _ in range(3)]
+    z = torch.randn(n, v, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(v, (n,))
+    (g,) = torch.autograd.grad(distillation_loss([z], members, y, 1.0, t).total, [z])
+    mean = torch.stack([F.softmax(m / t, -1) for m in members]).mean(0)
+    kl = (mean * (mean.log() - F.log_softmax(z / t, -1))).sum(-1).mean()
+    (want,) = torch.autograd.grad(t**2 * kl, [z])
+    torch.testing.assert_close(g, want)
+
+
+def test_distillation_from_hidden_states_is_the_reference_and_trains_only_students():
+    """The production path: teachers as fixed members of the hidden-state loss."""
+    torch.manual_seed(1)
+    n, v, alpha, t = 29, 41, 0.6, 2.0
+    widths = [8, 12, 6, 10]  # two students, two teachers
+    hidden = [torch.randn(n, d, dtype=torch.float64) for d in widths]
+    heads = [torch.randn(v, d, dtype=torch.float64) for d in widths]
+    for x in (*hidden[:2], *heads[:2]):
+        x.requires_grad_()
+    y = torch.randint(v, (n,))
+    got = linear_mutual_loss(hidden, heads, y, distillation_omega(2, 2), alpha, t,
+                             chunk_rows=8)
+    want = distillation_loss([h @ w.t() for h, w in zip(hidden[:2], heads[:2], strict=True)],
+                             [h @ w.t() for h, w in zip(hidden[2:], heads[2:], strict=True)],
+                             y, alpha, t)
+    torch.testing.assert_close(got.loss[:2], want.loss)
+    torch.testing.assert_close(got.kl[:2], want.kl)
+    learned = [*hidden[:2], *heads[:2]]
+    for a, b in zip(torch.autograd.grad(got.loss[:2].sum(), learned),
+                    torch.autograd.grad(want.total, learned), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_kd_needs_a_teacher_and_teachers_need_kd():

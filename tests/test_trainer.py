@@ -11,11 +11,14 @@ import torch
 
 import minidml
 from minidml import Shape, TrainConfig
-from minidml.data import corpus_files, tokenize_corpus, unigram_entropy
+from minidml.data import Batches, corpus_files, read_lines, tokenize_corpus, unigram_entropy
 from minidml.demo.grammar import write_corpus
-from minidml.rundir import checkpoints
+from minidml.losses import mutual_loss
+from minidml.model import Student
+from minidml.rundir import checkpoints, student_configs
 from minidml.schedule import lr_at
-from minidml.trainer import Callback
+from minidml.tokenizer import Tokenizer
+from minidml.trainer import Callback, Trainer
 
 # runs compared with each other pin fp32: `auto` times bf16 on the machine, and two runs
 # may choose differently where the two are close
@@ -125,21 +128,41 @@ def test_single_student_is_plain_language_modelling(corpus, tmp_path):
     assert rec["kl"] == [0.0] and rec["loss"] == rec["ce"]
 
 
+class ReferenceStep(Trainer):
+    """The training step with the plain definition of the loss on materialised logits
+    (:func:`minidml.losses.mutual_loss`) in place of the production loss from hidden states."""
+
+    def _loss(self, x, y, alpha):
+        logits = [s(x).flatten(0, 1) for s in self.students]
+        with torch.no_grad():
+            hidden = [s.trunk(x).flatten(0, 1) for s in self.students]
+        losses = mutual_loss(logits, y, self.omega, alpha, self.config.softmax_temperature)
+        return losses, hidden, [s.embed.weight for s in self.students]
+
+
 @pytest.mark.parametrize("mode", ["single", "wml"])
-def test_the_loss_from_hidden_states_trains_like_the_logits(corpus, tmp_path, mode):
-    """The default step (loss from hidden states) and the reference step (full logits)
-    train the same students: ten steps, an outer step among them, agree to float32
-    rounding (in float32: a bf16 run's head differs between the two by bf16 rounding)."""
-    cfg = TrainConfig(**TINY, steps=10, outer_every=5)
-    runs = {h: minidml.train(corpus, tmp_path / h, cfg, mode=mode, head_loss=h)
-            for h in ("hidden", "logits")}
-    for a, b in zip(runs["hidden"].students, runs["logits"].students, strict=True):
-        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
-            torch.testing.assert_close(x, y, rtol=1e-4, atol=2e-5)
-    torch.testing.assert_close(runs["hidden"].omega, runs["logits"].omega, rtol=1e-4,
-                               atol=1e-6)
+def test_the_training_step_trains_as_the_plain_definition(corpus, tmp_path, mode):
+    """The production step (loss from hidden states, in row chunks) and one with the plain
+    loss on full logits train the same students: ten steps, an outer step among them,
+    agree to float32 rounding (fp32: a bf16 head would differ by bf16 rounding)."""
+    cfg = TrainConfig(**{**TINY, "mode": mode}, steps=10, outer_every=5)
+    tok = Tokenizer.train(read_lines([corpus]), vocab_size=cfg.vocab_size)
+    batches = Batches(tokenize_corpus([corpus], tok, tmp_path), cfg.context, cfg.batch_size)
+    trained = {}
+    for kind in (Trainer, ReferenceStep):
+        torch.manual_seed(0)
+        students = [Student(c) for c in student_configs(cfg, tok.vocab_size)]
+        trainer = kind(cfg, students, batches, compiled={"choice": False, "line": ""})
+        for _ in range(cfg.steps):
+            trainer.train_step()
+        trained[kind] = trainer
+    a, b = trained[Trainer], trained[ReferenceStep]
+    for x, y in zip(a.students, b.students, strict=True):
+        for p, q in zip(x.state_dict().values(), y.state_dict().values(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(a.omega, b.omega, rtol=1e-4, atol=1e-6)
     if mode == "wml":
-        assert not torch.equal(runs["hidden"].omega, torch.full((2,), 0.5))
+        assert not torch.equal(a.omega, torch.full((2,), 0.5))
 
 
 @pytest.mark.slow

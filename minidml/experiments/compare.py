@@ -48,6 +48,7 @@ from .. import _io
 from .._version import __version__
 from ..config import TrainConfig
 from ..data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
+from ..decisions import steps_for
 from ..errors import MinidmlError
 from ..evaluation.runner import evaluate, require_suites
 from ..evaluation.scoring import ENSEMBLE, student_label
@@ -55,7 +56,6 @@ from ..launch import LEGACY, corpus_documents, make_batches, train
 from ..model import Shape, StudentConfig
 from ..rundir import load, new_out_dir, read_metrics
 from ..runtime import resolve_device
-from ..schedule import steps_for
 from ..search import Candidate, plan, search
 from ..tokenizer import Tokenizer
 from ..tracking import check_available as check_trackers

@@ -1,4 +1,7 @@
-"""The fused mutual loss against the plain reference: values, gradients, dtypes, gradcheck."""
+"""The production mutual loss seen from the logits, against the plain reference: values,
+gradients, dtypes, gradcheck. An identity head (W = I) makes the hidden states of
+:func:`~minidml.fused_linear.linear_mutual_loss` the logits themselves, so every property of
+the loss on logits is checked on the code that trains."""
 
 from __future__ import annotations
 
@@ -6,7 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minidml.losses import fused_mutual_losses, mutual_kl_reference, mutual_loss
+from minidml.fused_linear import linear_mutual_loss
+from minidml.losses import mutual_kl_reference, mutual_loss
+
+
+def fused_mutual_losses(logits, targets, omega, temperature, chunk_rows=None, alpha=0.5):
+    """(ce, kl) of the production loss on these logits, through identity heads."""
+    eye = torch.eye(logits[0].shape[-1], dtype=torch.promote_types(logits[0].dtype,
+                                                                   torch.float32))
+    out = linear_mutual_loss(list(logits), [eye] * len(logits), targets, omega, alpha,
+                             temperature, chunk_rows=chunk_rows)
+    return out.ce, out.kl
 
 
 def problem(k: int, n: int, v: int, dtype=torch.float32, seed: int = 0, zeros: int = 0):
@@ -137,10 +150,11 @@ def test_gradcheck_and_gradgradcheck_float64(i):
     assert torch.autograd.gradgradcheck(f, (zi, w))
 
 
-def test_mutual_loss_fused_equals_reference_and_combines_terms():
+def test_the_production_loss_equals_the_reference_and_combines_terms():
     logits, omega, y = problem(3, n=40, v=29)
-    a = mutual_loss(logits, y, omega, alpha=0.3, temperature=2.0, fused=True)
-    b = mutual_loss(logits, y, omega, alpha=0.3, temperature=2.0, fused=False)
+    eye = torch.eye(29)
+    a = linear_mutual_loss(logits, [eye] * 3, y, omega, alpha=0.3, temperature=2.0)
+    b = mutual_loss(logits, y, omega, alpha=0.3, temperature=2.0)
     for x, z in zip(a, b, strict=True):
         torch.testing.assert_close(x, z, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a.loss, 0.7 * a.ce + 0.3 * 4.0 * a.kl)
@@ -164,19 +178,36 @@ def test_torch_func_can_transform_the_fused_loss():
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 3.0])
 @pytest.mark.parametrize("k", [2, 5])
 def test_fast_backward_equals_the_differentiable_one(k, temperature):
-    """Training (no gradient for ω) takes a graph-free backward; it must agree with the
-    differentiable one and with the reference."""
+    """Training (a gradient through each student's loss only, none for ω) takes the
+    gradients the forward pass computed; they must agree with the differentiable backward
+    and with the reference."""
     logits, omega, y = problem(k, n=45, v=77, seed=11 + k, zeros=1)
-    g_ce, g_kl = torch.randn(k), torch.randn(k)
+    g_loss = torch.randn(k)
+    eye = torch.eye(77)
 
     def grads(w, impl):
-        out = impl(logits, y, w)
-        return torch.autograd.grad((out[0] * g_ce).sum() + (out[1] * g_kl).sum(), logits)
+        return torch.autograd.grad((impl(logits, y, w) * g_loss).sum(), logits)
 
-    fast = grads(omega, lambda z, y, w: fused_mutual_losses(z, y, w, temperature, chunk_rows=8))
-    slow = grads(omega.clone().requires_grad_(),
-                 lambda z, y, w: fused_mutual_losses(z, y, w, temperature, chunk_rows=8))
-    ref = grads(omega, lambda z, y, w: reference(z, w, y, temperature))
+    def production(z, y, w):
+        return linear_mutual_loss(z, [eye] * k, y, w, 0.4, temperature, chunk_rows=8).loss
+
+    fast = grads(omega, production)
+    slow = grads(omega.clone().requires_grad_(), production)
+    ref = grads(omega, lambda z, y, w: mutual_loss(z, y, w, 0.4, temperature).loss)
     for a, b, c in zip(fast, slow, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-7)
+
+
+def test_fixed_members_are_targets_that_learn_nothing():
+    """Members without gradients (a kd run's teachers, other ranks' students) shape the
+    others' losses exactly as in the reference, and get no gradient computed."""
+    logits, omega, y = problem(4, n=33, v=41, seed=4)
+    fixed = [z.detach() for z in logits[2:]]
+    eye = torch.eye(41)
+    got = linear_mutual_loss([*logits[:2], *fixed], [eye] * 4, y, omega, 0.5, 1.5)
+    want = mutual_loss([*logits[:2], *fixed], y, omega, 0.5, 1.5)
+    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(got.total, logits[:2]),
+                    torch.autograd.grad(want.total, logits[:2]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
