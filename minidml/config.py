@@ -23,6 +23,7 @@ from .errors import MinidmlError
 from .model import Shape
 from .runtime import COMPILE_MODES as COMPILES
 from .tokenizer import BOUNDARIES, MIN_VOCAB
+from .words import MAX_EPOCHS, TRACKS, WORDS_CAPS
 
 MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
@@ -35,6 +36,7 @@ COMPARISON = "results/comparison.md"
 BOUNDARY = "results/boundary/results.md"
 PERFORMANCE = "performance.md"
 METHOD = "method.md"
+PARTICIPANTS = "babylm.md"
 
 
 def default_temperature(mode: str) -> float:
@@ -64,7 +66,7 @@ class Setting:
     open_lo: bool = False  # lo itself is not allowed
     open_hi: bool = False
     flag: str | None = ""  # "": --the-field-name; None: config files only
-    kind: str = ""  # count (20M), duration (60m), trackers (a,b) or paths (repeatable)
+    kind: str = ""  # count (20M), counts (1M,2M), duration (60m), trackers (a,b), paths
     shown: str = ""  # how a default that is computed reads (the field holds None)
     why: str = ""  # the range's error, where the general one does not fit
     see: str = ""  # the study under docs/ that set the default
@@ -257,6 +259,19 @@ class TrainConfig:
         2, "Newest checkpoints kept; 0 keeps every one, for learning curves (minidml eval "
            "--step all).", why="must be 0 (keep all) or a positive integer",
         brief="checkpoints kept (0: all, for learning curves)", **_int(lo=0))
+    track: str | None = setting(
+        None, "A BabyLM track: refuses a corpus over its words (strict-small 10M, strict "
+              "100M) and more than 10 epochs, caps the words read, and checkpoints at 1M, "
+              "2M, … words seen.", choices=TRACKS, see=PARTICIPANTS,
+        brief="train under a BabyLM track's rules")
+    words_cap: str = setting(
+        "total", "Under --track, whose reading counts against the track's amount of text: "
+                 "every model's together (students, and a kd run's teachers), or each "
+                 "model's on its own.", choices=WORDS_CAPS, see=PARTICIPANTS)
+    checkpoint_words: tuple[int, ...] = setting(
+        (), "Checkpoints, kept whatever --keep-checkpoints says, at the first step whose "
+            "words seen reach each count, e.g. 1M,2M,5M.", shown="the track's, under --track",
+        kind="counts", see=PARTICIPANTS)
     log_to: tuple[str, ...] = setting(
         (), "Also send the metrics to these trackers, e.g. tensorboard,wandb (each needs its "
             "extra).", kind="trackers")
@@ -292,6 +307,9 @@ class TrainConfig:
                                "mps")
         if self.mode == "kd" and not self.teachers:
             raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
+        if self.track is not None and self.epochs is not None and self.epochs > MAX_EPOCHS:
+            raise MinidmlError(f"--epochs {self.epochs:g}: the {self.track} track allows at "
+                               f"most {MAX_EPOCHS} epochs; use --epochs {MAX_EPOCHS} or less")
         if self.teachers and self.mode != "kd":
             raise MinidmlError(f"--teacher: only --mode kd distils from teachers (mode is "
                                f"{self.mode!r}); add --mode kd or drop --teacher")

@@ -19,6 +19,7 @@ import contextlib
 import gzip
 import hashlib
 import itertools
+import json
 import lzma
 import os
 import threading
@@ -136,6 +137,27 @@ def fingerprint(files: Sequence[Path]) -> str:
 
 
 # --------------------------------------------------------------------------- tokenising
+def count_words(files: Sequence[Path], encoding_errors: str = "strict",
+                cache_dir: str | os.PathLike | None = None) -> int:
+    """Whitespace-separated words of the corpus ``files``, counted once and cached beside
+    the token cache (keyed by the files' fingerprint and the reading options): what BabyLM counts
+    (:mod:`minidml.words`)."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = f"{fingerprint(files)}-{encoding_errors}"
+    path = cache / f"words-{key}.json"
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["words"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    words = sum(len(line.split()) for line in read_lines(files, encoding_errors))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        _io.write_json(path, {"words": words, "files": [str(f) for f in files]})
+    except OSError:  # an unwritable cache only costs counting again next time
+        pass
+    return words
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
@@ -332,7 +354,8 @@ class Batches:
 
     def __init__(self, tokens: np.ndarray, context: int, batch_size: int, *,
                  val_fraction: float = 0.02, holdout_fraction: float = 0.01, seed: int = 0,
-                 block_tokens: int | None = None, sampling: str = "epochs"):
+                 block_tokens: int | None = None, sampling: str = "epochs",
+                 words: int | None = None):
         if context < 1 or batch_size < 1:
             raise MinidmlError("--context and --batch-size must be positive")
         if sampling not in SAMPLINGS:
@@ -361,6 +384,7 @@ class Batches:
         split[order[:n_val]] = 1
         split[order[n_val:n_val + n_hold]] = 2
         self.tokens, self.context, self.batch_size, self.seed = tokens, context, batch_size, seed
+        self.corpus_words = words  # the corpus's words (count_words), if known
         self.val_blocks = list(zip(starts[split == 1].tolist(), ends[split == 1].tolist(),
                                    strict=True))
         self._train = _Windows(starts[split == 0], ends[split == 0], context)

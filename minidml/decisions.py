@@ -23,6 +23,7 @@ from .distributed import Comm
 from .model import StudentConfig
 from .runtime import choose_precision, decide_compile, resolve_device
 from .timebudget import TimeBudget
+from .words import WordCount, check_plan, step_limit
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Decisions:
     compiled: Mapping[str, Any]  # requested, choice (a bool) and the line that says why
     total_steps: int  # planned; a time-budgeted run plans again once it has timed its steps
     warnings: tuple[str, ...] = field(default=())  # lines to show the user once
+    max_steps: int | None = None  # the most steps the run's track allows (None: no track)
 
     @property
     def bf16(self) -> bool:
@@ -42,13 +44,16 @@ class Decisions:
 
 def decide(config: TrainConfig, students: Sequence[StudentConfig], batches: Batches,
            comm: Comm | None = None, *, precision: Mapping[str, Any] | None = None,
-           compiled: Mapping[str, Any] | None = None, total_steps: int | None = None
-           ) -> Decisions:
+           compiled: Mapping[str, Any] | None = None, total_steps: int | None = None,
+           words: WordCount | None = None) -> Decisions:
     """The decisions for training ``students`` on ``batches`` under ``config``.
 
     ``precision`` and ``compiled`` (records as ``config.json`` holds them) and
     ``total_steps`` pin what they name instead of deciding it. In a distributed run
-    (``comm``) rank 0 measures the precision and every rank receives its choice."""
+    (``comm``) rank 0 measures the precision and every rank receives its choice. ``words``
+    (the run's :class:`~minidml.words.WordCount`) holds the plan to its track's limits
+    (:func:`~minidml.words.check_plan`): a fixed plan over them is refused, a time budget
+    never plans past them."""
     device = resolve_device(config.device)
     warnings: list[str] = []
     if precision is None:
@@ -67,12 +72,17 @@ def decide(config: TrainConfig, students: Sequence[StudentConfig], batches: Batc
                        TimeBudget.first_guess(config.max_time,
                                               flops_per_token * config.tokens_per_step,
                                               precision))
+    max_steps = None
+    if words is not None:
+        total_steps = check_plan(config, words, total_steps, config.max_time is None)
+        max_steps = step_limit(config.track, config.words_cap, words)
     if compiled is None:
         tokens = config.batch_size * config.context * config.grad_accum * total_steps
         choice, line = decide_compile(config.compile, device, flops_per_token * tokens,
                                       precision)
         compiled = {"requested": config.compile, "choice": choice, "line": line}
-    return Decisions(device, dict(precision), dict(compiled), int(total_steps), tuple(warnings))
+    return Decisions(device, dict(precision), dict(compiled), int(total_steps), tuple(warnings),
+                     max_steps)
 
 
 def steps_for(cfg: TrainConfig, batches: Batches) -> int:

@@ -14,7 +14,14 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import Batches, corpus_files, fingerprint, read_lines, tokenize_corpus
+from .data import (
+    Batches,
+    corpus_files,
+    count_words,
+    fingerprint,
+    read_lines,
+    tokenize_corpus,
+)
 from .decisions import decide
 from .distributed import Comm, session
 from .documents import documents
@@ -40,6 +47,7 @@ from .tokenizer import Tokenizer
 from .tracking import check_available as check_trackers
 from .tracking import make_trackers
 from .trainer import Callback, Trainer
+from .words import WordCount, check_corpus, milestones
 
 
 def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
@@ -143,7 +151,10 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     tokens = comm.first_on_main(lambda: tokenize_corpus(
         files, tokenizer, cache_dir, cfg.encoding_errors, progress, cfg.documents,
         cfg.speaker_tags))
-    batches = make_batches(tokens, cfg)
+    words = comm.first_on_main(lambda: count_words(files, cfg.encoding_errors, cache_dir))
+    check_corpus(cfg.track, words, files)
+    teacher_words = _teacher_words(cfg, teacher_meta)
+    batches = make_batches(tokens, cfg, words)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
     torch.manual_seed(cfg.seed)
     students = [Student(c) for c in scfgs]
@@ -152,19 +163,45 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     # trackers first: a callback that stops the run sees the step already tracked
     observers = [*make_trackers(cfg.log_to), *callbacks]
     # a resumed run goes on in the precision and compilation it recorded
+    count = WordCount.of(cfg, batches, teacher_words)
     decisions = decide(cfg, scfgs, batches, comm,
                        precision=recorded_precision(meta, cfg) if resume else None,
-                       compiled=recorded_compile(meta) if resume else None)
+                       compiled=recorded_compile(meta) if resume else None, words=count)
     trainer = Trainer(cfg, students, batches, out_dir, observers, progress, tokenizer=tokenizer,
-                      teachers=teachers, comm=comm, decisions=decisions)
+                      teachers=teachers, comm=comm, decisions=decisions,
+                      teacher_words=teacher_words)
     if resume:
         trainer.resume()
         return trainer
     comm.on_main(lambda: write_run_files(out_dir, cfg, scfgs, tokenizer, files, corpus_hash,
                                           batches, trainer.total_steps, teacher_meta,
                                           comm.world_size, trainer.precision_record,
-                                          trainer.compile_record))
+                                          trainer.compile_record,
+                                          words_record(cfg, count, trainer.total_steps)))
     return trainer
+
+
+def words_record(cfg: TrainConfig, count: WordCount, total_steps: int) -> dict[str, Any]:
+    """``config.json``'s account of words (:mod:`minidml.words`): the corpus's, the plan's
+    per model and in all, the track and which reading of its cap applies, the checkpoints."""
+    return {"corpus_words": count.corpus_words, "corpus_tokens": count.corpus_tokens,
+            "track": cfg.track, "cap": cfg.words_cap if cfg.track else None,
+            "cap_reading": ("every model's reading counts against the track's amount"
+                            if cfg.words_cap == "total" else "each model on its own"),
+            "planned_per_model": count.per_model(total_steps),
+            "planned_total": count.total(total_steps), "teachers": count.teacher_words,
+            "checkpoint_words": list(milestones(cfg))}
+
+
+def _teacher_words(cfg: TrainConfig, teacher_meta: list[dict[str, Any]]) -> int:
+    """What the teachers' runs read to train them; under a track that counts every model's
+    reading, a teacher that did not record it is refused."""
+    unknown = [m["run"] for m in teacher_meta if m.get("words_total") is None]
+    if unknown and cfg.track is not None and cfg.words_cap == "total":
+        raise MinidmlError(f"--teacher {unknown[0]}: its run did not record the words it "
+                           f"read, which the {cfg.track} track counts; retrain it with this "
+                           "minidml, or pass --words-cap per-model")
+    return sum(int(m.get("words_total") or 0) for m in teacher_meta)
 
 
 def corpus_documents(files: Sequence[Path], cfg: TrainConfig) -> Iterator[str]:
@@ -173,10 +210,12 @@ def corpus_documents(files: Sequence[Path], cfg: TrainConfig) -> Iterator[str]:
     return documents(read_lines(files, cfg.encoding_errors), cfg.documents, cfg.speaker_tags)
 
 
-def make_batches(tokens: np.ndarray, cfg: TrainConfig) -> Batches:
-    """The batches of a token stream under ``cfg``: splits, context, batch size, sampling."""
+def make_batches(tokens: np.ndarray, cfg: TrainConfig, words: int | None = None) -> Batches:
+    """The batches of a token stream under ``cfg``: splits, context, batch size, sampling
+    (``words``: the corpus's, for counting words seen)."""
     return Batches(tokens, cfg.context, cfg.batch_size, val_fraction=cfg.val_fraction,
-                   holdout_fraction=cfg.holdout_fraction, seed=cfg.seed, sampling=cfg.sampling)
+                   holdout_fraction=cfg.holdout_fraction, seed=cfg.seed, sampling=cfg.sampling,
+                   words=words)
 
 
 # settings that runs recorded before the setting existed: what they did then

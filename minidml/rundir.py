@@ -217,8 +217,12 @@ def load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device
 
 
 def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Module],
-                     state: Mapping[str, Any], keep: int = CHECKPOINTS_KEPT) -> Path:
-    """Write ``checkpoints/step-N`` atomically and keep the newest ``keep`` (0: all)."""
+                     state: Mapping[str, Any], keep: int = CHECKPOINTS_KEPT,
+                     words: Mapping[str, Any] | None = None) -> Path:
+    """Write ``checkpoints/step-N`` atomically and keep the newest ``keep`` (0: all).
+
+    ``words`` (words seen, and the ``revisions`` this checkpoint is published as, if any)
+    goes into its ``words.json``; a checkpoint with revisions is kept for good."""
     root = run_dir / "checkpoints"
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
@@ -231,6 +235,8 @@ def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Modul
                 torch.save(s.state_dict(), f)
         with _io.atomic_open(tmp / "state.pt") as f:
             torch.save(dict(state), f)
+        if words is not None:
+            _io.write_json(tmp / "words.json", dict(words))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -240,9 +246,25 @@ def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Modul
         raise MinidmlError(f"{root}: cannot write checkpoint ({e.strerror or e}); free "
                            "space or choose another --out; the previous checkpoint is "
                            "intact") from None
-    for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    rotating = [c for c in checkpoints(run_dir) if not revisions(c)]
+    for old in rotating[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_words(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint's ``words.json`` (words seen, revisions), or {} if it has none."""
+    try:
+        data = json.loads((ckpt / "words.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def revisions(ckpt: Path) -> list[str]:
+    """The revisions (``chck_1M``, …) a checkpoint is published as: kept for good."""
+    names = checkpoint_words(ckpt).get("revisions", [])
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def newest_good_checkpoint(run_dir: Path, scfgs: list[StudentConfig], device: torch.device
@@ -365,8 +387,8 @@ def recorded_precision(meta: Mapping[str, Any], cfg: TrainConfig) -> dict[str, A
 def write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig],
                      tokenizer: Tokenizer, files: list[Path], corpus_hash: str,
                      batches: Batches, total_steps: int, teacher_meta: list[dict[str, Any]],
-                     world_size: int, precision: dict[str, Any], compiled: dict[str, Any]
-                     ) -> None:
+                     world_size: int, precision: dict[str, Any], compiled: dict[str, Any],
+                     words: dict[str, Any] | None = None) -> None:
     tokenizer.save(out_dir / "tokenizer.model")
     _io.write_json(out_dir / "config.json", {
         "minidml_version": __version__, "torch_version": torch.__version__,
@@ -378,5 +400,6 @@ def write_run_files(out_dir: Path, cfg: TrainConfig, scfgs: list[StudentConfig],
                    "train_tokens": batches.n_train_tokens, "val_tokens": batches.n_val_tokens},
         "total_steps": total_steps, "precision": precision, "compile": compiled,
         **({"teachers": teacher_meta} if teacher_meta else {}),
+        **({"words": words} if words is not None else {}),
     })
     (out_dir / "metrics.jsonl").touch()

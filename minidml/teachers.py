@@ -12,7 +12,7 @@ from typing import Any
 from .config import TrainConfig
 from .errors import MinidmlError
 from .model import Student
-from .rundir import latest_checkpoint, load
+from .rundir import checkpoint_words, latest_checkpoint, load
 from .tokenizer import Tokenizer
 
 
@@ -32,11 +32,14 @@ def load_teachers(paths: Sequence[str | os.PathLike], device: str = "cpu"
         tokenizer = tokenizer or run.tokenizer
         i = run.champion
         models.append(run.students[i])
-        weights = latest_checkpoint(Path(path)) / f"student-{i}.pt"
+        ckpt = latest_checkpoint(Path(path))
+        weights = ckpt / f"student-{i}.pt"
         records.append({"run": str(path), "student": i, "step": run.step,
                         "n_params": run.students[i].config.n_params,
                         "shape": dataclasses.asdict(run.config.students[i]),
-                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()})
+                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                        # what the teacher's run read to train it (None: not recorded)
+                        "words_total": checkpoint_words(ckpt).get("words_total")})
     if tokenizer is None:
         raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
     return models, tokenizer, records

@@ -49,6 +49,7 @@ from .runtime import resolve_device
 from .schedule import lr_at, make_optimizer
 from .timebudget import TimeBudget
 from .tokenizer import Tokenizer
+from .words import WordCount, milestones, revision_name
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -104,9 +105,12 @@ class Checkpoints:
         if self.run_dir is None:
             return None
         state = self.state_dict()  # a collective in a distributed run
+        words = ({**self._words(), "revisions": [revision_name(w) for w in
+                                                 self.milestones.get(self.step, [])]}
+                 if self.words is not None else None)
         final = self.comm.on_main(
             lambda: write_checkpoint(self.run_dir, self.step, self.students, state,
-                                     self.config.keep_checkpoints), share=True)
+                                     self.config.keep_checkpoints, words), share=True)
         for cb in self.callbacks:
             cb.on_checkpoint(self, final)
         return final
@@ -181,11 +185,13 @@ class Trainer(Checkpoints):
                  tokenizer: Tokenizer | None = None, teachers: Sequence[Student] = (),
                  comm: Comm | None = None, precision: Mapping[str, Any] | None = None,
                  compiled: Mapping[str, Any] | None = None,
-                 decisions: Decisions | None = None):
+                 decisions: Decisions | None = None, teacher_words: int = 0):
         """``decisions`` (:func:`minidml.decisions.decide`) are the device, precision,
         compilation and planned steps to train under; without them the trainer asks
         :func:`~minidml.decisions.decide` itself, with ``total_steps``, ``precision`` and
-        ``compiled`` (records as ``config.json`` holds them) pinning what they name."""
+        ``compiled`` (records as ``config.json`` holds them) pinning what they name.
+        ``teacher_words``: what a kd run's teachers read to train them (their runs' totals),
+        counted in the run's total words (:mod:`minidml.words`)."""
         self.config = config
         self.tokenizer = tokenizer
         self.device = decisions.device if decisions is not None else resolve_device(
@@ -194,9 +200,11 @@ class Trainer(Checkpoints):
         if self.comm.placement is None:
             self.comm.place([s.config.n_params for s in students], self.device,
                             peer_dtype=config.peer_dtype)
+        self.words = WordCount.of(config, batches, teacher_words)
         if decisions is None:
             decisions = decide(config, [s.config for s in students], batches, self.comm,
-                               precision=precision, compiled=compiled, total_steps=total_steps)
+                               precision=precision, compiled=compiled, total_steps=total_steps,
+                               words=self.words)
         self.decisions = decisions
         for line in decisions.warnings:
             print(line, file=sys.stderr)
@@ -216,6 +224,9 @@ class Trainer(Checkpoints):
         self.budget = (TimeBudget(config.max_time, config.outer_every)
                        if config.max_time is not None else None)
         self.total_steps = decisions.total_steps
+        # checkpoints at words seen: the first step that reaches each count, kept for good
+        self.milestones = (self.words.milestone_steps(milestones(config))
+                           if self.words is not None else {})
         self.compile_record = dict(decisions.compiled)
         if progress and self.comm.is_main:
             print(self.compile_record["line"], file=sys.stderr)
@@ -407,7 +418,7 @@ class Trainer(Checkpoints):
                 [total[k], torch.tensor(n, dtype=torch.float64, device=self.device)]))
             total, n = torch.cat([per_student, rest[:1]]), int(rest[1].item())
         losses = (total / n).tolist()
-        return {"event": "eval", "step": self.step, "val_loss": losses[:k],
+        return {"event": "eval", "step": self.step, **self._words(), "val_loss": losses[:k],
                 "val_ppl": [math.exp(min(v, 700.0)) for v in losses[:k]],
                 "ensemble_val_loss": losses[k],
                 "val_tokens": n}
@@ -450,7 +461,7 @@ class Trainer(Checkpoints):
                     self._emit(self.last_eval, "on_eval")
                 if self.budget is not None and self.step < self.total_steps:
                     self._plan(bar, evaluated)
-                if self.step % cfg.save_every == 0:
+                if self.step % cfg.save_every == 0 or self.step in self.milestones:
                     self.save_checkpoint()
                     saved_at = self.step
                 bar.update(1)
@@ -486,6 +497,8 @@ class Trainer(Checkpoints):
         record = self.comm.on_main(plan, share=True)
         if record is None:
             return
+        if self.decisions.max_steps is not None:  # never past what the track allows
+            record["total_steps"] = min(record["total_steps"], self.decisions.max_steps)
         self.total_steps = record["total_steps"]
         bar.total = self.total_steps
         bar.refresh()
@@ -516,7 +529,7 @@ class Trainer(Checkpoints):
     def _log_record(self, losses: MutualLoss, elapsed: float, tokens0: int) -> dict[str, Any]:
         cfg = self.config
         tokens = self.step * cfg.tokens_per_step
-        return {"event": "train", "step": self.step, "tokens": tokens,
+        return {"event": "train", "step": self.step, "tokens": tokens, **self._words(),
                 "epoch": round(tokens / max(1, self.batches.epoch_tokens), 4),
                 "lr": lr_at(self.step - 1, cfg.lr, cfg.warmup_steps, self.total_steps,
                             cfg.min_lr_ratio, cfg.schedule, cfg.decay_fraction),
@@ -526,6 +539,13 @@ class Trainer(Checkpoints):
                 "tokens_per_s": (tokens - tokens0) / max(elapsed, 1e-9),
                 "train_seconds": round(self.train_seconds, 3),
                 "time": _io.utc_now()}
+
+    def _words(self) -> dict[str, int]:
+        """Words seen by each model and by the run in all, at this step (when known)."""
+        if self.words is None:
+            return {}
+        return {"words": self.words.per_model(self.step),
+                "words_total": self.words.total(self.step)}
 
     def _stopping(self) -> bool:
         """``should_stop``, set by a callback on any rank, stops every rank."""

@@ -1,7 +1,8 @@
 """The command line's parameter types and the options that several commands share.
 
-:class:`Count` (``20M``), :class:`Duration` (``60m``), :class:`IntList` (``4,2``),
-:class:`TrackerList` and :class:`FilePath` turn what is typed into values or one usage error;
+:class:`Count` (``20M``), :class:`CountList` (``1M,2M``), :class:`Duration` (``60m``),
+:class:`IntList` (``4,2``), :class:`TrackerList` and :class:`FilePath` turn what is typed into
+values or one usage error;
 :func:`config_option` makes the option of a :class:`~minidml.config.TrainConfig` setting from
 the field itself (flag, type, choices, range, help and default), so no setting is written twice.
 """
@@ -29,6 +30,23 @@ class Count(click.ParamType):
 
         try:
             return parse_count(value, param.opts[0] if param is not None else "count")
+        except MinidmlError as e:
+            self.fail(str(e), param, ctx)
+
+
+class CountList(click.ParamType):
+    """Comma-separated counts, each as :class:`Count` reads them: ``1M,2M,5M``."""
+
+    name = "counts"
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, ...]:
+        from ..counts import parse_count
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(parse_count(v, param.opts[0] if param is not None else "counts")
+                         for v in str(value).split(","))
         except MinidmlError as e:
             self.fail(str(e), param, ctx)
 
@@ -131,6 +149,8 @@ def _option_type(how: Any, hint: Any) -> dict[str, Any]:
     """click's type (and repetition) for a setting ``how`` of type ``hint``."""
     if how.kind == "count":
         return {"type": Count()}
+    if how.kind == "counts":
+        return {"type": CountList()}
     if how.kind == "duration":
         return {"type": Duration()}
     if how.kind == "trackers":

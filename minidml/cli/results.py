@@ -246,14 +246,24 @@ def fetch(suite_names: tuple[str, ...], data_dir: Path | None, mirror: str | Non
 @click.option("--format", "fmt", default="hf", show_default=True,
               help="hf: a Hugging Face transformers directory (LlamaForCausalLM).")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty OUT_DIR.")
-def export_(run_dir: Path, out_dir: Path, student: str, fmt: str, force: bool) -> None:
+@click.option("--revisions", is_flag=True,
+              help="OUT_DIR gets one directory per checkpoint at words seen (chck_1M, …) and "
+                   "main, each a branch of one Hugging Face repository (docs/babylm.md).")
+def export_(run_dir: Path, out_dir: Path, student: str, fmt: str, force: bool,
+            revisions: bool) -> None:
     """Export a student of RUN to OUT_DIR, e.g. for lm-evaluation-harness."""
-    from ..hf.export import FORMATS, export_hf, require_hf, resolve_student
+    from ..hf.export import FORMATS, export_hf, export_revisions, require_hf, resolve_student
     from ..rundir import load
 
     if fmt not in FORMATS:
         raise MinidmlError(f"--format {fmt}: unknown; choose {' or '.join(FORMATS)}")
     require_hf()
+    if revisions:
+        paths = export_revisions(run_dir, out_dir, student=student, force=force)
+        click.echo(f"exported {len(paths)} revisions of {run_dir} ({', '.join(paths)}) to "
+                   f"{out_dir}")
+        click.echo(f"next: upload them as branches, as {Path(out_dir) / 'README.md'} shows")
+        return
     run = load(run_dir)
     index = resolve_student(run, student)
     path = export_hf(run, index, out_dir, force=force)

@@ -410,3 +410,74 @@ def export_hf(run: Run, student: int | str, out_dir: str | os.PathLike, *,
     model = run.students[index]
     return write_hf(model, run.tokenizer, out_dir, force=force,
                     card=_model_card(model, run=run, index=index), protect=run.path)
+
+
+def export_revisions(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                     student: int | str = "champion", force: bool = False) -> dict[str, Path]:
+    """Every revision of a run (its checkpoints at words seen, ``chck_1M`` …, see
+    :mod:`minidml.words`) and its final checkpoint as ``main``, each a Hugging Face directory
+    ``out_dir/<revision>`` of the same student (``"champion"``: the final checkpoint's), with
+    ``revisions.json`` (revision → step and words seen) and a ``README.md`` that gives the
+    command uploading each directory as a branch of one repository. Built under a temporary
+    name beside ``out_dir`` and renamed into place when complete. Returns revision → path."""
+    from ..rundir import checkpoint_words, checkpoints, load, revisions
+
+    require_hf()
+    run_path, out = Path(run_dir), Path(out_dir)
+    final = load(run_path)
+    index = resolve_student(final, student)
+    marked = [(c, name) for c in checkpoints(run_path) for name in revisions(c)]
+    if not marked:
+        raise MinidmlError(f"{run_path}: no checkpoint at words seen to export as revisions; "
+                           "train with --track or --checkpoint-words")
+    _check_out_dir(out, force, run_path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise MinidmlError(f"OUT_DIR {out}: cannot write beside it ({e.strerror}); choose "
+                           "another directory") from None
+    index_record: dict[str, Any] = {}
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        for ckpt, name in marked:
+            step = int(ckpt.name.split("-")[1])
+            run = final if step == final.step else load(run_path, step=step)
+            model = run.students[index]
+            write_hf(model, run.tokenizer, tmp / name,
+                     card=_model_card(model, run=run, index=index))
+            index_record[name] = {"step": step, **{k: v for k, v in checkpoint_words(
+                ckpt).items() if k in ("words", "words_total")}}
+        write_hf(final.students[index], final.tokenizer, tmp / "main",
+                 card=_model_card(final.students[index], run=final, index=index))
+        last = checkpoints(run_path)[-1]
+        index_record["main"] = {"step": final.step, **{k: v for k, v in checkpoint_words(
+            last).items() if k in ("words", "words_total")}}
+        _write_json(tmp / "revisions.json", {"run": str(run_path), "student": index,
+                                             "revisions": index_record})
+        _write_text(tmp / "README.md", _revisions_card(run_path, index, index_record))
+        _io.fsync_dir(tmp)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {name: out / name for name in index_record}
+
+
+def _revisions_card(run_path: Path, index: int, record: dict[str, Any]) -> str:
+    rows = "\n".join(f"| `{name}` | {r['step']} | {r.get('words', '')} |"
+                     for name, r in record.items())
+    return f"""# Revisions of student {index} of `{run_path.name}`
+
+One Hugging Face directory per revision, named as the BabyLM rules name them, and `main`.
+Upload each as a branch of one repository (the `hf` command of `huggingface_hub`; it creates
+the repository's branches as it goes):
+
+```sh
+for r in */; do hf upload YOUR_NAME/YOUR_MODEL "$r" . --revision "${{r%/}}"; done
+```
+
+| revision | step | words seen |
+| --- | ---: | ---: |
+{rows}
+"""

@@ -1,0 +1,152 @@
+"""Words as BabyLM counts them: words seen, the tracks' limits, checkpoints by words seen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minidml
+from minidml import Shape, TrainConfig
+from minidml.data import count_words, read_lines
+from minidml.demo.grammar import write_corpus
+from minidml.errors import MinidmlError
+from minidml.rundir import checkpoint_words, checkpoints, read_metrics
+from minidml.trainer import Callback
+from minidml.words import (
+    WordCount,
+    check_plan,
+    revision_name,
+    step_limit,
+    track_milestones,
+)
+
+from _helpers import assert_one_line_error, run_cli
+
+TINY = dict(students=(Shape(1, 32, 2),) * 2, context=32, batch_size=8, vocab_size=300,
+            log_every=10, eval_every=20, save_every=10, precision="fp32", compile="off")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("words") / "c.txt", 3000, seed=0)
+
+
+def test_the_tracks_checkpoint_where_the_rules_say():
+    small = track_milestones("strict-small")
+    assert small == (*range(1_000_000, 10_000_001, 1_000_000),
+                     *range(20_000_000, 100_000_001, 10_000_000))
+    strict = track_milestones("strict")
+    assert strict[:len(small)] == small and strict[-1] == 1_000_000_000 and len(strict) == 28
+    assert [revision_name(w) for w in (1_000_000, 20_000_000, 100_000_000)] == [
+        "chck_1M", "chck_20M", "chck_100M"]
+
+
+@given(words=st.integers(1, 10**9), tokens=st.integers(10**3, 10**9),
+       per_step=st.integers(1, 10**6), target=st.integers(1, 10**9))
+def test_a_checkpoint_is_the_first_step_that_reaches_its_words(words, tokens, per_step, target):
+    count = WordCount(words, tokens, per_step)
+    step = count.first_step(target)
+    assert count.per_model(step) >= target
+    assert step == 1 or count.per_model(step - 1) < target
+
+
+def test_words_are_whitespace_separated_words_counted_once(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_text("one two  three\n\n\tfour\nfive six seven eight\n", encoding="utf-8")
+    assert count_words([f], cache_dir=tmp_path / "cache") == 8
+    assert list((tmp_path / "cache").glob("words-*.json"))
+    assert count_words([f], cache_dir=tmp_path / "cache") == 8  # from the cache
+
+
+def test_the_cap_counts_every_model_unless_asked_per_model():
+    count = WordCount(8_000_000, 10_000_000, 10_000, models=4)  # 8,000 words a step each
+    total = step_limit("strict-small", "total", count)
+    per_model = step_limit("strict-small", "per-model", count)
+    assert count.total(total) <= 100_000_000 < count.total(total + 1)
+    assert per_model == 10_000  # 10 epochs of the corpus come first: 80M words each
+    kd = WordCount(8_000_000, 10_000_000, 10_000, models=1, teacher_words=60_000_000)
+    assert kd.total(step_limit("strict-small", "total", kd)) <= 100_000_000
+    cfg = TrainConfig(track="strict-small", steps=total + 1, students=(Shape(1, 32, 2),) * 4)
+    with pytest.raises(MinidmlError, match=r"--steps: .* over what the strict-small track "
+                                           r"allows .*--words-cap per-model"):
+        check_plan(cfg, count, total + 1, fixed=True)
+    assert check_plan(cfg, count, total + 1, fixed=False) == total  # a time budget: capped
+
+
+def test_a_run_keeps_checkpoints_at_its_words_and_resumes(corpus, tmp_path):
+    marks = (200, 500, 1000, 1900)
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, losses):
+            trainer.should_stop = trainer.step >= 15
+
+    settings = dict(TINY, steps=40, checkpoint_words=marks, keep_checkpoints=1)
+    minidml.train(corpus, tmp_path / "run", callbacks=[StopAt()], **settings)
+    run = minidml.train(corpus, tmp_path / "run", resume=True, **settings)
+    meta = json.loads((run.path / "config.json").read_text())["words"]
+    words = sum(len(line.split()) for line in read_lines([corpus]))
+    assert meta["corpus_words"] == words and meta["checkpoint_words"] == list(marks)
+    count = WordCount(words, meta["corpus_tokens"], 8 * 32, models=2)
+    kept = {int(c.name.split("-")[1]): checkpoint_words(c) for c in checkpoints(run.path)}
+    want = {count.first_step(w): revision_name(w) for w in marks}
+    for step, name in want.items():
+        assert kept[step]["revisions"] == [name]
+        assert kept[step]["words"] == count.per_model(step) >= int(name[5:].replace("k", "000"))
+    assert set(kept) == {*want, 40}  # the milestones, whatever --keep-checkpoints, and the end
+    assert kept[40]["words_total"] == 2 * count.per_model(40)
+    train = [r for r in read_metrics(run.path / "metrics.jsonl") if r["event"] == "train"]
+    assert [r["words"] for r in train] == [count.per_model(r["step"]) for r in train]
+
+
+def test_bad_track_input_is_one_line(corpus, tmp_path, capsys, monkeypatch):
+    base = ["train", str(corpus), "--students", "1", "--layers", "1", "--width", "32",
+            "--heads", "2", "--context", "32", "--batch-size", "8", "--vocab-size", "300"]
+    code, _, err = run_cli(*base, "--out", str(tmp_path / "a"), "--track", "strict-small",
+                           "--epochs", "11", capsys=capsys)
+    assert_one_line_error(code, err, "--epochs 11", "at most 10 epochs")
+    code, _, err = run_cli(*base, "--out", str(tmp_path / "b"), "--track", "tiny",
+                           capsys=capsys)
+    assert code != 0 and "--track" in err and "Traceback" not in err
+    code, _, err = run_cli(*base, "--out", str(tmp_path / "c"), "--steps", "5",
+                           "--checkpoint-words", "1M", capsys=capsys)
+    assert_one_line_error(code, err, "--checkpoint-words 1,000,000", "train longer")
+    monkeypatch.setitem(minidml.words.TRACK_WORDS, "strict-small", 1000)
+    code, _, err = run_cli(*base, "--out", str(tmp_path / "d"), "--track", "strict-small",
+                           capsys=capsys)
+    assert_one_line_error(code, err, str(corpus), "over the strict-small track's 1,000")
+    for name in "abcd":
+        assert not (tmp_path / name).exists()  # nothing half-made
+
+
+def test_revisions_export_as_the_rules_name_them_and_load(corpus, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    run = minidml.train(corpus, tmp_path / "run", **dict(TINY, steps=20,
+                                                         checkpoint_words=(200, 500)))
+    out = tmp_path / "revisions"
+    code, stdout, err = run_cli("export", str(run.path), str(out), "--revisions",
+                                capsys=capsys)
+    assert code == 0, err
+    index = json.loads((out / "revisions.json").read_text())
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["chck_200", "chck_500",
+                                                                    "main"]
+    assert index["revisions"]["main"]["step"] == 20
+    x = torch.randint(4, 300, (1, 12))
+    for name, record in index["revisions"].items():
+        model = transformers.AutoModelForCausalLM.from_pretrained(out / name).eval()
+        student = minidml.load(run.path, step=record["step"]).students[index["student"]]
+        with torch.no_grad():
+            torch.testing.assert_close(model(x).logits, student(x), rtol=1e-4, atol=1e-4)
+    assert "--revision" in (out / "README.md").read_text()
+    capsys.readouterr()  # what loading the models printed
+    code, _, err = run_cli("export", str(run.path), str(out), "--revisions", capsys=capsys)
+    assert_one_line_error(code, err, str(out), "--force")
+    plain = minidml.train(corpus, tmp_path / "plain", **dict(TINY, steps=10))
+    code, _, err = run_cli("export", str(plain.path), str(tmp_path / "x"), "--revisions",
+                           capsys=capsys)
+    assert_one_line_error(code, err, "--checkpoint-words")
+    assert not (tmp_path / "x").exists()
