@@ -330,12 +330,7 @@ def write_hf(student: Student, tokenizer: Tokenizer, out_dir: str | os.PathLike,
     safetensors_torch = _import("safetensors.torch")
     backend = hf_backend_tokenizer(tokenizer)
     tok_config, special = _tokenizer_configs(tokenizer, student.config.context)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as e:
-        raise MinidmlError(f"OUT_DIR {out}: cannot write beside it ({e.strerror}); choose "
-                           "another directory") from None
+    tmp = _temporary_beside(out)
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         _write_json(tmp / "config.json", hf_config(student.config))
@@ -357,6 +352,16 @@ def write_hf(student: Student, tokenizer: Tokenizer, out_dir: str | os.PathLike,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _temporary_beside(out: Path) -> Path:
+    """A new empty directory beside ``out``, to build it under a temporary name."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise MinidmlError(f"OUT_DIR {out}: cannot write beside it ({e.strerror}); choose "
+                           "another directory") from None
 
 
 def _umask() -> int:
@@ -431,12 +436,7 @@ def export_revisions(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         raise MinidmlError(f"{run_path}: no checkpoint at words seen to export as revisions; "
                            "train with --track or --checkpoint-words")
     _check_out_dir(out, force, run_path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as e:
-        raise MinidmlError(f"OUT_DIR {out}: cannot write beside it ({e.strerror}); choose "
-                           "another directory") from None
+    tmp = _temporary_beside(out)
     index_record: dict[str, Any] = {}
     try:
         os.chmod(tmp, 0o777 & ~_umask())
