@@ -145,7 +145,9 @@ def test_a_student_learns_from_the_teacher_alone(corpus, teacher, tmp_path):
                                  "step": 200, "n_params": teacher.students[0].config.n_params,
                                  "shape": {"n_layers": 2, "d_model": 96, "n_heads": 4,
                                            "mlp_ratio": 8 / 3},
-                                 "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}]
+                                 "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                                 "words_total": teacher.last_eval["words_total"]}]
+    assert meta["words"]["teachers"] == teacher.last_eval["words_total"] > 0
     assert run.tokenizer.sha256 == teacher.tokenizer.sha256  # the teacher's, by default
     records = [json.loads(line) for line in (run.path / "metrics.jsonl").open()]
     train = [r for r in records if r["event"] == "train"]
