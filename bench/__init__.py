@@ -10,17 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-FIRST = ("train_speed", "tokenize_speed")  # run these first, then the others by name
-
 
 def discover() -> list[str]:
-    """Names of the modules in this folder that follow the protocol above."""
-    here = Path(__file__).resolve().parent
-    found = []
-    for path in sorted(here.glob("*.py")):
-        if path.stem.startswith("_") or path.stem == "common":
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if re.search(r"^def run\(", text, re.M) and re.search(r"^def report\(", text, re.M):
-            found.append(path.stem)
-    return [n for n in FIRST if n in found] + [n for n in found if n not in FIRST]
+    """Names of the modules in this folder that follow the protocol above, sorted."""
+    return [p.stem for p in sorted(Path(__file__).resolve().parent.glob("*.py"))
+            if re.search(r"^def run\(.*^def report\(", p.read_text(encoding="utf-8"),
+                         re.M | re.S)]

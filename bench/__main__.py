@@ -16,21 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Run the minidml benchmarks; each writes bench/results/<name>.json.")
-    parser.add_argument("names", nargs="*", metavar="NAME",
+    parser.add_argument("names", nargs="*", metavar="NAME", choices=[[], *benchmarks],
                         help=f"benchmarks to run (default: all of {', '.join(benchmarks)})")
     common.add_common_options(parser)
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in benchmarks]
-    if unknown:
-        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from "
-                     f"{', '.join(benchmarks)}")
     failed = []
     t0 = time.perf_counter()
     for name in args.names or benchmarks:
         common.log(f"== {name}{' (quick)' if args.quick else ''}")
         try:
+            start = time.perf_counter()
             module = importlib.import_module(f"bench.{name}")
             result = module.run(args)
+            result["wall_seconds"] = round(time.perf_counter() - start, 1)
         except common.BenchError as e:
             common.log(f"{name}: {e}")
             failed.append(name)

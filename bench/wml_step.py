@@ -1,139 +1,63 @@
-"""Cost of learning ω: the exact hypergradient, and a whole WML step, against plain steps.
+"""The cost of learning ω, from three ``Trainer.train_step`` configurations of the same K
+students on the same random tokens, interleaved in rounds (per-step times,
+``Timer.blocked_autorange``):
 
-1. hypergradient: time of :func:`minidml.bilevel.hypergradient` (``exact``, and for context
-   ``first-order``, ``fd`` and the nested ``torch.func.grad`` reference) ÷ one plain inner
-   gradient step (forward + mutual loss + backward of all K students) on the same batch.
-   Target: exact ≤ 2.5×.
-2. overhead: a WML training step (``outer_every = 10``, averaged over whole 10-step cycles)
-   ÷ a step of K independent students (``mode = single``: forward, CE, backward, AdamW).
-   Target: ≤ 1.15×. Measured with the default held-out batch (as many sequences as a
-   training batch) and with ``outer_batch_size`` a quarter of it.
+* ``single`` (the baseline): mode ``single``, K independent students;
+* ``inner``: mode ``wml`` without ω steps (``outer_every`` beyond the run): the mutual loss;
+* ``outer``: mode ``wml`` with ``outer_every = 1``: every step also takes the ω step (the
+  exact hypergradient of the held-out loss through the unrolled inner step).
 
-All timings are medians over rounds that alternate the variants, in one process.
+The hypergradient costs ``outer − inner``; a WML step at the default ``outer_every = 10``
+costs ``inner + (outer − inner) / 10``. Targets: hypergradient ÷ inner step ≤ 2.5, and the
+WML step ÷ the independent students' step ≤ 1.15.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from typing import Any
 
-import numpy as np
-import torch
-
 from bench import common
-from minidml import Shape, Student, TrainConfig
-from minidml.bilevel import hypergradient, hypergradient_nested
-from minidml.data import Batches
-from minidml.losses import mutual_loss
-from minidml.rundir import student_configs
-from minidml.trainer import Trainer
 
 NAME = "wml_step"
-FULL = dict(k=4, vocab=8192, shape=(4, 128, 4), batch=16, context=128, rounds=5, cycles=2)
-QUICK = dict(k=3, vocab=512, shape=(2, 64, 2), batch=4, context=32, rounds=2, cycles=1)
-
-
-def setup(s: dict, device: torch.device, mode: str, outer_batch_size: int | None = None
-          ) -> Trainer:
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, s["vocab"], size=400_000, dtype=np.uint16)
-    batches = Batches(tokens, s["context"], s["batch"])
-    cfg = TrainConfig(students=(Shape(*s["shape"]),) * s["k"], mode=mode, context=s["context"],
-                      batch_size=s["batch"], steps=10_000, outer_every=10, device=str(device),
-                      outer_batch_size=outer_batch_size)
-    torch.manual_seed(0)
-    students = [Student(c) for c in student_configs(cfg, s["vocab"])]
-    return Trainer(cfg, students, batches)
+FULL = dict(k=4, vocab=8192, shape=(4, 128, 4), batch=16, context=128, rounds=4,
+            min_run_time=2.0, outer_every=10)
+QUICK = dict(k=3, vocab=512, shape=(2, 64, 2), batch=4, context=32, rounds=2,
+             min_run_time=0.0, outer_every=10)
+CONFIGS = {"single": dict(mode="single"), "inner": dict(mode="wml", outer_every=10**9),
+           "outer": dict(mode="wml", outer_every=1)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    t_start = time.perf_counter()
+    from minidml import Shape
+
     s = QUICK if args.quick else FULL
     device = common.resolve_device(args.device)
     result = common.envelope(NAME, device, args.quick)
-    scfg = student_configs(TrainConfig(students=(Shape(*s["shape"]),), context=s["context"]),
-                           s["vocab"])[0]
-    result["settings"] = {**s, "student_params": scfg.n_params, "outer_every": 10}
-    common.log(f"[{NAME}] K={s['k']} students of {scfg.n_params:,} params, "
-               f"batch {s['batch']}x{s['context']}")
-
-    # 1. hypergradient vs a plain inner gradient step -------------------------------------
-    trainer = setup(s, device, "wml")
-    students, omega = trainer.students, trainer.omega
-    x, y = (t.to(device) for t in trainer.batches.train(0))
-    xo, yo = (t.to(device) for t in trainer.batches.holdout(0))
-    kw = dict(lr=1e-3, alpha=0.5, temperature=1.0)
-
-    def inner() -> list[torch.Tensor]:
-        for st in students:
-            st.zero_grad(set_to_none=True)
-        logits = [st(x).flatten(0, 1) for st in students]
-        mutual_loss(logits, y.flatten(), omega, 0.5).total.backward()
-        return [z.detach() for z in logits]
-
-    logits = inner()
-    variants = {
-        "inner_step": inner,
-        "exact": lambda: hypergradient(students, omega, [x], xo, yo, variant="exact",
-                                       logits=[logits], **kw),
-        "first-order": lambda: hypergradient(students, omega, [x], xo, yo,
-                                             variant="first-order", **kw),
-        "fd": lambda: hypergradient(students, omega, [x], xo, yo, variant="fd",
-                                    logits=[logits], **kw),
-        "nested": lambda: hypergradient_nested(students, omega, x, y, xo, yo, **kw),
-    }
-    times: dict[str, list[float]] = {n: [] for n in variants}
-    for fn in variants.values():
-        fn()
-    for r in range(s["rounds"]):
-        names = list(variants)
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            wall, _ = common.timed(variants[name], device)
-            times[name].append(wall)
-        common.log(f"[{NAME}] hypergradient round {r}: "
-                   + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()))
-    med = {n: common.summary(t)["median"] for n, t in times.items()}
-    result["hypergradient_seconds"] = {n: common.summary(t) for n, t in times.items()}
-
-    # 2. a WML step vs K independent students -------------------------------------------
-    trainers = {"wml": setup(s, device, "wml"),
-                "wml_quarter_outer_batch": setup(s, device, "wml", max(1, s["batch"] // 4)),
-                "single": setup(s, device, "single")}
-    for t in trainers.values():
-        for _ in range(3):
-            t.train_step()
-        while t.step % 10:  # align so that every timed cycle holds exactly one outer step
-            t.train_step()
-    cycle: dict[str, list[float]] = {n: [] for n in trainers}
-    for r in range(s["rounds"]):
-        names = list(trainers)
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            wall, _ = common.timed(lambda t=trainers[name]: [t.train_step()
-                                                              for _ in range(10 * s["cycles"])],
-                                   device)
-            cycle[name].append(wall / (10 * s["cycles"]))
-        common.log(f"[{NAME}] step round {r}: "
-                   + ", ".join(f"{n} {c[-1]:.3f}s" for n, c in cycle.items()))
-    step = {n: common.summary(v)["median"] for n, v in cycle.items()}
-    result["step_seconds"] = {n: common.summary(v) for n, v in cycle.items()}
-    result["ratios"] = {
-        "exact_hypergradient_over_inner_step": med["exact"] / med["inner_step"],
-        "first_order_over_inner_step": med["first-order"] / med["inner_step"],
-        "fd_over_inner_step": med["fd"] / med["inner_step"],
-        "nested_over_inner_step": med["nested"] / med["inner_step"],
-        "wml_step_over_independent_step": step["wml"] / step["single"],
-        "wml_step_quarter_outer_batch_over_independent_step":
-            step["wml_quarter_outer_batch"] / step["single"],
-    }
-    r = result["ratios"]
-    result["targets"] = {
-        "exact_hypergradient": common.target(r["exact_hypergradient_over_inner_step"], 2.5,
-                                             True),
-        "wml_overhead": common.target(r["wml_step_over_independent_step"], 1.15, True),
-    }
-    common.finish(result, t_start)
+    shapes = [Shape(*s["shape"])] * s["k"]
+    trainers = {n: common.trainer(shapes, s["vocab"], s["context"], s["batch"], device,
+                                  compile="off", **c) for n, c in CONFIGS.items()}
+    for tr in trainers.values():
+        tr.train_step()
+    measured = common.interleave({n: tr.train_step for n, tr in trainers.items()},
+                                 s["rounds"], NAME, min_run_time=s["min_run_time"])
+    sec = {n: m.median for n, m in measured.items()}
+    hyper = sec["outer"] - sec["inner"]
+    wml = sec["inner"] + hyper / s["outer_every"]
+    r = {"hypergradient_over_inner_step": hyper / sec["inner"],
+         "wml_step_over_independent_step": wml / sec["single"],
+         "inner_step_over_independent_step": sec["inner"] / sec["single"]}
+    applies = not args.quick
+    result.update(
+        settings={**s, "student_params": trainers["single"].students[0].config.n_params,
+                  "precision": trainers["single"].precision_record["choice"]},
+        step_seconds={n: common.stats(m) for n, m in measured.items()},
+        hypergradient_seconds=hyper, wml_step_seconds=wml, ratios=r,
+        targets={"exact_hypergradient": common.target(r["hypergradient_over_inner_step"],
+                                                      2.5, True, applies),
+                 "wml_overhead": common.target(r["wml_step_over_independent_step"], 1.15,
+                                               True, applies)},
+        table=common.table(measured))
     return result
 
 
@@ -141,18 +65,8 @@ def report(result: dict[str, Any]) -> str:
     r = result["ratios"]
     return "\n".join([
         f"wml_step ({result['machine']['device']}{', QUICK' if result['quick'] else ''})",
-        f"  hypergradient / inner step: exact {r['exact_hypergradient_over_inner_step']:.2f} "
-        f"(target <= 2.5), first-order {r['first_order_over_inner_step']:.2f}, "
-        f"fd {r['fd_over_inner_step']:.2f}, nested torch.func {r['nested_over_inner_step']:.2f}",
-        f"  WML step (outer_every=10) / K independent steps: "
-        f"{r['wml_step_over_independent_step']:.3f} (target <= 1.15); with a held-out batch "
-        f"a quarter of the training batch: "
-        f"{r['wml_step_quarter_outer_batch_over_independent_step']:.3f}",
-    ])
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.standalone(NAME, __doc__, run, report, argv)
-
-if __name__ == "__main__":
-    sys.exit(main())
+        result["table"],
+        f"  hypergradient / inner step {r['hypergradient_over_inner_step']:.2f}; WML step "
+        f"(outer_every {result['settings']['outer_every']}) / K independent steps "
+        f"{r['wml_step_over_independent_step']:.3f}",
+        common.targets_line(result["targets"])])

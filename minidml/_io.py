@@ -39,7 +39,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", exclusive: bool = Fal
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                               dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # the mode open() would give, not mkstemp's 0600
         with os.fdopen(fd, mode) as f:
@@ -56,6 +57,27 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", exclusive: bool = Fal
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def remove_orphans(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_open` in ``directory`` whose writing
+    process is gone (killed before it could clean up); returns them."""
+    removed = []
+    for tmp in Path(directory).glob(".*-*.tmp"):
+        pid = tmp.name.rsplit("-", 1)[0].rsplit(".", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer is alive
+        except ProcessLookupError:
+            pass
+        except OSError:  # alive, someone else's
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -18,6 +18,7 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import io
 import itertools
 import json
 import lzma
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from queue import Empty, Full, Queue
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
@@ -71,32 +72,69 @@ def corpus_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def _open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
-    """(raw file, decompressed stream); the raw file's position measures progress."""
+class _Hashing(io.RawIOBase):
+    """A file read through this adds every byte it hands out to ``digest``, in order; its
+    ``tell`` counts them (what progress measures)."""
+
+    def __init__(self, raw: IO[bytes], digest: Any):
+        self.raw, self.digest, self.count = raw, digest, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+            self.count += n
+        return n
+
+    def tell(self) -> int:
+        return self.count
+
+    def drain(self) -> None:
+        """Read (and hash) what the decoder left of the file."""
+        buffer = bytearray(1 << 20)
+        while self.readinto(buffer):
+            pass
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _open_binary(path: Path) -> tuple[_Hashing, IO[bytes]]:
+    """(the raw file, hashing what is read of it; the decompressed stream)."""
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as e:
         raise MinidmlError(f"{path}: cannot read ({e.strerror})") from None
     head = raw.read(10)
     raw.seek(0)
+    hashed = _Hashing(raw, hashlib.sha256())
+    buffered = io.BufferedReader(hashed, 1 << 16)
     for magic, opener in _MAGIC.items():
         if head.startswith(magic):
-            return raw, opener(raw)
-    return raw, raw
+            return hashed, opener(buffered)
+    return hashed, buffered
 
 
 def read_lines(files: Sequence[Path], encoding_errors: str = "strict",
-               progress: tqdm | None = None) -> Iterator[str]:
+               progress: tqdm | None = None, digests: list[bytes] | None = None
+               ) -> Iterator[str]:
     """Text lines (without their line ending) of every file in turn.
 
     A NUL byte marks a binary file; undecodable UTF-8 is an error naming the byte offset
-    unless ``encoding_errors`` is ``"replace"`` or ``"ignore"``.
+    unless ``encoding_errors`` is ``"replace"`` or ``"ignore"``. ``digests`` receives the
+    sha256 of each file's bytes as they were read, once the file is done (what
+    :func:`file_digests` gives for a file that did not change meanwhile).
     """
     if encoding_errors not in ("strict", "replace", "ignore"):
         raise MinidmlError(f"--encoding-errors {encoding_errors!r}: choose strict, replace "
                            "or ignore")
     for path in files:
         raw, stream = _open_binary(path)
+        size = os.fstat(raw.raw.fileno()).st_size
         offset = 0
         last = 0
         try:
@@ -117,22 +155,41 @@ def read_lines(files: Sequence[Path], encoding_errors: str = "strict",
                     progress.update(pos - last)
                     last = pos
                 yield text.rstrip("\n").removesuffix("\r")
+            if digests is not None:
+                raw.drain()
+                digests.append(raw.digest.digest())
         except (OSError, EOFError, lzma.LZMAError) as e:
+            try:
+                changed = os.stat(path).st_size != size
+            except OSError:  # gone meanwhile
+                changed = True
+            if changed:
+                raise MinidmlError(f"{path}: changed while it was being read; nothing was "
+                                   "cached; run again once the corpus stays as it is") from None
             raise MinidmlError(f"{path}: damaged or truncated compressed file ({e})") from None
         finally:
             stream.close()
             raw.close()
 
 
-def fingerprint(files: Sequence[Path]) -> str:
-    """sha256 over the raw bytes of ``files`` in order (names and times do not matter)."""
-    total = hashlib.sha256()
+def file_digests(files: Sequence[Path]) -> list[bytes]:
+    """The sha256 of each file's raw bytes."""
+    out = []
     for path in files:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
-        total.update(h.digest())
+        out.append(h.digest())
+    return out
+
+
+def fingerprint(files: Sequence[Path], digests: Sequence[bytes] | None = None) -> str:
+    """sha256 over the raw bytes of ``files`` in order (names and times do not matter), from
+    their ``digests`` if given (:func:`file_digests`)."""
+    total = hashlib.sha256()
+    for d in digests if digests is not None else file_digests(files):
+        total.update(d)
     return total.hexdigest()
 
 
@@ -256,9 +313,10 @@ def tokenize_corpus(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dtype = token_dtype(tokenizer.vocab_size)
     split = "" if rule == "line" else f"|{rule}:{speaker_tags}:{SPLITTER_VERSION}"
+    expected = file_digests(files)
     key = hashlib.sha256(
-        f"{FORMAT_VERSION}|{tokenizer.sha256}|{encoding_errors}|{fingerprint(files)}{split}"
-        .encode()).hexdigest()[:32]
+        f"{FORMAT_VERSION}|{tokenizer.sha256}|{encoding_errors}|{fingerprint(files, expected)}"
+        f"{split}".encode()).hexdigest()[:32]
     path = cache / f"tokens-{key}.{dtype.name}"
     if not path.exists():
         try:
@@ -266,13 +324,21 @@ def tokenize_corpus(
         except OSError as e:
             raise MinidmlError(f"{cache}: cannot create the token cache ({e.strerror}); "
                                "set MINIDML_CACHE_DIR to a writable directory") from None
+        _io.remove_orphans(cache)  # what killed tokenisations left behind
         total = sum(f.stat().st_size for f in files)
+        read: list[bytes] = []  # each file's digest as tokenising read it
         with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
                   disable=not progress, leave=False) as bar, _io.atomic_open(path) as out:
-            chunks = _chunks(documents(read_lines(files, encoding_errors, bar), rule,
+            chunks = _chunks(documents(read_lines(files, encoding_errors, bar, read), rule,
                                        speaker_tags), CHUNK_BYTES)
             for chunk in prefetch(chunks):
                 out.write(_token_bytes(tokenizer.encode_batch(chunk, bos=True, eos=True), dtype))
+            # the key must name what was read: a file that changed meanwhile caches nothing
+            changed = next((f for f, a, b in zip(files, expected, read, strict=False)
+                            if a != b), files[len(read)] if len(read) < len(files) else None)
+            if changed is not None:
+                raise MinidmlError(f"{changed}: changed while it was being read; nothing was "
+                                   "cached; run again once the corpus stays as it is")
     if path.stat().st_size == 0:
         with contextlib.suppress(OSError):
             path.unlink()

@@ -4,6 +4,7 @@ tokenizer, the token file, the batches and the students, and hands them to the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from .decisions import decide
 from .distributed import Comm, session
 from .documents import documents
 from .errors import MinidmlError
+from .lock import hold
 from .model import Student
 from .rundir import (
     Run,
@@ -76,11 +78,13 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
         tokenizer = Tokenizer.load(tokenizer)
     files = corpus_files(paths)
     check_trackers(cfg.log_to)  # before anything is written
-    with session(cfg.device) as comm:  # a world of one unless launched by torchrun
+    # a world of one unless launched by torchrun; rank 0 holds the run directory throughout
+    with session(cfg.device) as comm, contextlib.ExitStack() as held:
 
         def start() -> tuple[Path, bool, bool]:
             out_dir = Path(out) if out is not None else default_run_dir(paths)
             again = resume and stopped_before_start(out_dir)  # nothing to resume yet
+            held.enter_context(hold(out_dir))  # one writer: see minidml.lock
             prepare_run_dir(out_dir, resume and not again, force or again,
                              keep=[*files, *cfg.teachers])
             return out_dir, resume and not again, force or again

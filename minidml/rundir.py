@@ -34,6 +34,7 @@ from ._version import __version__
 from .config import TrainConfig
 from .data import Batches
 from .errors import MinidmlError
+from .lock import LOCK_NAME
 from .model import Student, StudentConfig
 from .runtime import resolve_device
 from .tokenizer import Tokenizer
@@ -332,7 +333,8 @@ def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) 
     corpus, a teacher)."""
     if out.exists() and not out.is_dir():
         raise MinidmlError(f"--out {out}: exists and is not a directory; choose another path")
-    if out.exists() and any(out.iterdir()):
+    content = [p for p in out.iterdir() if p.name != LOCK_NAME] if out.exists() else []
+    if content:
         inside = [k for k in keep if Path(k).resolve().is_relative_to(out.resolve())]
         if inside:
             raise MinidmlError(f"--out {out}: holds {inside[0]}, which this run reads; choose "
@@ -340,7 +342,11 @@ def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) 
         if not force:
             raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it "
                                "or --force to overwrite it")
-        shutil.rmtree(out)
+        for p in content:  # the lock this process holds stays
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

@@ -352,6 +352,53 @@ def test_failed_tokenization_leaves_no_cache_file(tok, tmp_path, monkeypatch):
     assert tokenize_corpus(files, tok, cache_dir=cache).tolist() == reference_tokens(tok, files)
 
 
+@pytest.mark.parametrize("kind", ["txt", "xz"])
+def test_a_corpus_changed_while_read_caches_nothing(tok, tmp_path, monkeypatch, kind):
+    """The cache key must name what was read: a file truncated mid-read (and restored
+    afterwards, its time kept) is one line, nothing is cached, and the next run reads the
+    whole file."""
+    rng = random.Random(1)  # text that compresses no better than ~3x: xz reads it in pieces
+    text = "\n".join(" ".join("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=5))
+                                for _ in range(8)) for _ in range(20_000)).encode()
+    path = write(tmp_path / f"big.{kind}", text, "xz" if kind == "xz" else "plain")
+    whole, stat = path.read_bytes(), path.stat()
+    monkeypatch.setattr(data, "CHUNK_BYTES", 2048)
+    calls = []
+    encode = tok.encode_batch
+
+    def truncating(*args, **kwargs):
+        if not calls:  # the first chunk is being encoded: cut the file short under the reader
+            with open(path, "r+b") as f:
+                f.truncate(len(whole) // 3)
+        calls.append(1)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(tok, "encode_batch", truncating)
+    with pytest.raises(MinidmlError, match=rf"^{re.escape(str(path))}: changed while it was "
+                                           "being read; nothing was cached"):
+        tokenize_corpus([path], tok, cache_dir=tmp_path / "cache")
+    assert cache_files(tmp_path / "cache") == []
+    path.write_bytes(whole)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setattr(tok, "encode_batch", encode)
+    tokens = tokenize_corpus([path], tok, cache_dir=tmp_path / "cache")
+    assert tokens.tolist() == reference_tokens(tok, [path])
+
+
+def test_temporary_files_of_dead_writers_are_removed(tok, tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    orphan = write(cache / f".tokens-abc.uint16.{dead}-x1y2.tmp", b"half")
+    alive = write(cache / f".tokens-def.uint16.{os.getppid()}-z3.tmp", b"busy")
+    tokenize_corpus(corpus(tmp_path), tok, cache_dir=cache)
+    assert not orphan.exists() and alive.exists()
+
+
 def test_unwritable_cache_dir_is_an_error(tok, tmp_path):
     files = corpus(tmp_path)
     blocker = write(tmp_path / "a-file", b"")

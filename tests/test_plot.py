@@ -66,4 +66,26 @@ def test_evaluated_checkpoints_get_a_learning_curve(tiny_run, tmp_path, capsys):
     main(["plot", str(run), "--out", str(tmp_path / "pics"), "--format", "svg"])
     names = sorted(p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split())
     assert "curve.svg" in names
-    assert "suite scores of checkpoints" in svg_text(tmp_path / "pics" / "curve.svg")
+    text = svg_text(tmp_path / "pics" / "curve.svg")
+    assert "suite scores of checkpoints" in text and "words seen (each model)" in text
+
+
+def test_the_curve_of_a_fast_set_stands_beside_the_official_baseline(tiny_run, tmp_path,
+                                                                      capsys):
+    """A suite with a published baseline gets its final score as a line."""
+    import json
+    import shutil
+
+    from minidml.evaluation.baselines import official_baseline
+
+    assert official_baseline("blimp-fast") == official_baseline("blimp") == 0.6508
+    assert official_baseline("agreement") is None
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    doc = {"groups": {"student-0": {"blimp-fast": {"suite": "blimp-fast", "score": 0.55,
+                                                  "score_stderr": 0.01}}}}
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / f"results-step{tiny_run.step}-2026.json").write_text(json.dumps(doc))
+    main(["plot", str(run), "--out", str(tmp_path / "pics"), "--format", "svg"])
+    capsys.readouterr()
+    assert "blimp: official baseline, final" in svg_text(tmp_path / "pics" / "curve.svg")

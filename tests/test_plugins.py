@@ -187,6 +187,23 @@ def test_suites_needed_later_are_checked_before_any_work(tmp_path):
         require_suites([], empty, option="--suites")
 
 
+def test_named_groups_take_the_suites_whose_data_is_here(tmp_path):
+    data = os.environ.get("MINIDML_DATA_DIR")
+    if not data:
+        pytest.skip("needs the shared data (MINIDML_DATA_DIR)")
+    fast = require_suites(["babylm-fast"], data)
+    assert fast and all(n.endswith("-fast") for n in fast) and "blimp-fast" in fast
+    assert set(fast) == {n for n, s in suites().items()
+                         if n.endswith("-fast") and s.data_present(Path(data))}
+    full = require_suites(["babylm-2026"], data)
+    assert {"blimp", "blimp-supplement", "ewok", "entity-tracking", "reading"} <= set(full)
+    assert not any(n.endswith("-fast") for n in full)
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    with pytest.raises(MinidmlError, match="--suite babylm-fast: none of its suites"):
+        require_suites(["babylm-fast"], empty)
+
+
 def test_eval_without_any_run_says_how_to_train_one(tmp_path):
     run = cli("eval", "--suite", "agreement", cwd=tmp_path)
     assert run.returncode == 1

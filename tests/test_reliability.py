@@ -348,3 +348,54 @@ def test_sigterm_and_ctrl_c_checkpoint_say_how_to_resume_and_resume(grammar_corp
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert minidml.load(out).step == 400
+
+
+def test_one_writer_per_run_directory(grammar_corpus, tmp_path):
+    """A second train, --resume or --force on a directory another process trains in is one
+    line naming that process; after a kill -9 the lock is gone and the next writer takes it."""
+    from minidml.lock import LOCK_NAME, holder
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "minidml", "train", str(grammar_corpus), "--out", str(out),
+            "--students", "1", "--layers", "1", "--width", "32", "--heads", "2",
+            "--context", "32", "--batch-size", "4", "--vocab-size", "400", "--steps", "2000",
+            "--save-every", "5", "--log-every", "1", "--eval-every", "10000", "--quiet"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoints(out):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.1)
+        assert holder(out) == first.pid
+        config = (out / "config.json").read_text()
+        for extra in (["--seed", "1", "--steps", "10"], ["--resume"], ["--force"]):
+            second = subprocess.run([*args, *extra], capture_output=True, text=True,
+                                    timeout=120)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode != 0 and len(lines) == 1, second.stderr
+            assert f"pid {first.pid}" in lines[0] and str(out) in lines[0], lines[0]
+        assert (out / "config.json").read_text() == config  # untouched
+        assert first.poll() is None  # and the first goes on
+    finally:
+        first.kill()
+        first.wait()
+    assert holder(out) is None and (out / LOCK_NAME).exists()  # the kernel let go
+    args[args.index("--steps") + 1] = "3"
+    again = subprocess.run([*args, "--force"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr  # the next writer simply takes it
+    assert minidml.load(out).step == 3
+
+
+def test_a_refused_run_leaves_no_lock_behind(grammar_corpus, tmp_path):
+    from minidml.lock import LOCK_NAME
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(MinidmlError, match="already exists"):
+        minidml.train(grammar_corpus, taken, TrainConfig(**KILL_CFG))
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(MinidmlError):
+        minidml.train(grammar_corpus, tmp_path / "new", TrainConfig(**KILL_CFG), resume=True)
+    assert not (tmp_path / "new").exists() or not (tmp_path / "new" / LOCK_NAME).exists()

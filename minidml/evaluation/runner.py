@@ -308,6 +308,16 @@ def require_suites(requested: Sequence[str], data_dir: str | os.PathLike | None 
     return names
 
 
+# named sets of suites (besides ``all``): each takes the registered suites it names whose
+# data is present
+ZERO_SHOT_2026 = ("blimp", "blimp-supplement", "ewok", "entity-tracking", "wug-adj",
+                  "wug-past", "comps", "reading")
+GROUPS = {
+    "babylm-fast": lambda name: name.endswith("-fast"),  # the 2026 fast sets, for checkpoints
+    "babylm-2026": lambda name: name in ZERO_SHOT_2026,  # the 2026 zero-shot tasks, full
+}
+
+
 def _registered(available: Mapping[str, SuiteSpec] | None) -> Mapping[str, SuiteSpec]:
     """``available``, or by default the suites the plugins register."""
     return available if available is not None else suites()
@@ -320,9 +330,13 @@ def _expand(requested: Sequence[str], available: Mapping[str, SuiteSpec], root: 
                            f"{option} all")
     names: list[str] = []
     for name in requested:
-        if name == "all":
-            names += [n for n, s in available.items()
-                      if s.data_present(root) and s.supports(protocol)]
+        if name == "all" or name in GROUPS:
+            chosen = [n for n, s in available.items() if s.data_present(root)
+                      and s.supports(protocol) and (name == "all" or GROUPS[name](n))]
+            if not chosen:
+                raise MinidmlError(f"{option} {name}: none of its suites has its data in "
+                                   f"{root}; pass --data-dir or run `minidml data fetch`")
+            names += chosen
         elif name in available:
             if not available[name].supports(protocol):
                 raise MinidmlError(

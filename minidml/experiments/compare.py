@@ -53,6 +53,7 @@ from ..errors import MinidmlError
 from ..evaluation.runner import evaluate, require_suites
 from ..evaluation.scoring import ENSEMBLE, student_label
 from ..launch import LEGACY, corpus_documents, make_batches, train
+from ..lock import hold
 from ..model import Shape, StudentConfig
 from ..rundir import load, new_out_dir, read_metrics
 from ..runtime import resolve_device
@@ -106,47 +107,48 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         require_suites(config.suites, data_dir, option="--suites")))
     check_trackers(config.train.log_to)
     settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
-    _prepare(out, settings, resume, force, keep=files)
-    base = config.train
-    try:
-        tokenizer = _tokenizer(out, files, base, say)
-        shapes, teacher = _searched_shapes(out, config, tokenizer.vocab_size)
-        say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
-            + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
-        tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress,
-                                 base.documents, base.speaker_tags)
-        if config.eval_points is not None:  # validation curves with the same points per arm
-            steps = steps_for(base, make_batches(tokens, base))
-            base = base.replace(eval_every=max(1, steps // config.eval_points))
-    except BaseException:
-        if not resume:  # nothing was trained yet: leave nothing half-made behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    arms: list[dict[str, Any]] = []
-    for s in range(config.seeds):
-        seed = base.seed + s
-        for name, arm, changes in config.arm_specs():
-            arm_dir = out / f"seed-{s}" / arm_dir_name(name)
-            summary = _read_summary(arm_dir)
-            if summary is None:
-                summary = _run_arm(name, arm, changes, arm_dir, files,
-                                   out / "tokenizer.model", config, base.replace(seed=seed),
-                                   [c.shape for c in shapes], teacher.shape, resume, progress,
-                                   data_dir, cache_dir, say)
-            else:
-                say(f"[seed {s}] {name}: finished earlier, reused")
-            arms.append(summary)
-    report = build_report(config, settings, tokenizer, shapes, teacher, arms,
-                     unigram_entropy(tokens), out)
-    report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
-                        **settings["corpus"]}
-    report["paired"] = paired.seed_differences(report)
-    report["paired_examples"] = paired.example_differences(report, out, config.suites)
-    _io.write_json(out / "report.json", report)
-    with _io.atomic_open(out / "report.md", "w") as f:
-        f.write(format_report(report))
-    say(f"report: {out / 'report.md'}")
-    return report
+    with hold(out):  # one writer per comparison (see minidml.lock)
+        _prepare(out, settings, resume, force, keep=files)
+        base = config.train
+        try:
+            tokenizer = _tokenizer(out, files, base, say)
+            shapes, teacher = _searched_shapes(out, config, tokenizer.vocab_size)
+            say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
+                + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
+            tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress,
+                                     base.documents, base.speaker_tags)
+            if config.eval_points is not None:  # validation curves with the same points per arm
+                steps = steps_for(base, make_batches(tokens, base))
+                base = base.replace(eval_every=max(1, steps // config.eval_points))
+        except BaseException:
+            if not resume:  # nothing was trained yet: leave nothing half-made behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        arms: list[dict[str, Any]] = []
+        for s in range(config.seeds):
+            seed = base.seed + s
+            for name, arm, changes in config.arm_specs():
+                arm_dir = out / f"seed-{s}" / arm_dir_name(name)
+                summary = _read_summary(arm_dir)
+                if summary is None:
+                    summary = _run_arm(name, arm, changes, arm_dir, files,
+                                       out / "tokenizer.model", config, base.replace(seed=seed),
+                                       [c.shape for c in shapes], teacher.shape, resume, progress,
+                                       data_dir, cache_dir, say)
+                else:
+                    say(f"[seed {s}] {name}: finished earlier, reused")
+                arms.append(summary)
+        report = build_report(config, settings, tokenizer, shapes, teacher, arms,
+                         unigram_entropy(tokens), out)
+        report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
+                            **settings["corpus"]}
+        report["paired"] = paired.seed_differences(report)
+        report["paired_examples"] = paired.example_differences(report, out, config.suites)
+        _io.write_json(out / "report.json", report)
+        with _io.atomic_open(out / "report.md", "w") as f:
+            f.write(format_report(report))
+        say(f"report: {out / 'report.md'}")
+        return report
 
 
 def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,

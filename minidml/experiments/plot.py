@@ -2,7 +2,8 @@
 
 For a run directory: training and validation loss per student (and the ensemble's), ω over
 time when it was learned, and a learning curve (suite scores and validation loss against
-training minutes) once checkpoints were evaluated with ``minidml eval --step``. For a
+words seen, on a log axis, each suite beside the official 2026 baseline's final score)
+once checkpoints were evaluated with ``minidml eval --step``. For a
 comparison directory (``minidml compare``): each arm's validation loss (every seed), the
 suite scores of every arm's champion as bars with standard errors, ω over time for every arm
 that learns it (wml and its variants, every seed), and with ``--vary`` arms how much each
@@ -22,7 +23,9 @@ from typing import Any
 
 from .. import _io
 from ..errors import MinidmlError
+from ..evaluation.baselines import official_baseline
 from ..rundir import read_metrics
+from ..words import WordCount
 from .paired import t_critical
 from .report import champion_and_ensemble_rows, report_columns
 
@@ -115,18 +118,24 @@ def checkpoint_scores(run_dir: str | os.PathLike) -> dict[int, dict[str, Any]]:
 
 
 def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
-    """Suite scores of evaluated checkpoints and validation loss against training time."""
+    """Suite scores of evaluated checkpoints and validation loss against words seen (log
+    axis), each suite beside the official 2026 baseline's final score; against training
+    minutes for a run that did not count its words."""
     scores = checkpoint_scores(run_dir)
     if not scores:
         return None
     trains = [r for r in records if r.get("event") == "train" and "train_seconds" in r]
-    if not trains:  # no timings to draw against (metrics from before they were logged)
+    count = _word_count(run_dir)
+    if count is None and not trains:  # nothing to draw against (metrics from before)
         return None
 
-    def minutes(step: int) -> float:
+    def x_of(step: int) -> float:
+        if count is not None:
+            return count.per_model(step)
         before = [r for r in trains if r["step"] <= step] or trains[:1]
         return before[-1]["train_seconds"] / 60
 
+    xlabel = "words seen (each model)" if count is not None else "training minutes"
     fig = _figure(9.0, 4.0)
     left, right = fig.subplots(1, 2)
     series: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
@@ -137,23 +146,42 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
                 g = groups.get(suite) or next(v for v in groups.values()
                                               if v.get("suite") == suite)
                 series.setdefault((suite, label), []).append(
-                    (minutes(step), 100 * g["score"], 100 * g.get("score_stderr", 0.0)))
+                    (x_of(step), 100 * g["score"], 100 * g.get("score_stderr", 0.0)))
+    drawn: set[str] = set()
     for (suite, label), pts in sorted(series.items()):
-        x, y, err = zip(*pts, strict=True)
-        left.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=f"{suite} ({label})")
+        x, y, err = zip(*sorted(pts), strict=True)
+        line = left.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3,
+                             label=f"{suite} ({label})")
+        base = official_baseline(suite)
+        if base is not None and suite not in drawn:
+            drawn.add(suite)
+            left.axhline(100 * base, color=line[0].get_color(), lw=1.0, ls="--",
+                         label=f"{suite.removesuffix('-fast')}: official baseline, final")
     left.axhline(50, color="k", lw=0.8, ls=":")
-    left.set(title="suite scores of checkpoints", xlabel="training minutes",
-             ylabel="accuracy (%)")
-    left.legend(fontsize=7)
+    left.set(title="suite scores of checkpoints", xlabel=xlabel, ylabel="score (%, or 100·ρ)")
+    left.legend(fontsize=6)
     steps, val = _series(records, "eval", "val_loss")
     for i in range(len(val[0]) if val else 0):
-        right.plot([minutes(s) for s in steps], [v[i] for v in val], label=f"student {i}")
-    right.set(title="validation loss", xlabel="training minutes", ylabel="nats / token")
+        right.plot([x_of(s) for s in steps], [v[i] for v in val], label=f"student {i}")
+    right.set(title="validation loss", xlabel=xlabel, ylabel="nats / token")
     for ax in (left, right):
         ax.grid(alpha=0.3)
+        if count is not None:
+            ax.set_xscale("log")
     right.legend(fontsize=8)
     fig.suptitle(run_dir.name)
     return fig
+
+
+def _word_count(run_dir: Path) -> WordCount | None:
+    """How the run's steps turn into words seen (None: it did not count words)."""
+    try:
+        meta = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        words, cfg = meta["words"], meta["config"]
+        return WordCount(int(words["corpus_words"]), int(words["corpus_tokens"]),
+                         int(cfg["batch_size"]) * int(cfg["context"]) * int(cfg["grad_accum"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _omega_figure(records: list[dict[str, Any]], title: str):

@@ -1,0 +1,91 @@
+"""One writer per run directory.
+
+``minidml train`` (a new run, ``--resume`` or ``--force``) and ``minidml compare`` hold their
+directory for as long as they run: an exclusive ``flock`` on the file ``.lock`` inside it,
+which holds the writer's process id. The kernel releases the lock when the process ends,
+however it ends (``kill -9`` included), so a lock is never stale: a second writer is refused
+with one line naming the holder's process id, and once the holder is gone the next one
+simply takes it. Readers (``eval``, ``generate``, ``export``, ``load``) never take it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import MinidmlError
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def hold(directory: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
+    """Hold ``directory`` (created if missing) for this process's writing; a directory that
+    another process holds is a :class:`MinidmlError` naming it and the holder. What this
+    made (its lock file, and the directory if it is empty) is removed again if the body
+    fails."""
+    out = Path(directory)
+    created_dir = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / LOCK_NAME
+        created_lock = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except NotADirectoryError:
+        raise MinidmlError(f"{option} {out}: exists and is not a directory; choose another "
+                           "path") from None
+    except OSError as e:
+        raise MinidmlError(f"{option} {out}: not writable ({e.strerror}); choose another "
+                           "directory") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise MinidmlError(f"{option} {out}: in use by another minidml process (pid "
+                               f"{holder}); wait for it to finish or stop it, or choose "
+                               "another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield out
+        except BaseException:
+            _tidy(out, created_dir, created_lock)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _tidy(out: Path, created_dir: bool, created_lock: bool) -> None:
+    """Remove the lock file this process made, and the directory if it made that too and
+    nothing else is in it."""
+    with contextlib.suppress(OSError):
+        if created_lock:
+            (out / LOCK_NAME).unlink(missing_ok=True)
+        if created_dir and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def holder(directory: str | os.PathLike) -> int | None:
+    """The process id holding ``directory``, or None when no process does."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
