@@ -41,6 +41,14 @@ def launch(corpus: Path, out: Path, env: dict) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def tiny_train(corpus: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """The command line of a one-student run small enough to start in seconds."""
+    return [sys.executable, "-m", "minidml", "train", str(corpus), "--out", str(out),
+            "--students", "1", "--layers", "1", "--width", "32", "--heads", "2",
+            "--context", "32", "--batch-size", "4", "--vocab-size", "400", "--steps",
+            str(steps), "--log-every", "1", "--eval-every", "10000", "--quiet", *extra]
+
+
 def final_state(run_dir: Path) -> dict:
     last = checkpoints(run_dir)[-1]
     return {p.name: torch.load(p, weights_only=True) for p in sorted(last.glob("*.pt"))}
@@ -328,10 +336,7 @@ def test_sigterm_and_ctrl_c_checkpoint_say_how_to_resume_and_resume(grammar_corp
     """SIGTERM is taken as Ctrl-C is: the step in hand is checkpointed, one line says how to
     go on, and --resume continues from exactly there."""
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "minidml", "train", str(grammar_corpus), "--out", str(out),
-            "--students", "1", "--layers", "1", "--width", "32", "--heads", "2",
-            "--context", "32", "--batch-size", "4", "--vocab-size", "400", "--steps", "400",
-            "--log-every", "1", "--save-every", "10000", "--eval-every", "10000", "--quiet"]
+    args = tiny_train(grammar_corpus, out, 400, "--save-every", "10000")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
     while not (metrics.exists() and metrics.read_text().count('"event": "train"') >= 3):
@@ -356,10 +361,7 @@ def test_one_writer_per_run_directory(grammar_corpus, tmp_path):
     from minidml.lock import LOCK_NAME, holder
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "minidml", "train", str(grammar_corpus), "--out", str(out),
-            "--students", "1", "--layers", "1", "--width", "32", "--heads", "2",
-            "--context", "32", "--batch-size", "4", "--vocab-size", "400", "--steps", "2000",
-            "--save-every", "5", "--log-every", "1", "--eval-every", "10000", "--quiet"]
+    args = tiny_train(grammar_corpus, out, 2000, "--save-every", "5")
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
