@@ -79,7 +79,7 @@ def decide(config: TrainConfig, students: Sequence[StudentConfig], batches: Batc
     if compiled is None:
         tokens = config.batch_size * config.context * config.grad_accum * total_steps
         choice, line = decide_compile(config.compile, device, flops_per_token * tokens,
-                                      precision)
+                                      config.max_time)
         compiled = {"requested": config.compile, "choice": choice, "line": line}
     return Decisions(device, dict(precision), dict(compiled), int(total_steps), tuple(warnings),
                      max_steps)

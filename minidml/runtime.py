@@ -6,24 +6,27 @@ whether the students' trunks are compiled.
 
 **Precision.** Which precision a run trains in: bf16 autocast only where it is measurably faster.
 
-``precision="auto"`` (the default) times a bfloat16 and a float32 matmul at the run's own
-shapes on the run's device when the run starts (milliseconds, under a second where bf16 is
-slow): the widest student's projection, [128, d] × [d, 4d], and the head, [128, d] ×
-[d, min(V, 8192)]. bf16 autocast is used only if it is faster at both, by :data:`BF16_MARGIN`.
-CPUs without
-bf16 matrix units (no AVX512-BF16 or AMX) run bf16 matmuls about 100× slower than float32,
-so there ``auto`` is float32; GPUs with tensor cores pick bf16. An explicit ``"bf16"`` that
-measures slower still runs, with one warning line giving the ratio; ``"bf16"`` on a device
-with no bf16 support at all is an error. The choice and the timings are recorded in the
-run's ``config.json`` and kept on resume, so a resumed run computes exactly as it started.
+``precision="auto"`` (the default) decides by capabilities first, so that the same command
+decides alike on a busy machine: a CPU whose kernel reports no bf16 matrix units (no AMX-
+BF16 or AVX512-BF16; such CPUs run bf16 matmuls about 100× slower) trains in float32, and a
+CUDA device that supports bf16 trains in bf16, neither timing anything. Elsewhere (a CPU
+with those units, MPS, a kernel that does not say) it times a bfloat16 and a float32 matmul
+at the run's own shapes (the widest student's projection, [128, d] × [d, 4d], and the head,
+[128, d] × [d, min(V, 8192)]) and takes bf16 only if it is faster at both by
+:data:`BF16_MARGIN`, a margin wider than load makes timings wander. The reason is recorded.
+An explicit ``"bf16"`` that measures slower still runs, with one warning line giving the
+ratio; ``"bf16"`` on a device with no bf16 support at all is an error. The choice and the
+timings are recorded in the run's ``config.json`` and kept on resume, so a resumed run
+computes exactly as it started.
 
 **Compiling.** Whether a run compiles its students' trunks with ``torch.compile`` (inductor).
 
 ``compile="auto"`` (the default) compiles when inductor can work on the device — a C++
 compiler on the CPU, Triton on CUDA — and the run is long enough to repay the compile time:
-its estimated eager duration (training FLOPs at half the fp32 matmul rate measured for
-``--precision``) is at least :data:`AUTO_MIN_SECONDS`. Otherwise it trains eagerly and says
-why in one line. ``"on"`` compiles whenever inductor can work and is an error where it
+its time budget, or its training FLOPs at the device type's nominal eager rate
+(:data:`NOMINAL_EAGER_FLOPS`), is at least :data:`AUTO_MIN_SECONDS`. Nothing is timed, so
+the same command decides alike on an idle and a busy machine. Otherwise it trains eagerly
+and says why in one line. ``"on"`` compiles whenever inductor can work and is an error where it
 cannot; ``"off"`` never compiles.
 
 Only the trunk (embedding, blocks, final norm) is compiled, as a separate callable the
@@ -71,7 +74,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- precision
-BF16_MARGIN = 1.1  # bf16 must be at least this much faster to be chosen
+BF16_MARGIN = 1.5  # where timed: bf16 must be this much faster, beyond what load can fake
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names of bf16 matrix units
 _ROWS = 128  # rows of the timed matmuls: where bf16 is slow, under a second
 _MAX_COLUMNS = 8192
 
@@ -81,6 +85,20 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type in ("cpu", "mps")
+
+
+def cpu_bf16_units() -> bool | None:
+    """Whether this CPU has bf16 matrix units (AMX-BF16 or AVX512-BF16), from the kernel's
+    CPU flags; None where the kernel does not say (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in CPU_BF16_FLAGS)
+    except OSError:
+        return None
+    return None
 
 
 def measure_precision(device: torch.device, widths: Sequence[int], vocab: int, repeats: int = 3,
@@ -124,6 +142,15 @@ def choose_precision(requested: str, device: torch.device, widths: Sequence[int]
         return "fp32", {"requested": "auto", "choice": "fp32",
                         "reason": f"{device} has no bfloat16 support",
                         **measure_precision(device, widths, vocab, bf16=False)}, None
+    units = cpu_bf16_units() if device.type == "cpu" else None
+    if requested == "auto" and units is False:  # capabilities first: nothing to time
+        return "fp32", {"requested": "auto", "choice": "fp32",
+                        "reason": "this CPU has no bf16 matrix units (no AMX or AVX512-BF16)",
+                        **measure_precision(device, widths, vocab, bf16=False)}, None
+    if requested == "auto" and device.type == "cuda":  # bf16 support means tensor cores
+        return "bf16", {"requested": "auto", "choice": "bf16",
+                        "reason": f"{device} supports bf16",
+                        **measure_precision(device, widths, vocab, bf16=False)}, None
     timing = measure_precision(device, widths, vocab)
     ratio = timing["bf16_over_fp32_time"]
     if requested == "bf16":
@@ -134,7 +161,9 @@ def choose_precision(requested: str, device: torch.device, widths: Sequence[int]
                        "--precision auto would use fp32")
         return "bf16", {"requested": "bf16", "choice": "bf16", **timing}, warning
     choice = "bf16" if ratio * BF16_MARGIN <= 1 else "fp32"
-    return choice, {"requested": "auto", "choice": choice, **timing}, None
+    return choice, {"requested": "auto", "choice": choice,
+                    "reason": f"bf16 took {ratio:.2f}x fp32's time (bf16 needs "
+                              f"{1 / BF16_MARGIN:.2f}x or less)", **timing}, None
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -163,6 +192,12 @@ def inductor_available(device: torch.device) -> tuple[bool, str]:
     return False, f"inductor does not compile for {device.type}"
 
 
+# eager training FLOP/s that decide compile auto: nominal per device type, never measured,
+# so that the same command decides alike on a busy machine (about half an idle 2-core AVX2
+# CPU's fp32 matmul peak, a tenth of a tensor-core GPU's bf16 peak, an M-series GPU's)
+NOMINAL_EAGER_FLOPS = {"cpu": 4.5e10, "cuda": 1e14, "mps": 3e12}
+
+
 def estimated_seconds(flops: float, precision: Mapping[str, Any]) -> float | None:
     """Eager training time at half the fp32 matmul rate that ``precision`` measured (the
     head's matmul), or None when nothing was measured."""
@@ -174,9 +209,11 @@ def estimated_seconds(flops: float, precision: Mapping[str, Any]) -> float | Non
     return flops / (0.5 * rate)
 
 
-def decide_compile(mode: str, device: torch.device, flops: float, precision: Mapping[str, Any]
-           ) -> tuple[bool, str]:
-    """(compile or not, the line that says why)."""
+def decide_compile(mode: str, device: torch.device, flops: float,
+                   max_time: float | None = None) -> tuple[bool, str]:
+    """(compile or not, the line that says why). ``auto`` judges the run's length by its
+    time budget (``max_time``) or else by its training FLOPs at the device type's nominal
+    eager rate (:data:`NOMINAL_EAGER_FLOPS`): nothing measured, so load cannot flip it."""
     if mode not in COMPILE_MODES:
         raise MinidmlError(f"--compile {mode!r}: choose auto, on or off")
     if mode == "off":
@@ -189,11 +226,13 @@ def decide_compile(mode: str, device: torch.device, flops: float, precision: Map
         return False, f"compile: off (auto: {why})"
     if mode == "on":
         return True, "compile: on"
-    seconds = estimated_seconds(flops, precision)
-    if seconds is None:
-        return False, "compile: off (auto: no matmul rate was measured to size the run)"
+    if max_time is not None:
+        seconds, what = max_time, f"a {max_time / 60:.0f} min budget"
+    else:
+        rate = NOMINAL_EAGER_FLOPS.get(device.type, NOMINAL_EAGER_FLOPS["cpu"])
+        seconds = flops / rate
+        what = f"~{seconds / 60:.0f} min eager at a nominal {rate / 1e9:,.0f} GFLOP/s"
     if seconds < AUTO_MIN_SECONDS:
-        return False, (f"compile: off (auto: the run should take ~{seconds / 60:.0f} min "
-                       f"eager, under the {AUTO_MIN_SECONDS / 60:.0f} min that repays "
-                       "compiling; --compile on forces it)")
-    return True, f"compile: on (auto: the run should take ~{seconds / 60:.0f} min eager)"
+        return False, (f"compile: off (auto: {what}, under the {AUTO_MIN_SECONDS / 60:.0f} min "
+                       "that repays compiling; --compile on forces it)")
+    return True, f"compile: on (auto: {what})"

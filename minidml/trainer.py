@@ -228,7 +228,10 @@ class Trainer(Checkpoints):
         self.milestones = (self.words.milestone_steps(milestones(config))
                            if self.words is not None else {})
         self.compile_record = dict(decisions.compiled)
-        if progress and self.comm.is_main:
+        if progress and self.comm.is_main:  # the decisions, said once
+            why = self.precision_record.get("reason")
+            print(f"precision: {self.precision}" + (f" (auto: {why})" if why and
+                  self.precision_record.get("requested") == "auto" else ""), file=sys.stderr)
             print(self.compile_record["line"], file=sys.stderr)
         # the training step's trunks: compiled callables, the modules themselves stay eager
         self._trunks = [torch.compile(s.trunk, dynamic=False) if self.compile_record["choice"]

@@ -26,17 +26,38 @@ class StopAt(Callback):
 
 
 def fake_ratio(monkeypatch, ratio: float) -> None:
+    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: True)  # timed, then
     monkeypatch.setattr(runtime, "measure_precision", lambda device, widths, vocab, bf16=True: {
         "device": str(device), "shapes": {}, "bf16_over_fp32_time": ratio})
 
 
-def test_auto_follows_the_measurement_on_this_device():
+def test_auto_follows_the_measurement_on_this_device(monkeypatch):
     choice, record, warning = runtime.choose_precision("auto", CPU, [64, 32], 500)
+    units = runtime.cpu_bf16_units()
+    if units is False:  # capabilities first: float32, and bf16 is not even timed
+        assert choice == record["choice"] == "fp32" and "no bf16 matrix units" in record["reason"]
+        assert "bf16_over_fp32_time" not in record
+        monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: True)  # time it, then
+        choice, record, warning = runtime.choose_precision("auto", CPU, [64, 32], 500)
     ratio = record["bf16_over_fp32_time"]
     assert choice == ("bf16" if ratio * runtime.BF16_MARGIN <= 1 else "fp32") == record["choice"]
     assert warning is None and set(record["shapes"]) == {"projection", "head"}
     head = record["shapes"]["head"]
     assert head["mnk"] == [128, 64, 500] and head["fp32_seconds"] > 0 and head["bf16_seconds"] > 0
+
+
+def test_auto_does_not_flip_under_load(monkeypatch):
+    """Timings that wander as a busy machine makes them (bf16 at 0.75x to 1.3x fp32's time)
+    never make auto take bf16; capabilities decide without any timing at all."""
+    import random
+
+    rng = random.Random(0)
+    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: True)
+    monkeypatch.setattr(runtime, "measure_precision", lambda device, widths, vocab, bf16=True: {
+        "device": str(device), "shapes": {}, "bf16_over_fp32_time": rng.uniform(0.75, 1.3)})
+    assert {runtime.choose_precision("auto", CPU, [32], 100)[0] for _ in range(50)} == {"fp32"}
+    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: False)
+    assert {runtime.choose_precision("auto", CPU, [32], 100)[0] for _ in range(50)} == {"fp32"}
 
 
 @pytest.mark.parametrize("ratio, auto", [(80.0, "fp32"), (0.5, "bf16"), (0.95, "fp32")])
@@ -74,7 +95,9 @@ def test_the_choice_is_recorded_and_kept_on_resume(grammar_corpus, tmp_path, mon
     meta = json.loads((run.path / "config.json").read_text())
     assert meta["config"]["precision"] == "auto"
     assert meta["precision"] == {"requested": "auto", "choice": "bf16", "device": "cpu",
-                                 "shapes": {}, "bf16_over_fp32_time": 0.5}
+                                 "shapes": {}, "bf16_over_fp32_time": 0.5,
+                                 "reason": "bf16 took 0.50x fp32's time (bf16 needs 0.67x or "
+                                           "less)"}
     fake_ratio(monkeypatch, 80.0)  # a resumed run does not measure again
     monkeypatch.setattr(runtime, "measure_precision", lambda *a: pytest.fail("measured on resume"))
     resumed = minidml.train(grammar_corpus, tmp_path / "run", cfg, resume=True)
