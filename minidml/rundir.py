@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -154,11 +155,25 @@ def read_run_config(path: Path) -> dict[str, Any]:
             from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise MinidmlError(f"{path / 'config.json'}: missing its 'config' table")
+    for key, kind in RUN_FIELDS.items():  # what readers use of it, hand edits included
+        if key in meta and not isinstance(meta[key], kind):
+            found = "null" if meta[key] is None else type(meta[key]).__name__
+            raise MinidmlError(f"{path / 'config.json'}: field {key!r} must be a "
+                               f"{'table' if kind is dict else 'list'}, not {found}; restore "
+                               "it (or remove the field)")
     return meta
+
+
+# the fields of a run's config.json that readers use, and what each must be
+RUN_FIELDS = {"tokenizer": dict, "students": list, "corpus": dict, "precision": dict,
+              "compile": dict, "teachers": list, "words": dict, "plan": dict}
 
 
 def student_configs(cfg: TrainConfig, vocab_size: int) -> list[StudentConfig]:
     return [StudentConfig.from_shape(s, vocab_size, cfg.context) for s in cfg.students]
+
+
+CHECKPOINT_NAME = re.compile(r"step-\d{8,}")  # a copy beside them (step-N.bak) is not one
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -166,7 +181,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    return sorted(p for p in root.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name))
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
@@ -214,7 +229,16 @@ def load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device
             raise MinidmlError(f"{ckpt / f'student-{i}.pt'}: does not match the config "
                                f"({str(e).splitlines()[0][:160]})") from None
         students.append(model.eval())
-    return students, read("state.pt")
+    state = read("state.pt")
+    for key, kinds in STATE_FIELDS.items():
+        if not isinstance(state, dict) or not isinstance(state.get(key), kinds):
+            raise MinidmlError(f"{ckpt / 'state.pt'}: no valid {key!r}; the checkpoint is "
+                               "damaged")
+    return students, state
+
+
+# what a checkpoint's state.pt must hold for anything to read it
+STATE_FIELDS = {"step": int, "omega": torch.Tensor, "optimizers": list, "rng": dict}
 
 
 def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Module],

@@ -401,3 +401,48 @@ def test_a_refused_run_leaves_no_lock_behind(grammar_corpus, tmp_path):
     with pytest.raises(MinidmlError):
         minidml.train(grammar_corpus, tmp_path / "new", TrainConfig(**KILL_CFG), resume=True)
     assert not (tmp_path / "new").exists() or not (tmp_path / "new" / LOCK_NAME).exists()
+
+
+def test_hand_edited_runs_are_one_line_naming_what_is_wrong(tiny_run, tmp_path):
+    """A config.json field of the wrong type, a state.pt without its step (a reader stops
+    with one line; a resumed run falls back), and a copy beside the checkpoints (ignored)."""
+    import shutil
+
+    from minidml.cli.commands import main
+    from minidml.rundir import checkpoint_steps
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_run.path, edited)
+    meta = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**meta, "tokenizer": None}))
+    with pytest.raises(MinidmlError, match=r"config.json: field 'tokenizer' must be a table, "
+                                           r"not null"):
+        minidml.load(edited)
+    copied = tmp_path / "copied"
+    shutil.copytree(tiny_run.path, copied)
+    newest = checkpoints(copied)[-1]
+    shutil.copytree(newest, newest.with_name(newest.name + ".bak"))
+    assert checkpoint_steps(copied) == checkpoint_steps(tiny_run.path)
+    assert minidml.load(copied).step == tiny_run.step
+    stepless = tmp_path / "stepless"
+    shutil.copytree(tiny_run.path, stepless)
+    state_file = checkpoints(stepless)[-1] / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["step"]
+    torch.save(state, state_file)
+    with pytest.raises(MinidmlError, match=r"state.pt: no valid 'step'; the checkpoint is "
+                                           r"damaged"):
+        minidml.load(stepless)
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(stepless), "--suite", "agreement", "--limit", "4", "-q"])
+    assert e.value.code != 0
+
+
+def test_an_eval_file_with_text_that_is_not_unicode_names_file_and_line(tmp_path):
+    from minidml.evaluation.suite import read_jsonl
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"good": "fine", "bad": "also"}\n{"good": "a\\udc80b", "bad": "x"}\n')
+    with pytest.raises(MinidmlError, match=rf"^{path}:2: field 'good' holds text that is not "
+                                           "valid Unicode"):
+        read_jsonl(path, ["good", "bad"])

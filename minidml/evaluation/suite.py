@@ -205,6 +205,10 @@ def read_jsonl(path: str | os.PathLike,
                                "re-download the file") from None
         if not isinstance(row, dict):
             raise MinidmlError(f"{path}:{number}: expected a JSON object per line")
+        bad = _not_unicode(row)
+        if bad is not None:
+            raise MinidmlError(f"{path}:{number}: field {bad!r} holds text that is not valid "
+                               "Unicode (a lone surrogate escape); fix or re-download the file")
         lacking = [k for k in fields if k not in row]
         if lacking:
             raise MinidmlError(f"{path}:{number}: missing field(s) {', '.join(lacking)}")
@@ -217,6 +221,24 @@ def read_jsonl(path: str | os.PathLike,
                                    f"got {type(row[key]).__name__}")
         rows.append(row)
     return rows
+
+
+def _not_unicode(row: Mapping[str, Any]) -> str | None:
+    """The first field of ``row`` whose text (at any depth) cannot be encoded as UTF-8."""
+    def bad(value: Any) -> bool:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+            return False
+        if isinstance(value, list):
+            return any(bad(v) for v in value)
+        if isinstance(value, dict):
+            return any(bad(v) for v in value.values())
+        return False
+
+    return next((key for key, value in row.items() if bad(value)), None)
 
 
 def accuracy(correct: Sequence[float] | torch.Tensor) -> dict[str, float]:
