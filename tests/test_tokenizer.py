@@ -417,3 +417,17 @@ def test_the_boundary_lives_in_the_model_bytes(tok, tmp_path):
 def test_unknown_boundary_is_one_line():
     with pytest.raises(MinidmlError, match="--tokenizer-boundary 'suffix'"):
         Tokenizer.train(word_lines(50), vocab_size=300, boundary="suffix")
+
+
+def test_long_runs_without_spaces_are_sampled_within_a_bound():
+    """A 2 MB line without a space would make training take minutes: at most
+    LONG_RUN_SAMPLE_BYTES of such runs reach it; text with spaces is sampled as before."""
+    from minidml import tokenizer as tk
+
+    giant = "abcdefghij" * 200_000
+    pieces, words = tk.sample_pieces([giant, "the cat sat on the mat"] * 3, 10**6, seed=0)
+    runs = [p for p in pieces if " " not in p and len(p) > tk.LONG_RUN]
+    assert sum(map(len, runs)) <= tk.LONG_RUN_SAMPLE_BYTES + tk.MAX_PIECE_BYTES
+    assert pieces.count("the cat sat on the mat") == 3 and words == 3 * 7
+    text = ["word " * 300] * 2000  # 3 MB of ordinary words: untouched
+    assert sum(map(len, tk.sample_pieces(text, 10**6, seed=0)[0])) >= 2_990_000
