@@ -93,11 +93,22 @@ def load(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = Non
     cfg = TrainConfig.from_dict(meta["config"], f"{path / 'config.json'}")
     check_tokenizer(path, meta, tokenizer)
     scfgs = student_configs(cfg, tokenizer.vocab_size)
-    ckpt = latest_checkpoint(path) if step is None else checkpoint_of(path, step)
-    if ckpt is None:
-        raise MinidmlError(f"{path}: no complete checkpoint yet; train longer or resume it")
     dev = resolve_device(device)
-    students, state = load_checkpoint(ckpt, scfgs, dev)
+    for _ in range(5):  # a training run may rotate the newest checkpoint away meanwhile
+        ckpt = latest_checkpoint(path) if step is None else checkpoint_of(path, step)
+        if ckpt is None:
+            raise MinidmlError(f"{path}: no complete checkpoint yet; train longer or resume it")
+        try:
+            students, state = load_checkpoint(ckpt, scfgs, dev)
+            break
+        except CheckpointGone:
+            if step is not None:
+                raise MinidmlError(f"--step {step}: its checkpoint {ckpt} was removed while "
+                                   "being read (a training run rotated it); train with "
+                                   "--keep-checkpoints 0 to keep every one") from None
+    else:
+        raise MinidmlError(f"{path}: its checkpoints were rotated away five times while being "
+                           "read; try again, or read it once training has stopped")
     step = int(state["step"])
     return Run(path, cfg, tokenizer, students, state["omega"].to(dev), step,
                last_eval=_last_eval(path / "metrics.jsonl", step))
@@ -205,17 +216,42 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+class CheckpointGone(MinidmlError):
+    """The checkpoint was removed (rotated by a training run) before its files were open."""
+
+
 def load_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device
                      ) -> tuple[list[Student], dict[str, Any]]:
-    """Students and training state of one checkpoint; weights-only unpickling throughout."""
+    """Students and training state of one checkpoint; weights-only unpickling throughout.
+
+    Every file is opened before any is read, so a checkpoint that a training run rotates
+    away meanwhile is read whole (rotation renames a checkpoint out of sight first, then
+    deletes it); one gone before its files were open raises :class:`CheckpointGone`."""
+    names = [*(f"student-{i}.pt" for i in range(len(scfgs))), "state.pt"]
+    files: dict[str, Any] = {}
+    try:
+        for name in names:
+            try:
+                files[name] = open(ckpt / name, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                if not ckpt.is_dir():
+                    raise CheckpointGone(f"{ckpt}: removed while being read") from None
+                raise MinidmlError(f"{ckpt / name}: missing; the checkpoint is incomplete"
+                                   ) from None
+        return _read_checkpoint(ckpt, scfgs, device, files)
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def _read_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.device,
+                     files: dict[str, Any]) -> tuple[list[Student], dict[str, Any]]:
     def read(name: str) -> Any:
         try:
-            return torch.load(ckpt / name, map_location=device, weights_only=True)
-        except FileNotFoundError:
-            raise MinidmlError(f"{ckpt / name}: missing; the checkpoint is incomplete") from None
+            return torch.load(files[name], map_location=device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - unpickling errors have many types
             why = (str(e).splitlines() or [""])[0][:160]
-            if (ckpt / name).stat().st_size == 0:
+            if os.fstat(files[name].fileno()).st_size == 0:
                 why = "an empty file"
             raise MinidmlError(f"{ckpt / name}: refused or damaged ({type(e).__name__}"
                                + (f": {why})" if why else ")")) from None
@@ -263,7 +299,7 @@ def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Modul
         if words is not None:
             _io.write_json(tmp / "words.json", dict(words))
         if final.exists():
-            shutil.rmtree(final)
+            _remove_checkpoint(final)
         os.replace(tmp, final)
         _io.fsync_dir(root)
     except OSError as e:
@@ -273,8 +309,19 @@ def write_checkpoint(run_dir: Path, step: int, students: Sequence[torch.nn.Modul
                            "intact") from None
     rotating = [c for c in checkpoints(run_dir) if not revisions(c)]
     for old in rotating[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_checkpoint(old)
     return final
+
+
+def _remove_checkpoint(ckpt: Path) -> None:
+    """Rename a checkpoint out of sight, then delete it: a reader sees it whole or not at
+    all (one that opened its files first keeps reading them)."""
+    hidden = ckpt.with_name(f".deleting-{ckpt.name}-{os.getpid()}")
+    try:
+        os.replace(ckpt, hidden)
+    except OSError:
+        hidden = ckpt
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def checkpoint_words(ckpt: Path) -> dict[str, Any]:
@@ -297,7 +344,8 @@ def newest_good_checkpoint(run_dir: Path, scfgs: list[StudentConfig], device: to
     """The newest checkpoint that loads (its students, its state, and what was wrong with
     any newer ones), after removing leftovers of an interrupted write; ``None`` when the
     run has no checkpoint yet."""
-    for stale in (run_dir / "checkpoints").glob(".tmp-*"):
+    for stale in [*(run_dir / "checkpoints").glob(".tmp-*"),
+                  *(run_dir / "checkpoints").glob(".deleting-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     found = checkpoints(run_dir)
     if not found:

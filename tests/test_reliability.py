@@ -446,3 +446,43 @@ def test_an_eval_file_with_text_that_is_not_unicode_names_file_and_line(tmp_path
     with pytest.raises(MinidmlError, match=rf"^{path}:2: field 'good' holds text that is not "
                                            "valid Unicode"):
         read_jsonl(path, ["good", "bad"])
+
+
+def test_a_checkpoint_rotated_away_while_read_is_read_whole_or_not_at_all(tiny_run, tmp_path,
+                                                                           monkeypatch):
+    """Readers never see half a checkpoint: one rotated away after its files were opened is
+    still read whole; one gone before is retried with the newest (or, asked by step, one
+    line)."""
+    import shutil
+
+    from minidml import rundir
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    newest = checkpoints(run)[-1]
+    shutil.copytree(newest, newest.with_name("step-00000001"))  # an older one to fall to
+    loads = []
+    real_load = torch.load
+
+    def rotating(f, *args, **kwargs):  # training rotates the checkpoint mid-read
+        if not loads:
+            rundir._remove_checkpoint(newest)
+        loads.append(f)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", rotating)
+    got = minidml.load(run)
+    assert got.step == tiny_run.step and not newest.exists()
+    monkeypatch.setattr(torch, "load", real_load)
+    for a, b in zip(got.students, tiny_run.students, strict=True):
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y)
+    assert list((run / "checkpoints").iterdir()) == [*checkpoints(run)]  # nothing left over
+    older = checkpoints(run)[-1]
+    gone = iter([run / "checkpoints" / "step-99999999", older])  # rotated between list and read
+    monkeypatch.setattr(rundir, "latest_checkpoint", lambda path: next(gone))
+    assert minidml.load(run).step == tiny_run.step and older.name == "step-00000001"
+    monkeypatch.setattr(rundir, "checkpoint_steps", lambda path: [99999999])
+    with pytest.raises(MinidmlError, match=r"--step 99999999: its checkpoint .* was removed "
+                                           r"while being read"):
+        minidml.load(run, step=99999999)
