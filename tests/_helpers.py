@@ -30,20 +30,40 @@ def real_text_student(data_dir, root, export: str = "hf", **settings):
     """A one-student run trained briefly in ``root`` on the first lines of two real BabyLM
     files (so its vocabulary has the pieces of running English) with ``settings`` changed
     from a small default, and its Hugging Face export ``root/export``."""
-    import itertools
-    import lzma
-
     import minidml
     from minidml import Shape, TrainConfig
     from minidml.hf.export import export_hf
 
-    corpus = root / "corpus.txt"
-    with open(corpus, "w", encoding="utf-8") as out:
-        for name in ("childes", "simple_wiki"):
-            with lzma.open(data_dir / f"babylm-2024-100M-snippets/{name}.txt.xz", "rt",
-                           encoding="utf-8") as f:
-                out.writelines(itertools.islice(f, 4))
+    corpus = real_text_corpus(data_dir, root / "corpus.txt")
     cfg = TrainConfig(**{**dict(students=(Shape(1, 64, 2),), mode="single", vocab_size=1200,
                                 lr=3e-3), **settings})
     run = minidml.train(corpus, root / "run", cfg)
     return run, export_hf(run, 0, root / export)
+
+
+def real_text_corpus(data_dir, path):
+    """The first lines of two real BabyLM files, written to ``path``."""
+    import itertools
+    import lzma
+
+    with open(path, "w", encoding="utf-8") as out:
+        for name in ("childes", "simple_wiki"):
+            with lzma.open(data_dir / f"babylm-2024-100M-snippets/{name}.txt.xz", "rt",
+                           encoding="utf-8") as f:
+                out.writelines(itertools.islice(f, 4))
+    return path
+
+
+def official_pipeline(data_dir, needs: str):
+    """The official BabyLM 2026 pipeline beside the data (``needs``: a file it must have);
+    missing, it fails the test where the data was promised, and skips it elsewhere."""
+    import os
+
+    import pytest
+
+    path = data_dir.parent / "reference" / "babylm-eval-strict"
+    if not (path / needs).is_file():
+        if os.environ.get("MINIDML_DATA_DIR"):
+            pytest.fail(f"the official BabyLM pipeline is not at {path}", pytrace=False)
+        pytest.skip(f"the official BabyLM pipeline is not at {path}")
+    return path

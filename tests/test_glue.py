@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 import random
 import re
 import shlex
@@ -23,6 +22,8 @@ from minidml.evaluation.plugins import make_manager, suites
 from minidml.evaluation.scoring import Scorer
 from minidml.evaluation.suite import EvalContext
 from minidml.rundir import Run
+
+from _helpers import official_pipeline
 
 WORDS = ("the", "a", "dog", "cat", "bird", "sees", "likes", "runs", "near", "big", "small",
          "red", "old", "house", "tree", "park", "with", "and")
@@ -352,12 +353,7 @@ def test_real_data_every_task(tokenizer, data_dir):
 @pytest.fixture(scope="module")
 def pipeline(data_dir) -> Path:
     """The official pipeline's folder: ``reference/babylm-eval-strict`` beside the data."""
-    path = data_dir.parent / "reference" / "babylm-eval-strict"
-    if not (path / "scripts" / "eval_finetuning.sh").is_file():
-        if os.environ.get("MINIDML_DATA_DIR"):
-            pytest.fail(f"the official BabyLM pipeline is not at {path}", pytrace=False)
-        pytest.skip(f"the official BabyLM pipeline is not at {path}")
-    return path
+    return official_pipeline(data_dir, "scripts/eval_finetuning.sh")
 
 
 def argparse_defaults(run_py: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ..config import FIELDS, TrainConfig
 from ..errors import MinidmlError
 from ..experiments.config import EVAL_STUDENTS, CompareConfig
 from ..tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
+from .babylm import babylm
 from .options import (
     POSITIVE,
     POSITIVE_FLOAT,
@@ -290,7 +291,7 @@ def demo(out: Path | None, steps: int | None, device: str, force: bool, quiet: b
     click.echo(f"      minidml train {demo_corpus()} --out {run.path} --resume  (continue it)")
 
 
-for _command in (eval_, generate, export_, plot, suites_, data):
+for _command in (eval_, generate, export_, plot, suites_, data, babylm):
     cli.add_command(_command)
 
 

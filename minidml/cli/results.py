@@ -90,13 +90,18 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
 @click.option("--epochs", type=POSITIVE,
               help="glue: at most this many epochs (default: the suite's own).")
+@click.option("--babylm-results", type=FilePath(), metavar="DIR",
+              help="Also write the predictions of the BabyLM 2026 tasks in the official "
+                   "results layout under this folder, as DIR/<run's name>/<revision>/zero_shot/"
+                   "causal/…: revision main for the final model, the checkpoint's (chck_1M, "
+                   "…) for --step N; then `minidml babylm collate DIR` (docs/babylm.md).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           data_dir: Path | None, protocol: str, limit: int | None, step_text: str,
           batch_size: int,
           device: str, precision: str, output: Path | None, log_samples: bool,
           glue_tasks: str | None, max_train_examples: int | None, epochs: int | None,
-          quiet: bool) -> None:
+          babylm_results: Path | None, quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run), or a Hugging Face causal
     LM's directory, on benchmark suites."""
     from ..evaluation.protocols import get_protocol
@@ -125,16 +130,27 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
             raise MinidmlError(f"--step {step_text!r}: give latest, all or a step "
                                "number") from None
     options = glue_options(glue_tasks, max_train_examples, epochs)
+    if babylm_results is not None:  # where each step's predictions go, checked before work
+        from ..evaluation import submission
+
+        submission.check_request(suite_names, get_protocol(protocol).name)
+        model, filed = submission.revision_plan(path, steps, hf=hf, every=step_text == "all")
+        if limit is not None:
+            click.echo(f"warning: --limit {limit}: the predictions hold the first {limit} "
+                       "items of each task; the official collation refuses partial files",
+                       err=True)
 
     def announce(outcome) -> None:
         click.echo(f"[{outcome.spec.name}] {outcome.status} ({outcome.seconds:.1f}s)"
                    + (f": {outcome.error}" if outcome.error else ""), err=True)
 
     failed: dict[str, None] = {}
-    for step in steps:
+    for k, step in enumerate(steps):
         run = load_hf(path, device) if hf else load(path, device, step)
         if len(steps) > 1:
             click.echo(f"step {run.step}:")
+        if babylm_results is not None:
+            label = submission.submitted_label(student, run)
         results = evaluate(run, suite_names, student=student, data_dir=data_dir, limit=limit,
                            batch_size=batch_size, precision=precision,
                            progress=not quiet and sys.stderr.isatty(),
@@ -160,6 +176,17 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         if log_samples:
             samples = results.write_samples(written.with_name(written.stem + ".samples.jsonl"))
             click.echo(f"samples: {samples}")
+        if babylm_results is not None and filed[k]:
+            sent = submission.write_predictions(
+                results, babylm_results, filed[k], model=model, label=label,
+                data_dir=data_dir, limit=limit, batch_size=batch_size, precision=precision)
+            n = len(sent.files)
+            click.echo(f"babylm results: {n} file{'' if n == 1 else 's'} under "
+                       f"{babylm_results / model} ({', '.join(filed[k])})")
+            for name, why in sent.skipped.items():
+                click.echo(f"  not written: {name} ({why})", err=True)
+        elif babylm_results is not None:
+            click.echo(f"babylm results: none for step {run.step} (no revision)", err=True)
     if failed:
         raise MinidmlError(f"suite(s) {', '.join(failed)} did not complete (see above)")
 

@@ -1,0 +1,740 @@
+"""BabyLM 2026 submissions: minidml's predictions in the official results layout, and the
+leaderboard's collated file made from them.
+
+**Layout.** The official pipeline files a model's outputs under ``RESULTS/<model>/<revision>/``:
+``zero_shot/causal/<task>/<data set>/predictions.json`` for a zero-shot task (reading's in
+``zero_shot/causal/reading/``), ``finetune/<task>/predictions.json`` for fine-tuning and
+``zero_shot/causal/AoA_word/surprisal.json`` for age of acquisition. ``<model>`` is the stem of
+the model's path or Hub name (as the official scripts take it), ``<revision>`` ``main`` (the
+final model) or a checkpoint's revision (``chck_1M``, …). The fast sets go where the official
+fast scripts put them: ``blimp/blimp_fast``, ``blimp/supplement_fast``, ``ewok/ewok_fast``,
+``entity_tracking/entity_tracking_fast``, and the wug and reading sets in the same folders as
+the full ones (their files are the same).
+
+**Predictions** (:func:`predictions`), one list per subtask (a BLiMP paradigm, an EWoK
+domain, an entity-tracking ``<file>_<n>_ops``, …), in the data's order, each item ``{"id":
+"<subtask>_<k>", "pred": …}``: ``pred`` is the completion the model ranks first (the first of
+equal scores, as ``torch.max`` takes it, so the official accuracy is minidml's): the sentence
+itself for BLiMP, the supplement and the wug tests, ``" " + target`` for EWoK, the option for
+entity tracking, and the whole sentence (``prefix + " " + property``) for COMPS. The wug tests
+add ``prob``, the float32 softmax's probability of the first sentence. Reading has one item
+per row of its table, ``{"id": row, "pred": surprisal, "prev_pred": the previous word's (NaN
+where there is none)}``, in nats, scored by the official rule (the reading suite's
+:func:`~minidml_plugins.reading.table_surprisals`). Fine-tuning is not written: the ``glue``
+suite reports metrics, not each example's prediction.
+
+**Collation** (:func:`collate`): the file the leaderboard reads,
+``RESULTS/<model>/all_full_preds_and_fast_scores_causal.json``, as the official
+``collate_preds.py`` writes it: the final model's predictions of every task (BLiMP, the
+supplement, EWoK, entity tracking, both wug tests, COMPS, reading, AoA and the seven
+fine-tuning tasks merged under ``glue``), and with ``fast`` the fast sets' scores of every
+revision of the track (per subtask accuracy, the wug tests' Spearman ρ, reading's ``spr`` and
+``rt``). A file is refused with one line naming it when it is missing or holds another number
+of items than the data it answers (a subtask missing or unknown too, which the official script
+lets through or fails on with a traceback); the counts come from the data under the data root,
+except for the sets with no public copy (:data:`UNPUBLISHED`). :class:`Collation` also holds
+the scores the official ``calculate_results_from_pred.py`` prints, for the tasks whose data is
+here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import _io
+from ..errors import MinidmlError
+from .suite import ENSEMBLE, as_choices, read_jsonl, resolve_data_dir, spearman
+
+BACKEND = "causal"  # the official backend of a causal LM: part of every path
+COLLATED = f"all_full_preds_and_fast_scores_{BACKEND}.json"
+MAIN = "main"
+PROTOCOL = "babylm-2026"  # the rule the official pipeline scores by
+# the official --track choices (the multimodal track's vision tasks are not minidml's) and the
+# revisions whose fast sets each collates: the checkpoints a run of that track makes
+TRACKS = {"strict-small": "strict-small", "strict": "strict", "interaction": "strict"}
+GLUE_TASKS = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
+# the number of items of the sets that have no public copy (the official collation's counts);
+# where the data is under the data root, its rows are counted instead
+UNPUBLISHED: dict[str, int | dict[str, int]] = {
+    "wug-past": 50, "wug-past-fast": 50,
+    "comps": {"base": 49_340, "wugs_dist_before": 13_896, "wugs_dist_in_between": 13_896,
+              "wugs": 13_896},
+    "entity-tracking-fast": {"regular_0_ops": 606, "regular_1_ops": 607, "regular_2_ops": 606,
+                             "regular_3_ops": 606, "regular_4_ops": 568, "regular_5_ops": 159},
+}
+AOA_WORDS = 8005  # the AoA test's words: surprisal.json holds each once per revision
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a minidml suite's predictions go, and how the official scripts read them: ``key``
+    in the collated file, the official ``task`` and ``dataset`` folders (reading has none),
+    and ``answer``, what a prediction is compared with (``sentence_good``, ``Target1``,
+    ``option``, ``comps``, ``wug``, ``reading``)."""
+
+    suite: str
+    key: str
+    task: str
+    dataset: str | None
+    answer: str
+
+    @property
+    def fast(self) -> bool:
+        return self.suite.endswith("-fast")
+
+    @property
+    def label(self) -> str:
+        """The task's name in the official report."""
+        return {"blimp": "BLIMP", "blimp_supplement": "SUPPLEMENT", "ewok": "EWOK",
+                "entity_tracking": "ENTITY TRACKING", "wug_adj": "WUG ADJ",
+                "wug_past": "WUG PAST", "comps": "COMPS", "reading": "READING"}[self.key]
+
+    def folder(self, results: str | os.PathLike, model: str, revision: str) -> Path:
+        base = Path(results) / model / revision / "zero_shot" / BACKEND / self.task
+        return base / self.dataset if self.dataset else base
+
+    def path(self, results: str | os.PathLike, model: str, revision: str) -> Path:
+        return self.folder(results, model, revision) / "predictions.json"
+
+
+_TARGETS = (
+    Target("blimp", "blimp", "blimp", "blimp_filtered", "sentence_good"),
+    Target("blimp-supplement", "blimp_supplement", "blimp", "supplement_filtered",
+           "sentence_good"),
+    Target("ewok", "ewok", "ewok", "ewok_filtered", "Target1"),
+    Target("entity-tracking", "entity_tracking", "entity_tracking", "entity_tracking", "option"),
+    Target("wug-adj", "wug_adj", "wug_adj", "wug_adj_nominalization", "wug"),
+    Target("wug-past", "wug_past", "wug_past", "wug_past_tense", "wug"),
+    Target("comps", "comps", "comps", "comps", "comps"),
+    Target("reading", "reading", "reading", None, "reading"),
+    Target("blimp-fast", "blimp", "blimp", "blimp_fast", "sentence_good"),
+    Target("supplement-fast", "blimp_supplement", "blimp", "supplement_fast", "sentence_good"),
+    Target("ewok-fast", "ewok", "ewok", "ewok_fast", "Target1"),
+    Target("entity-tracking-fast", "entity_tracking", "entity_tracking", "entity_tracking_fast",
+           "option"),
+    Target("wug-adj-fast", "wug_adj", "wug_adj", "wug_adj_nominalization", "wug"),
+    Target("wug-past-fast", "wug_past", "wug_past", "wug_past_tense", "wug"),
+    Target("reading-fast", "reading", "reading", None, "reading"),
+)
+TARGETS: dict[str, Target] = {t.suite: t for t in _TARGETS}
+FULL = tuple(t for t in _TARGETS if not t.fast)  # the collated file's order
+FAST = tuple(t for t in _TARGETS if t.fast)
+# the named sets of suites (minidml.evaluation.runner.GROUPS) that hold tasks written here
+SUITE_SETS = ("all", "babylm-2026", "babylm-fast")
+
+
+# ----------------------------------------------------------------------------- names
+def model_name(name: str | os.PathLike, option: str = "--model") -> str:
+    """The folder the official scripts file a model under: the stem of its path or Hub name
+    (``user/my-model`` → ``my-model``)."""
+    stem = Path(name).stem
+    if not stem or stem in (".", ".."):
+        raise MinidmlError(f"{option} {name}: no model name in it; give the model's name or "
+                           "path, whose last part names its folder of results")
+    return stem
+
+
+def revision_plan(path: Path, steps: Sequence[int | None], *, hf: bool = False,
+                  every: bool = False) -> tuple[str, list[list[str]]]:
+    """(the model's name, for each step to evaluate the revisions its predictions are filed
+    under). The latest checkpoint (step None) is ``main``; a step the checkpoint of which is
+    published as revisions (its ``words.json``: ``chck_1M``, …) is filed under them, and a step
+    without any is an error, unless ``every`` (``--step all``), which skips it (the newest
+    checkpoint is ``main`` then, besides its own revisions). A Hugging Face directory of
+    ``minidml export --revisions`` (a ``revisions.json`` beside it) is its own revision of the
+    model named by the folder above it; any other is ``main`` of the model it is."""
+    from ..rundir import checkpoint_of, revisions
+
+    resolved = path.resolve()
+    if hf:
+        index = resolved.parent / "revisions.json"
+        try:
+            listed = json.loads(index.read_text(encoding="utf-8")).get("revisions", {})
+        except (OSError, ValueError, AttributeError):
+            listed = {}
+        if isinstance(listed, dict) and resolved.name in listed:
+            return model_name(resolved.parent.name, "RUN_DIR"), [[resolved.name]]
+        return model_name(resolved.name, "RUN_DIR"), [[MAIN]]
+    name = model_name(resolved.name, "RUN_DIR")
+    plan: list[list[str]] = []
+    for k, step in enumerate(steps):
+        if step is None:
+            plan.append([MAIN])
+            continue
+        ckpt = checkpoint_of(path, step)
+        names = revisions(ckpt)
+        if every and k == len(steps) - 1:
+            names = [*names, MAIN]
+        if not names and not every:
+            raise MinidmlError(
+                f"--step {step}: {ckpt.name} is no revision of the submission (its words.json "
+                "names none; the revisions are the checkpoints at words seen, chck_1M, …, made "
+                "by --track or --checkpoint-words); --babylm-results files it under none: "
+                "evaluate such a checkpoint, or the final model without --step (main)")
+        plan.append(names)
+    return name, plan
+
+
+def check_request(suite_names: Sequence[str], protocol: str) -> None:
+    """Before any work: the official pipeline scores by ``babylm-2026``, and at least one of
+    the suites asked for must be a task the official collation reads."""
+    if protocol != PROTOCOL:
+        raise MinidmlError(f"--babylm-results: the official pipeline scores by --protocol "
+                           f"{PROTOCOL}, not {protocol}; drop --protocol {protocol}")
+    if not any(n in TARGETS or n in SUITE_SETS for n in suite_names):
+        raise MinidmlError(
+            f"--babylm-results: none of the suites ({', '.join(suite_names)}) is a task of the "
+            f"official collation; add --suite babylm-2026 (the final model's) or --suite "
+            f"babylm-fast (a checkpoint's), or one of {', '.join(TARGETS)}")
+
+
+def submitted_label(student: str, run: Any) -> str:
+    """The one model whose predictions are written: ``--student`` must name one student (an
+    index or ``champion``; a one-student run's ``all`` is its student)."""
+    from .runner import labels_for
+
+    labels = labels_for(student, len(run.students), getattr(run, "champion", 0))
+    if len(labels) != 1 or labels[0] == ENSEMBLE:
+        raise MinidmlError(
+            f"--student {student}: --babylm-results writes one model's predictions, and "
+            "the ensemble is no model you can upload; pass --student with the index you "
+            "export (or champion)")
+    return labels[0]
+
+
+# ----------------------------------------------------------------------------- predictions
+def _first_best(scores: Sequence[float]) -> int:
+    """The first index of the highest score (``torch.max``'s choice among equals)."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def predictions(target: Target, samples: Sequence[Any], label: str) -> dict[str, Any]:
+    """The official ``predictions.json`` of a zero-shot task from a suite's scored samples
+    (:class:`~minidml.evaluation.suite.Sample`, in task order) for model ``label``."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    by_task: dict[str, list[Any]] = {}
+    for s in samples:
+        by_task.setdefault(s.task, []).append(s)
+    for task, items in by_task.items():
+        items = sorted(items, key=lambda s: s.index)
+        rows = []
+        probs: list[float] = []
+        if target.answer == "wug":  # float32, the pairs softmaxed together as the suite does
+            pairs = torch.tensor([s.scores[label] for s in items], dtype=torch.float32)
+            probs = torch.softmax(pairs, dim=1)[:, 0].tolist()
+        for k, s in enumerate(items):
+            c = as_choices(s.pair)
+            best = _first_best(s.scores[label])
+            context = c.contexts[best] if c.contexts else ""
+            if target.answer == "comps":  # the whole sentence
+                pred = context + c.join + c.texts[best]
+            else:  # the completion: what follows the context
+                pred = c.join + c.texts[best] if context else c.texts[best]
+            row: dict[str, Any] = {"id": f"{task}_{k}", "pred": pred}
+            if target.answer == "wug":
+                row["prob"] = probs[k]
+            rows.append(row)
+        out[task] = {"predictions": rows}
+    return out
+
+
+def reading_predictions(run: Any, label: str, data_dir: str | os.PathLike | None = None, *,
+                        suite: str = "reading", limit: int | None = None,
+                        batch_size: int = 64, precision: str = "fp32") -> dict[str, Any]:
+    """The official reading ``predictions.json``: each row's surprisal and its previous
+    word's, scored as the reading suite scores them."""
+    from minidml_plugins.reading import read_table, table_surprisals
+
+    from .plugins import suites
+    from .runner import data_root
+    from .scoring import Scorer
+
+    table = read_table(data_root(data_dir) / suites()[suite].requires[0]).head(limit)
+    scorer = Scorer(run.students, run.tokenizer, run.omega, labels=[label],
+                    batch_size=batch_size, precision=precision, protocol=PROTOCOL)
+    pred, prev = table_surprisals(scorer, table)[label]
+    return {"reading": {"predictions": [
+        {"id": i, "pred": float(p), "prev_pred": float(q)}
+        for i, (p, q) in enumerate(zip(pred.tolist(), prev.tolist(), strict=True))]}}
+
+
+@dataclass
+class Written:
+    """What :func:`write_predictions` wrote: the files, and the suites it left out (why)."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[str], *,
+                      model: str, label: str, data_dir: str | os.PathLike | None = None,
+                      limit: int | None = None, batch_size: int = 64,
+                      precision: str = "fp32") -> Written:
+    """Write the predictions of every completed suite of ``results``
+    (:class:`~minidml.evaluation.runner.EvalResults`) that the official collation reads,
+    for model ``label``, under ``out/<model>/<revision>/`` for each revision; an existing file
+    is replaced. Every file is made before the first is written (two suites filed in one place,
+    a wug or reading set and its fast copy, must agree), each written atomically."""
+    if results.protocol != PROTOCOL:
+        raise MinidmlError(f"--babylm-results: these results were scored by --protocol "
+                           f"{results.protocol}; the official pipeline's is {PROTOCOL}")
+    done = Written()
+    content: dict[Path, tuple[str, bytes]] = {}
+    for outcome in results.outcomes:
+        name = outcome.spec.name
+        target = TARGETS.get(name)
+        if target is None:
+            why = ("no per-example predictions: the official finetune/ layout is not written"
+                   if name == "glue" else "not a task of the official collation")
+            done.skipped[name] = why
+            continue
+        if outcome.status != "ok" or outcome.result is None:
+            done.skipped[name] = outcome.status
+            continue
+        if target.answer == "reading":
+            data = reading_predictions(results.run, label, data_dir, suite=name, limit=limit,
+                                       batch_size=batch_size, precision=precision)
+        else:
+            data = predictions(target, outcome.result.samples, label)
+        text = json.dumps(data).encode("ascii")
+        for revision in revisions:
+            path = target.path(out, model, revision)
+            if path in content and content[path][1] != text:
+                raise MinidmlError(
+                    f"--babylm-results: {content[path][0]} and {name} both go to {path} but "
+                    "differ; evaluate them apart (the fast sets on checkpoints, the full sets "
+                    "on the final model)")
+            content[path] = (name, text)
+    for path, (_, text) in content.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _io.write_bytes(path, text)
+        except OSError as e:
+            raise MinidmlError(f"--babylm-results {out}: cannot write {path} "
+                               f"({e.strerror or e}); choose a writable folder") from None
+        done.files.append(path)
+    return done
+
+
+# ----------------------------------------------------------------------------- the data
+@dataclass
+class _Answers:
+    """What a task's predictions are checked and scored against: per subtask the correct
+    text of every item (or the wug test's human ratios, the same for every subtask), or the
+    reading table; ``sizes`` the items per subtask (lower-cased, as the official check looks
+    them up)."""
+
+    per_subtask: dict[str, list[Any]] | None = None
+    ratios: list[float] | None = None
+    table: Any = None
+    sizes: dict[str, int] | int = 0
+
+
+def _data_path(suite: str, root: Path) -> Path:
+    from .plugins import suites
+
+    return root / suites()[suite].requires[0]
+
+
+def _folder(suite: str, root: Path) -> Path:
+    """The folder of a suite's data files."""
+    path = _data_path(suite, root)
+    return path if not path.suffix else path.parent
+
+
+def _load_answers(target: Target, root: Path) -> _Answers | None:
+    """The answers of a task from its data under ``root`` (None: the data is not there)."""
+    folder = _folder(target.suite, root)
+    if target.answer == "reading":
+        from minidml_plugins.reading import read_table
+
+        path = _data_path(target.suite, root)
+        if not path.is_file():
+            return None
+        table = read_table(path)
+        return _Answers(table=table, sizes=len(table))
+    if target.answer == "wug":
+        path = folder / f"{target.dataset}.jsonl"
+        if not path.is_file():
+            return None
+        ratios = [float(r["ratio"]) for r in read_jsonl(path, ("ratio",))]
+        return _Answers(ratios=ratios, sizes=len(ratios))
+    per: dict[str, list[Any]] = {}
+    if target.answer == "option":
+        # the fast set has the regular file only, and the official script reads only it
+        files = ([folder / "regular.jsonl"] if target.fast else sorted(folder.glob("*.jsonl")))
+        if not all(f.is_file() for f in files) or not files:
+            return None
+        for f in files:
+            for row in read_jsonl(f, {"options": list, "numops": int}):
+                per.setdefault(f"{f.stem}_{row['numops']}_ops", []).append(row["options"][0])
+    elif target.answer == "comps":
+        stems = {"base": "comps_base", "wugs": "comps_wugs",
+                 "wugs_dist_before": "comps_wugs_dist-before",
+                 "wugs_dist_in_between": "comps_wugs_dist-in-between"}
+        if not all((folder / f"{s}.jsonl").is_file() for s in stems.values()):
+            return None
+        for sub, stem in stems.items():
+            per[sub] = [f"{r['prefix_acceptable']} {r['property_phrase']}" for r in read_jsonl(
+                folder / f"{stem}.jsonl", ("prefix_acceptable", "property_phrase"))]
+    else:
+        files = sorted(folder.glob("*.jsonl"))
+        if not files:
+            return None
+        for f in files:
+            per[f.stem] = [r[target.answer] for r in read_jsonl(f, (target.answer,))]
+    # texts stripped, as the official scripts compare them
+    per = {k: [a.strip() if isinstance(a, str) else a for a in v] for k, v in per.items()}
+    return _Answers(per_subtask=per, sizes={k.lower(): len(v) for k, v in per.items()})
+
+
+def _answers(target: Target, root: Path, cache: dict[str, _Answers | None]) -> _Answers | None:
+    if target.suite not in cache:
+        cache[target.suite] = _load_answers(target, root)
+    return cache[target.suite]
+
+
+def expected_sizes(suite: str, data_dir: str | os.PathLike | None = None
+                   ) -> dict[str, int] | int:
+    """The number of predictions the official collation wants of a suite's task: per subtask
+    (lower-cased), or one number for every subtask (the wug tests, reading)."""
+    return _expected_sizes(TARGETS[suite], resolve_data_dir(data_dir), {})
+
+
+def _expected_sizes(target: Target, root: Path, cache: dict[str, _Answers | None]
+                    ) -> dict[str, int] | int:
+    """The number of items of each subtask (or of every subtask, an int): the data's, else
+    the official count of a set with no public copy; a missing data set is an error."""
+    found = _answers(target, root, cache)
+    if found is not None:
+        return found.sizes
+    if target.suite in UNPUBLISHED:
+        return UNPUBLISHED[target.suite]
+    raise MinidmlError(f"--data-dir {root}: no data of {target.suite} "
+                       f"({_data_path(target.suite, root)}) to check "
+                       f"{target.task}/{target.dataset or ''} against; pass --data-dir (the "
+                       "data the predictions were made on)")
+
+
+# ----------------------------------------------------------------------------- reading back
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise MinidmlError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); write it "
+                           "again") from None
+    except UnicodeDecodeError:
+        raise MinidmlError(f"{path}: not UTF-8 text; write it again") from None
+    except OSError as e:
+        raise MinidmlError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _check_predictions(path: Path, data: Any, sizes: Mapping[str, int] | int,
+                       fields: Sequence[str] = ("pred",)) -> None:
+    """``data`` is ``{subtask: {"predictions": [...]}}`` with the expected number of items per
+    subtask and every subtask of the data: else a one-line error naming the file."""
+    fix = "evaluate the task again (without --limit) with --babylm-results"
+    need = set(fields)
+    if not isinstance(data, dict) or not data:
+        raise MinidmlError(f"{path}: expected {{subtask: {{\"predictions\": [...]}}}}; {fix}")
+    for key, value in data.items():
+        items = value.get("predictions") if isinstance(value, dict) else None
+        if not isinstance(items, list):
+            raise MinidmlError(f"{path}: subtask {key!r} has no list of predictions; {fix}")
+        want = sizes if isinstance(sizes, int) else sizes.get(str(key).lower())
+        if want is None:
+            raise MinidmlError(f"{path}: unknown subtask {key!r} (the data has "
+                               f"{', '.join(sorted(sizes))}); {fix}")
+        if len(items) != want:
+            raise MinidmlError(f"{path}: subtask {key!r} has {len(items):,} predictions, the "
+                               f"official collation expects {want:,}; {fix}")
+        if not all(isinstance(item, dict) and item.keys() >= need for item in items):
+            k = next(k for k, item in enumerate(items)
+                     if not isinstance(item, dict) or not item.keys() >= need)
+            raise MinidmlError(f"{path}: prediction {k} of {key!r} lacks "
+                               f"{' or '.join(fields)}; {fix}")
+    if set(fields) == {"pred", "prev_pred"} and "reading" not in data:
+        raise MinidmlError(f"{path}: no subtask 'reading', which the official scripts read; "
+                           f"{fix}")
+    if not isinstance(sizes, int):
+        lacking = sorted(set(sizes) - {str(k).lower() for k in data})
+        if lacking:
+            raise MinidmlError(f"{path}: no predictions of subtask {lacking[0]!r}"
+                               + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else "")
+                               + f"; {fix}")
+
+
+def _fields(target: Target) -> tuple[str, ...]:
+    return {"wug": ("pred", "prob"), "reading": ("pred", "prev_pred")}.get(target.answer,
+                                                                          ("pred",))
+
+
+def _same(pred: Any, answer: Any) -> bool:
+    """A prediction matches its (stripped) answer as the official scripts compare them."""
+    return (pred.strip() if isinstance(pred, str) else pred) == answer
+
+
+def _number(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def task_scores(target: Target, data: Mapping[str, Any], answers: _Answers
+                ) -> dict[str, float]:
+    """The official fast scores of one task's predictions: per subtask the share of items
+    whose prediction is the correct text, the wug test's Spearman ρ per subtask, or reading's
+    ``spr`` and ``rt`` (the gains in R² of self-paced reading and eye tracking)."""
+    if target.answer == "reading":  # the reading suite's fits of the two scored measures
+        import numpy as np
+
+        from minidml_plugins.reading import BASELINE, EYE_TRACKING, SELF_PACED, SPILLOVER, compare
+
+        items = data["reading"]["predictions"]
+        columns = {**answers.table.numbers,
+                   "pred": np.asarray([_number(i["pred"]) for i in items], dtype=np.float64),
+                   "prev_pred": np.asarray([_number(i["prev_pred"]) for i in items],
+                                           dtype=np.float64)}
+        eye = [compare(columns, m, BASELINE).rel_delta_r2 for m in EYE_TRACKING]
+        return {"spr": compare(columns, SELF_PACED, SPILLOVER).rel_delta_r2,
+                "rt": sum(eye) / len(eye)}
+    out = {}
+    for key, value in data.items():
+        items = value["predictions"]
+        if target.answer == "wug":
+            n = min(len(items), len(answers.ratios))
+            out[key] = spearman([float(i["prob"]) for i in items[:n]], answers.ratios[:n])
+            continue
+        truth = answers.per_subtask.get(key)
+        if truth is None:  # the official check looks subtasks up whatever their case
+            lower = {k.lower(): v for k, v in answers.per_subtask.items()}
+            truth = lower.get(str(key).lower(), [])
+        pairs = list(zip(items, truth, strict=False))
+        out[key] = (sum(_same(i["pred"], t) for i, t in pairs) / len(pairs)) if pairs \
+            else math.nan
+    return out
+
+
+def _glue_score(merged: Mapping[str, Any], root: Path) -> float | None:
+    """GLUE as the official report gives it: the mean accuracy (×100) over the tasks."""
+    folder = _folder("glue", root)
+    scores = []
+    for key, value in merged.items():
+        path = folder / f"{key}.valid.jsonl"
+        if not path.is_file():
+            return None
+        labels = [r["label"] for r in read_jsonl(path, ("label",))]
+        pairs = list(zip(value["predictions"], labels, strict=False))
+        if not pairs:
+            return None
+        scores.append(100 * sum(p["pred"] == lab for p, lab in pairs) / len(pairs))
+    return sum(scores) / len(scores) if scores else None
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def report_scores(target: Target, scores: Mapping[str, float]) -> dict[str, float]:
+    """The numbers the official report prints for a task (×100): the mean over its subtasks
+    (for entity tracking, over every ``<file>_<n>_ops``), the wug test's ρ, reading's two."""
+    if target.answer == "reading":
+        return {"READING (SPR)": 100 * scores["spr"], "READING (ET)": 100 * scores["rt"]}
+    return {target.label: 100 * _mean(list(scores.values()))}
+
+
+# ----------------------------------------------------------------------------- collation
+@dataclass
+class Collation:
+    """What :func:`collate` wrote (``path``) and the scores it found: ``scores``, the final
+    model's as the official report prints them (×100; None: no data here to score it, said in
+    ``unscored``), and ``fast``, per revision the fast sets' (×100, means over subtasks)."""
+
+    path: Path
+    scores: dict[str, float | None]
+    unscored: dict[str, str]
+    fast: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def track_revisions(track: str) -> list[str]:
+    """The revisions a track's fast sets are collated for: its checkpoints at words seen."""
+    from ..words import revision_name, track_milestones
+
+    return [revision_name(w) for w in track_milestones(TRACKS[track])]
+
+
+def _hint(kind: str, target: Target | None = None, revision: str = MAIN) -> str:
+    if kind == "aoa":
+        return ("minidml does not make it: run the official AoA evaluation "
+                "(scripts/eval_aoa.sh) for every revision and put its surprisal.json there")
+    if kind == "finetune":
+        return ("minidml does not make it: run the official fine-tuning (scripts/"
+                "eval_finetuning.sh) and put its predictions.json there")
+    step = "" if revision == MAIN else " --step <the checkpoint of " + revision + ">"
+    note = (" (its data has no public copy: put the official files under the data root)"
+            if target is not None and target.suite in UNPUBLISHED else "")
+    suite = target.suite if target is not None else "…"
+    return f"run `minidml eval RUN{step} --suite {suite} --babylm-results DIR`{note}"
+
+
+def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict",
+            fast: bool = False, data_dir: str | os.PathLike | None = None,
+            force: bool = False) -> Collation:
+    """Write ``results_dir/<model>/all_full_preds_and_fast_scores_causal.json`` as the
+    official ``collate_preds.py --backend causal --track TRACK [--fast]`` writes it (see the
+    module docstring), after checking every file it reads against the data under
+    ``data_dir`` (the default data root when None). Refused, with one line naming the file or
+    option and nothing written: an unknown track, a missing or malformed file, a wrong number
+    of items, an existing output (unless ``force``)."""
+    if track not in TRACKS:
+        raise MinidmlError(f"--track {track}: unknown; choose {', '.join(TRACKS)} (the "
+                           "multimodal track's vision tasks are not minidml's: collate it with "
+                           "the official collate_preds.py)")
+    name = model_name(model)
+    root = resolve_data_dir(data_dir)
+    if data_dir is not None and not root.is_dir():
+        raise MinidmlError(f"--data-dir {data_dir}: no such directory; give the folder that "
+                           "holds the evaluation data")
+    base = Path(results_dir) / name
+    if not base.is_dir():
+        raise MinidmlError(f"{base}: no such folder; give the folder --babylm-results wrote and "
+                           f"--model with the name it filed the model under")
+    out = base / COLLATED
+    if out.exists() and not force:
+        raise MinidmlError(f"{out}: already exists; remove it or pass --force to replace it")
+    revisions = track_revisions(track) if fast else []
+
+    # every file first, so that a missing one is found before any work
+    needed: list[tuple[Path, str]] = []
+    for target in FULL:
+        needed.append((target.path(results_dir, name, MAIN), _hint("eval", target)))
+    aoa = base / MAIN / "zero_shot" / BACKEND / "AoA_word" / "surprisal.json"
+    needed.append((aoa, _hint("aoa")))
+    glue = [base / MAIN / "finetune" / task / "predictions.json" for task in GLUE_TASKS]
+    needed += [(p, _hint("finetune")) for p in glue]
+    for revision in revisions:
+        needed += [(t.path(results_dir, name, revision), _hint("eval", t, revision))
+                   for t in FAST]
+    missing = [(p, h) for p, h in needed if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""
+        raise MinidmlError(f"{missing[0][0]}: missing{more}; {missing[0][1]}")
+
+    cache: dict[str, _Answers | None] = {}
+    collated: dict[str, Any] = {}
+    for target in FULL:
+        path = target.path(results_dir, name, MAIN)
+        data = _load(path)
+        _check_predictions(path, data, _expected_sizes(target, root, cache), _fields(target))
+        collated[target.key] = data
+    surprisal = _load(aoa)
+    _check_aoa(aoa, surprisal, track_revisions(track))
+    collated["aoa"] = surprisal
+    merged: dict[str, Any] = {}
+    for task, path in zip(GLUE_TASKS, glue, strict=True):
+        data = _load(path)
+        _check_predictions(path, data, _glue_size(task, root), ("pred",))
+        merged |= data
+    collated["glue"] = merged
+
+    fast_scores: dict[str, dict[str, float]] = {}
+    if fast:
+        by_key: dict[str, list[dict[str, float]]] = {t.key: [] for t in FAST}
+        for target in FAST:
+            answers = _answers(target, root, cache)
+            if answers is None:
+                raise MinidmlError(
+                    f"--fast: no data of {target.suite} under {root} "
+                    f"({_data_path(target.suite, root)}) to score the fast sets with; pass "
+                    "--data-dir, or put the official fast_eval files there"
+                    + (" (this set has no public copy)" if target.suite in UNPUBLISHED else ""))
+        for revision in revisions:
+            row: dict[str, float] = {}
+            for target in FAST:
+                path = target.path(results_dir, name, revision)
+                data = _load(path)
+                answers = _answers(target, root, cache)
+                _check_predictions(path, data, answers.sizes, _fields(target))
+                scores = task_scores(target, data, answers)
+                by_key[target.key].append(scores)
+                row.update(report_scores(target, scores))
+            fast_scores[revision] = row
+        collated["fast_eval_results"] = by_key
+
+    text = json.dumps(collated).encode("ascii")
+    main_scores, unscored = _main_scores(collated, root, cache)
+    try:
+        with _io.atomic_open(out, "wb", exclusive=not force) as f:
+            f.write(text)
+    except FileExistsError:
+        raise MinidmlError(f"{out}: already exists; remove it or pass --force to replace "
+                           "it") from None
+    except OSError as e:
+        raise MinidmlError(f"{out}: cannot write ({e.strerror or e})") from None
+    return Collation(out, main_scores, unscored, fast_scores)
+
+
+def _glue_size(task: str, root: Path) -> int:
+    path = _folder("glue", root) / f"{task}.valid.jsonl"
+    if not path.is_file():
+        raise MinidmlError(f"--data-dir {root}: no {path} to check finetune/{task} against; "
+                           "pass --data-dir, or run `minidml data fetch glue`")
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def _check_aoa(path: Path, data: Any, revisions: Sequence[str]) -> None:
+    """One result of every AoA word for each revision of the track, as the official check."""
+    rows = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "step" in r for r in rows):
+        raise MinidmlError(f"{path}: expected {{\"results\": [{{\"step\": …}}, …]}}; "
+                           f"{_hint('aoa')}")
+    counts: dict[Any, int] = {}
+    for r in rows:
+        counts[r["step"]] = counts.get(r["step"], 0) + 1
+    lacking = [r for r in revisions if r not in counts]
+    extra = [str(s) for s in counts if s not in revisions]
+    if lacking or extra:
+        what = (f"no results of revision {lacking[0]}" if lacking
+                else f"results of {extra[0]}, which is no revision of the track")
+        raise MinidmlError(f"{path}: {what} (the track's are {revisions[0]} … "
+                           f"{revisions[-1]}); {_hint('aoa')}")
+    for revision in revisions:
+        if counts[revision] != AOA_WORDS:
+            raise MinidmlError(f"{path}: {counts[revision]:,} results of {revision}, the "
+                               f"official collation expects {AOA_WORDS:,}; {_hint('aoa')}")
+
+
+def _main_scores(collated: Mapping[str, Any], root: Path, cache: dict[str, _Answers | None]
+                 ) -> tuple[dict[str, float | None], dict[str, str]]:
+    """The final model's scores as ``calculate_results_from_pred.py`` prints them (×100),
+    for the tasks whose data is under ``root``."""
+    scores: dict[str, float | None] = {}
+    unscored: dict[str, str] = {}
+    for target in FULL:
+        answers = _answers(target, root, cache)
+        labels = (["READING (SPR)", "READING (ET)"] if target.answer == "reading"
+                  else [target.label])
+        if answers is None:
+            for lb in labels:
+                scores[lb] = None
+                unscored[lb] = f"no data at {_data_path(target.suite, root)}"
+            continue
+        data = collated[target.key]
+        if target.answer == "wug":  # one ρ over every subtask's items together
+            probs = [float(i["prob"]) for v in data.values() for i in v["predictions"]]
+            scores[target.label] = 100 * spearman(probs, answers.ratios[:len(probs)])
+            continue
+        scores.update(report_scores(target, task_scores(target, data, answers)))
+    glue = _glue_score(collated["glue"], root)
+    scores["GLUE"] = glue
+    if glue is None:
+        unscored["GLUE"] = f"no validation files in {_folder('glue', root)}"
+    scores["AoA"] = None
+    unscored["AoA"] = "minidml does not score it: the official AoA fit needs cdi_human.csv"
+    return scores, unscored
