@@ -486,3 +486,48 @@ def test_a_checkpoint_rotated_away_while_read_is_read_whole_or_not_at_all(tiny_r
     with pytest.raises(MinidmlError, match=r"--step 99999999: its checkpoint .* was removed "
                                            r"while being read"):
         minidml.load(run, step=99999999)
+
+
+def test_memory_errors_and_prompts_that_are_not_utf8_are_one_line(tiny_run, monkeypatch,
+                                                                  capsys):
+    from minidml.cli.commands import main
+    from minidml.evaluation import plugins
+
+    def exhausted():
+        raise MemoryError
+
+    monkeypatch.setattr(plugins, "suites", exhausted)
+    with pytest.raises(SystemExit) as e:
+        main(["suites"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and len(err) == 1 and err[0].startswith("error: out of memory")
+    with pytest.raises(SystemExit) as e:  # Latin-1 bytes from the shell: a lone surrogate
+        main(["generate", str(tiny_run.path), "--prompt", "caf\udce9", "--max-tokens", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--prompt" in err[0] and "UTF-8" in err[0]
+
+
+def test_eval_of_every_step_skips_a_checkpoint_rotated_away_meanwhile(tiny_run, tmp_path,
+                                                                     monkeypatch, capsys):
+    import shutil
+
+    from minidml import rundir
+    from minidml.cli.commands import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    newest = checkpoints(run)[-1]
+    shutil.copytree(newest, newest.with_name("step-00000001"))
+    real = rundir.load
+
+    def rotated_first(path, device="cpu", step=None):
+        if step == 1:  # training rotates it away between the listing and the reading
+            rundir._remove_checkpoint(Path(path) / "checkpoints" / "step-00000001")
+        return real(path, device, step)
+
+    monkeypatch.setattr(rundir, "load", rotated_first)
+    main(["eval", str(run), "--suite", "agreement", "--limit", "4", "--step", "all", "-q"])
+    err = capsys.readouterr().err
+    assert "step 1: its checkpoint was rotated away" in err
+    assert [p.name.split("-")[1] for p in (run / "eval").glob("results-step*.json")] == [
+        f"step{tiny_run.step}"]

@@ -25,6 +25,8 @@ from ..experiments.config import EVAL_STUDENTS, CompareConfig
 from ..tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
 from .babylm import babylm
 from .options import (
+    GLUE_POOLING_HELP,
+    GLUE_SET_HELP,
     POSITIVE,
     POSITIVE_FLOAT,
     Count,
@@ -164,6 +166,8 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
 @click.option("--glue-epochs", type=POSITIVE, help="glue: at most this many fine-tuning epochs "
               "(default: the suite's own).")
+@click.option("--glue-set", metavar="2024|2026", help=GLUE_SET_HELP)
+@click.option("--glue-pooling", metavar="last|first", help=GLUE_POOLING_HELP)
 @config_options(*_COMPARE_OPTIONS)
 @click.option("--vary", multiple=True, metavar="[ARM:]KEY=V1,V2",
               help="Ablation: add arms that change one setting of ARM (default wml), one per "
@@ -176,6 +180,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
             limit: int | None, eval_batch_size: int, eval_students: str, eval_points: int,
             data_dir: Path | None,
             glue_tasks: str | None, max_train_examples: int | None, glue_epochs: int | None,
+            glue_set: str | None, glue_pooling: str | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
             quiet: bool, tokens: int | None, **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
@@ -199,7 +204,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
         eval_students=eval_students,
         eval_points=eval_points, train=base.replace(**given),
-        suite_options=glue_options(glue_tasks, max_train_examples, glue_epochs),
+        suite_options=glue_options(glue_tasks, max_train_examples, glue_epochs, glue_set,
+                                   glue_pooling),
         variants=tuple(v for text in vary for v in Variant.parse(text)))
     config.check_train(list(from_file))
     if out is None:
@@ -360,6 +366,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except MinidmlError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except MemoryError:  # Python's own allocations (the allocator's are RuntimeErrors)
+        click.echo("error: out of memory; lower --batch-size (and raise --grad-accum to keep "
+                   "the tokens per step), use fewer or smaller students, or free memory; a "
+                   "run's checkpoints so far are intact", err=True)
         sys.exit(1)
     except OSError as e:
         if os.environ.get("MINIDML_DEBUG"):

@@ -246,11 +246,32 @@ def one_length(given: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
-def glue_options(tasks: str | None, max_train_examples: int | None, epochs: int | None
-                 ) -> dict[str, Any]:
-    """The glue suite's options from the command line (those given)."""
+def utf8_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A text option that must be valid UTF-8 (bytes the shell passed in another encoding
+    arrive as lone surrogates)."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise click.BadParameter(f"not valid UTF-8 (character {e.start + 1}); give the "
+                                     "text in UTF-8") from None
+    return value
+
+
+def glue_options(tasks: str | None, max_train_examples: int | None, epochs: int | None,
+                 glue_set: str | None = None, pooling: str | None = None) -> dict[str, Any]:
+    """The glue suite's options from the command line (those given; the suite checks
+    them and holds their defaults)."""
     return {k: v for k, v in (("tasks", tasks), ("max_train_examples", max_train_examples),
-                              ("epochs", epochs)) if v is not None}
+                              ("epochs", epochs), ("glue_set", glue_set),
+                              ("pooling", pooling)) if v is not None}
+
+
+GLUE_SET_HELP = ("glue: the fine-tuning recipe and tasks, 2024 (BabyLM 2024's, the default) or "
+                 "2026 (the official 2026 pipeline's: boolq, multirc, rte, wsc, mrpc, qqp, "
+                 "mnli with its learning rate, batches, epochs and schedule).")
+GLUE_POOLING_HELP = ("glue: which position's hidden state the classifier reads, last (each "
+                     "text's last token, the default) or first.")
 
 
 def run_or_latest(run_dir: Path | None) -> Path:

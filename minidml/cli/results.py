@@ -12,7 +12,15 @@ import click
 
 from ..errors import MinidmlError
 from ..evaluation.runner import evaluate
-from .options import POSITIVE, FilePath, glue_options, run_or_latest
+from .options import (
+    GLUE_POOLING_HELP,
+    GLUE_SET_HELP,
+    POSITIVE,
+    FilePath,
+    glue_options,
+    run_or_latest,
+    utf8_text,
+)
 
 # the defaults of minidml.evaluation.runner.evaluate, which eval's options share
 _EVALUATE = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()}
@@ -35,7 +43,7 @@ def plot(path: Path | None, out: Path | None, formats: tuple[str, ...]) -> None:
 # ----------------------------------------------------------------------------- generate
 @click.command()
 @click.argument("run_dir", required=False, type=FilePath())
-@click.option("--prompt", default="", help="Text to continue.")
+@click.option("--prompt", default="", callback=utf8_text, help="Text to continue.")
 @click.option("--student", default=0, type=click.IntRange(min=0), help="Which student.")
 @click.option("--max-tokens", default=50, type=POSITIVE)
 @click.option("--temperature", default=0.8, type=click.FloatRange(min=0))
@@ -90,6 +98,8 @@ def generate(run_dir: Path | None, prompt: str, student: int, max_tokens: int,
 @click.option("--max-train-examples", type=POSITIVE, help="glue: cap on training examples.")
 @click.option("--epochs", type=POSITIVE,
               help="glue: at most this many epochs (default: the suite's own).")
+@click.option("--glue-set", metavar="2024|2026", help=GLUE_SET_HELP)
+@click.option("--glue-pooling", metavar="last|first", help=GLUE_POOLING_HELP)
 @click.option("--babylm-results", type=FilePath(), metavar="DIR",
               help="Also write the predictions of the BabyLM 2026 tasks in the official "
                    "results layout under this folder, as DIR/<run's name>/<revision>/zero_shot/"
@@ -101,7 +111,8 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
           batch_size: int,
           device: str, precision: str, output: Path | None, log_samples: bool,
           glue_tasks: str | None, max_train_examples: int | None, epochs: int | None,
-          babylm_results: Path | None, quiet: bool) -> None:
+          glue_set: str | None, glue_pooling: str | None, babylm_results: Path | None,
+          quiet: bool) -> None:
     """Evaluate the students of RUN_DIR (default: the latest run), or a Hugging Face causal
     LM's directory, on benchmark suites."""
     from ..evaluation.protocols import get_protocol
@@ -129,7 +140,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
         except ValueError:
             raise MinidmlError(f"--step {step_text!r}: give latest, all or a step "
                                "number") from None
-    options = glue_options(glue_tasks, max_train_examples, epochs)
+    options = glue_options(glue_tasks, max_train_examples, epochs, glue_set, glue_pooling)
     if babylm_results is not None:  # where each step's predictions go, checked before work
         from ..evaluation import submission
 
@@ -146,7 +157,14 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
 
     failed: dict[str, None] = {}
     for k, step in enumerate(steps):
-        run = load_hf(path, device) if hf else load(path, device, step)
+        try:
+            run = load_hf(path, device) if hf else load(path, device, step)
+        except MinidmlError:
+            if step_text != "all" or step in checkpoint_steps(path):
+                raise
+            click.echo(f"warning: step {step}: its checkpoint was rotated away by a training "
+                       "run before it was read; skipped", err=True)
+            continue
         if len(steps) > 1:
             click.echo(f"step {run.step}:")
         if babylm_results is not None:
