@@ -360,7 +360,8 @@ def test_a_failed_write_leaves_the_old_directory(run, transformers, tmp_path, mo
 
     monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
     for target, force in ((out, True), (tmp_path / "new", False)):
-        with pytest.raises(OSError):
+        with pytest.raises(MinidmlError, match=r"cannot write model.safetensors \(No space "
+                                               r"left on device\)"):
             export_hf(run, 1, target, force=force)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not (tmp_path / "new").exists() and leftovers(tmp_path) == []
@@ -414,3 +415,20 @@ def test_an_exported_student_scores_the_same_through_both_routes(run, exported, 
     theirs = [v for s in found["hf"] for v in s["loglikelihoods"]["student-0"]]
     assert [s["good"] for s in found["run"]] == [s["good"] for s in found["hf"]]
     assert len(ours) >= 200 and ours == pytest.approx(theirs, abs=1e-3)
+
+
+def test_a_full_disk_during_export_names_the_file_and_leaves_nothing(run, transformers,
+                                                                      tmp_path, monkeypatch,
+                                                                      capsys):
+    """safetensors reports a write error as its own exception: it is one line naming the
+    file, and neither the target nor a temporary directory is left."""
+    import safetensors.torch
+
+    def full(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 27, "
+                                          "kind: FileTooLarge, message: \"File too large\" })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    code, _, err = run_cli("export", str(run.path), str(tmp_path / "hf"), capsys=capsys)
+    assert_one_line_error(code, err, str(tmp_path / "hf"), "model.safetensors", "File too large")
+    assert list(tmp_path.iterdir()) == []

@@ -337,7 +337,9 @@ def test_sigterm_and_ctrl_c_checkpoint_say_how_to_resume_and_resume(grammar_corp
     go on, and --resume continues from exactly there."""
     out = tmp_path / "run"
     args = tiny_train(grammar_corpus, out, 400, "--save-every", "10000")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a test suite started in the background inherits SIGINT ignored; the child must not
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
     while not (metrics.exists() and metrics.read_text().count('"event": "train"') >= 3):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()

@@ -336,8 +336,14 @@ def write_hf(student: Student, tokenizer: Tokenizer, out_dir: str | os.PathLike,
         _write_json(tmp / "config.json", hf_config(student.config))
         _write_json(tmp / "generation_config.json", {
             "bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID})
-        safetensors_torch.save_file(hf_state_dict(student), str(tmp / WEIGHTS_FILE),
-                                    metadata={"format": "pt"})
+        try:
+            safetensors_torch.save_file(hf_state_dict(student), str(tmp / WEIGHTS_FILE),
+                                        metadata={"format": "pt"})
+        except Exception as e:  # noqa: BLE001 - safetensors reports I/O errors as its own
+            if isinstance(e, OSError) and e.filename:
+                raise
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise OSError(0, why.splitlines()[0][:160], str(out / WEIGHTS_FILE)) from None
         _fsync(tmp / WEIGHTS_FILE)
         (tmp / "tokenizer.model").write_bytes(tokenizer.to_bytes())
         _fsync(tmp / "tokenizer.model")
@@ -348,6 +354,11 @@ def write_hf(student: Student, tokenizer: Tokenizer, out_dir: str | os.PathLike,
                     else _model_card(student, run=None, index=None))
         _io.fsync_dir(tmp)
         _replace_dir(tmp, out)
+    except OSError as e:  # a full disk, say: name the file, leave nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        where = Path(e.filename).name if e.filename else "the export"
+        raise MinidmlError(f"OUT_DIR {out}: cannot write {where} ({e.strerror or e}); free "
+                           "space or choose another directory; nothing was written") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
