@@ -74,12 +74,13 @@ def decide(config: TrainConfig, students: Sequence[StudentConfig], batches: Batc
                                               precision))
     max_steps = None
     if words is not None:
-        total_steps = check_plan(config, words, total_steps, config.max_time is None)
         max_steps = step_limit(config.track, config.words_cap, words)
+        total_steps = check_plan(config, words, total_steps, config.max_time is None,
+                                 max_steps)
     if compiled is None:
-        tokens = config.batch_size * config.context * config.grad_accum * total_steps
-        choice, line = decide_compile(config.compile, device, flops_per_token * tokens,
-                                      config.max_time)
+        choice, line = decide_compile(
+            config.compile, device, flops_per_token * config.tokens_per_step * total_steps,
+            config.max_time)
         compiled = {"requested": config.compile, "choice": choice, "line": line}
     return Decisions(device, dict(precision), dict(compiled), int(total_steps), tuple(warnings),
                      max_steps)

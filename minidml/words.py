@@ -136,11 +136,12 @@ def milestones(config: TrainConfig) -> tuple[int, ...]:
     return track_milestones(config.track) if config.track is not None else ()
 
 
-def check_plan(config: TrainConfig, count: WordCount, total_steps: int, fixed: bool) -> int:
-    """The steps a run plans under its track (``total_steps``, or fewer for a time budget),
-    after refusing with one line a fixed plan (``fixed``: steps, tokens or epochs) that reads
-    more than the track allows or that no ``--checkpoint-words`` count can be reached in."""
-    limit = step_limit(config.track, config.words_cap, count)
+def check_plan(config: TrainConfig, count: WordCount, total_steps: int, fixed: bool,
+               limit: int | None) -> int:
+    """The steps a run plans under its track (``total_steps``, or ``limit``, the track's
+    :func:`step_limit`, for a time budget that would pass it), after refusing with one line a
+    fixed plan (``fixed``: steps, tokens or epochs) over ``limit`` or in which some
+    ``--checkpoint-words`` count cannot be reached."""
     length = next((f"--{k}" for k in ("steps", "tokens", "epochs")
                    if getattr(config, k) is not None), "one epoch (the default length)")
     if limit is not None and total_steps > limit:

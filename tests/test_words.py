@@ -72,8 +72,8 @@ def test_the_cap_counts_every_model_unless_asked_per_model():
     cfg = TrainConfig(track="strict-small", steps=total + 1, students=(Shape(1, 32, 2),) * 4)
     with pytest.raises(MinidmlError, match=r"--steps: .* over what the strict-small track "
                                            r"allows .*--words-cap per-model"):
-        check_plan(cfg, count, total + 1, fixed=True)
-    assert check_plan(cfg, count, total + 1, fixed=False) == total  # a time budget: capped
+        check_plan(cfg, count, total + 1, fixed=True, limit=total)
+    assert check_plan(cfg, count, total + 1, fixed=False, limit=total) == total  # capped
 
 
 def test_a_run_keeps_checkpoints_at_its_words_and_resumes(corpus, tmp_path):

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import _io
+from ..config import TrainConfig
 from ..errors import MinidmlError
 from ..evaluation.baselines import official_baseline
-from ..rundir import read_metrics
+from ..rundir import read_metrics, read_run_config
 from ..words import WordCount
 from .paired import t_critical
 from .report import champion_and_ensemble_rows, report_columns
@@ -175,12 +176,15 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
 
 def _word_count(run_dir: Path) -> WordCount | None:
     """How the run's steps turn into words seen (None: it did not count words)."""
+    meta = read_run_config(run_dir)
+    words = meta.get("words")
+    if not words:
+        return None
+    config = TrainConfig.from_dict(meta["config"], str(run_dir / "config.json"))
     try:
-        meta = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        words, cfg = meta["words"], meta["config"]
         return WordCount(int(words["corpus_words"]), int(words["corpus_tokens"]),
-                         int(cfg["batch_size"]) * int(cfg["context"]) * int(cfg["grad_accum"]))
-    except (OSError, ValueError, KeyError, TypeError):
+                         config.tokens_per_step)
+    except (KeyError, TypeError, ValueError):  # a hand-edited record: draw against time
         return None
 
 
