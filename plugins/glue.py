@@ -64,7 +64,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,13 @@ class Settings:
         return replace(self, epochs=dict(self.task_epochs).get(task, self.epochs),
                        batch_size=dict(self.task_batch_sizes).get(task, self.batch_size),
                        task_epochs=(), task_batch_sizes=())
+
+    @property
+    def overrides(self) -> list[str]:
+        """The settings that differ from the set's own recipe (the task list aside)."""
+        base = SETS[self.glue_set]
+        return [f.name for f in fields(self) if f.name != "tasks"
+                and getattr(self, f.name) != getattr(base, f.name)]
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
@@ -605,6 +612,9 @@ class GlueSuite:
             units.setdefault(settings.spec(task).trained_as or task, []).append(task)
 
         results: dict[str, dict[str, TaskResult]] = {lb: {} for lb in ctx.labels}
+        # each validation example's predicted class, per model and task (the official
+        # pipeline's predictions.json)
+        predicted: dict[str, dict[str, list[int]]] = {lb: {} for lb in ctx.labels}
         done: list[str] = []
         for train_task, evals in units.items():
             spec = settings.spec(train_task)
@@ -654,12 +664,16 @@ class GlueSuite:
                 for i in reported:
                     results[f"student-{i}"][task] = task_result(tspec, probs[i][task],
                                                                 gold[task], settings)
+                    predicted[f"student-{i}"][task] = probs[i][task].argmax(-1).tolist()
                 if with_ensemble:
                     mixed = mixture([probs[i][task] for i in tuned], run.omega)
                     results[ENSEMBLE][task] = task_result(tspec, mixed, gold[task], settings)
+                    predicted[ENSEMBLE][task] = mixed.argmax(-1).tolist()
             done += scored
         available = tuple(t for t in settings.all_tasks if t in done)
-        return SuiteResult(results, {SUITE: available}, notes)
+        return SuiteResult(results, {SUITE: available}, notes, rows=predicted,
+                           settings={"glue_set": settings.glue_set,
+                                     "overrides": settings.overrides})
 
 
 # ----------------------------------------------------------------------------- registration

@@ -390,7 +390,9 @@ class ReadingSuite:
         if not len(table):
             raise MinidmlError(f"{path}: no rows; re-download the file")
         tasks: dict[str, dict[str, TaskResult]] = {}
+        rows: dict[str, dict[str, list[float]]] = {}
         for label, (pred, prev_pred) in table_surprisals(ctx.scorer, table).items():
+            rows[label] = {"pred": pred.tolist(), "prev_pred": prev_pred.tolist()}
             fits = regressions(table.numbers, pred, prev_pred)
             columns = {**table.numbers, "pred": pred, "prev_pred": prev_pred}
             eye = {"rel_delta_r2": fits.eye_tracking}
@@ -409,7 +411,24 @@ class ReadingSuite:
         if ENSEMBLE in ctx.labels:
             notes.append("ensemble: a word's surprisal is −log of the product over its pieces "
                          "of the ω-weighted mixture of the students' probabilities")
-        return SuiteResult(tasks, {ctx.suite: ("eye_tracking", "self_paced_reading")}, notes)
+        return SuiteResult(tasks, {ctx.suite: ("eye_tracking", "self_paced_reading")}, notes,
+                           rows=rows)
+
+    # the official predictions file holds each row's pred and prev_pred (ScoresRows)
+    def row_count(self, data_dir: Path) -> int | None:
+        path = Path(data_dir) / self.file
+        return len(read_table(path)) if path.is_file() else None
+
+    def score_rows(self, rows: Mapping[str, Sequence[float]], data_dir: Path
+                   ) -> dict[str, float]:
+        table = read_table(Path(data_dir) / self.file)
+        pred, prev = (np.asarray(rows[c], dtype=np.float64) for c in ("pred", "prev_pred"))
+        if len(pred) != len(table) or len(prev) != len(table):
+            raise MinidmlError(f"{Path(data_dir) / self.file}: {len(table):,} rows, but "
+                               f"{len(pred):,} predictions; score the whole file")
+        fits = regressions(table.numbers, pred, prev)
+        return {"eye_tracking": fits.eye_tracking,
+                "self_paced_reading": fits.self_paced_reading}
 
 
 class ReadingFastSuite(ReadingSuite):

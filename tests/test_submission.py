@@ -25,8 +25,9 @@ are the official ones.
 Stand-ins, made here because the official collation wants every file of a submission at its
 official size: the final model's full BLiMP, supplement, EWoK and entity-tracking predictions
 (taking minidml minutes: random choices among each item's real options), the fast
-entity-tracking predictions (random, a different seed per revision), the AoA and fine-tuning
-files (minidml makes neither; glue gives no per-example predictions), and the 19 revisions of
+entity-tracking predictions (random, a different seed per revision), the AoA file (minidml does
+not make it) and the fine-tuning files (minidml's glue writes them, proven on wsc with the
+subset, since fine-tuning every task takes long), and the 19 revisions of
 a strict-small run (copies of ``chck_1k``). Data with no public copy
 (``babylm-eval-2026/README.md``): wug past tense (the first 50 rows of the adjective test
 stand in), COMPS (generated rows in its format), the fast entity-tracking set (the full
@@ -127,6 +128,9 @@ out = {
             load("blimp/supplement_filtered"), "blimp", data / "supplement_filtered"),
         "ewok": coll._calculate_target_results(load("ewok/ewok_filtered"), "ewok",
                                                data / "ewok_filtered")},
+    "glue": calc._calculate_glue_results(
+        coll._load_results(Path(job["finetune"]) / "wsc" / "predictions.json"),
+        Path(job["glue"])),
     "sizes": {"full": coll.FULL_SIZES, "fast": coll.FAST_SIZES, "aoa": coll.AOA_SIZE,
               "strict-small": coll.STRICT_SMALL_FAST_REVISIONS,
               "strict": coll.OTHER_FAST_REVISIONS},
@@ -287,6 +291,10 @@ def data_roots(data_dir, tmp_path_factory) -> dict[str, Path]:
     (subset / FULL_2026 / "reading/reading_data.csv").write_text(
         "".join(csv.splitlines(keepends=True)[:301]), encoding="utf-8")
     link(subset / FULL_2026 / "reading", subset_official / "full_eval/reading")
+    link(data / "babylm-eval/glue_filtered", subset / "babylm-eval/glue_filtered")
+    link(data / "babylm-eval/glue_filtered_2025_extra",
+         subset / "babylm-eval/glue_filtered_2025_extra")
+    link(data / "babylm-eval/glue_filtered", subset_official / "full_eval/glue_filtered")
     return {"data": data, "official": official, "subset": subset,
             "subset_official": subset_official}
 
@@ -355,8 +363,8 @@ def _make(student, data_roots, tmp, data, results, subset_results, jobs_file, pr
         "revision": ["--step", step, "--suite", "wug-adj-fast", "--data-dir", data,
                      "--babylm-results", results],
         "subset": [*[a for s in ("blimp", "blimp-supplement", "ewok", "entity-tracking",
-                                 "wug-adj", "wug-past", "comps", "reading")
-                     for a in ("--suite", s)],
+                                 "wug-adj", "wug-past", "comps", "reading", "glue")
+                     for a in ("--suite", s)], "--glue-set", "2026", "--glue-tasks", "wsc",
                    "--data-dir", data_roots["subset"], "--babylm-results", subset_results],
     }
     reported, said = {}, {}
@@ -438,6 +446,8 @@ def _make(student, data_roots, tmp, data, results, subset_results, jobs_file, pr
     write_json(tmp / "functions.tmp", {
         "results": str(subset_results / MODEL / MAIN / "zero_shot" / "causal"),
         "data": str(data_roots["subset_official"] / "full_eval"),
+        "finetune": str(subset_results / MODEL / MAIN / "finetune"),
+        "glue": str(data_roots["subset_official"] / "full_eval" / "glue_filtered"),
         "out": str(tmp / "functions.json")})
     os.replace(tmp / "functions.tmp", functions_job)
     ours = {}
@@ -490,6 +500,10 @@ def test_the_official_code_scores_minidmls_predictions_as_minidml_does(made):
     assert spr == pytest.approx(100 * per["reading/self_paced_reading"]["rel_delta_r2"],
                                 abs=1e-6)
     assert eye == pytest.approx(100 * per["reading/eye_tracking"]["rel_delta_r2"], abs=1e-6)
+    # fine-tuning (wsc, by the official recipe): the official GLUE score of minidml's file
+    assert theirs["glue"] == pytest.approx(100 * per["glue/wsc"]["acc"], abs=EXACT)
+    assert made["reported"]["subset"]["suites"]["glue"]["settings"] == {
+        "glue_set": "2026", "overrides": []}
 
 
 @pytest.mark.slow
@@ -651,7 +665,9 @@ def test_eval_checks_where_predictions_go_before_any_work(tiny_run, tmp_path, ca
     step = checkpoint_steps(tiny_run.path)[-1]
     cases = [
         (["--suite", "blimp", "--protocol", "lm-eval"], ["--protocol lm-eval"]),
-        (["--suite", "glue"], ["--babylm-results", "babylm-2026"]),
+        (["--suite", "agreement"], ["--babylm-results", "babylm-2026"]),
+        (["--suite", "glue"], ["--glue-set 2026"]),
+        (["--suite", "glue", "--glue-set", "2026", "--epochs", "1"], ["epochs", "drop"]),
         (["--suite", "blimp", "--student", "all"], ["--student all", "one model"]),
         (["--suite", "blimp", "--step", step, "--student", "0"],
          [f"--step {step}", "no revision"]),

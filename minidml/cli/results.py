@@ -144,7 +144,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
     if babylm_results is not None:  # where each step's predictions go, checked before work
         from ..evaluation import submission
 
-        submission.check_request(suite_names, get_protocol(protocol).name)
+        submission.check_request(suite_names, get_protocol(protocol).name, options)
         model, filed = submission.revision_plan(path, steps, hf=hf, every=step_text == "all")
         if limit is not None:
             click.echo(f"warning: --limit {limit}: the predictions hold the first {limit} "
@@ -196,8 +196,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
             click.echo(f"samples: {samples}")
         if babylm_results is not None and filed[k]:
             sent = submission.write_predictions(
-                results, babylm_results, filed[k], model=model, label=label,
-                data_dir=data_dir, limit=limit, batch_size=batch_size, precision=precision)
+                results, babylm_results, filed[k], model=model, label=label)
             n = len(sent.files)
             click.echo(f"babylm results: {n} file{'' if n == 1 else 's'} under "
                        f"{babylm_results / model} ({', '.join(filed[k])})")

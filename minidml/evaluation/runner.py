@@ -103,7 +103,8 @@ class EvalResults:
                 "package": o.spec.package, "package_version": o.spec.package_version,
                 "data_sha256": o.data_sha256, "seconds": round(o.seconds, 2),
                 **({"error": o.error} if o.error else {}),
-                **({"notes": o.result.notes} if o.result and o.result.notes else {})}
+                **({"notes": o.result.notes} if o.result and o.result.notes else {}),
+                **({"settings": o.result.settings} if o.result and o.result.settings else {})}
             if o.result is None:
                 continue
             for lb, per in o.result.tasks.items():

@@ -19,9 +19,12 @@ itself for BLiMP, the supplement and the wug tests, ``" " + target`` for EWoK, t
 entity tracking, and the whole sentence (``prefix + " " + property``) for COMPS. The wug tests
 add ``prob``, the float32 softmax's probability of the first sentence. Reading has one item
 per row of its table, ``{"id": row, "pred": surprisal, "prev_pred": the previous word's (NaN
-where there is none)}``, in nats, scored by the official rule (the reading suite's
-:func:`~minidml_plugins.reading.table_surprisals`). Fine-tuning is not written: the ``glue``
-suite reports metrics, not each example's prediction.
+where there is none)}``, in nats, scored by the official rule: the reading suite's rows
+(:attr:`~minidml.evaluation.suite.SuiteResult.rows`), which it also scores back
+(:class:`~minidml.evaluation.suite.ScoresRows`). Fine-tuning (``glue`` with ``glue_set
+2026`` and none of its recipe changed) goes to ``finetune/<task>/predictions.json``, each
+validation example ``{"id": "<task>_<k>", "pred": class}``, from the best epoch's model as
+the official trainer predicts; boolq has no public training file and is not written.
 
 **Collation** (:func:`collate`): the file the leaderboard reads,
 ``RESULTS/<model>/all_full_preds_and_fast_scores_causal.json``, as the official
@@ -51,7 +54,7 @@ import torch
 
 from .. import _io
 from ..errors import MinidmlError
-from .suite import ENSEMBLE, as_choices, read_jsonl, resolve_data_dir, spearman
+from .suite import ENSEMBLE, ScoresRows, as_choices, read_jsonl, resolve_data_dir, spearman
 
 BACKEND = "causal"  # the official backend of a causal LM: part of every path
 COLLATED = f"all_full_preds_and_fast_scores_{BACKEND}.json"
@@ -61,6 +64,8 @@ PROTOCOL = "babylm-2026"  # the rule the official pipeline scores by
 # revisions whose fast sets each collates: the checkpoints a run of that track makes
 TRACKS = {"strict-small": "strict-small", "strict": "strict", "interaction": "strict"}
 GLUE_TASKS = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
+GLUE = "glue"  # the suite that fine-tunes them
+FINETUNE_SET = "2026"  # its glue_set that is the official pipeline's fine-tuning
 # the number of items of the sets that have no public copy (the official collation's counts);
 # where the data is under the data root, its rows are counted instead
 UNPUBLISHED: dict[str, int | dict[str, int]] = {
@@ -183,17 +188,29 @@ def revision_plan(path: Path, steps: Sequence[int | None], *, hf: bool = False,
     return name, plan
 
 
-def check_request(suite_names: Sequence[str], protocol: str) -> None:
-    """Before any work: the official pipeline scores by ``babylm-2026``, and at least one of
-    the suites asked for must be a task the official collation reads."""
+def check_request(suite_names: Sequence[str], protocol: str,
+                  options: Mapping[str, Any] | None = None) -> None:
+    """Before any work: the official pipeline scores by ``babylm-2026``, at least one of the
+    suites asked for must be a task the official collation reads, and ``glue`` must fine-tune
+    by the official recipe (``glue_set 2026``, nothing changed)."""
     if protocol != PROTOCOL:
         raise MinidmlError(f"--babylm-results: the official pipeline scores by --protocol "
                            f"{PROTOCOL}, not {protocol}; drop --protocol {protocol}")
-    if not any(n in TARGETS or n in SUITE_SETS for n in suite_names):
+    if not any(n in TARGETS or n in SUITE_SETS or n == GLUE for n in suite_names):
         raise MinidmlError(
             f"--babylm-results: none of the suites ({', '.join(suite_names)}) is a task of the "
             f"official collation; add --suite babylm-2026 (the final model's) or --suite "
-            f"babylm-fast (a checkpoint's), or one of {', '.join(TARGETS)}")
+            f"babylm-fast (a checkpoint's), or one of {', '.join([*TARGETS, GLUE])}")
+    if GLUE in suite_names:
+        options = dict(options or {})
+        if str(options.get("glue_set")) != FINETUNE_SET:
+            raise MinidmlError(f"--babylm-results: the official fine-tuning is --glue-set "
+                               f"{FINETUNE_SET}'s; add --glue-set {FINETUNE_SET}")
+        changed = sorted(k for k, v in options.items()
+                         if v is not None and k not in ("glue_set", "tasks"))
+        if changed:
+            raise MinidmlError(f"--babylm-results: the official fine-tuning runs its own "
+                               f"recipe; drop the glue option {changed[0]}")
 
 
 def submitted_label(student: str, run: Any) -> str:
@@ -246,24 +263,35 @@ def predictions(target: Target, samples: Sequence[Any], label: str) -> dict[str,
     return out
 
 
-def reading_predictions(run: Any, label: str, data_dir: str | os.PathLike | None = None, *,
-                        suite: str = "reading", limit: int | None = None,
-                        batch_size: int = 64, precision: str = "fp32") -> dict[str, Any]:
-    """The official reading ``predictions.json``: each row's surprisal and its previous
-    word's, scored as the reading suite scores them."""
-    from minidml_plugins.reading import read_table, table_surprisals
-
-    from .plugins import suites
-    from .runner import data_root
-    from .scoring import Scorer
-
-    table = read_table(data_root(data_dir) / suites()[suite].requires[0]).head(limit)
-    scorer = Scorer(run.students, run.tokenizer, run.omega, labels=[label],
-                    batch_size=batch_size, precision=precision, protocol=PROTOCOL)
-    pred, prev = table_surprisals(scorer, table)[label]
+def row_predictions(rows: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """The official reading ``predictions.json`` from a suite's rows for one model: each row's
+    surprisal and its previous word's (NaN where it has none, as the official code writes it)."""
     return {"reading": {"predictions": [
         {"id": i, "pred": float(p), "prev_pred": float(q)}
-        for i, (p, q) in enumerate(zip(pred.tolist(), prev.tolist(), strict=True))]}}
+        for i, (p, q) in enumerate(zip(rows["pred"], rows["prev_pred"], strict=True))]}}
+
+
+def finetune_predictions(task: str, predicted: Sequence[int]) -> dict[str, Any]:
+    """The official fine-tuning ``predictions.json`` of a task: each validation example's
+    predicted class."""
+    return {task: {"predictions": [{"id": f"{task}_{i}", "pred": int(p)}
+                                   for i, p in enumerate(predicted)]}}
+
+
+def finetune_path(results: str | os.PathLike, model: str, revision: str, task: str) -> Path:
+    """Where the official pipeline files a task's fine-tuning predictions."""
+    return Path(results) / model / revision / "finetune" / task / "predictions.json"
+
+
+def _not_official_finetuning(settings: Mapping[str, Any]) -> str | None:
+    """Why ``glue`` results are not the official fine-tuning's (None: they are)."""
+    if settings.get("glue_set") != FINETUNE_SET:
+        return (f"fine-tuned by glue_set {settings.get('glue_set')}; the official "
+                f"fine-tuning is --glue-set {FINETUNE_SET}'s")
+    if settings.get("overrides"):
+        return (f"fine-tuned with {', '.join(settings['overrides'])} changed from the official "
+                "recipe; drop those glue options")
+    return None
 
 
 @dataclass
@@ -275,9 +303,7 @@ class Written:
 
 
 def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[str], *,
-                      model: str, label: str, data_dir: str | os.PathLike | None = None,
-                      limit: int | None = None, batch_size: int = 64,
-                      precision: str = "fp32") -> Written:
+                      model: str, label: str) -> Written:
     """Write the predictions of every completed suite of ``results``
     (:class:`~minidml.evaluation.runner.EvalResults`) that the official collation reads,
     for model ``label``, under ``out/<model>/<revision>/`` for each revision; an existing file
@@ -288,31 +314,44 @@ def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[
                            f"{results.protocol}; the official pipeline's is {PROTOCOL}")
     done = Written()
     content: dict[Path, tuple[str, bytes]] = {}
-    for outcome in results.outcomes:
-        name = outcome.spec.name
-        target = TARGETS.get(name)
-        if target is None:
-            why = ("no per-example predictions: the official finetune/ layout is not written"
-                   if name == "glue" else "not a task of the official collation")
-            done.skipped[name] = why
-            continue
-        if outcome.status != "ok" or outcome.result is None:
-            done.skipped[name] = outcome.status
-            continue
-        if target.answer == "reading":
-            data = reading_predictions(results.run, label, data_dir, suite=name, limit=limit,
-                                       batch_size=batch_size, precision=precision)
-        else:
-            data = predictions(target, outcome.result.samples, label)
+
+    def put(name: str, data: Any, paths: Sequence[Path]) -> None:
         text = json.dumps(data).encode("ascii")
-        for revision in revisions:
-            path = target.path(out, model, revision)
+        for path in paths:
             if path in content and content[path][1] != text:
                 raise MinidmlError(
                     f"--babylm-results: {content[path][0]} and {name} both go to {path} but "
                     "differ; evaluate them apart (the fast sets on checkpoints, the full sets "
                     "on the final model)")
             content[path] = (name, text)
+
+    for outcome in results.outcomes:
+        name = outcome.spec.name
+        target = TARGETS.get(name)
+        if target is None and name != GLUE:
+            done.skipped[name] = "not a task of the official collation"
+            continue
+        if outcome.status != "ok" or outcome.result is None:
+            done.skipped[name] = outcome.status
+            continue
+        if name == GLUE:
+            why = _not_official_finetuning(outcome.result.settings)
+            if why:
+                done.skipped[name] = why
+                continue
+            predicted = outcome.result.rows.get(label, {})
+            for task in GLUE_TASKS:
+                if task not in predicted:
+                    done.skipped[f"{name}/{task}"] = "not fine-tuned (see the suite's notes)"
+                    continue
+                put(name, finetune_predictions(task, predicted[task]),
+                    [finetune_path(out, model, revision, task) for revision in revisions])
+            continue
+        if target.answer == "reading":
+            data = row_predictions(outcome.result.rows[label])
+        else:
+            data = predictions(target, outcome.result.samples, label)
+        put(name, data, [target.path(out, model, revision) for revision in revisions])
     for path, (_, text) in content.items():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,12 +368,13 @@ def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[
 class _Answers:
     """What a task's predictions are checked and scored against: per subtask the correct
     text of every item (or the wug test's human ratios, the same for every subtask), or the
-    reading table; ``sizes`` the items per subtask (lower-cased, as the official check looks
-    them up)."""
+    suite that scores its rows itself (:class:`~minidml.evaluation.suite.ScoresRows`, reading)
+    with its data root; ``sizes`` the items per subtask (lower-cased, as the official check
+    looks them up)."""
 
     per_subtask: dict[str, list[Any]] | None = None
     ratios: list[float] | None = None
-    table: Any = None
+    rows: tuple[ScoresRows, Path] | None = None
     sizes: dict[str, int] | int = 0
 
 
@@ -354,13 +394,11 @@ def _load_answers(target: Target, root: Path) -> _Answers | None:
     """The answers of a task from its data under ``root`` (None: the data is not there)."""
     folder = _folder(target.suite, root)
     if target.answer == "reading":
-        from minidml_plugins.reading import read_table
+        from .plugins import suites
 
-        path = _data_path(target.suite, root)
-        if not path.is_file():
-            return None
-        table = read_table(path)
-        return _Answers(table=table, sizes=len(table))
+        suite = suites()[target.suite].factory()
+        n = suite.row_count(root)
+        return None if n is None else _Answers(rows=(suite, root), sizes=n)
     if target.answer == "wug":
         path = folder / f"{target.dataset}.jsonl"
         if not path.is_file():
@@ -491,19 +529,12 @@ def task_scores(target: Target, data: Mapping[str, Any], answers: _Answers
     """The official fast scores of one task's predictions: per subtask the share of items
     whose prediction is the correct text, the wug test's Spearman ρ per subtask, or reading's
     ``spr`` and ``rt`` (the gains in R² of self-paced reading and eye tracking)."""
-    if target.answer == "reading":  # the reading suite's fits of the two scored measures
-        import numpy as np
-
-        from minidml_plugins.reading import BASELINE, EYE_TRACKING, SELF_PACED, SPILLOVER, compare
-
+    if target.answer == "reading":  # the reading suite's own fits of the two scored measures
+        suite, root = answers.rows
         items = data["reading"]["predictions"]
-        columns = {**answers.table.numbers,
-                   "pred": np.asarray([_number(i["pred"]) for i in items], dtype=np.float64),
-                   "prev_pred": np.asarray([_number(i["prev_pred"]) for i in items],
-                                           dtype=np.float64)}
-        eye = [compare(columns, m, BASELINE).rel_delta_r2 for m in EYE_TRACKING]
-        return {"spr": compare(columns, SELF_PACED, SPILLOVER).rel_delta_r2,
-                "rt": sum(eye) / len(eye)}
+        scores = suite.score_rows({c: [_number(i[c]) for i in items]
+                                   for c in ("pred", "prev_pred")}, root)
+        return {"spr": scores["self_paced_reading"], "rt": scores["eye_tracking"]}
     out = {}
     for key, value in data.items():
         items = value["predictions"]
@@ -523,7 +554,7 @@ def task_scores(target: Target, data: Mapping[str, Any], answers: _Answers
 
 def _glue_score(merged: Mapping[str, Any], root: Path) -> float | None:
     """GLUE as the official report gives it: the mean accuracy (×100) over the tasks."""
-    folder = _folder("glue", root)
+    folder = _folder(GLUE, root)
     scores = []
     for key, value in merged.items():
         path = folder / f"{key}.valid.jsonl"
@@ -574,8 +605,12 @@ def _hint(kind: str, target: Target | None = None, revision: str = MAIN) -> str:
         return ("minidml does not make it: run the official AoA evaluation "
                 "(scripts/eval_aoa.sh) for every revision and put its surprisal.json there")
     if kind == "finetune":
-        return ("minidml does not make it: run the official fine-tuning (scripts/"
-                "eval_finetuning.sh) and put its predictions.json there")
+        return (f"run `minidml eval RUN --suite {GLUE} --glue-set {FINETUNE_SET} "
+                "--babylm-results DIR`")
+    if kind == "boolq":
+        return ("boolq's training file has no public copy, so minidml cannot fine-tune it: run "
+                "the official fine-tuning (scripts/eval_finetuning.sh) with the official data "
+                "and put its predictions.json there")
     step = "" if revision == MAIN else " --step <the checkpoint of " + revision + ">"
     note = (" (its data has no public copy: put the official files under the data root)"
             if target is not None and target.suite in UNPUBLISHED else "")
@@ -616,8 +651,9 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
         needed.append((target.path(results_dir, name, MAIN), _hint("eval", target)))
     aoa = base / MAIN / "zero_shot" / BACKEND / "AoA_word" / "surprisal.json"
     needed.append((aoa, _hint("aoa")))
-    glue = [base / MAIN / "finetune" / task / "predictions.json" for task in GLUE_TASKS]
-    needed += [(p, _hint("finetune")) for p in glue]
+    glue = [finetune_path(results_dir, name, MAIN, task) for task in GLUE_TASKS]
+    needed += [(p, _hint("boolq" if task == "boolq" else "finetune"))
+               for task, p in zip(GLUE_TASKS, glue, strict=True)]
     for revision in revisions:
         needed += [(t.path(results_dir, name, revision), _hint("eval", t, revision))
                    for t in FAST]
@@ -681,7 +717,7 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
 
 
 def _glue_size(task: str, root: Path) -> int:
-    path = _folder("glue", root) / f"{task}.valid.jsonl"
+    path = _folder(GLUE, root) / f"{task}.valid.jsonl"
     if not path.is_file():
         raise MinidmlError(f"--data-dir {root}: no {path} to check finetune/{task} against; "
                            "pass --data-dir, or run `minidml data fetch glue`")

@@ -38,7 +38,7 @@ from .scoring import ENSEMBLE, Scorer
 
 __all__ = [
     "DATA_ENV", "ENSEMBLE", "Choices", "EvalContext", "Pair", "Request", "Sample", "Scorer",
-    "Suite",
+    "ScoresRows", "Suite",
     "SuiteResult", "TaskResult", "accuracy", "as_choices", "default_data_dir", "group_score",
     "read_jsonl", "resolve_data_dir", "score_choices", "score_pairs", "spearman",
 ]
@@ -61,6 +61,22 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 # ----------------------------------------------------------------------------- suites
 class Suite(Protocol):
     def evaluate(self, ctx: EvalContext) -> SuiteResult: ...
+
+
+class ScoresRows(Protocol):
+    """A suite whose official predictions are numbers per row of its data (its
+    :attr:`SuiteResult.rows`) rather than a choice per item, and which scores such
+    predictions itself (the BabyLM collation reads them back through it)."""
+
+    def row_count(self, data_dir: Path) -> int | None:
+        """The rows of the suite's data under ``data_dir`` (None: the data is not there)."""
+        ...
+
+    def score_rows(self, rows: Mapping[str, Sequence[float]], data_dir: Path
+                   ) -> dict[str, float]:
+        """The suite's scores (fractions, per task) from ``rows`` (per column one value per
+        data row, NaN where missing), as :meth:`Suite.evaluate` scores them."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -113,12 +129,19 @@ class SuiteResult:
     """Per model label (``student-0`` …, ``ensemble``), per task, a :class:`TaskResult`;
     ``groups`` maps a group name to its task names (the suite's own name is the usual one);
     ``notes`` are lines for the user (e.g. tasks whose data is missing); ``samples``, when
-    the suite scores examples one by one, one :class:`Sample` per example in task order."""
+    the suite scores examples one by one, one :class:`Sample` per example in task order;
+    ``rows``, when what it scores are numbers per row of its data rather than choices, per
+    model label named columns of one number per row, in file order (reading's surprisals,
+    ``pred`` and ``prev_pred``; glue's predicted class per validation example, one column per
+    task); ``settings``, the suite's settings that decide what its numbers mean (recorded
+    with the results)."""
 
     tasks: dict[str, dict[str, TaskResult]]
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    rows: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
