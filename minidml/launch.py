@@ -27,13 +27,14 @@ from .decisions import decide
 from .distributed import Comm, session
 from .documents import documents
 from .errors import MinidmlError
-from .lock import hold
+from .lock import Staged, hold, hold_new
 from .model import Student
 from .rundir import (
     Run,
     check_resume_config,
     check_tokenizer,
     default_run_dir,
+    new_out_dir,
     prepare_run_dir,
     read_run_config,
     recorded_compile,
@@ -81,20 +82,29 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
     # a world of one unless launched by torchrun; rank 0 holds the run directory throughout
     with session(cfg.device) as comm, contextlib.ExitStack() as held:
 
-        def start() -> tuple[Path, bool, bool]:
+        staged: list[Staged] = []  # rank 0's new directory, until the run can start
+
+        def start() -> tuple[Path, Path, bool, bool]:
             out_dir = Path(out) if out is not None else default_run_dir(paths)
             again = resume and stopped_before_start(out_dir)  # nothing to resume yet
+            if not resume and not out_dir.exists():  # one writer, and no directory until
+                staged.append(held.enter_context(hold_new(out_dir)))  # the run can start
+                new_out_dir(staged[0].path, False)
+                return staged[0].path, out_dir, False, force
             held.enter_context(hold(out_dir))  # one writer: see minidml.lock
             prepare_run_dir(out_dir, resume and not again, force or again,
-                             keep=[*files, *cfg.teachers])
-            return out_dir, resume and not again, force or again
+                            keep=[*files, *cfg.teachers])
+            return out_dir, out_dir, resume and not again, force or again
 
-        out_dir, resume, force = comm.on_main(start, share=True)
+        work_dir, out_dir, resume, force = comm.on_main(start, share=True)
         try:
-            trainer = _setup(files, out_dir, cfg, resume, progress and comm.is_main, callbacks,
-                             cache_dir, tokenizer, comm)
+            trainer = _setup(files, work_dir, cfg, resume, progress and comm.is_main,
+                             callbacks, cache_dir, tokenizer, comm)
+            if work_dir != out_dir:
+                comm.on_main(staged[0].publish if staged else lambda: None)
+                trainer.run_dir = out_dir
         except BaseException:
-            if not resume and comm.is_main:  # nothing half-made stays behind
+            if not resume and comm.is_main and not staged:  # nothing half-made stays behind
                 shutil.rmtree(out_dir, ignore_errors=True)
             raise
         if on_start is not None and comm.is_main:

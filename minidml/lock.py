@@ -6,6 +6,12 @@ which holds the writer's process id. The kernel releases the lock when the proce
 however it ends (``kill -9`` included), so a lock is never stale: a second writer is refused
 with one line naming the holder's process id, and once the holder is gone the next one
 simply takes it. Readers (``eval``, ``generate``, ``export``, ``load``) never take it.
+
+A new run directory is made under a temporary name beside it (``.NAME.starting-PID``, locked
+the same way) and given its name only once the run can start (:func:`hold_new`): a process
+that dies before, even by an abort nothing can catch (the allocator's), leaves no run
+directory, and the next writer of that name removes the temporary one of a dead process. A
+live one refuses it, naming its process id.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MinidmlError
@@ -60,6 +68,62 @@ def hold(directory: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
             raise
     finally:
         os.close(fd)
+
+
+@dataclass
+class Staged:
+    """A new directory being made under a temporary name (``path``), locked by this process;
+    :meth:`publish` gives it its own name (``final``)."""
+
+    path: Path
+    final: Path
+    option: str = "--out"
+
+    def publish(self) -> Path:
+        """Rename the directory to its own name (an empty directory there, made meanwhile,
+        is replaced); another process's run there is a :class:`MinidmlError`."""
+        try:
+            os.rename(self.path, self.final)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise MinidmlError(f"{self.option} {self.final}: cannot be made "
+                                   f"({e.strerror}); choose another directory") from None
+            other = holder(self.final)
+            who = f" (pid {other})" if other else ""
+            raise MinidmlError(f"{self.option} {self.final}: another process made it while "
+                               f"this run was being prepared{who}; choose another directory, "
+                               "or --force to overwrite it") from None
+        return self.final
+
+
+def staging_name(directory: Path, pid: int | None = None) -> Path:
+    """Where a new ``directory`` is made before it is given its name."""
+    return directory.parent / f".{directory.name}.starting-{os.getpid() if pid is None else pid}"
+
+
+@contextlib.contextmanager
+def hold_new(directory: str | os.PathLike, option: str = "--out") -> Iterator[Staged]:
+    """Hold a directory that does not exist yet: made (empty, locked) under a temporary name
+    beside it, given its name by :meth:`Staged.publish`. Another process preparing the same
+    directory is a :class:`MinidmlError` naming it; the temporary directory of a dead one is
+    removed. If the body fails before publishing, the temporary directory is removed."""
+    final = Path(directory)
+    for other in final.parent.glob(f".{final.name}.starting-*") if final.parent.is_dir() else ():
+        pid = holder(other)
+        if pid is not None:
+            raise MinidmlError(f"{option} {final}: in use by another minidml process (pid "
+                               f"{pid}) that is preparing a run there; wait for it to finish "
+                               "or stop it, or choose another directory")
+        shutil.rmtree(other, ignore_errors=True)  # a dead process's
+    staged = Staged(staging_name(final), final, option)
+    shutil.rmtree(staged.path, ignore_errors=True)  # a reused pid's leftovers
+    try:
+        with hold(staged.path, option):
+            yield staged
+    except BaseException:
+        if staged.path.exists():
+            shutil.rmtree(staged.path, ignore_errors=True)
+        raise
 
 
 def _tidy(out: Path, created_dir: bool, created_lock: bool) -> None:

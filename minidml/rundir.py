@@ -377,7 +377,7 @@ def default_run_dir(corpus: Sequence[str | os.PathLike], root: str | os.PathLike
 def latest_run(root: str | os.PathLike = "runs") -> Path | None:
     """The most recently modified run directory under ``root``, if any."""
     root = Path(root)
-    runs = [p for p in root.glob("*/config.json")] if root.is_dir() else []
+    runs = [p for p in root.glob("[!.]*/config.json")] if root.is_dir() else []
     return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
 
 

@@ -533,3 +533,52 @@ def test_eval_of_every_step_skips_a_checkpoint_rotated_away_meanwhile(tiny_run, 
     assert "step 1: its checkpoint was rotated away" in err
     assert [p.name.split("-")[1] for p in (run / "eval").glob("results-step*.json")] == [
         f"step{tiny_run.step}"]
+
+
+def _big_corpus(path: Path) -> Path:
+    """About 12 MB of made-up words: a second or more of tokenising, for a signal to land in."""
+    import random
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 8)))
+             for _ in range(3000)]
+    with path.open("w", encoding="utf-8") as f:
+        for _ in range(200_000):
+            f.write(" ".join(rng.choices(words, k=12)) + "\n")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_run_stopped_while_tokenising_leaves_nothing_behind(grammar_corpus, tmp_path, sig):
+    """SIGTERM while the corpus is tokenised: exit 143 with one line, and neither a run
+    directory nor a cache file is left. SIGKILL (as an allocator's abort, which nothing can
+    catch): no run directory either, and the next run of that name starts cleanly, removing
+    what the dead one had begun."""
+    corpus = _big_corpus(tmp_path / "big.txt")
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    env = {**os.environ, "MINIDML_CACHE_DIR": str(cache)}
+    args = tiny_train(corpus, out, 2, "--vocab-size", "300")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while not list(cache.rglob(".tokens-*.tmp")):  # tokenising has begun
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    assert not out.exists()  # the run directory is not made before the run can start
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert not out.exists()
+    if sig == signal.SIGTERM:
+        lines = err.strip().splitlines()
+        assert proc.returncode == 143 and len(lines) == 1 and "Traceback" not in err, err
+        assert not list(tmp_path.glob(".run.*"))  # nor its temporary directory
+        assert not [p for p in cache.rglob("*") if p.is_file()]  # nor anything in the cache
+        return
+    assert proc.returncode == -signal.SIGKILL
+    again = subprocess.run(tiny_train(grammar_corpus, out, 2), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert minidml.load(out).step == 2
+    assert not list(tmp_path.glob(".run.*"))  # the dead run's temporary directory is gone
+    assert not list(cache.rglob("*.tmp"))  # and its half-written cache file
