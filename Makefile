@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := dev,hf,babylm,plot,harness,tensorboard,wandb,mlflow
+EXTRAS := dev,hf,babylm,aoa,plot,harness,tensorboard,wandb,mlflow
 CORE := $(VENV)/.installed-core
 FULL := $(VENV)/.installed-full
 

@@ -71,10 +71,10 @@ def test_builtin_suites_are_registered_by_minidml(data_dir):
     assert {"agreement", "blimp", "blimp-full", "blimp-supplement", "ewok", "glue",
             "blimp-fast", "supplement-fast", "ewok-fast", "entity-tracking",
             "entity-tracking-fast", "wug-adj", "wug-adj-fast", "wug-past", "wug-past-fast",
-            "comps", "reading", "reading-fast"} <= set(found)
+            "comps", "reading", "reading-fast", "aoa"} <= set(found)
     only_2026 = {n for n, s in found.items() if s.protocols == ("babylm-2026",)}
     assert only_2026 == {"entity-tracking", "entity-tracking-fast", "wug-adj", "wug-adj-fast",
-                         "wug-past", "wug-past-fast", "comps", "reading", "reading-fast"}
+                         "wug-past", "wug-past-fast", "comps", "reading", "reading-fast", "aoa"}
     for spec in found.values():
         assert spec.package == "minidml" and spec.plugin.startswith("minidml_plugins.")
         assert spec.description

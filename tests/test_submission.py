@@ -25,10 +25,11 @@ are the official ones.
 Stand-ins, made here because the official collation wants every file of a submission at its
 official size: the final model's full BLiMP, supplement, EWoK and entity-tracking predictions
 (taking minidml minutes: random choices among each item's real options), the fast
-entity-tracking predictions (random, a different seed per revision), the AoA file (minidml does
-not make it) and the fine-tuning files (minidml's glue writes them, proven on wsc with the
-subset, since fine-tuning every task takes long), and the 19 revisions of
-a strict-small run (copies of ``chck_1k``). Data with no public copy
+entity-tracking predictions (random, a different seed per revision), the AoA file (minidml
+makes it with ``--suite aoa --babylm-results`` from the official word file, which has no
+public copy; ``tests/test_aoa.py`` proves it) and the fine-tuning files (minidml's glue
+writes them, proven on wsc with the subset, since fine-tuning every task takes long), and the
+19 revisions of a strict-small run (copies of ``chck_1k``). Data with no public copy
 (``babylm-eval-2026/README.md``): wug past tense (the first 50 rows of the adjective test
 stand in), COMPS (generated rows in its format), the fast entity-tracking set (the full
 ``regular.jsonl``, which has the fast set's counts) and the AoA test's ``cdi_human.csv``

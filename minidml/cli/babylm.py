@@ -44,7 +44,8 @@ def collate(results_dir: Path, model: str, track: str, fast: bool, data_dir: Pat
     done = collate_results(results_dir, model, track=track, fast=fast, data_dir=data_dir,
                            force=force)
     click.echo(f"collated: {done.path}")
-    click.echo("final model (main), ×100 as the official report prints it:")
+    click.echo("final model (main), as the official report prints it (×100; AoA, a "
+               "correlation, as it is):")
     width = max(len(k) for k in done.scores)
     for name, value in done.scores.items():
         why = f"  ({done.unscored[name]})" if name in done.unscored else ""

@@ -196,7 +196,7 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
             click.echo(f"samples: {samples}")
         if babylm_results is not None and filed[k]:
             sent = submission.write_predictions(
-                results, babylm_results, filed[k], model=model, label=label)
+                results, babylm_results, filed[k], model=model, label=label, data_dir=data_dir)
             n = len(sent.files)
             click.echo(f"babylm results: {n} file{'' if n == 1 else 's'} under "
                        f"{babylm_results / model} ({', '.join(filed[k])})")

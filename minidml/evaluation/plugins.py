@@ -28,7 +28,7 @@ ENTRY_POINT_GROUP = "minidml"
 BLOCK_ENV = "MINIDML_BLOCK_PLUGINS"
 BUILTIN_PACKAGE = "minidml_plugins"
 DEFAULT_PLUGINS = ("agreement", "blimp", "supplement", "ewok", "glue", "entity_tracking", "wug",
-                   "comps", "reading")
+                   "comps", "reading", "aoa")
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.1f}"
 
 
-CORRELATIONS = ("rho",)  # metrics shown as they are, not as percentages
+CORRELATIONS = ("rho", "curve_fitness")  # metrics shown as they are, not as percentages
 
 
 def _cell(x: float, metric: str) -> str:

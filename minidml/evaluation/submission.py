@@ -21,7 +21,11 @@ add ``prob``, the float32 softmax's probability of the first sentence. Reading h
 per row of its table, ``{"id": row, "pred": surprisal, "prev_pred": the previous word's (NaN
 where there is none)}``, in nats, scored by the official rule: the reading suite's rows
 (:attr:`~minidml.evaluation.suite.SuiteResult.rows`), which it also scores back
-(:class:`~minidml.evaluation.suite.ScoresRows`). Fine-tuning (``glue`` with ``glue_set
+(:class:`~minidml.evaluation.suite.ScoresRows`). Age of acquisition (the ``aoa`` suite, which
+scores every revision of the run itself) goes to ``main`` only, as the official ``run.py``
+writes ``surprisal.json``: ``metadata`` and one result per revision, word and context, ``{"step":
+"chck_1M", "word_count", "target_word", "context_id", "context", "surprisal"}`` (nats), its
+JSON indented as the official file. Fine-tuning (``glue`` with ``glue_set
 2026`` and none of its recipe changed) goes to ``finetune/<task>/predictions.json``, each
 validation example ``{"id": "<task>_<k>", "pred": class}``, from the best epoch's model as
 the official trainer predicts; boolq has no public training file and is not written.
@@ -35,9 +39,10 @@ revision of the track (per subtask accuracy, the wug tests' Spearman ρ, reading
 ``rt``). A file is refused with one line naming it when it is missing or holds another number
 of items than the data it answers (a subtask missing or unknown too, which the official script
 lets through or fails on with a traceback); the counts come from the data under the data root,
-except for the sets with no public copy (:data:`UNPUBLISHED`). :class:`Collation` also holds
-the scores the official ``calculate_results_from_pred.py`` prints, for the tasks whose data is
-here.
+except for the sets with no public copy (:data:`UNPUBLISHED`, and the AoA file's
+:data:`AOA_WORDS`, where its word file is not there). :class:`Collation` also holds the scores
+the official ``calculate_results_from_pred.py`` prints, for the tasks whose data is here (AoA's
+curve fitness with the official ``cdi_human.csv``, scored by the ``aoa`` suite).
 """
 
 from __future__ import annotations
@@ -75,7 +80,10 @@ UNPUBLISHED: dict[str, int | dict[str, int]] = {
     "entity-tracking-fast": {"regular_0_ops": 606, "regular_1_ops": 607, "regular_2_ops": 606,
                              "regular_3_ops": 606, "regular_4_ops": 568, "regular_5_ops": 159},
 }
-AOA_WORDS = 8005  # the AoA test's words: surprisal.json holds each once per revision
+AOA = "aoa"  # the suite that writes AoA_word/surprisal.json
+# the official AoA file's results per revision (one per word and context), where its word file
+# (cdi_childes.json, no public copy) is not under the data root to count them
+AOA_WORDS = 8005
 
 
 @dataclass(frozen=True)
@@ -196,11 +204,11 @@ def check_request(suite_names: Sequence[str], protocol: str,
     if protocol != PROTOCOL:
         raise MinidmlError(f"--babylm-results: the official pipeline scores by --protocol "
                            f"{PROTOCOL}, not {protocol}; drop --protocol {protocol}")
-    if not any(n in TARGETS or n in SUITE_SETS or n == GLUE for n in suite_names):
+    if not any(n in TARGETS or n in SUITE_SETS or n in (GLUE, AOA) for n in suite_names):
         raise MinidmlError(
             f"--babylm-results: none of the suites ({', '.join(suite_names)}) is a task of the "
             f"official collation; add --suite babylm-2026 (the final model's) or --suite "
-            f"babylm-fast (a checkpoint's), or one of {', '.join([*TARGETS, GLUE])}")
+            f"babylm-fast (a checkpoint's), or one of {', '.join([*TARGETS, GLUE, AOA])}")
     if GLUE in suite_names:
         options = dict(options or {})
         if str(options.get("glue_set")) != FINETUNE_SET:
@@ -283,6 +291,21 @@ def finetune_path(results: str | os.PathLike, model: str, revision: str, task: s
     return Path(results) / model / revision / "finetune" / task / "predictions.json"
 
 
+def aoa_path(results: str | os.PathLike, model: str, revision: str = MAIN) -> Path:
+    """Where the official AoA run files its surprisals (always under ``main``)."""
+    base = Path(results) / model / revision / "zero_shot" / BACKEND
+    return base / "AoA_word" / "surprisal.json"
+
+
+def _aoa_suite() -> Any:
+    """The ``aoa`` suite, which reads and writes the official AoA file (``row_count``,
+    ``human_file``, ``surprisal_file``, ``score_file``); None when no plugin registers it."""
+    from .plugins import suites
+
+    spec = suites().get(AOA)
+    return None if spec is None else spec.factory()
+
+
 def _not_official_finetuning(settings: Mapping[str, Any]) -> str | None:
     """Why ``glue`` results are not the official fine-tuning's (None: they are)."""
     if settings.get("glue_set") != FINETUNE_SET:
@@ -303,20 +326,24 @@ class Written:
 
 
 def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[str], *,
-                      model: str, label: str) -> Written:
+                      model: str, label: str, data_dir: str | os.PathLike | None = None
+                      ) -> Written:
     """Write the predictions of every completed suite of ``results``
     (:class:`~minidml.evaluation.runner.EvalResults`) that the official collation reads,
     for model ``label``, under ``out/<model>/<revision>/`` for each revision; an existing file
     is replaced. Every file is made before the first is written (two suites filed in one place,
-    a wug or reading set and its fast copy, must agree), each written atomically."""
+    a wug or reading set and its fast copy, must agree), each written atomically. The AoA file
+    goes under ``main`` only (none when ``main`` is not among ``revisions``), its words and
+    contexts read again from the data root the suite scored (``data_dir``, the default root
+    when None), which must not have changed since."""
     if results.protocol != PROTOCOL:
         raise MinidmlError(f"--babylm-results: these results were scored by --protocol "
                            f"{results.protocol}; the official pipeline's is {PROTOCOL}")
     done = Written()
     content: dict[Path, tuple[str, bytes]] = {}
 
-    def put(name: str, data: Any, paths: Sequence[Path]) -> None:
-        text = json.dumps(data).encode("ascii")
+    def put(name: str, data: Any, paths: Sequence[Path], indent: int | None = None) -> None:
+        text = json.dumps(data, indent=indent).encode("ascii")
         for path in paths:
             if path in content and content[path][1] != text:
                 raise MinidmlError(
@@ -328,11 +355,19 @@ def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[
     for outcome in results.outcomes:
         name = outcome.spec.name
         target = TARGETS.get(name)
-        if target is None and name != GLUE:
+        if target is None and name not in (GLUE, AOA):
             done.skipped[name] = "not a task of the official collation"
             continue
         if outcome.status != "ok" or outcome.result is None:
             done.skipped[name] = outcome.status
+            continue
+        if name == AOA:
+            if MAIN not in revisions:
+                done.skipped[name] = ("it spans every revision and is filed under main: "
+                                      "evaluate the final model (no --step)")
+                continue
+            put(name, _aoa_file(outcome, label, model, data_dir), [aoa_path(out, model)],
+                indent=2)  # the official run.py indents its JSON
             continue
         if name == GLUE:
             why = _not_official_finetuning(outcome.result.settings)
@@ -361,6 +396,25 @@ def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[
                                f"({e.strerror or e}); choose a writable folder") from None
         done.files.append(path)
     return done
+
+
+def _aoa_file(outcome: Any, label: str, model: str, data_dir: str | os.PathLike | None
+              ) -> dict[str, Any]:
+    """The official ``surprisal.json`` of model ``label`` from the ``aoa`` suite's outcome."""
+    from .runner import data_checksum
+
+    suite = _aoa_suite()
+    if suite is None:
+        raise MinidmlError("--babylm-results: no plugin registers the aoa suite to write the "
+                           "AoA file with")
+    root = resolve_data_dir(data_dir)
+    spec = outcome.spec
+    if data_checksum(root, spec.requires) != outcome.data_sha256:
+        raise MinidmlError(f"--babylm-results: {root / spec.requires[0]} is not the file the "
+                           "AoA surprisals were scored on (it changed, or --data-dir names "
+                           "another root); evaluate again")
+    return suite.surprisal_file(outcome.result.rows[label], outcome.result.settings, root,
+                                model)
 
 
 # ----------------------------------------------------------------------------- the data
@@ -584,8 +638,9 @@ def report_scores(target: Target, scores: Mapping[str, float]) -> dict[str, floa
 @dataclass
 class Collation:
     """What :func:`collate` wrote (``path``) and the scores it found: ``scores``, the final
-    model's as the official report prints them (×100; None: no data here to score it, said in
-    ``unscored``), and ``fast``, per revision the fast sets' (×100, means over subtasks)."""
+    model's as the official report prints them (×100, but AoA's curve fitness, a correlation,
+    as it is; None: no data here to score it, said in ``unscored``), and ``fast``, per
+    revision the fast sets' (×100, means over subtasks)."""
 
     path: Path
     scores: dict[str, float | None]
@@ -602,8 +657,9 @@ def track_revisions(track: str) -> list[str]:
 
 def _hint(kind: str, target: Target | None = None, revision: str = MAIN) -> str:
     if kind == "aoa":
-        return ("minidml does not make it: run the official AoA evaluation "
-                "(scripts/eval_aoa.sh) for every revision and put its surprisal.json there")
+        return (f"run `minidml eval RUN --suite {AOA} --babylm-results DIR` (the final model: "
+                "it scores every revision; its data has no public copy: put the official "
+                "cdi_childes.json under the data root)")
     if kind == "finetune":
         return (f"run `minidml eval RUN --suite {GLUE} --glue-set {FINETUNE_SET} "
                 "--babylm-results DIR`")
@@ -649,7 +705,7 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
     needed: list[tuple[Path, str]] = []
     for target in FULL:
         needed.append((target.path(results_dir, name, MAIN), _hint("eval", target)))
-    aoa = base / MAIN / "zero_shot" / BACKEND / "AoA_word" / "surprisal.json"
+    aoa = aoa_path(results_dir, name)
     needed.append((aoa, _hint("aoa")))
     glue = [finetune_path(results_dir, name, MAIN, task) for task in GLUE_TASKS]
     needed += [(p, _hint("boolq" if task == "boolq" else "finetune"))
@@ -670,7 +726,14 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
         _check_predictions(path, data, _expected_sizes(target, root, cache), _fields(target))
         collated[target.key] = data
     surprisal = _load(aoa)
-    _check_aoa(aoa, surprisal, track_revisions(track))
+    _check_aoa(aoa, surprisal, track_revisions(track), _aoa_rows(root))
+    suite = _aoa_suite()
+    if suite is not None and suite.human_file(root).is_file():  # it is scored: what it reads
+        bad = next((k for k, r in enumerate(surprisal["results"])
+                    if not isinstance(r.get("target_word"), str) or "surprisal" not in r), None)
+        if bad is not None:
+            raise MinidmlError(f"{aoa}: result {bad} lacks 'target_word' or 'surprisal', which "
+                               f"the official AoA score reads; {_hint('aoa')}")
     collated["aoa"] = surprisal
     merged: dict[str, Any] = {}
     for task, path in zip(GLUE_TASKS, glue, strict=True):
@@ -724,8 +787,21 @@ def _glue_size(task: str, root: Path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
-def _check_aoa(path: Path, data: Any, revisions: Sequence[str]) -> None:
-    """One result of every AoA word for each revision of the track, as the official check."""
+def _aoa_rows(root: Path) -> tuple[int, str]:
+    """The AoA file's results per revision, and whose count that is: the word file's under
+    ``root`` (one per word and context), else the official collation's."""
+    suite = _aoa_suite()
+    counted = suite.row_count(root) if suite is not None else None
+    if counted is None:
+        return AOA_WORDS, "the official collation expects"
+    return counted, "the data's word file holds"
+
+
+def _check_aoa(path: Path, data: Any, revisions: Sequence[str],
+               expected: tuple[int, str] = (AOA_WORDS, "the official collation expects")
+               ) -> None:
+    """One result of every AoA word and context (``expected``: how many, and whose count) for
+    each revision of the track, as the official check."""
     rows = data.get("results") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "step" in r for r in rows):
         raise MinidmlError(f"{path}: expected {{\"results\": [{{\"step\": …}}, …]}}; "
@@ -740,10 +816,11 @@ def _check_aoa(path: Path, data: Any, revisions: Sequence[str]) -> None:
                 else f"results of {extra[0]}, which is no revision of the track")
         raise MinidmlError(f"{path}: {what} (the track's are {revisions[0]} … "
                            f"{revisions[-1]}); {_hint('aoa')}")
+    want, whose = expected
     for revision in revisions:
-        if counts[revision] != AOA_WORDS:
-            raise MinidmlError(f"{path}: {counts[revision]:,} results of {revision}, the "
-                               f"official collation expects {AOA_WORDS:,}; {_hint('aoa')}")
+        if counts[revision] != want:
+            raise MinidmlError(f"{path}: {counts[revision]:,} results of {revision}, {whose} "
+                               f"{want:,}; {_hint('aoa')}")
 
 
 def _main_scores(collated: Mapping[str, Any], root: Path, cache: dict[str, _Answers | None]
@@ -771,6 +848,19 @@ def _main_scores(collated: Mapping[str, Any], root: Path, cache: dict[str, _Answ
     scores["GLUE"] = glue
     if glue is None:
         unscored["GLUE"] = f"no validation files in {_folder('glue', root)}"
-    scores["AoA"] = None
-    unscored["AoA"] = "minidml does not score it: the official AoA fit needs cdi_human.csv"
+    scores["AoA"], why = _aoa_score(collated["aoa"], root)
+    if why:
+        unscored["AoA"] = why
     return scores, unscored
+
+
+def _aoa_score(data: Mapping[str, Any], root: Path) -> tuple[float | None, str | None]:
+    """The official AoA score (the curve fitness, a correlation, which the report prints as it
+    is, not ×100), or None and why: no ``cdi_human.csv`` under ``root``."""
+    suite = _aoa_suite()
+    if suite is None:
+        return None, "no plugin registers the aoa suite to score it"
+    human = suite.human_file(root)
+    if not human.is_file():
+        return None, f"no data at {human}"
+    return suite.score_file(data, root)["curve_fitness"], None
