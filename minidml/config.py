@@ -28,6 +28,7 @@ from .words import MAX_EPOCHS, TRACKS, WORDS_CAPS
 MODES = ("single", "dml", "wml", "kd")
 HYPERGRADS = ("exact", "first-order", "fd")
 UNROLLS = ("sgd", "adam")
+OPTIMIZERS = ("adamw", "muon")
 OUTER_OBJECTIVES = ("ensemble", "sum-ce")
 PRECISIONS = ("auto", "fp32", "bf16")
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # minidml.tracking
@@ -215,6 +216,11 @@ class TrainConfig:
         None, "Wall time to train, e.g. 60m: the steps are planned from the measured "
               "throughput, so the schedule ends when the time does.", kind="duration", lo=0,
         open_lo=True)
+    optimizer: str = setting(
+        "adamw", "adamw: AdamW for every weight; muon: Muon (momentum orthogonalised by "
+                 "Newton-Schulz, its step scaled to AdamW's RMS so lr and weight decay carry "
+                 "over) for the trunk's matrices, AdamW for the embedding and the norms.",
+        choices=OPTIMIZERS, see=RECIPE, brief="the optimiser")
     lr: float = setting(4e-3, "Peak learning rate (AdamW).", lo=0, open_lo=True, see=RECIPE,
                         brief="AdamW peak learning rate")
     min_lr_ratio: float = setting(0.1, "The learning rate's floor, as a share of the peak.",
@@ -310,6 +316,9 @@ class TrainConfig:
         if self.track is not None and self.epochs is not None and self.epochs > MAX_EPOCHS:
             raise MinidmlError(f"--epochs {self.epochs:g}: the {self.track} track allows at "
                                f"most {MAX_EPOCHS} epochs; use --epochs {MAX_EPOCHS} or less")
+        if self.optimizer == "muon" and self.unroll == "adam":
+            raise MinidmlError("--unroll adam: unrolls AdamW's step, but --optimizer muon "
+                               "moves the matrices by Muon's; use --unroll sgd")
         if self.teachers and self.mode != "kd":
             raise MinidmlError(f"--teacher: only --mode kd distils from teachers (mode is "
                                f"{self.mode!r}); add --mode kd or drop --teacher")

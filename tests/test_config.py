@@ -226,7 +226,7 @@ def test_toml_settings(tmp_path):
 @pytest.mark.parametrize("content, match", [
     (b"alpha = = 0.5\n", "not valid TOML"),
     (b"mode = \"dml\"\n\xff\xfe\n", "not valid TOML"),
-    (b"[optimizer]\nlr = 0.1\n", "unknown key 'optimizer'"),
+    (b"[optimiser]\nlr = 0.1\n", "unknown key 'optimiser'"),
     (b"batch_size = \"32\"\n", "batch_size"),
     (b"seed = 1979-05-27\n", "seed"),
     (b"[[students]]\nn_layers = 2\nd_model = 64\n", "students"),

@@ -80,10 +80,18 @@ def test_two_students_learn_far_below_unigram_entropy(corpus, tmp_path):
     assert run.omega.tolist() == pytest.approx(omegas[-1])
 
 
+def _optimizer_states(state: dict) -> list[dict]:
+    """The per-parameter states of a checkpointed optimiser (one, or a Hybrid's parts)."""
+    parts = [state] if "state" in state else list(state.values())
+    return [s for part in parts for s in part["state"].values()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["dml", "wml"])
-def test_stop_and_resume_is_bit_identical(corpus, tmp_path, mode):
-    cfg = TrainConfig(**{**TINY, "save_every": 10, "mode": mode, "outer_every": 4}, steps=40)
+@pytest.mark.parametrize("mode, optimizer", [("dml", "adamw"), ("wml", "adamw"),
+                                             ("wml", "muon")])
+def test_stop_and_resume_is_bit_identical(corpus, tmp_path, mode, optimizer):
+    cfg = TrainConfig(**{**TINY, "save_every": 10, "mode": mode, "outer_every": 4},
+                      optimizer=optimizer, steps=40)
     full = minidml.train(corpus, tmp_path / "full", cfg)
     minidml.train(corpus, tmp_path / "part", cfg, callbacks=[StopAt(17)])
     assert [p.name for p in checkpoints(tmp_path / "part")][-1] == "step-00000017"
@@ -99,12 +107,46 @@ def test_stop_and_resume_is_bit_identical(corpus, tmp_path, mode):
     if mode == "wml":  # ω really moved, so its restoration is tested
         assert not torch.equal(full.omega, torch.full((2,), 0.5))
     for oa, ob in zip(state_a["optimizers"], state_b["optimizers"], strict=True):
-        for sa, sb in zip(oa["state"].values(), ob["state"].values(), strict=True):
-            assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        for sa, sb in zip(_optimizer_states(oa), _optimizer_states(ob), strict=True):
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     # metrics were not duplicated by the resumption
     steps = [json.loads(line)["step"] for line in (tmp_path / "part/metrics.jsonl").open()
              if '"train"' in line]
     assert steps == sorted(set(steps)) == list(range(5, 41, 5))
+
+
+def test_muon_takes_the_trunks_matrices_and_adamw_the_rest():
+    from minidml.model import StudentConfig
+    from minidml.schedule import Hybrid, make_optimizer
+
+    student = Student(StudentConfig(vocab_size=100, n_layers=2, d_model=32, n_heads=2,
+                                    context=16))
+    opt = make_optimizer(student, TrainConfig(optimizer="muon"))
+    assert isinstance(opt, Hybrid)
+    muon = {id(p) for g in opt.parts["muon"].param_groups for p in g["params"]}
+    adamw = {id(p) for g in opt.parts["adamw"].param_groups for p in g["params"]}
+    for name, p in student.named_parameters():
+        inner = p.dim() == 2 and name != "embed.weight"
+        assert (id(p) in muon, id(p) in adamw) == (inner, not inner), name
+    assert len(opt.param_groups) == 3  # Muon's one, AdamW's decayed and not
+    for g in opt.param_groups:  # the trainer sets a step's lr on every group
+        g["lr"] = 1e-3
+    assert all(g["lr"] == 1e-3 for o in opt.parts.values() for g in o.param_groups)
+    with pytest.raises(minidml.MinidmlError, match="--unroll adam.*--optimizer muon"):
+        TrainConfig(optimizer="muon", unroll="adam")
+
+
+@pytest.mark.slow
+def test_muon_learns(corpus, tmp_path):
+    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=150,
+                        mode="single", optimizer="muon")
+    tokens = tokenize_corpus(corpus_files([corpus]), run.tokenizer)
+    h1 = unigram_entropy(np.asarray(tokens))
+    evals = [json.loads(line) for line in (run.path / "metrics.jsonl").open()
+             if '"eval"' in line]
+    assert evals[-1]["step"] == 150
+    for first, last in zip(evals[0]["val_loss"], evals[-1]["val_loss"], strict=True):
+        assert last < first and last < 0.6 * h1, (first, last, h1)
 
 
 @pytest.mark.slow
