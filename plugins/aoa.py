@@ -66,7 +66,6 @@ order, from which ``--babylm-results`` writes the official ``AoA_word/surprisal.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -82,7 +81,7 @@ import numpy as np
 from minidml import MinidmlError
 from minidml.evaluation.hookspecs import hookimpl
 from minidml.evaluation.suite import ENSEMBLE, EvalContext, Request, Scorer, SuiteResult, TaskResult
-from minidml_plugins.reading import MISSING
+from minidml_plugins.reading import MISSING, read_records
 
 FOLDER = "babylm-eval-2026/full_eval/aoa"
 WORDS_FILE = f"{FOLDER}/cdi_childes.json"
@@ -187,20 +186,7 @@ def read_human(path: str | Path) -> Human:
     age columns ``16`` … ``30`` that are there. A missing column or a share that is not a
     number is a one-line error naming the file."""
     path = Path(path)
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            records = [(reader.line_num, row) for row in reader
-                       if row and not (len(row) == 1 and not row[0].strip())]
-    except UnicodeDecodeError as e:
-        raise MinidmlError(f"{path}: not UTF-8 text ({e.reason}); re-download the file") from None
-    except csv.Error as e:
-        raise MinidmlError(f"{path}: not a readable CSV file ({e}); re-download the file"
-                           ) from None
-    except OSError as e:
-        raise MinidmlError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not records:
-        raise MinidmlError(f"{path}: empty; re-download the file")
+    records = read_records(path)
     header = records[0][1]
     ages = [a for a in AGES if str(a) in header]
     if "word" not in header or not ages:

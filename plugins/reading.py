@@ -119,18 +119,7 @@ def read_table(path: str | Path) -> ReadingTable:
     column, a row with too many cells, a non-number in a numeric column, a missing ``word``,
     or a ``prev_item`` without its ``prev_word`` is a one-line error naming the file."""
     path = Path(path)
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            records = list(_rows(csv.reader(f)))
-    except UnicodeDecodeError as e:
-        raise MinidmlError(f"{path}: not UTF-8 text ({e.reason}); re-download the file") from None
-    except csv.Error as e:
-        raise MinidmlError(f"{path}: not a readable CSV file ({e}); re-download the file"
-                           ) from None
-    except OSError as e:
-        raise MinidmlError(f"{path}: cannot read ({e.strerror})") from None
-    if not records:
-        raise MinidmlError(f"{path}: empty; re-download the file")
+    records = read_records(path)
     header = records[0][1]
     lacking = [c for c in (*TEXTS, *NUMBERS) if c not in header]
     if lacking:
@@ -163,12 +152,24 @@ def read_table(path: str | Path) -> ReadingTable:
                         {c: np.asarray(v, dtype=np.float64) for c, v in numbers.items()}, where)
 
 
-def _rows(reader):
-    """(line number, cells) of each row, blank lines skipped as pandas skips them."""
-    for row in reader:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        yield reader.line_num, row
+def read_records(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of each row of the CSV file at ``path``, the header first, blank
+    lines skipped as pandas skips them; an unreadable or empty file is a one-line error."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            records = [(reader.line_num, row) for row in reader
+                       if row and not (len(row) == 1 and not row[0].strip())]
+    except UnicodeDecodeError as e:
+        raise MinidmlError(f"{path}: not UTF-8 text ({e.reason}); re-download the file") from None
+    except csv.Error as e:
+        raise MinidmlError(f"{path}: not a readable CSV file ({e}); re-download the file"
+                           ) from None
+    except OSError as e:
+        raise MinidmlError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not records:
+        raise MinidmlError(f"{path}: empty; re-download the file")
+    return records
 
 
 # ----------------------------------------------------------------------------- surprisal

@@ -67,3 +67,21 @@ def official_pipeline(data_dir, needs: str):
             pytest.fail(f"the official BabyLM pipeline is not at {path}", pytrace=False)
         pytest.skip(f"the official BabyLM pipeline is not at {path}")
     return path
+
+
+def cli(*args) -> tuple[int, str, str]:
+    """``minidml ARGS`` in this process: (exit status, stdout, stderr), for module fixtures,
+    which have no capsys."""
+    import contextlib
+    import io
+
+    from minidml.cli.commands import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([*map(str, args)])
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+    return code, out.getvalue(), err.getvalue()

@@ -22,8 +22,6 @@ without revisions, bad data and a missing scipy (with the children's file) are o
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import subprocess
@@ -38,7 +36,7 @@ from minidml.evaluation import submission
 from minidml.evaluation.submission import COLLATED, FULL, GLUE_TASKS, MAIN
 from minidml_plugins import aoa
 
-from _helpers import assert_one_line_error, official_pipeline, real_text_corpus, run_cli
+from _helpers import assert_one_line_error, cli, official_pipeline, real_text_corpus, run_cli
 
 MODEL = "aoa-model"
 AOA_DIR = "babylm-eval-2026/full_eval/aoa"
@@ -80,20 +78,6 @@ def write_human(path: Path, rows: list[list[str]]) -> None:
 def link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.symlink_to(src.resolve(), target_is_directory=src.is_dir())
-
-
-def cli(*args) -> tuple[int, str, str]:
-    """``minidml ARGS`` in this process (for module fixtures, which have no capsys)."""
-    from minidml.cli.commands import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([*map(str, args)])
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-    return code, out.getvalue(), err.getvalue()
 
 
 # the official code, in one interpreter started in its folder: its AoA extraction on each

@@ -39,7 +39,6 @@ stand in), COMPS (generated rows in its format), the fast entity-tracking set (t
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import json
 import os
@@ -55,7 +54,7 @@ import pytest
 from minidml.evaluation import submission
 from minidml.evaluation.submission import COLLATED, FAST, FULL, GLUE_TASKS, MAIN
 
-from _helpers import assert_one_line_error, official_pipeline, real_text_corpus, run_cli
+from _helpers import assert_one_line_error, cli, official_pipeline, real_text_corpus, run_cli
 
 MODEL = "sub-model"
 REVISION = "chck_1k"
@@ -141,20 +140,6 @@ json.dump(out, open(job["out"], "w"))
 
 
 # ----------------------------------------------------------------------------- helpers
-def cli(*args) -> tuple[int, str, str]:
-    """``minidml ARGS`` in this process (for module fixtures, which have no capsys)."""
-    from minidml.cli.commands import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([*map(str, args)])
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-    return code, out.getvalue(), err.getvalue()
-
-
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()]
