@@ -15,7 +15,16 @@ OFFICIAL_2026_STRICT_SMALL = {
 }
 
 
+# a fast set whose full task is named otherwise
+FULL_TASK = {"supplement-fast": "blimp-supplement"}
+
+
+def full_task(suite: str) -> str:
+    """The full task of a fast set (``suite`` itself otherwise)."""
+    return FULL_TASK.get(suite, suite.removesuffix("-fast"))
+
+
 def official_baseline(suite: str) -> float | None:
     """The official 2026 strict-small baseline's final score on ``suite`` (or on the full
     task of a fast set), or None where it published none."""
-    return OFFICIAL_2026_STRICT_SMALL.get(suite.removesuffix("-fast"))
+    return OFFICIAL_2026_STRICT_SMALL.get(full_task(suite))

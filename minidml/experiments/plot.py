@@ -24,7 +24,7 @@ from typing import Any
 from .. import _io
 from ..config import TrainConfig
 from ..errors import MinidmlError
-from ..evaluation.baselines import official_baseline
+from ..evaluation.baselines import full_task, official_baseline
 from ..rundir import read_metrics, read_run_config
 from ..words import WordCount
 from .paired import t_critical
@@ -122,6 +122,8 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
     """Suite scores of evaluated checkpoints and validation loss against words seen (log
     axis), each suite beside the official 2026 baseline's final score; against training
     minutes for a run that did not count its words."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     scores = checkpoint_scores(run_dir)
     if not scores:
         return None
@@ -157,7 +159,7 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
         if base is not None and suite not in drawn:
             drawn.add(suite)
             left.axhline(100 * base, color=line[0].get_color(), lw=1.0, ls="--",
-                         label=f"{suite.removesuffix('-fast')}: official baseline, final")
+                         label=f"{full_task(suite)}: official baseline, final")
     left.axhline(50, color="k", lw=0.8, ls=":")
     left.set(title="suite scores of checkpoints", xlabel=xlabel, ylabel="score (%, or 100·ρ)")
     left.legend(fontsize=6)
@@ -167,11 +169,22 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
     right.set(title="validation loss", xlabel=xlabel, ylabel="nats / token")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        if count is not None:
+        if count is not None:  # log axis, ticks as word counts (1M, 2M, 5M, …)
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _words_label(v)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
     right.legend(fontsize=8)
     fig.suptitle(run_dir.name)
     return fig
+
+
+def _words_label(value: float) -> str:
+    """1000000 → "1M", 20000 → "20k"."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
 
 
 def _word_count(run_dir: Path) -> WordCount | None:
