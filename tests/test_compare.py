@@ -454,3 +454,37 @@ def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys, require_extr
     svg = (moved / "plots" / "paired.svg").read_text()
     pairs = {(r["a"], r["b"]) for r in json.loads((moved / "report.json").read_text())["paired"]}
     assert svg.count("<g id=\"patch_") >= 4 * (len(pairs) + 1)
+
+
+def test_reading_shares_per_model_and_in_total():
+    from minidml.experiments.config import reading_shares
+
+    for arm in ("single", "kd", "dml", "wml"):
+        assert reading_shares(arm, 4, "per-model") == (1.0, 1.0)
+    assert reading_shares("single", 4, "total") == (1.0, 0.0)
+    assert reading_shares("kd", 4, "total") == (0.5, 0.5)
+    assert reading_shares("wml", 4, "total") == reading_shares("dml", 4, "total") == (0.25, 0.0)
+    with pytest.raises(MinidmlError, match="--words"):
+        CompareConfig(budget=1000, students=2, words="each")
+
+
+@pytest.mark.slow
+def test_equal_words_in_total_splits_each_arms_reading(grammar_corpus, tmp_path):
+    """--words total: the single student reads T, kd's teacher and student T/2 each, wml's
+    K students T/K each; arm.json and the report say so."""
+    out = tmp_path / "cmp"
+    main(["compare", str(grammar_corpus), "--out", str(out), "--budget", "400k",
+          "--students", "3", "--tokens", "48k", "--words", "total", "--arms", "single,kd,wml",
+          "--suites", "agreement", "--limit", "20", "--vocab-size", "400", "--context", "32",
+          "--batch-size", "16", "--warmup", "2", "--outer-every", "5", "--quiet"])
+    arms = {a: json.loads((out / "seed-0" / a / "arm.json").read_text())
+            for a in ("single", "kd", "wml")}
+    per_step = 16 * 32
+    steps = arms["single"]["steps"]
+    assert steps == 48_000 // per_step and arms["single"]["tokens_total"] == steps * per_step
+    assert arms["kd"]["steps"] == arms["kd"]["teacher"]["steps"] == round(steps / 2)
+    assert arms["wml"]["steps"] == round(steps / 3)
+    assert arms["wml"]["tokens_total"] == 3 * round(steps / 3) * per_step
+    assert arms["kd"]["tokens_total"] == 2 * round(steps / 2) * per_step
+    assert all(a["words"] == "total" for a in arms.values())
+    assert "equal words in total" in (out / "report.md").read_text()

@@ -21,7 +21,7 @@ import click
 from .._version import __version__
 from ..config import FIELDS, TrainConfig
 from ..errors import MinidmlError
-from ..experiments.config import EVAL_STUDENTS, CompareConfig
+from ..experiments.config import EVAL_STUDENTS, WORDS, CompareConfig
 from ..tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
 from .babylm import babylm
 from .options import (
@@ -144,7 +144,12 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
               help="Parameter budget N: students of N/2, N/3, …; the kd teacher gets N.")
 @click.option("--students", "k", type=click.IntRange(min=2), default=_COMPARE["students"],
               show_default=True)
-@click.option("--tokens", type=Count(), help="Training tokens per model (default: one pass).")
+@click.option("--tokens", type=Count(), help="Training tokens T (default: one pass).")
+@click.option("--words", type=click.Choice(WORDS), default=_COMPARE["words"], show_default=True,
+              help="What equal data holds equal: per-model, every model reads T (the paper's "
+                   "framing); total, an arm's models read T together, as BabyLM counts all "
+                   "text seen by all training (single T; kd's teacher and student T/2 each; "
+                   "dml's and wml's K students T/K each).")
 @click.option("--seeds", type=POSITIVE, default=_COMPARE["seeds"], show_default=True,
               help="Repeat every arm with seeds seed, seed+1, …")
 @click.option("--suites", default=",".join(_COMPARE["suites"]), show_default=True,
@@ -182,7 +187,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
             glue_tasks: str | None, max_train_examples: int | None, glue_epochs: int | None,
             glue_set: str | None, glue_pooling: str | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
-            quiet: bool, tokens: int | None, **options: Any) -> None:
+            quiet: bool, tokens: int | None, words: str, **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
@@ -202,7 +207,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
-        eval_students=eval_students,
+        eval_students=eval_students, words=words,
         eval_points=eval_points, train=base.replace(**given),
         suite_options=glue_options(glue_tasks, max_train_examples, glue_epochs, glue_set,
                                    glue_pooling),

@@ -62,7 +62,16 @@ from ..tokenizer import Tokenizer
 from ..tracking import check_available as check_trackers
 from ..tracking import log_scores
 from . import paired
-from .config import ARMS, MACRO, TEACHER, VARIABLE, CompareConfig, Variant, arm_dir_name
+from .config import (
+    ARMS,
+    MACRO,
+    TEACHER,
+    VARIABLE,
+    CompareConfig,
+    Variant,
+    arm_dir_name,
+    reading_shares,
+)
 from .report import build_report, format_report
 
 
@@ -117,9 +126,8 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                 + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
             tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress,
                                      base.documents, base.speaker_tags)
-            if config.eval_points is not None:  # validation curves with the same points per arm
-                steps = steps_for(base, make_batches(tokens, base))
-                base = base.replace(eval_every=max(1, steps // config.eval_points))
+            # T: what one model reads (--tokens, or one pass); the arms' steps follow from it
+            steps = steps_for(base, make_batches(tokens, base))
         except BaseException:
             if not resume:  # nothing was trained yet: leave nothing half-made behind
                 shutil.rmtree(out, ignore_errors=True)
@@ -133,8 +141,8 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                 if summary is None:
                     summary = _run_arm(name, arm, changes, arm_dir, files,
                                        out / "tokenizer.model", config, base.replace(seed=seed),
-                                       [c.shape for c in shapes], teacher.shape, resume, progress,
-                                       data_dir, cache_dir, say)
+                                       steps, [c.shape for c in shapes], teacher.shape, resume,
+                                       progress, data_dir, cache_dir, say)
                 else:
                     say(f"[seed {s}] {name}: finished earlier, reused")
                 arms.append(summary)
@@ -162,6 +170,7 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             saved = doc["settings"]
             # settings added to TrainConfig since the comparison began take their defaults
             saved["compare"].setdefault("suite_options", {})  # added since it began
+            saved["compare"].setdefault("words", "per-model")
             # ... except those whose default changed: what the comparison did then
             saved["compare"]["train"] = TrainConfig.from_dict(
                 LEGACY | saved["compare"]["train"], str(marker)).to_dict()
@@ -261,24 +270,44 @@ def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg
     return load(run_dir, str(resolve_device(cfg.device))), seconds
 
 
+def arm_steps(config: CompareConfig, arm: str, steps: int) -> tuple[int, int]:
+    """(each student's, kd's teacher's) steps, when one model reading T tokens takes
+    ``steps``: under ``config.words`` (:func:`~minidml.experiments.config.reading_shares`)."""
+    student, teacher = reading_shares(arm, config.students, config.words)
+    return max(1, round(student * steps)), max(1, round(teacher * steps))
+
+
 def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files: list[Path],
-             tokenizer: Path, config: CompareConfig, base: TrainConfig, shapes: list[Shape],
-             teacher: Shape, resume: bool, progress: bool, data_dir: str | os.PathLike | None,
-             cache_dir: str | os.PathLike | None, say: Callable[[str], None]) -> dict[str, Any]:
+             tokenizer: Path, config: CompareConfig, base: TrainConfig, steps: int,
+             shapes: list[Shape], teacher: Shape, resume: bool, progress: bool,
+             data_dir: str | os.PathLike | None, cache_dir: str | os.PathLike | None,
+             say: Callable[[str], None]) -> dict[str, Any]:
     """Train and evaluate arm ``name``: ``arm`` with the settings ``changes`` (a variant's;
-    kd's teacher, shared by kd and its variants, keeps the base settings)."""
+    kd's teacher, shared by kd and its variants, keeps the base settings), its models reading
+    what ``config.words`` gives them of the ``steps`` one model takes to read T."""
     seed_dir = arm_dir.parent
     label = f"[seed {seed_dir.name.removeprefix('seed-')}] {name}"
     wall = 0.0
     teacher_run = None
     common = dict(budget=None, teachers=())
+    student_steps, teacher_steps = arm_steps(config, arm, steps)
+
+    def length(cfg: TrainConfig, n: int) -> TrainConfig:
+        """``n`` steps (the base's own length where that is all of T), validated
+        ``eval_points`` times (the same points per arm)."""
+        if n != steps:
+            cfg = cfg.replace(steps=n, tokens=None, epochs=None, max_time=None)
+        if config.eval_points is None:
+            return cfg
+        return cfg.replace(eval_every=max(1, n // config.eval_points))
+
     if arm == "kd":
         teacher_dir = seed_dir / TEACHER
         teacher_run = _read_summary(teacher_dir)
         if teacher_run is None:
             run, seconds = _train_one(f"{label} teacher", teacher_dir, files, tokenizer,
-                                      base.replace(students=(teacher,), mode="single",
-                                                   **common),
+                                      length(base.replace(students=(teacher,), mode="single",
+                                                          **common), teacher_steps),
                                       resume, progress, cache_dir, say)
             teacher_run = _evaluate(run, TEACHER, config, data_dir, progress, seconds, say,
                                     f"{label} teacher")
@@ -290,9 +319,13 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
         cfg = base.replace(students=(shapes[0],), mode="single", **common)
     else:
         cfg = base.replace(students=tuple(shapes), mode=arm, **common)
-    run, wall = _train_one(label, arm_dir, files, tokenizer, cfg.replace(**changes), resume,
-                           progress, cache_dir, say)
+    run, wall = _train_one(label, arm_dir, files, tokenizer,
+                           length(cfg, student_steps).replace(**changes), resume, progress,
+                           cache_dir, say)
     summary = _evaluate(run, name, config, data_dir, progress, wall, say, label)
+    summary["words"] = config.words
+    summary["tokens_total"] = summary["tokens_per_model"] * len(run.students) + (
+        teacher_run["tokens_per_model"] if teacher_run is not None else 0)
     if changes:
         summary |= {"base_arm": arm, "changes": changes}
     summary["dir"] = f"{seed_dir.name}/{arm_dir.name}"  # relative: the directory may move

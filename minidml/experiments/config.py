@@ -18,6 +18,19 @@ DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
 # when the suites are BLiMP, the supplement, EWoK and GLUE)
 MACRO = "macro"
 EVAL_STUDENTS = ("all", "champion")  # which models of an arm the suites score
+# what "equal data" holds equal: every model's reading (the paper's framing), or the reading of
+# an arm's models together (BabyLM's rule that all text seen by all training counts)
+WORDS = ("per-model", "total")
+
+
+def reading_shares(arm: str, k: int, words: str) -> tuple[float, float]:
+    """(each student's, kd's teacher's) share of the tokens T that a model reads under
+    ``per-model``: all of T for every model; under ``total`` an arm's models read T together:
+    the single student T, kd's teacher and student half each, dml's and wml's K students T/K
+    each (they read the same batches)."""
+    if words == "per-model":
+        return 1.0, 1.0
+    return {"single": (1.0, 0.0), "kd": (0.5, 0.5)}.get(arm, (1.0 / k, 0.0))
 OUTER = ("hypergrad", "unroll", "outer_every", "outer_lr", "outer_lr_schedule",
          "outer_objective", "outer_batch_size")  # only wml has an outer loop
 # what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable
@@ -78,6 +91,7 @@ class CompareConfig:
     # "max_train_examples": 2000, "epochs": 3} (minidml eval's --glue-tasks and caps)
     suite_options: dict[str, Any] = field(default_factory=dict)
     eval_points: int | None = 10  # validation this many times per run (None: eval_every)
+    words: str = "per-model"  # WORDS: what equal data holds equal
     train: TrainConfig = field(default_factory=TrainConfig)
     variants: tuple[Variant, ...] = ()  # ablation arms, run after the arms they vary
 
@@ -100,6 +114,8 @@ class CompareConfig:
         if self.eval_students not in EVAL_STUDENTS:
             raise MinidmlError(f"--eval-students {self.eval_students}: choose "
                                f"{' or '.join(EVAL_STUDENTS)}")
+        if self.words not in WORDS:
+            raise MinidmlError(f"--words {self.words}: choose {' or '.join(WORDS)}")
         if self.eval_points is not None and self.eval_points < 1:
             raise MinidmlError("--eval-points: must be at least 1")
         for v in self.variants:

@@ -179,6 +179,23 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
+def _reading_line(st: dict[str, Any], arms: dict[str, Any], any_arm: dict[str, Any],
+                  report: dict[str, Any]) -> str:
+    """What the models read: the same for every model, or (``--words total``) each arm's."""
+    tail = f"context {report['context']}, lr {st['train']['lr']}, seeds {report['seeds']}"
+    if st.get("words", "per-model") == "per-model":
+        return (f"- every model: {any_arm['tokens_per_model']:,} training tokens "
+                f"({any_arm['steps']} steps of {report['tokens_per_step']:,}), {tail}")
+    parts = []
+    for name, a in arms.items():
+        teacher = a.get("teacher")
+        whose = (f"{a['tokens_per_model']:,} per student" if teacher is None else
+                 f"teacher {teacher['tokens_per_model']:,} + student {a['tokens_per_model']:,}")
+        parts.append(f"{name} {a.get('tokens_total', 0):,} ({whose})")
+    return ("- equal words in total (--words total): each arm's models read together "
+            + "; ".join(parts) + f" tokens; {tail}")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """``report.md``: what was compared, then the champions' table and every model's."""
     suites = report_columns(report)
@@ -197,9 +214,7 @@ def format_report(report: dict[str, Any]) -> str:
                     for c in report["students"])
         + f"; kd teacher {report['teacher']['n_layers']}×{report['teacher']['d_model']} "
           f"({report['teacher']['n_params'] / 1e6:.2f}M)",
-        f"- every model: {any_arm['tokens_per_model']:,} training tokens "
-        f"({any_arm['steps']} steps of {report['tokens_per_step']:,}), context "
-        f"{report['context']}, lr {tr['lr']}, seeds {report['seeds']}",
+        _reading_line(st, arms, any_arm, report),
         f"- kd: α = {arms['kd']['alpha']}, T = {arms['kd']['temperature']}" if "kd" in arms
         else "- kd: not run",
         f"- dml/wml: α = {_mutual_alpha(tr)}, T = {tr['temperature'] or 1.0}; wml: "
