@@ -536,14 +536,14 @@ def test_eval_of_every_step_skips_a_checkpoint_rotated_away_meanwhile(tiny_run, 
 
 
 def _big_corpus(path: Path) -> Path:
-    """About 12 MB of made-up words: a second or more of tokenising, for a signal to land in."""
+    """About 6 MB of made-up words: a second or so of tokenising, for a signal to land in."""
     import random
 
     rng = random.Random(0)
     words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 8)))
              for _ in range(3000)]
     with path.open("w", encoding="utf-8") as f:
-        for _ in range(200_000):
+        for _ in range(100_000):
             f.write(" ".join(rng.choices(words, k=12)) + "\n")
     return path
 
