@@ -88,7 +88,7 @@ def _optimizer_states(state: dict) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode, optimizer", [("dml", "adamw"), ("wml", "adamw"),
-                                             ("wml", "muon")])
+                                             ("dml", "muon")])
 def test_stop_and_resume_is_bit_identical(corpus, tmp_path, mode, optimizer):
     cfg = TrainConfig(**{**TINY, "save_every": 10, "mode": mode, "outer_every": 4},
                       optimizer=optimizer, steps=40)
@@ -138,13 +138,14 @@ def test_muon_takes_the_trunks_matrices_and_adamw_the_rest():
 
 @pytest.mark.slow
 def test_muon_learns(corpus, tmp_path):
-    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=150,
-                        mode="single", optimizer="muon")
+    run = minidml.train(corpus, tmp_path / "run", TrainConfig(**TINY), steps=100,
+                        students=(Shape(2, 64, 2),), mode="single", optimizer="muon",
+                        eval_every=25)
     tokens = tokenize_corpus(corpus_files([corpus]), run.tokenizer)
     h1 = unigram_entropy(np.asarray(tokens))
     evals = [json.loads(line) for line in (run.path / "metrics.jsonl").open()
              if '"eval"' in line]
-    assert evals[-1]["step"] == 150
+    assert evals[-1]["step"] == 100
     for first, last in zip(evals[0]["val_loss"], evals[-1]["val_loss"], strict=True):
         assert last < first and last < 0.6 * h1, (first, last, h1)
 
