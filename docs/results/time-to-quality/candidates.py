@@ -33,6 +33,7 @@ HOUR_TOKENS = 2160 * 32 * 128
 # name -> the change from the defaults, and its steps: the hour's tokens where the change
 # leaves a token's cost as it was (None: an hour at the idle throughput --probe measured)
 CANDIDATES: dict[str, tuple[list[str], int | None]] = {
+    "defaults": ([], 2160),  # the hour's own steps again: the probe's baseline, and a rerun
     "ctx64": (["--context", "64"], HOUR_TOKENS // (32 * 64)),
     "muon": (["--optimizer", "muon"], 2160),
     "muon-lr-2e-3": (["--optimizer", "muon", "--lr", "2e-3"], 2160),
