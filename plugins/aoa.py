@@ -67,7 +67,6 @@ order, from which ``--babylm-results`` writes the official ``AoA_word/surprisal.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import warnings
@@ -80,7 +79,15 @@ import numpy as np
 
 from minidml import MinidmlError
 from minidml.evaluation.hookspecs import hookimpl
-from minidml.evaluation.suite import ENSEMBLE, EvalContext, Request, Scorer, SuiteResult, TaskResult
+from minidml.evaluation.suite import (
+    ENSEMBLE,
+    EvalContext,
+    Request,
+    Scorer,
+    SuiteResult,
+    TaskResult,
+    read_json,
+)
 from minidml_plugins.reading import MISSING, read_records
 
 FOLDER = "babylm-eval-2026/full_eval/aoa"
@@ -124,15 +131,7 @@ def read_words(path: str | Path, min_context: int = MIN_CONTEXT) -> WordSet:
     not JSON, not ``{word: [{"context": text, …}, …]}``, or a context that is not text, is a
     one-line error naming the file and the word."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MinidmlError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); re-download "
-                           "the file") from None
-    except UnicodeDecodeError:
-        raise MinidmlError(f"{path}: not UTF-8 text; re-download the file") from None
-    except OSError as e:
-        raise MinidmlError(f"{path}: cannot read ({e.strerror or e})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise MinidmlError(f"{path}: expected {{word: [{{\"context\": …}}, …]}}, the official "
                            "cdi_childes.json; re-download the file")

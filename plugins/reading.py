@@ -385,6 +385,9 @@ def _rows_used(columns: Mapping[str, np.ndarray], variables: Sequence[Sequence[s
 class ReadingSuite:
     file = FILE
 
+    def __init__(self) -> None:
+        self._tables: dict[Path, ReadingTable] = {}  # read once per data file
+
     def evaluate(self, ctx: EvalContext) -> SuiteResult:
         path = ctx.path(self.file)
         table = read_table(path).head(ctx.limit)
@@ -415,14 +418,21 @@ class ReadingSuite:
         return SuiteResult(tasks, {ctx.suite: ("eye_tracking", "self_paced_reading")}, notes,
                            rows=rows)
 
-    # the official predictions file holds each row's pred and prev_pred (ScoresRows)
+    # the official predictions file holds each row's pred and prev_pred (ScoresRows); a
+    # collation scores one such file per revision, against the table read once
+    def _table(self, data_dir: Path) -> ReadingTable:
+        path = Path(data_dir) / self.file
+        if path not in self._tables:
+            self._tables[path] = read_table(path)
+        return self._tables[path]
+
     def row_count(self, data_dir: Path) -> int | None:
         path = Path(data_dir) / self.file
-        return len(read_table(path)) if path.is_file() else None
+        return len(self._table(data_dir)) if path.is_file() else None
 
     def score_rows(self, rows: Mapping[str, Sequence[float]], data_dir: Path
                    ) -> dict[str, float]:
-        table = read_table(Path(data_dir) / self.file)
+        table = self._table(data_dir)
         pred, prev = (np.asarray(rows[c], dtype=np.float64) for c in ("pred", "prev_pred"))
         if len(pred) != len(table) or len(prev) != len(table):
             raise MinidmlError(f"{Path(data_dir) / self.file}: {len(table):,} rows, but "

@@ -59,7 +59,15 @@ import torch
 
 from .. import _io
 from ..errors import MinidmlError
-from .suite import ENSEMBLE, ScoresRows, as_choices, read_jsonl, resolve_data_dir, spearman
+from .suite import (
+    ENSEMBLE,
+    ScoresRows,
+    as_choices,
+    read_json,
+    read_jsonl,
+    resolve_data_dir,
+    spearman,
+)
 
 BACKEND = "causal"  # the official backend of a causal LM: part of every path
 COLLATED = f"all_full_preds_and_fast_scores_{BACKEND}.json"
@@ -518,15 +526,7 @@ def _expected_sizes(target: Target, root: Path, cache: dict[str, _Answers | None
 
 # ----------------------------------------------------------------------------- reading back
 def _load(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MinidmlError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); write it "
-                           "again") from None
-    except UnicodeDecodeError:
-        raise MinidmlError(f"{path}: not UTF-8 text; write it again") from None
-    except OSError as e:
-        raise MinidmlError(f"{path}: cannot read ({e.strerror or e})") from None
+    return read_json(path, "write it again")
 
 
 def _check_predictions(path: Path, data: Any, sizes: Mapping[str, int] | int,

@@ -40,7 +40,7 @@ __all__ = [
     "DATA_ENV", "ENSEMBLE", "Choices", "EvalContext", "Pair", "Request", "Sample", "Scorer",
     "ScoresRows", "Suite",
     "SuiteResult", "TaskResult", "accuracy", "as_choices", "default_data_dir", "group_score",
-    "read_jsonl", "resolve_data_dir", "score_choices", "score_pairs", "spearman",
+    "read_json", "read_jsonl", "resolve_data_dir", "score_choices", "score_pairs", "spearman",
 ]
 
 DATA_ENV = "MINIDML_DATA_DIR"
@@ -208,6 +208,20 @@ class EvalContext:
 
 
 # ----------------------------------------------------------------------------- helpers
+def read_json(path: str | os.PathLike, fix: str = "re-download the file") -> Any:
+    """The JSON document at ``path``; a file that cannot be read, is not UTF-8 or is not
+    valid JSON is a one-line error naming it and ending with ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise MinidmlError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); {fix}") from None
+    except UnicodeDecodeError:
+        raise MinidmlError(f"{path}: not UTF-8 text; {fix}") from None
+    except OSError as e:
+        raise MinidmlError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
 def read_jsonl(path: str | os.PathLike,
                fields: Sequence[str] | Mapping[str, type | tuple[type, ...]] = ()
                ) -> list[dict[str, Any]]:
