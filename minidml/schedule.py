@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
+from .muon import Muon
 
 __all__ = ["Hybrid", "lr_at", "make_optimizer"]
 
@@ -30,21 +31,20 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float,
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, precision: str = "fp32"
                    ) -> torch.optim.Optimizer | Hybrid:
     """``cfg.optimizer``'s optimiser for ``model``. ``adamw``: AdamW with weight decay on
-    matrices only (not on norms' 1-D gains). ``muon``: :class:`torch.optim.Muon` (Nesterov
-    momentum 0.95, five Newton-Schulz steps, ``match_rms_adamw``: the update scaled by
-    0.2·√max(A, B) so that the learning rate and weight decay tuned for AdamW apply) for the
-    matrices inside the trunk's layers, and that AdamW for the rest: the embedding (the tied
-    output layer too) and the gains."""
+    matrices only (not on norms' 1-D gains). ``muon``: :class:`minidml.muon.Muon` for the
+    matrices inside the trunk's layers, its Newton–Schulz iteration in bf16 where the run
+    computes in it (``precision``), else in fp32; and that AdamW for the rest: the
+    embedding (the tied output layer too) and the gains."""
     params = list(model.parameters())
     if cfg.optimizer == "muon":
         embeddings = {id(m.weight) for m in model.modules()
                       if isinstance(m, torch.nn.Embedding)}
         inner = [p for p in params if p.dim() == 2 and id(p) not in embeddings]
-        muon = torch.optim.Muon(inner, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                adjust_lr_fn="match_rms_adamw")
+        muon = Muon(inner, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                    dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
         rest = [p for p in params if all(p is not q for q in inner)]
         return Hybrid({"muon": muon, "adamw": _adamw(rest, cfg)})
     return _adamw(params, cfg)

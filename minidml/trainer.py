@@ -236,7 +236,7 @@ class Trainer(Checkpoints):
         # the training step's trunks: compiled callables, the modules themselves stay eager
         self._trunks = [torch.compile(s.trunk, dynamic=False) if self.compile_record["choice"]
                         else s.trunk for s in self.students]
-        self.optimizers = [make_optimizer(s, config) for s in self.students]
+        self.optimizers = [make_optimizer(s, config, self.precision) for s in self.students]
         k = len(students)
         self.omega = torch.full((k,), 1.0 / k, device=self.device)
         self.step = 0
