@@ -324,6 +324,17 @@ def _remove_checkpoint(ckpt: Path) -> None:
     shutil.rmtree(hidden, ignore_errors=True)
 
 
+def checkpoint_scores(run_dir: str | os.PathLike) -> dict[int, dict[str, Any]]:
+    """The results of ``minidml eval --step N`` (or ``--step all``) of a run, by step: its
+    ``eval/results-step<N>-<date>.json`` files, the newest one for each step."""
+    found: dict[int, dict[str, Any]] = {}
+    for f in sorted(Path(run_dir, "eval").glob("results-step*-*.json")):
+        step = f.name.removeprefix("results-step").split("-", 1)[0]
+        if step.isdigit():  # names sort by date within a step: the newest wins
+            found[int(step)] = json.loads(f.read_text(encoding="utf-8"))
+    return dict(sorted(found.items()))
+
+
 def checkpoint_words(ckpt: Path) -> dict[str, Any]:
     """A checkpoint's ``words.json`` (words seen, revisions), or {} if it has none."""
     try:

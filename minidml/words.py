@@ -60,6 +60,15 @@ def revision_name(words: int) -> str:
     return f"chck_{words}"
 
 
+def format_words(value: float) -> str:
+    """A count of words as the curves' axes write it: 1000000 → "1M", 20000 → "20k",
+    2500000 → "2.5M"."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:g}"
+
+
 @dataclass(frozen=True)
 class WordCount:
     """How a run's steps turn into words: its corpus's words and tokens, the tokens of a

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 
 import pytest
 
@@ -16,11 +17,13 @@ from minidml.experiments.compare import ARMS, CompareConfig, Variant, training_f
 from minidml.experiments.report import add_best_validation, add_outer_steps, table
 from minidml.model import Shape, StudentConfig
 from minidml.rundir import read_metrics
+from minidml.words import WordCount
 
 TINY = ["--budget", "400k", "--students", "3", "--tokens", "80k", "--suites", "agreement,glue",
         "--glue-tasks", "rte", "--max-train-examples", "32", "--glue-epochs", "1",
         "--limit", "100", "--vocab-size", "400", "--context", "32", "--batch-size", "16",
         "--lr", "3e-3", "--warmup", "10", "--outer-every", "5", "--quiet",
+        "--curve-suites", "agreement", "--curve-words", "10k,20k",
         "--vary", "alpha=0.5", "--vary", "kd:temperature=1"]
 VARIANTS = ["wml alpha=0.5", "kd temperature=1.0"]
 # every arm tracked in TensorBoard (CI installs the extra; elsewhere only where it is present)
@@ -322,7 +325,10 @@ def test_bad_compare_options_are_one_line_errors(grammar_corpus, tmp_path, capsy
              (["--vary", "kd:alpha=0.1", "--arms", "dml,wml"], "add kd to --arms"),
              (["--vary", "alpha=1.5"], "must be between 0 and 1"),
              (["--vary", "alpha=0.25"], "the wml arm's own setting"),
-             (["--vary", "alpha=0.2,0.2"], "asked for twice")]
+             (["--vary", "alpha=0.2,0.2"], "asked for twice"),
+             (["--curve-suites", "blimpp"], "--curve-suites blimpp: no such suite"),
+             (["--curve-words", "1M,0"], "--curve-words"),
+             (["--curve-suites", ""], "the curves need their suites")]
     for i, (extra, needle) in enumerate(cases):
         out = tmp_path / f"c{i}"
         args = ["compare", str(grammar_corpus), "--out", str(out), *TINY]
@@ -444,7 +450,7 @@ def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys, require_extr
     main(["plot", str(moved)])
     names = sorted(p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split())
     assert names == sorted(f"{n}.{e}" for n in ("validation", "scores", "omega", "variants",
-                                                 "paired") for e in ("png", "svg"))
+                                                 "curves", "paired") for e in ("png", "svg"))
     svg = (moved / "plots" / "scores.svg").read_text()
     assert svg.count("<g id=\"patch_") >= 6 + 1  # a bar per arm, and the axes' background
     # per variant a bar for its champion; wml's variant has an ensemble bar too
@@ -476,7 +482,8 @@ def test_equal_words_in_total_splits_each_arms_reading(grammar_corpus, tmp_path)
     main(["compare", str(grammar_corpus), "--out", str(out), "--budget", "400k",
           "--students", "3", "--tokens", "48k", "--words", "total", "--arms", "single,kd,wml",
           "--suites", "agreement", "--limit", "20", "--vocab-size", "400", "--context", "32",
-          "--batch-size", "16", "--warmup", "2", "--outer-every", "5", "--quiet"])
+          "--batch-size", "16", "--warmup", "2", "--outer-every", "5", "--quiet",
+          "--curve-suites", "agreement", "--curve-words", "5k,10k"])
     arms = {a: json.loads((out / "seed-0" / a / "arm.json").read_text())
             for a in ("single", "kd", "wml")}
     per_step = 16 * 32
@@ -487,4 +494,99 @@ def test_equal_words_in_total_splits_each_arms_reading(grammar_corpus, tmp_path)
     assert arms["wml"]["tokens_total"] == 3 * round(steps / 3) * per_step
     assert arms["kd"]["tokens_total"] == 2 * round(steps / 2) * per_step
     assert all(a["words"] == "total" for a in arms.values())
-    assert "equal words in total" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "equal words in total" in md
+    # the curves count what an arm's models read together, kd's teacher included
+    corpus_words = json.loads((out / "seed-0" / "single" / "config.json").read_text()
+                              )["words"]["corpus_words"]
+    for name, arm in arms.items():
+        count = WordCount(corpus_words, json.loads((out / "report.json").read_text())
+                          ["corpus"]["tokens"], per_step, 3 if name == "wml" else 1,
+                          arm["teacher"]["steps"] * per_step * corpus_words
+                          // json.loads((out / "report.json").read_text())["corpus"]["tokens"]
+                          if name == "kd" else 0)
+        points = {p["milestone"]: p for p in arm["curve"]}
+        # a count is reached at the first step whose total reaches it, for each count the
+        # arm reads (kd's student starts past its teacher's words)
+        want = [c for c in (5_000, 10_000) if count.total(arm["steps"]) >= c
+                and c > count.teacher_words]
+        assert [m for m in points if m != "end"] == want, name
+        for c in want:
+            p = points[c]
+            assert p["at"] == p["words_total"] == count.total(p["step"]) >= c
+            assert count.total(p["step"] - 1) < c
+            assert (out / "seed-0" / name / "checkpoints" / f"step-{p['step']:08d}").is_dir()
+        assert points["end"]["step"] == arm["steps"]
+        # each point is the run's own results file, the champion's score in it
+        for p in points.values():
+            (f,) = (out / "seed-0" / name / "eval").glob(f"results-step{p['step']}-*.json")
+            doc = json.loads(f.read_text())
+            assert list(doc["results"]) == [p["champion"]]
+            assert doc["groups"][p["champion"]]["agreement"]["score"] == \
+                p["scores"]["agreement"]["score"]
+    report = json.loads((out / "report.json").read_text())
+    end = report["curves"][-1]
+    assert end["milestone"] == "end" and set(end["arms"]) == set(arms)
+    pair = next(p for p in end["pairs"] if (p["a"], p["b"]) == ("wml", "single"))
+    assert pair["agreement"]["mean"] == pytest.approx(
+        arms["wml"]["curve"][-1]["scores"]["agreement"]["score"]
+        - arms["single"]["curve"][-1]["scores"]["agreement"]["score"])
+    assert "## Learning curves by words seen" in md and "read by an arm's models together" in md
+    # scoring the curve again reads the points it has: nothing is evaluated twice
+    from minidml import load
+    from minidml.experiments import curves
+
+    wml = out / "seed-0" / "wml"
+    before = sorted((wml / "eval").iterdir())
+    run = load(wml)
+    count = WordCount(corpus_words, report["corpus"]["tokens"], per_step, 3)
+    again = curves.score_points(wml, run, curves.arm_counts((5_000, 10_000), count,
+                                                            run.step, "total"), count,
+                                "total", ["agreement"], limit=20)
+    assert again == arms["wml"]["curve"] and sorted((wml / "eval").iterdir()) == before
+
+
+@pytest.mark.slow
+def test_every_arm_has_its_curve_by_words_seen_per_model(compared):
+    report = json.loads((compared / "report.json").read_text())
+    for arm in report["arms"]:
+        points = arm["curve"]
+        assert [p["milestone"] for p in points] == [10_000, 20_000, "end"], arm["arm"]
+        assert [p["at"] for p in points] == [p["words"] for p in points]
+        assert points[0]["words"] >= 10_000 and points[1]["words"] >= 20_000
+        assert points[-1]["step"] == arm["steps"]
+    rows = {r["milestone"]: r for r in report["curves"]}
+    assert set(rows) == {10_000, 20_000, "end"}
+    # every arm at the same words per model, so every pair is compared at every count
+    assert {(p["a"], p["b"]) for p in rows[10_000]["pairs"]} >= {("wml", "dml"), ("wml", "kd"),
+                                                                 ("wml", "single")}
+    md = (compared / "report.md").read_text()
+    assert "words seen by each model" in md and "| 10k |" in md and "| 20k |" in md
+
+
+def test_curve_table_means_and_paired_differences_over_seeds():
+    from minidml.experiments.curves import table
+
+    def point(m, score):
+        return {"milestone": m, "at": 1_000 if m == "end" else m, "champion": "student-0",
+                "scores": {"s": {"score": score, "stderr": 0.01}}}
+
+    scores = {"single": [0.50, 0.52, 0.57], "wml": [0.55, 0.60, 0.60]}
+    arms = [{"arm": a, "seed": i, "curve": [point(500, v - 0.1), point("end", v)]}
+            for a, vs in scores.items() for i, v in enumerate(vs)]
+    rows = table({"arms": arms, "curve_suites": ["s"]})
+    assert [r["milestone"] for r in rows] == [500, "end"]
+    end = rows[1]
+    assert end["arms"]["wml"]["s"]["score"] == pytest.approx(0.5833333)
+    assert end["arms"]["wml"]["s"]["stderr"] == pytest.approx(
+        statistics.stdev([0.55, 0.60, 0.60]) / 3 ** 0.5)
+    (pair,) = end["pairs"]
+    diffs = [0.05, 0.08, 0.03]
+    assert (pair["a"], pair["b"], pair["seeds"]) == ("wml", "single", [0, 1, 2])
+    assert pair["s"]["mean"] == pytest.approx(sum(diffs) / 3)
+    sd = (sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2) ** 0.5
+    assert pair["s"]["stderr"] == pytest.approx(sd / 3 ** 0.5)
+    # a seed that has no point at a count is left out of that count's pair
+    arms[0]["curve"] = arms[0]["curve"][1:]
+    first = table({"arms": arms, "curve_suites": ["s"]})[0]
+    assert first["pairs"][0]["seeds"] == [1, 2] and first["arms"]["single"]["seeds"] == 2

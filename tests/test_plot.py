@@ -54,7 +54,7 @@ def test_a_directory_that_is_neither_run_nor_comparison_is_refused(tmp_path):
 def test_evaluated_checkpoints_get_a_learning_curve(tiny_run, tmp_path, capsys):
     import shutil
 
-    from minidml.experiments.plot import checkpoint_scores
+    from minidml.rundir import checkpoint_scores
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run.path, run)

@@ -30,6 +30,7 @@ from .options import (
     POSITIVE,
     POSITIVE_FLOAT,
     Count,
+    CountList,
     FilePath,
     IntList,
     config_options,
@@ -164,6 +165,11 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
               default=_COMPARE["eval_students"], show_default=True,
               help="Which models the suites score: every student and the ensemble, or each "
                    "arm's champion only (GLUE fine-tunes every model it scores).")
+@click.option("--curve-suites", help="Learning curves: score each arm's champion at its "
+              "checkpoints by words seen on these comma-separated suites, e.g. babylm-fast.")
+@click.option("--curve-words", type=CountList(), help="The curves' counts of words (in the "
+              "--words accounting), e.g. 1M,2M,5M (default: 1M, 2M, … 10M, 20M, … as far as "
+              "each arm reads).")
 @click.option("--eval-points", type=POSITIVE, default=_COMPARE["eval_points"], show_default=True,
               help="Validation-loss evaluations per run (for the curves).")
 @click.option("--data-dir", type=FilePath(), help="Evaluation data root.")
@@ -183,6 +189,7 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
 def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
             k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,
             limit: int | None, eval_batch_size: int, eval_students: str, eval_points: int,
+            curve_suites: str | None, curve_words: tuple[int, ...] | None,
             data_dir: Path | None,
             glue_tasks: str | None, max_train_examples: int | None, glue_epochs: int | None,
             glue_set: str | None, glue_pooling: str | None,
@@ -208,6 +215,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
         eval_students=eval_students, words=words,
+        curve_suites=tuple(s.strip() for s in (curve_suites or "").split(",") if s.strip()),
+        curve_words=curve_words or (),
         eval_points=eval_points, train=base.replace(**given),
         suite_options=glue_options(glue_tasks, max_train_examples, glue_epochs, glue_set,
                                    glue_pooling),

@@ -185,11 +185,9 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
                 announce(o)
                 failed[o.spec.name] = None
         click.echo(results.table(), nl=False)
-        stamp = results.date.replace(":", "").replace("-", "")[:15]
-        # a run's results name the step they evaluated (minidml plot draws the curve from them)
-        name = f"results-{stamp}.json" if hf else f"results-step{run.step}-{stamp}.json"
         # a name of our own: never over another evaluation's file of the same second
-        written = results.write(output or run.path / "eval" / name, unique=output is None)
+        written = results.write(output or run.path / "eval" / results.file_name(step=not hf),
+                                unique=output is None)
         click.echo(f"results: {written}")
         if log_samples:
             samples = results.write_samples(written.with_name(written.stem + ".samples.jsonl"))

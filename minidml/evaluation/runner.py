@@ -159,6 +159,13 @@ class EvalResults:
             lines += [f"  note: {n}" for n in o.result.notes] + [""]
         return "\n".join(lines).rstrip() + "\n"
 
+    def file_name(self, step: bool = True) -> str:
+        """The results file's name under a run's ``eval/``: ``results-step<N>-<date>.json``
+        (the step evaluated: ``minidml plot`` draws a run's curve from them), or without the
+        step (``step`` False: an exported model has none)."""
+        stamp = self.date.replace(":", "").replace("-", "")[:15]
+        return f"results-step{self.run.step}-{stamp}.json" if step else f"results-{stamp}.json"
+
     def write(self, path: str | os.PathLike, unique: bool = False) -> Path:
         """The results as JSON at ``path`` (written atomically; missing folders are made);
         with ``unique``, never over an existing file: ``NAME-2.json``, ``NAME-3.json``, …

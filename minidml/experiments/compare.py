@@ -47,7 +47,7 @@ from typing import Any
 from .. import _io
 from .._version import __version__
 from ..config import TrainConfig
-from ..data import corpus_files, fingerprint, tokenize_corpus, unigram_entropy
+from ..data import Batches, corpus_files, count_words, fingerprint, tokenize_corpus, unigram_entropy
 from ..decisions import steps_for
 from ..errors import MinidmlError
 from ..evaluation.runner import evaluate, require_suites
@@ -61,10 +61,10 @@ from ..search import Candidate, plan, search
 from ..tokenizer import Tokenizer
 from ..tracking import check_available as check_trackers
 from ..tracking import log_scores
-from . import paired
+from ..words import WordCount
+from . import curves, paired
 from .config import (
     ARMS,
-    MACRO,
     TEACHER,
     VARIABLE,
     CompareConfig,
@@ -73,6 +73,7 @@ from .config import (
     reading_shares,
 )
 from .report import build_report, format_report
+from .scores import model_scores
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -113,7 +114,9 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     out = Path(out)
     # before hours of training, not after; "all" becomes the suites whose data is present
     config = dataclasses.replace(config, suites=tuple(
-        require_suites(config.suites, data_dir, option="--suites")))
+        require_suites(config.suites, data_dir, option="--suites")), curve_suites=tuple(
+        require_suites(config.curve_suites, data_dir, option="--curve-suites")
+        if config.curve_suites else ()))
     check_trackers(config.train.log_to)
     settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
     with hold(out):  # one writer per comparison (see minidml.lock)
@@ -127,7 +130,10 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             tokens = tokenize_corpus(files, tokenizer, cache_dir, base.encoding_errors, progress,
                                      base.documents, base.speaker_tags)
             # T: what one model reads (--tokens, or one pass); the arms' steps follow from it
-            steps = steps_for(base, make_batches(tokens, base))
+            # the corpus's words as BabyLM counts them: the curves' checkpoints by words
+            batches = make_batches(tokens, base, count_words(files, base.encoding_errors,
+                                                             cache_dir))
+            steps = steps_for(base, batches)
         except BaseException:
             if not resume:  # nothing was trained yet: leave nothing half-made behind
                 shutil.rmtree(out, ignore_errors=True)
@@ -141,8 +147,9 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                 if summary is None:
                     summary = _run_arm(name, arm, changes, arm_dir, files,
                                        out / "tokenizer.model", config, base.replace(seed=seed),
-                                       steps, [c.shape for c in shapes], teacher.shape, resume,
-                                       progress, data_dir, cache_dir, say)
+                                       batches, steps, [c.shape for c in shapes],
+                                       teacher.shape, resume, progress, data_dir, cache_dir,
+                                       say)
                 else:
                     say(f"[seed {s}] {name}: finished earlier, reused")
                 arms.append(summary)
@@ -151,6 +158,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
                             **settings["corpus"]}
         report["paired"] = paired.seed_differences(report)
+        report["curves"] = curves.table(report)
         report["paired_examples"] = paired.example_differences(report, out, config.suites)
         _io.write_json(out / "report.json", report)
         with _io.atomic_open(out / "report.md", "w") as f:
@@ -171,6 +179,8 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             # settings added to TrainConfig since the comparison began take their defaults
             saved["compare"].setdefault("suite_options", {})  # added since it began
             saved["compare"].setdefault("words", "per-model")
+            saved["compare"].setdefault("curve_suites", [])
+            saved["compare"].setdefault("curve_words", [])
             # ... except those whose default changed: what the comparison did then
             saved["compare"]["train"] = TrainConfig.from_dict(
                 LEGACY | saved["compare"]["train"], str(marker)).to_dict()
@@ -278,13 +288,15 @@ def arm_steps(config: CompareConfig, arm: str, steps: int) -> tuple[int, int]:
 
 
 def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files: list[Path],
-             tokenizer: Path, config: CompareConfig, base: TrainConfig, steps: int,
+             tokenizer: Path, config: CompareConfig, base: TrainConfig, batches: Batches,
+             steps: int,
              shapes: list[Shape], teacher: Shape, resume: bool, progress: bool,
              data_dir: str | os.PathLike | None, cache_dir: str | os.PathLike | None,
              say: Callable[[str], None]) -> dict[str, Any]:
     """Train and evaluate arm ``name``: ``arm`` with the settings ``changes`` (a variant's;
     kd's teacher, shared by kd and its variants, keeps the base settings), its models reading
-    what ``config.words`` gives them of the ``steps`` one model takes to read T."""
+    what ``config.words`` gives them of the ``steps`` one model takes to read T (of
+    ``batches``), its champion's curve scored at its checkpoints by words."""
     seed_dir = arm_dir.parent
     label = f"[seed {seed_dir.name.removeprefix('seed-')}] {name}"
     wall = 0.0
@@ -319,10 +331,24 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
         cfg = base.replace(students=(shapes[0],), mode="single", **common)
     else:
         cfg = base.replace(students=tuple(shapes), mode=arm, **common)
+    count = WordCount(batches.corpus_words, len(batches.tokens), cfg.tokens_per_step,
+                      cfg.n_students)
+    if arm == "kd":  # what the teacher read counts in the total
+        count = dataclasses.replace(count, teacher_words=count.per_model(teacher_steps))
+    counts = {}
+    if config.curve_suites:
+        counts = curves.arm_counts(config.curve_words or curves.DEFAULT_WORDS, count,
+                                   student_steps, config.words)
+        cfg = cfg.replace(checkpoint_words=tuple(sorted(set(counts.values()))))
     run, wall = _train_one(label, arm_dir, files, tokenizer,
                            length(cfg, student_steps).replace(**changes), resume, progress,
                            cache_dir, say)
     summary = _evaluate(run, name, config, data_dir, progress, wall, say, label)
+    if config.curve_suites:
+        summary["curve"] = curves.score_points(
+            arm_dir, run, counts, count, config.words, config.curve_suites, data_dir=data_dir,
+            limit=config.eval_limit, batch_size=config.eval_batch_size, progress=progress,
+            say=say, label=label)
     summary["words"] = config.words
     summary["tokens_total"] = summary["tokens_per_model"] * len(run.students) + (
         teacher_run["tokens_per_model"] if teacher_run is not None else 0)
@@ -375,11 +401,12 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
         lb = student_label(i)
         models.append({"label": lb, "shape": dataclasses.asdict(c.shape), "n_params": c.n_params,
                        "val_loss": val[i], "champion": i == run.champion,
-                       "omega": float(run.omega[i]), "scores": _scores(doc, lb, config.suites)})
+                       "omega": float(run.omega[i]),
+                       "scores": model_scores(doc, lb, config.suites)})
     if len(scfgs) > 1:
         models.append({"label": ENSEMBLE, "n_params": sum(c.n_params for c in scfgs),
                        "val_loss": (run.last_eval or {}).get("ensemble_val_loss", math.nan),
-                       "champion": False, "scores": _scores(doc, ENSEMBLE, config.suites)})
+                       "champion": False, "scores": model_scores(doc, ENSEMBLE, config.suites)})
     summary = {"arm": arm, "seed": cfg.seed, "run": str(run.path), "mode": cfg.mode,
                "steps": steps, "tokens_per_model": tokens,
                "alpha": cfg.kl_weight,
@@ -391,25 +418,6 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
     say(f"{label}: done (" + ", ".join(
         f"{m['label']} {_fmt_scores(m['scores'], config.suites)}" for m in models) + ")")
     return summary
-
-
-def _scores(doc: dict[str, Any], label: str, suites: Sequence[str]) -> dict[str, Any]:
-    """Per suite, the macro score and its stderr for one model; with two suites or more,
-    also their mean (:data:`MACRO`; its stderr from the suites' as independent)."""
-    groups = doc["groups"].get(label, {})
-    out = {}
-    for name in suites:
-        g = groups.get(name) or next((v for v in groups.values() if v.get("suite") == name),
-                                     None)
-        if g is not None:
-            out[name] = {"score": g["score"], "stderr": g["score_stderr"],
-                         "n_tasks": g["n_tasks"]}
-    if len(suites) > 1 and len(out) == len(suites):
-        n = len(out)
-        out[MACRO] = {"score": sum(c["score"] for c in out.values()) / n,
-                      "stderr": math.sqrt(sum(c["stderr"] ** 2 for c in out.values())) / n,
-                      "n_tasks": sum(c["n_tasks"] for c in out.values())}
-    return out
 
 
 def _fmt_scores(scores: dict[str, Any], suites: Sequence[str]) -> str:

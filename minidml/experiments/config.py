@@ -10,13 +10,11 @@ from typing import Any
 
 from ..config import TrainConfig, default_alpha, default_temperature
 from ..errors import MinidmlError
+from .scores import MACRO
 
 ARMS = ("single", "kd", "dml", "wml")
 TEACHER = "teacher"
 DEFAULT_SUITES = ("blimp", "blimp-supplement", "ewok")
-# the report's column for the mean of a model's suite scores (the BabyLM leaderboard's macro
-# when the suites are BLiMP, the supplement, EWoK and GLUE)
-MACRO = "macro"
 EVAL_STUDENTS = ("all", "champion")  # which models of an arm the suites score
 # what "equal data" holds equal: every model's reading (the paper's framing), or the reading of
 # an arm's models together (BabyLM's rule that all text seen by all training counts)
@@ -92,6 +90,11 @@ class CompareConfig:
     suite_options: dict[str, Any] = field(default_factory=dict)
     eval_points: int | None = 10  # validation this many times per run (None: eval_every)
     words: str = "per-model"  # WORDS: what equal data holds equal
+    # the learning curves (minidml.experiments.curves): the suites each arm's champion is
+    # scored on at its checkpoints by words seen (none: no curves), at these counts of words
+    # in the accounting of ``words`` (none: 1M, 2M, … as far as the arms read)
+    curve_suites: tuple[str, ...] = ()
+    curve_words: tuple[int, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
     variants: tuple[Variant, ...] = ()  # ablation arms, run after the arms they vary
 
@@ -116,6 +119,12 @@ class CompareConfig:
                                f"{' or '.join(EVAL_STUDENTS)}")
         if self.words not in WORDS:
             raise MinidmlError(f"--words {self.words}: choose {' or '.join(WORDS)}")
+        if any(not isinstance(w, int) or w < 1 for w in self.curve_words):
+            raise MinidmlError(f"--curve-words {','.join(map(str, self.curve_words))}: give "
+                               "positive counts of words, e.g. 1M,2M,5M")
+        if self.curve_words and not self.curve_suites:
+            raise MinidmlError("--curve-words: the curves need their suites; add "
+                               "--curve-suites, e.g. babylm-fast")
         if self.eval_points is not None and self.eval_points < 1:
             raise MinidmlError("--eval-points: must be at least 1")
         for v in self.variants:

@@ -40,9 +40,9 @@ import numpy as np
 from .. import _io
 from ..evaluation.scoring import ENSEMBLE
 
-__all__ = ["MAIN_PAIRS", "SAMPLES_FILE", "arm_pairs", "bootstrap_difference",
+__all__ = ["MAIN_PAIRS", "SAMPLES_FILE", "arm_pairs", "bootstrap_difference", "cell",
            "example_differences", "format_tables", "mcnemar", "read_correct",
-           "seed_differences", "t_critical"]
+           "seed_differences", "summary", "t_critical"]
 
 MAIN_PAIRS = (("wml", "dml"), ("wml", "kd"), ("wml", "single"), ("dml", "single"),
               ("kd", "single"))
@@ -108,7 +108,7 @@ def t_critical(df: int) -> float:
     return _T975[max(k for k in _T975 if k <= df)]
 
 
-def _summary(values: Sequence[float]) -> dict[str, Any]:
+def summary(values: Sequence[float]) -> dict[str, Any]:
     """Mean over seeds, its standard error, and whether the mean differs from 0 at the 95%
     level by a t-test with S − 1 degrees of freedom (|mean| > t·stderr; needs S ≥ 2)."""
     mean = statistics.fmean(values)
@@ -139,11 +139,11 @@ def seed_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             if any(ma is None or mb is None for ma, mb in models):
                 continue
             row: dict[str, Any] = {"a": a, "b": b, "model": which, "seeds": seeds,
-                                   "val_loss": _summary([ma["val_loss"] - mb["val_loss"]
+                                   "val_loss": summary([ma["val_loss"] - mb["val_loss"]
                                                          for ma, mb in models])}
             for suite in suites:
                 if all(suite in ma["scores"] and suite in mb["scores"] for ma, mb in models):
-                    row[suite] = _summary([ma["scores"][suite]["score"]
+                    row[suite] = summary([ma["scores"][suite]["score"]
                                            - mb["scores"][suite]["score"]
                                            for ma, mb in models])
             rows.append(row)
@@ -295,8 +295,8 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
         body = []
         for r in rows:
             cells = [f"{r['a']} − {r['b']}", r["model"], str(len(r["seeds"])),
-                     _cell(r["val_loss"], 1.0, 3)]
-            cells += [_cell(r[s], 100.0, 1) if s in r else "-" for s in suites]
+                     cell(r["val_loss"], 1.0, 3)]
+            cells += [cell(r[s], 100.0, 1) if s in r else "-" for s in suites]
             body.append(cells)
         lines += _io.md_table(head, body)
     examples = report.get("paired_examples") or []
@@ -319,10 +319,11 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _cell(summary: Mapping[str, Any], scale: float, digits: int) -> str:
-    text = f"{scale * summary['mean']:+.{digits}f}"
-    if summary["stderr"] is not None:
-        text += f" ± {scale * summary['stderr']:.{digits}f}" + (
-            " ✓" if summary["significant"] else "")
+def cell(diff: Mapping[str, Any], scale: float, digits: int) -> str:
+    """A difference's table cell (:func:`summary`'s): ``+1.2 ± 0.4 ✓``."""
+    text = f"{scale * diff['mean']:+.{digits}f}"
+    if diff["stderr"] is not None:
+        text += f" ± {scale * diff['stderr']:.{digits}f}" + (
+            " ✓" if diff["significant"] else "")
     return text
 

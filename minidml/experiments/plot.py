@@ -7,8 +7,9 @@ once checkpoints were evaluated with ``minidml eval --step``. For a
 comparison directory (``minidml compare``): each arm's validation loss (every seed), the
 suite scores of every arm's champion as bars with standard errors, ω over time for every arm
 that learns it (wml and its variants, every seed), and with ``--vary`` arms how much each
-variant changed its arm's validation losses, and the paired differences between arms'
-champions (means over seeds with their 95% intervals). Files are written as PNG and SVG
+variant changed its arm's validation losses, the paired differences between arms'
+champions (means over seeds with their 95% intervals), and with ``--curve-suites`` each
+arm's champion against words seen. Files are written as PNG and SVG
 under ``DIR/plots/``. The figures are built with matplotlib's object-oriented API, so
 importing or calling this changes no global matplotlib state (no pyplot, no backend switch).
 """
@@ -25,8 +26,8 @@ from .. import _io
 from ..config import TrainConfig
 from ..errors import MinidmlError
 from ..evaluation.baselines import full_task, official_baseline
-from ..rundir import read_metrics, read_run_config
-from ..words import WordCount
+from ..rundir import checkpoint_scores, read_metrics, read_run_config
+from ..words import WordCount, format_words
 from .paired import t_critical
 from .report import champion_and_ensemble_rows, report_columns
 
@@ -107,23 +108,10 @@ def _plot_run(run_dir: Path, out: Path, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
-def checkpoint_scores(run_dir: str | os.PathLike) -> dict[int, dict[str, Any]]:
-    """The results of ``minidml eval --step N`` (or ``--step all``) of a run, by step: its
-    ``eval/results-step<N>-<date>.json`` files, the newest one for each step."""
-    found: dict[int, dict[str, Any]] = {}
-    for f in sorted(Path(run_dir, "eval").glob("results-step*-*.json")):
-        step = f.name.removeprefix("results-step").split("-", 1)[0]
-        if step.isdigit():  # names sort by date within a step: the newest wins
-            found[int(step)] = json.loads(f.read_text(encoding="utf-8"))
-    return dict(sorted(found.items()))
-
-
 def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
     """Suite scores of evaluated checkpoints and validation loss against words seen (log
     axis), each suite beside the official 2026 baseline's final score; against training
     minutes for a run that did not count its words."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     scores = checkpoint_scores(run_dir)
     if not scores:
         return None
@@ -169,22 +157,21 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
     right.set(title="validation loss", xlabel=xlabel, ylabel="nats / token")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        if count is not None:  # log axis, ticks as word counts (1M, 2M, 5M, …)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _words_label(v)))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+        if count is not None:
+            _words_axis(ax)
     right.legend(fontsize=8)
     fig.suptitle(run_dir.name)
     return fig
 
 
-def _words_label(value: float) -> str:
-    """1000000 → "1M", 20000 → "20k"."""
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:g}{unit}"
-    return f"{value:g}"
+def _words_axis(ax) -> None:
+    """A log x axis ticked as word counts (1M, 2M, 5M, …)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_words(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _word_count(run_dir: Path) -> WordCount | None:
@@ -290,6 +277,9 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
     variants = _variants_figure(report)
     if variants is not None:
         paths += _save(variants, out, "variants", formats)
+    learning = _curves_figure(report)
+    if learning is not None:
+        paths += _save(learning, out, "curves", formats)
     diffs = _paired_figure(report)
     if diffs is not None:
         paths += _save(diffs, out, "paired", formats)
@@ -321,6 +311,43 @@ def _omega_arms_figure(cmp_dir: Path, report: dict[str, Any]):
     axes[0].set_ylabel("ω")
     axes[0].legend(fontsize=8)
     fig.suptitle("learned peer weights ω (first seed solid, the others dashed)", fontsize=9)
+    return fig
+
+
+def _curves_figure(report: dict[str, Any]):
+    """The learning curves (:mod:`minidml.experiments.curves`): per curve suite, each arm's
+    champion's mean score over seeds (± its standard error) against words seen, in the
+    comparison's accounting, beside the official 2026 baseline's final score."""
+    rows = report.get("curves") or []
+    suites = report.get("curve_suites") or []
+    if not rows or not suites:
+        return None
+    total = report["settings"]["compare"].get("words") == "total"
+    fig = _figure(4.2 * len(suites) + 0.6, 3.8)
+    axes = fig.subplots(1, len(suites), squeeze=False)[0]
+    base_arm = {a["arm"]: a.get("base_arm", a["arm"]) for a in report["arms"]}
+    names = list(dict.fromkeys(n for r in rows for n in r["arms"]))
+    for ax, suite in zip(axes, suites, strict=True):
+        for name in names:
+            pts = sorted((r["arms"][name]["at"], 100 * r["arms"][name][suite]["score"],
+                          100 * r["arms"][name][suite]["stderr"]) for r in rows
+                         if name in r["arms"])
+            x, y, err = zip(*pts, strict=True)
+            ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, label=name,
+                        color=ARM_COLOURS.get(name),
+                        ls="-" if base_arm.get(name) == name else "--")
+        base = official_baseline(suite)
+        if base is not None:
+            ax.axhline(100 * base, color="k", lw=1.0, ls="--",
+                       label=f"{full_task(suite)}: official baseline, final")
+        ax.set(title=suite, xlabel="words read by an arm's models together" if total
+               else "words seen (each model)", ylabel="score (%, or 100·ρ)")
+        ax.grid(alpha=0.3)
+        _words_axis(ax)
+    axes[0].legend(fontsize=7)
+    seeds = max(a["seeds"] for r in rows for a in r["arms"].values())
+    fig.suptitle(f"each arm's champion at its checkpoints by words (mean over {seeds} "
+                 "seed(s))", fontsize=9)
     return fig
 
 

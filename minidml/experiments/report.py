@@ -16,7 +16,7 @@ from ..counts import format_count
 from ..evaluation.scoring import ENSEMBLE
 from ..rundir import read_metrics
 from ..tokenizer import Tokenizer
-from . import paired
+from . import curves, paired
 from .config import MACRO, TEACHER, CompareConfig, Variant
 
 
@@ -29,6 +29,7 @@ def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tok
     return {
         "minidml_version": __version__, "date": _io.utc_now(), "out": str(out),
         "settings": settings, "suites": list(config.suites),
+        "curve_suites": list(config.curve_suites),
         "score_columns": score_columns(config.suites), "seeds": config.seeds,
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256},
         "unigram_entropy": entropy,
@@ -249,6 +250,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines += _io.md_table(["variant", "champion val loss", "ensemble val loss", *suites],
                            _variant_rows(report))
     lines += paired.format_tables(report)
+    lines += curves.format_tables(report)
     wml = [a for a in report["arms"] if a.get("base_arm", a["arm"]) == "wml"]
     if wml:
         lines += ["", "## Learned peer weights ω", ""]
