@@ -61,10 +61,11 @@ def score_points(run_dir: Path, final: Any, counts: Mapping[int, int], count: Wo
     (at most ``limit`` examples per task); points already scored (a results file of that
     step with the champion's scores) are read, not scored again."""
     done = checkpoint_scores(run_dir)
-    targets: dict[int, int | str] = {count.first_step(per): c for c, per in counts.items()}
-    targets.setdefault(final.step, END)
+    targets: list[tuple[int, int | str]] = sorted(
+        (count.first_step(per), c) for c, per in counts.items())
+    targets.append((final.step, END))  # a count reached at the last step is both
     points = []
-    for step, milestone in sorted(targets.items()):
+    for step, milestone in targets:
         run = final if step == final.step else load(run_dir, str(final.device), step=step)
         champion = student_label(run.champion)
         scores = model_scores(done.get(step, {"groups": {}}), champion, suites)
@@ -77,7 +78,8 @@ def score_points(run_dir: Path, final: Any, counts: Mapping[int, int], count: Wo
                 raise MinidmlError(f"{label}: the curve's evaluation did not complete "
                                    f"({'; '.join(failed)}); fix it and continue with --resume")
             results.write(run_dir / "eval" / results.file_name(), unique=True)
-            scores = model_scores(results.to_json(), champion, suites)
+            done[step] = results.to_json()
+            scores = model_scores(done[step], champion, suites)
         per_model, total = count.per_model(step), count.total(step)
         points.append({"milestone": milestone, "step": step, "words": per_model,
                        "words_total": total,
