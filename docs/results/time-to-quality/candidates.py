@@ -35,8 +35,8 @@ HOUR_TOKENS = 2160 * 32 * 128
 CANDIDATES: dict[str, tuple[list[str], int | None]] = {
     "defaults": ([], 2160),  # the hour's own steps again: the probe's baseline, and a rerun
     "ctx64": (["--context", "64"], HOUR_TOKENS // (32 * 64)),
-    "muon": (["--optimizer", "muon"], 2160),
-    "muon-lr-2e-3": (["--optimizer", "muon", "--lr", "2e-3"], 2160),
+    "muon": (["--optimizer", "muon"], None),
+    "muon-lr-2e-3": (["--optimizer", "muon", "--lr", "2e-3"], None),
     "vocab-8192": (["--vocab-size", "8192"], None),
     "small-2x128": (["--layers", "2", "--width", "128", "--heads", "2", "--vocab-size",
                      "8192"], None),
