@@ -17,8 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from minidml.experiments.plot import checkpoint_scores
-from minidml.rundir import read_metrics
+from minidml.rundir import checkpoint_scores, read_metrics
 
 
 def events(run: Path) -> tuple[dict[int, dict], list[dict]]:
