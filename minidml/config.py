@@ -35,6 +35,7 @@ TRACKERS = ("tensorboard", "wandb", "mlflow")  # minidml.tracking
 RECIPE = "results/recipe/README.md"  # the studies that set defaults, under docs/
 COMPARISON = "results/comparison.md"
 BOUNDARY = "results/boundary/results.md"
+TIME_TO_QUALITY = "results/time-to-quality/README.md"
 PERFORMANCE = "performance.md"
 METHOD = "method.md"
 PARTICIPANTS = "babylm.md"
@@ -217,12 +218,13 @@ class TrainConfig:
               "throughput, so the schedule ends when the time does.", kind="duration", lo=0,
         open_lo=True)
     optimizer: str = setting(
-        "adamw", "adamw: AdamW for every weight; muon: Muon (momentum orthogonalised by "
-                 "Newton-Schulz, its step scaled to AdamW's RMS so lr and weight decay carry "
-                 "over) for the trunk's matrices, AdamW for the embedding and the norms.",
-        choices=OPTIMIZERS, see=RECIPE, brief="the optimiser")
-    lr: float = setting(4e-3, "Peak learning rate (AdamW).", lo=0, open_lo=True, see=RECIPE,
-                        brief="AdamW peak learning rate")
+        "muon", "muon: Muon (momentum orthogonalised by Newton-Schulz, its step scaled to "
+                "AdamW's RMS so lr and weight decay carry over) for the trunk's matrices, "
+                "AdamW for the embedding and the norms; adamw: AdamW for every weight.",
+        choices=OPTIMIZERS, see=TIME_TO_QUALITY, brief="the optimiser")
+    lr: float = setting(4e-3, "Peak learning rate (AdamW's; Muon's steps are scaled to "
+                              "match).", lo=0, open_lo=True, see=RECIPE,
+                        brief="peak learning rate")
     min_lr_ratio: float = setting(0.1, "The learning rate's floor, as a share of the peak.",
                                   lo=0, hi=1, flag=None)
     warmup_steps: int = setting(100, "Warmup steps.", flag="--warmup", see=RECIPE,
@@ -318,7 +320,8 @@ class TrainConfig:
                                f"most {MAX_EPOCHS} epochs; use --epochs {MAX_EPOCHS} or less")
         if self.optimizer == "muon" and self.unroll == "adam":
             raise MinidmlError("--unroll adam: unrolls AdamW's step, but --optimizer muon "
-                               "moves the matrices by Muon's; use --unroll sgd")
+                               "(the default) moves the matrices by Muon's; add --optimizer "
+                               "adamw, or use --unroll sgd")
         if self.teachers and self.mode != "kd":
             raise MinidmlError(f"--teacher: only --mode kd distils from teachers (mode is "
                                f"{self.mode!r}); add --mode kd or drop --teacher")

@@ -233,7 +233,8 @@ def make_batches(tokens: np.ndarray, cfg: TrainConfig, words: int | None = None)
 
 
 # settings that runs recorded before the setting existed: what they did then
-LEGACY = {"sampling": "uniform", "documents": "line", "speaker_tags": "keep"}
+LEGACY = {"sampling": "uniform", "documents": "line", "speaker_tags": "keep",
+          "optimizer": "adamw"}
 
 
 def _resumed_shapes(cfg: TrainConfig, meta: dict[str, Any], out_dir: Path, vocab_size: int

@@ -85,3 +85,9 @@ def cli(*args) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code or 0
     return code, out.getvalue(), err.getvalue()
+
+
+def optimizer_states(state: dict) -> list[dict]:
+    """The per-parameter states of a checkpointed optimiser (one, or a Hybrid's parts)."""
+    parts = [state] if "state" in state else list(state.values())
+    return [s for part in parts for s in part["state"].values()]

@@ -20,6 +20,8 @@ from minidml.schedule import lr_at
 from minidml.tokenizer import Tokenizer
 from minidml.trainer import Callback, Trainer
 
+from _helpers import optimizer_states
+
 # runs compared with each other pin fp32: `auto` times bf16 on the machine, and two runs
 # may choose differently where the two are close
 TINY = dict(students=(Shape(2, 64, 2), Shape(1, 96, 4)), mode="dml", context=32, batch_size=16,
@@ -80,12 +82,6 @@ def test_two_students_learn_far_below_unigram_entropy(corpus, tmp_path):
     assert run.omega.tolist() == pytest.approx(omegas[-1])
 
 
-def _optimizer_states(state: dict) -> list[dict]:
-    """The per-parameter states of a checkpointed optimiser (one, or a Hybrid's parts)."""
-    parts = [state] if "state" in state else list(state.values())
-    return [s for part in parts for s in part["state"].values()]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode, optimizer", [("dml", "adamw"), ("wml", "adamw"),
                                              ("dml", "muon")])
@@ -107,7 +103,7 @@ def test_stop_and_resume_is_bit_identical(corpus, tmp_path, mode, optimizer):
     if mode == "wml":  # ω really moved, so its restoration is tested
         assert not torch.equal(full.omega, torch.full((2,), 0.5))
     for oa, ob in zip(state_a["optimizers"], state_b["optimizers"], strict=True):
-        for sa, sb in zip(_optimizer_states(oa), _optimizer_states(ob), strict=True):
+        for sa, sb in zip(optimizer_states(oa), optimizer_states(ob), strict=True):
             assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     # metrics were not duplicated by the resumption
     steps = [json.loads(line)["step"] for line in (tmp_path / "part/metrics.jsonl").open()
@@ -354,7 +350,8 @@ def test_wml_unrolls_the_adamw_step_when_asked(corpus, tmp_path):
     # three students: with two, each one's only peer weighs 1 whatever ω is, and the
     # second-order term vanishes
     three = (*TINY["students"], Shape(1, 64, 2))
-    cfg = TrainConfig(**{**TINY, "students": three}, steps=20, outer_every=5)
+    cfg = TrainConfig(**{**TINY, "students": three}, steps=20, outer_every=5,
+                      optimizer="adamw")
     runs = {u: minidml.train(corpus, tmp_path / u, cfg, mode="wml", unroll=u)
             for u in ("sgd", "adam")}
     config = json.loads((runs["adam"].path / "config.json").read_text())

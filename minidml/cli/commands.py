@@ -131,7 +131,7 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
 # ----------------------------------------------------------------------------- compare
 _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "documents",
                     "speaker_tags", "sampling", "epochs", "max_time", "context",
-                    "batch_size", "grad_accum", "lr",
+                    "batch_size", "grad_accum", "optimizer", "lr",
                     "warmup_steps", "schedule", "alpha", "temperature", "alpha_warmup", "hypergrad",
                     "unroll", "outer_every", "outer_lr", "outer_objective", "device",
                     "precision", "compile", "on_nonfinite", "seed", "encoding_errors",

@@ -37,6 +37,7 @@ CANDIDATES: dict[str, tuple[list[str], int | None]] = {
     "ctx64": (["--context", "64"], HOUR_TOKENS // (32 * 64)),
     "muon": (["--optimizer", "muon"], None),
     "muon-lr-2e-3": (["--optimizer", "muon", "--lr", "2e-3"], None),
+    "muon-vocab-8192": (["--optimizer", "muon", "--vocab-size", "8192"], None),
     "vocab-8192": (["--vocab-size", "8192"], None),
     "small-2x128": (["--layers", "2", "--width", "128", "--heads", "2", "--vocab-size",
                      "8192"], None),
