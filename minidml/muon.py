@@ -77,25 +77,23 @@ class Muon(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, mu = group["lr"], group["momentum"]
-            shapes: dict[tuple, list[tuple[torch.nn.Parameter, torch.Tensor]]] = {}
+            shapes: dict[tuple, list[torch.nn.Parameter]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - mu)
-                look = p.grad.lerp(buf, mu)
-                wide = p.size(0) <= p.size(1)
-                shapes.setdefault((*sorted(p.shape), p.device, p.dtype), []).append(
-                    (p, look if wide else look.T))
-            for same in shapes.values():  # the matrices of one shape, as one batch
-                if len(same) == 1:
-                    updates = [orthogonalise(same[0][1], self.dtype)]
-                else:
-                    updates = orthogonalise(torch.stack([u for _, u in same]), self.dtype)
-                for (p, _), update in zip(same, updates, strict=True):
+                state["momentum_buffer"].lerp_(p.grad, 1 - mu)
+                shapes.setdefault((*sorted(p.shape), p.device, p.dtype), []).append(p)
+            for (m, n, device, dtype), same in shapes.items():
+                # the look-aheads written straight into one batch, tall matrices turned
+                looks = torch.empty(len(same), m, n, device=device, dtype=dtype)
+                for p, look in zip(same, looks, strict=True):
+                    torch.lerp(p.grad, self.state[p]["momentum_buffer"], mu,
+                               out=look if p.size(0) <= p.size(1) else look.T)
+                updates = orthogonalise(looks if len(same) > 1 else looks[0], self.dtype)
+                for p, update in zip(same, updates.view(len(same), m, n), strict=True):
                     if p.size(0) > p.size(1):
                         update = update.T
                     p.mul_(1 - lr * group["weight_decay"])

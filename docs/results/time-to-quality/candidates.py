@@ -33,15 +33,21 @@ HOUR_TOKENS = 2160 * 32 * 128
 # name -> the change from the defaults, and its steps: the hour's tokens where the change
 # leaves a token's cost as it was (None: an hour at the idle throughput --probe measured)
 CANDIDATES: dict[str, tuple[list[str], int | None]] = {
-    "defaults": ([], 2160),  # the hour's own steps again: the probe's baseline, and a rerun
+    "defaults": (["--optimizer", "adamw"], 2160),  # the hour's defaults (AdamW then) again
     "ctx64": (["--context", "64"], HOUR_TOKENS // (32 * 64)),
     "muon": (["--optimizer", "muon"], None),
     "muon-lr-2e-3": (["--optimizer", "muon", "--lr", "2e-3"], None),
+    "muon-lr-8e-3": (["--optimizer", "muon", "--lr", "8e-3"], None),
     "muon-vocab-8192": (["--optimizer", "muon", "--vocab-size", "8192"], None),
     "vocab-8192": (["--vocab-size", "8192"], None),
+    "muon-vocab-8192-lr-8e-3": (["--optimizer", "muon", "--vocab-size", "8192", "--lr", "8e-3"],
+                                None),
     "small-2x128": (["--layers", "2", "--width", "128", "--heads", "2", "--vocab-size",
                      "8192"], None),
 }
+# a learning rate costs nothing per token: such a candidate trains its base's hour
+PROBE_AS = {"muon-lr-2e-3": "muon", "muon-lr-8e-3": "muon",
+            "muon-vocab-8192-lr-8e-3": "muon-vocab-8192"}
 EVAL_SHARE = 0.03  # of an hour's steps spent validating (every 200 steps), as the hour did
 
 
@@ -55,10 +61,11 @@ def planned_steps(out: Path, name: str) -> int:
         return steps
     probes = out / "probes.json"
     found = json.loads(probes.read_text()) if probes.exists() else {}
-    if name not in found:
-        raise SystemExit(f"{name}: no throughput yet; run --probe {name} on an idle machine")
+    probed = PROBE_AS.get(name, name)
+    if probed not in found:
+        raise SystemExit(f"{name}: no throughput yet; run --probe {probed} on an idle machine")
     context = int(change[change.index("--context") + 1]) if "--context" in change else 128
-    return int(found[name]["tokens_per_s"] * 3600 * (1 - EVAL_SHARE) / (32 * context))
+    return int(found[probed]["tokens_per_s"] * 3600 * (1 - EVAL_SHARE) / (32 * context))
 
 
 def train(out: Path, name: str) -> None:
