@@ -72,7 +72,7 @@ def assert_identical(a, b, where="") -> None:
 
 @pytest.mark.slow
 def test_kill_9_anywhere_then_resume_is_bit_identical(grammar_corpus, tmp_path):
-    """SIGKILL a training run at 12 random moments (one during start-up, the rest while it
+    """SIGKILL a training run at 8 random moments (one during start-up, the rest while it
     trains and writes a checkpoint every step), resume each time; the final weights,
     optimiser states and ω equal those of a run that was never interrupted."""
     env = {**os.environ, "MINIDML_CACHE_DIR": str(tmp_path / "cache")}
@@ -83,7 +83,7 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(grammar_corpus, tmp_path):
     rng = random.Random(1234)
     out = tmp_path / "killed"
     kills, at_kill = 0, []
-    while kills < 12:
+    while kills < 8:
         proc = launch(grammar_corpus, out, env)
         if kills == 0:
             time.sleep(rng.uniform(0.5, 2.0))  # somewhere in start-up or set-up
@@ -103,9 +103,9 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(grammar_corpus, tmp_path):
         kills += 1
         found = checkpoints(out) if out.exists() else []
         at_kill.append(found[-1].name if found else None)
-    assert kills >= 10
+    assert kills >= 7
     # the kills landed at many different points of training, not all in start-up
-    assert len({a for a in at_kill if a is not None}) >= 8, at_kill
+    assert len({a for a in at_kill if a is not None}) >= 6, at_kill
     last = launch(grammar_corpus, out, env)
     assert last.wait(timeout=300) == 0, last.stderr.read()
     assert_identical(final_state(out), final_state(reference))
