@@ -1,13 +1,17 @@
-"""The time-to-quality learning curves: each run's evaluated checkpoints against training time.
+"""The time-to-quality learning curves: each run's evaluated checkpoints against training
+time and against words seen.
 
     python docs/results/time-to-quality/curve.py OUT "single=runs/t2q/single" "wml=runs/t2q/wml"
+    python docs/results/time-to-quality/curve.py OUT --suite blimp-fast "single=…" "wml=…"
 
 For every checkpoint evaluated by ``minidml eval RUN --step N`` (the newest results), the point
-gets the training minutes and tokens per student at that step (from ``metrics.jsonl``), the
-validation loss of the evaluated student at the last evaluation at or before it, and each
-suite's score ± stderr; every validation evaluation gives the champion's (lowest) loss.
-Writes ``OUT/curve.json`` and ``OUT/curve.png`` (validation loss and BLiMP against minutes,
-one line per run). Needs the ``plot`` extra (matplotlib).
+gets the training minutes, tokens and words seen per student at that step (from
+``metrics.jsonl``), the validation loss of the evaluated student at the last evaluation at or
+before it, and each suite's score ± stderr; every validation evaluation gives the champion's
+(lowest) loss. Writes ``OUT/curve.json`` and ``OUT/curve.png``: the validation loss against
+minutes, and ``--suite`` (default ``blimp``) against minutes and against words seen, one line
+per run, beside the official 2026 strict-small baseline's BLiMP-filtered score. Needs the
+``plot`` extra (matplotlib).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from pathlib import Path
 
 from minidml.rundir import checkpoint_scores, read_metrics
+from minidml.words import format_words
 
 
 def events(run: Path) -> tuple[dict[int, dict], list[dict]]:
@@ -43,7 +48,7 @@ def points(run: Path, train: dict[int, dict], evals: list[dict]) -> list[dict]:
                 continue  # one student per checkpoint: the first evaluated
             t = train_at(train, step)
             point.update(train_minutes=round(t["train_seconds"] / 60, 1), tokens=t["tokens"],
-                         epochs=t.get("epoch"))
+                         words=t.get("words"), epochs=t.get("epoch"))
             seen = [e for e in evals if e["step"] <= step]
             if seen and label in labels:
                 e = seen[-1]
@@ -67,26 +72,40 @@ def validation(train: dict[int, dict], evals: list[dict]) -> list[list[float]]:
     return out
 
 
-def draw(curves: dict[str, list[dict]], val: dict[str, list[list[float]]], out: Path) -> None:
+BASELINE_BLIMP = 65.08  # the official 2026 strict-small baseline (GPT-2, 124M), BLiMP-filtered
+
+
+def draw(curves: dict[str, list[dict]], val: dict[str, list[list[float]]], suite: str,
+         out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss, blimp) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, pts in curves.items():
-        loss.plot([v[0] for v in val[name]], [v[2] for v in val[name]], label=name)
-        scored = [p for p in pts if "blimp" in p]
-        blimp.errorbar([p["train_minutes"] for p in scored],
-                       [100 * p["blimp"]["score"] for p in scored],
-                       yerr=[200 * p["blimp"]["stderr"] for p in scored], fmt="o-", capsize=3,
-                       label=name)
+    fig, (loss, by_time, by_words) = plt.subplots(1, 3, figsize=(15, 4))
+    for i, (name, pts) in enumerate(curves.items()):
+        color = f"C{i}"  # one colour per run in every panel
+        loss.plot([v[0] for v in val[name]], [v[2] for v in val[name]], label=name,
+                  color=color)
+        scored = [p for p in pts if suite in p]
+        for ax, x in ((by_time, [p["train_minutes"] for p in scored]),
+                      (by_words, [p["words"] for p in scored])):
+            if None in x:  # a run recorded before words were counted: no words axis
+                continue
+            ax.errorbar(x, [100 * p[suite]["score"] for p in scored],
+                        yerr=[200 * p[suite]["stderr"] for p in scored], fmt="o-", capsize=3,
+                        label=name, color=color)
     loss.set(xlabel="training minutes", ylabel="validation loss (nats/token)",
              title="champion's validation loss")
-    blimp.axhline(65, color="grey", ls=":", lw=1)
-    blimp.set(xlabel="training minutes", ylabel="BLiMP-filtered accuracy (%)",
-              title="BLiMP-filtered (± 2 stderr)")
-    for ax in (loss, blimp):
+    for ax, xlabel in ((by_time, "training minutes"), (by_words, "words seen per student")):
+        if suite.startswith("blimp"):
+            ax.axhline(BASELINE_BLIMP, color="grey", ls=":", lw=1,
+                       label="official baseline, BLiMP-filtered")
+        ax.set(xlabel=xlabel, ylabel=f"{suite} accuracy (%)", title=f"{suite} (± 2 stderr)")
+    by_words.set_xscale("log")
+    for axis in (by_words.xaxis.set_major_formatter, by_words.xaxis.set_minor_formatter):
+        axis(lambda x, _: format_words(int(x)))
+    for ax in (loss, by_time, by_words):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -94,8 +113,13 @@ def draw(curves: dict[str, list[dict]], val: dict[str, list[list[float]]], out: 
 
 
 def main(argv: list[str]) -> int:
+    suite = "blimp"
+    if "--suite" in argv[:-1]:
+        at = argv.index("--suite")
+        suite = argv[at + 1]
+        argv = argv[:at] + argv[at + 2:]
     if len(argv) < 2 or not all(re.fullmatch(r"[^=]+=.+", a) for a in argv[1:]):
-        print("usage: curve.py OUT NAME=RUN [NAME=RUN ...]", file=sys.stderr)
+        print("usage: curve.py OUT [--suite SUITE] NAME=RUN [NAME=RUN ...]", file=sys.stderr)
         return 2
     out = Path(argv[0])
     runs = dict(a.split("=", 1) for a in argv[1:])
@@ -104,8 +128,8 @@ def main(argv: list[str]) -> int:
     val = {name: validation(*read[name]) for name in runs}
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(
-        {"runs": runs, "curves": curves, "validation": val}, indent=1) + "\n")
-    draw(curves, val, out)
+        {"runs": runs, "suite": suite, "curves": curves, "validation": val}, indent=1) + "\n")
+    draw(curves, val, suite, out)
     return 0
 
 
