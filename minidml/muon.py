@@ -14,7 +14,8 @@ that A is the smaller Gram matrix); it sends every singular value of U towards 1
 the root-mean-square of an AdamW update, so that the learning rate and weight decay tuned
 for AdamW apply unchanged (``match_rms_adamw``, as torch's own Muon calls it). A step
 orthogonalises the matrices of one shape (tall ones turned) as one batch: the same values,
-in a few batched products instead of a dozen small ones per matrix.
+in a few batched products instead of a dozen small ones per matrix, for the price of holding
+that shape's look-aheads and iterates at once (about three copies of those matrices).
 
 The iteration runs in ``dtype``: bfloat16 where the run computes in bf16 (a GPU, or a CPU
 with bf16 units: the iteration is then cheap and its rounding harmless), float32 otherwise,
