@@ -158,13 +158,13 @@ def _curve_figure(run_dir: Path, records: list[dict[str, Any]]):
     for ax in (left, right):
         ax.grid(alpha=0.3)
         if count is not None:
-            _words_axis(ax)
+            words_axis(ax)
     right.legend(fontsize=8)
     fig.suptitle(run_dir.name)
     return fig
 
 
-def _words_axis(ax) -> None:
+def words_axis(ax) -> None:
     """A log x axis ticked as word counts (1M, 2M, 5M, …)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -343,7 +343,7 @@ def _curves_figure(report: dict[str, Any]):
         ax.set(title=suite, xlabel="words read by an arm's models together" if total
                else "words seen (each model)", ylabel="score (%, or 100·ρ)")
         ax.grid(alpha=0.3)
-        _words_axis(ax)
+        words_axis(ax)
     axes[0].legend(fontsize=7)
     seeds = max(a["seeds"] for r in rows for a in r["arms"].values())
     fig.suptitle(f"each arm's champion at its checkpoints by words (mean over {seeds} "

@@ -10,19 +10,21 @@ gets the training minutes, tokens and words seen per student at that step (from
 before it, and each suite's score ± stderr; every validation evaluation gives the champion's
 (lowest) loss. Writes ``OUT/curve.json`` and ``OUT/curve.png``: the validation loss against
 minutes, and ``--suite`` (default ``blimp``) against minutes and against words seen, one line
-per run, beside the official 2026 strict-small baseline's BLiMP-filtered score. Needs the
+per run, beside the official 2026 strict-small baseline's final score on its full task. Needs the
 ``plot`` extra (matplotlib).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from pathlib import Path
 
+from minidml.evaluation.baselines import full_task, official_baseline
+from minidml.experiments.plot import words_axis
 from minidml.rundir import checkpoint_scores, read_metrics
-from minidml.words import format_words
 
 
 def events(run: Path) -> tuple[dict[int, dict], list[dict]]:
@@ -72,9 +74,6 @@ def validation(train: dict[int, dict], evals: list[dict]) -> list[list[float]]:
     return out
 
 
-BASELINE_BLIMP = 65.08  # the official 2026 strict-small baseline (GPT-2, 124M), BLiMP-filtered
-
-
 def draw(curves: dict[str, list[dict]], val: dict[str, list[list[float]]], suite: str,
          out: Path) -> None:
     import matplotlib
@@ -97,15 +96,13 @@ def draw(curves: dict[str, list[dict]], val: dict[str, list[list[float]]], suite
                         label=name, color=color)
     loss.set(xlabel="training minutes", ylabel="validation loss (nats/token)",
              title="champion's validation loss")
+    base = official_baseline(suite)
     for ax, xlabel in ((by_time, "training minutes"), (by_words, "words seen per student")):
-        if suite.startswith("blimp"):
-            ax.axhline(BASELINE_BLIMP, color="grey", ls=":", lw=1,
-                       label="official baseline, BLiMP-filtered")
+        if base is not None:
+            ax.axhline(100 * base, color="grey", ls=":", lw=1,
+                       label=f"{full_task(suite)}: official baseline, final")
         ax.set(xlabel=xlabel, ylabel=f"{suite} accuracy (%)", title=f"{suite} (± 2 stderr)")
-    by_words.set_xscale("log")
-    by_words.xaxis.set_major_formatter(lambda x, _: format_words(int(x)))
-    by_words.xaxis.set_minor_formatter(  # 2 and 5 between the powers of ten, no crowding
-        lambda x, _: format_words(int(x)) if f"{x:.0e}"[0] in "25" else "")
+    words_axis(by_words)
     for ax in (loss, by_time, by_words):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -114,16 +111,16 @@ def draw(curves: dict[str, list[dict]], val: dict[str, list[list[float]]], suite
 
 
 def main(argv: list[str]) -> int:
-    suite = "blimp"
-    if "--suite" in argv[:-1]:
-        at = argv.index("--suite")
-        suite = argv[at + 1]
-        argv = argv[:at] + argv[at + 2:]
-    if len(argv) < 2 or not all(re.fullmatch(r"[^=]+=.+", a) for a in argv[1:]):
-        print("usage: curve.py OUT [--suite SUITE] NAME=RUN [NAME=RUN ...]", file=sys.stderr)
-        return 2
-    out = Path(argv[0])
-    runs = dict(a.split("=", 1) for a in argv[1:])
+    ap = argparse.ArgumentParser(prog="curve.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("runs", nargs="+", metavar="NAME=RUN")
+    ap.add_argument("--suite", default="blimp")
+    args = ap.parse_args(argv)
+    if not all(re.fullmatch(r"[^=]+=.+", a) for a in args.runs):
+        ap.error("each run is NAME=RUN")
+    out, suite = args.out, args.suite
+    runs = dict(a.split("=", 1) for a in args.runs)
     read = {name: events(Path(run)) for name, run in runs.items()}
     curves = {name: points(Path(run), *read[name]) for name, run in runs.items()}
     val = {name: validation(*read[name]) for name in runs}
