@@ -169,6 +169,40 @@ def test_texts_longer_than_the_context_keep_their_last_positions_under_lm_eval(t
     assert float(whole) == pytest.approx(reference(students[0], ids, 1), abs=1e-3)
 
 
+class LogitsOnly(torch.nn.Module):
+    """A model with logits and a trunk but no ``head``, as a Hugging Face model is wrapped."""
+
+    def __init__(self, student):
+        super().__init__()
+        self.student, self.config = student, student.config
+
+    def forward(self, ids):
+        return self.student(ids)
+
+    def trunk(self, ids):
+        return self.student.trunk(ids)
+
+
+def test_the_head_runs_at_the_scored_positions_only(tokenizer):
+    """A student's head sees the hidden states of the scored tokens and nothing else (a long
+    context costs only the trunk); a model without a head is scored from its full logits,
+    and both give the same scores."""
+    students = models(tokenizer, k=2)
+    texts, contexts = LINES[:30], LINES[30:60]
+    seen = []
+    head = students[0].head
+    students[0].head = lambda h: seen.append(h.shape[0]) or head(h)
+    try:
+        fast = Scorer(students, tokenizer, batch_size=8).score(texts, contexts)
+    finally:
+        del students[0].head
+    scored = sum(r.stop - r.skip for r in Scorer(students, tokenizer).encode(texts, contexts))
+    assert sum(seen) == scored and len(seen) == 4  # one call per batch of 8
+    full = Scorer([LogitsOnly(s) for s in students], tokenizer).score(texts, contexts)
+    for label in fast:
+        torch.testing.assert_close(fast[label], full[label], rtol=0, atol=1e-4)
+
+
 def test_labels_choose_what_is_reported(tokenizer):
     students = models(tokenizer)
     got = Scorer(students, tokenizer, labels=["student-1"]).score(LINES[:3])

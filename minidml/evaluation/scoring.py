@@ -19,16 +19,17 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..losses import mixture_log_probs
+from ..losses import mixture_log_probs, target_log_probs
 from .protocols import DEFAULT_PROTOCOL, Request, ScoringProtocol, TextTokenizer, get_protocol
 
 
 class LanguageModel(Protocol):
     """What scoring and the suites use of a model: a minidml :class:`~minidml.Student`, or a
-    Hugging Face causal LM wrapped by :class:`minidml.hf.models.HFModel`."""
+    Hugging Face causal LM wrapped by :class:`minidml.hf.models.HFModel`. A model that also
+    has ``head(hidden) -> logits`` (a student) is scored through it at the scored positions
+    only."""
 
     config: Any  # .context, .d_model, .vocab_size, .n_params and .shape (for reports)
 
@@ -112,29 +113,41 @@ class Scorer:
                    leave=False, dynamic_ncols=True)
         for batch in batches:
             bar.update(len(batch))
-            x, y, mask = self._pad([items[i] for i in batch])
-            if x.shape[1] == 0:  # only BOS: nothing to score
+            x, y, rows, cols = self._pad([items[i] for i in batch])
+            if rows.numel() == 0:  # only BOS: nothing to score
                 continue
             with torch.autocast(self.device.type, torch.bfloat16,
                                 enabled=self.precision == "bf16"):
-                logits = {i: self.students[i](x) for i in needed}
-            logp = {i: -F.cross_entropy(z.flatten(0, 1).float(), y.flatten(),
-                                        reduction="none").view_as(y)
-                    for i, z in logits.items()}
-            sums = {student_label(i): (logp[i] * mask).sum(1) for i in wanted}
+                logits = [self._scored_logits(self.students[i], x, rows, cols) for i in needed]
+            logp = dict(zip(needed, target_log_probs(logits, y[rows, cols]), strict=True))
+            zeros = torch.zeros(len(batch), dtype=logp[needed[0]].dtype, device=self.device)
+            sums = {student_label(i): zeros.index_add(0, rows, logp[i]) for i in wanted}
             if ENSEMBLE in self.labels:
                 mix = mixture_log_probs(torch.stack([logp[i] for i in needed]),
                                         self.omega.to(self.device))
-                sums[ENSEMBLE] = (mix * mask).sum(1)
+                sums[ENSEMBLE] = zeros.index_add(0, rows, mix)
             idx = torch.tensor(batch)
             for lb, v in sums.items():
                 out[lb][idx] = v.double().cpu()
         bar.close()
         return out
 
+    @staticmethod
+    def _scored_logits(model: LanguageModel, x: torch.Tensor, rows: torch.Tensor,
+                       cols: torch.Tensor) -> torch.Tensor:
+        """Logits [N, V] at the scored positions only: a model with a ``head`` (a minidml
+        student) applies it to those positions' hidden states, so a long unscored context
+        costs the trunk and no more; any other model's full logits are indexed."""
+        head = getattr(model, "head", None)
+        if head is None:
+            return model(x)[rows, cols]
+        return head(model.trunk(x)[rows, cols])
+
     def _pad(self, items: Sequence[Request]
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs, next-token targets and the mask of scored positions, right-padded."""
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets, right-padded, and the (row, column) of every scored
+        position (position p predicts token p + 1), made on the host so that selecting them
+        on the device needs no synchronisation."""
         rows = []
         for ids, skip, stop in items:
             ids = list(ids)
@@ -143,10 +156,14 @@ class Scorer:
         width = max(len(ids) - 1 for ids, _, _ in rows)
         x = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)
         y = torch.zeros_like(x)
-        mask = torch.zeros(x.shape, dtype=torch.float32)
+        at_row, at_col = [], []
         for r, (ids, skip, stop) in enumerate(rows):
             t = torch.tensor(ids, dtype=torch.long)
             x[r, :len(ids) - 1] = t[:-1]
             y[r, :len(ids) - 1] = t[1:]
-            mask[r, skip - 1:stop - 1] = 1.0  # position p predicts token p + 1
-        return x.to(self.device), y.to(self.device), mask.to(self.device)
+            scored = range(skip - 1, stop - 1)
+            at_row += [r] * len(scored)
+            at_col += scored
+        place = (torch.tensor(at_row, dtype=torch.long), torch.tensor(at_col, dtype=torch.long))
+        return (x.to(self.device), y.to(self.device), place[0].to(self.device),
+                place[1].to(self.device))

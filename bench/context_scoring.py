@@ -1,0 +1,121 @@
+"""Scoring texts after a long unscored context, as the 2026 entity-tracking task asks: the
+scorer's ``head`` at the scored positions only, against the full logits.
+
+A randomly initialised student of the CPU hour's shape (4 × 256, the default vocabulary
+16,384 from a tokenizer trained on the first 50,000 lines of each shared
+training file; speed does not depend on the
+weights) scores a seeded sample of the entity-tracking items (each option after its
+description of the boxes, ~130 context tokens before ~10 scored ones) with
+``Scorer(batch_size=64)``, fp32: ``scored``, the student itself (its head applied to the
+hidden states of the scored tokens only), against ``full``, the same student seen through a
+wrapper without ``head``, so that the scorer computes the logits of every position and picks
+the scored ones (the path of a Hugging Face model, and minidml's before). Interleaved
+(``Timer.blocked_autorange``); the scores must agree. Target: scored ÷ full ≤ 0.6 in seconds
+(the trunk alone is under half of the 4 × 256 student's FLOPs per token at 16,384 pieces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import random
+from typing import Any
+
+import torch
+
+from bench import common
+
+NAME = "context_scoring"
+FULL = {"vocab_size": 16384, "shape": (4, 256, 4), "items": 120, "rounds": 3,
+        "tokenizer_lines": 50_000, "min_run_time": 1.0}
+QUICK = {"vocab_size": 1024, "shape": (2, 64, 2), "items": 12, "rounds": 1,
+         "tokenizer_lines": 1_000, "min_run_time": 0.0}
+TARGET_RATIO = 0.6
+FILES = ("regular", "ambiref", "move_contents")
+
+
+class FullLogits(torch.nn.Module):
+    """The student with logits and a trunk but no ``head``: scored from every position's
+    logits."""
+
+    def __init__(self, student: torch.nn.Module):
+        super().__init__()
+        self.student, self.config = student, student.config
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.student(ids)
+
+    def trunk(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.student.trunk(ids)
+
+
+def entity_tracking_items(n: int) -> list[tuple[str, list[str]]]:
+    from minidml.evaluation.suite import read_jsonl
+
+    folder = common.data_dir() / "babylm-eval-2026" / "full_eval" / "entity_tracking"
+    rows = []
+    for stem in FILES:
+        path = folder / f"{stem}.jsonl"
+        if not path.exists():
+            raise common.BenchError(f"{path}: entity-tracking data not found")
+        rows += [(r["input_prefix"], r["options"])
+                 for r in read_jsonl(path, {"input_prefix": str, "options": list})]
+    return random.Random(0).sample(rows, n)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from minidml import Student, StudentConfig, Tokenizer
+    from minidml.evaluation.scoring import Scorer
+
+    s = QUICK if args.quick else FULL
+    device = common.resolve_device(args.device)
+    result = common.envelope(NAME, device, args.quick)
+    lines = []
+    for path in sorted((common.data_dir() / "babylm-2024-100M-snippets").glob("*.txt.xz")):
+        with lzma.open(path, "rt", encoding="utf-8") as f:
+            lines += [ln.rstrip("\n") for ln, _ in zip(f, range(s["tokenizer_lines"]),
+                                                       strict=False)]
+    tok = Tokenizer.train(lines, vocab_size=s["vocab_size"])
+    n_layers, d_model, n_heads = s["shape"]
+    torch.manual_seed(0)
+    student = Student(StudentConfig(vocab_size=tok.vocab_size, n_layers=n_layers,
+                                    d_model=d_model, n_heads=n_heads, context=128)).to(device)
+    student.eval()
+    items = entity_tracking_items(s["items"])
+    texts = [o for _, options in items for o in options]
+    contexts = [p for p, options in items for _ in options]
+    joins = [""] * len(texts)
+    scorers = {"scored": Scorer([student], tok, batch_size=64),
+               "full": Scorer([FullLogits(student)], tok, batch_size=64)}
+    variants = {n: lambda sc=sc: sc.score(texts, contexts, joins)["student-0"]
+                for n, sc in scorers.items()}
+    scores = {n: fn() for n, fn in variants.items()}
+    measured = common.interleave(variants, s["rounds"], NAME, min_run_time=s["min_run_time"])
+    seconds = {n: min(measured[n].times) for n in variants}
+    requests = scorers["scored"].encode(texts, contexts, joins)
+    ratio = seconds["scored"] / seconds["full"]
+    result.update(
+        settings={**s, "student_params": student.config.n_params, "texts": len(texts),
+                  "tokens_per_text": sum(len(r.ids) - 1 for r in requests) / len(texts),
+                  "scored_tokens_per_text": sum(r.stop - r.skip for r in requests) / len(texts)},
+        seconds={n: common.stats(measured[n]) for n in variants},
+        texts_per_second={n: len(texts) / v for n, v in seconds.items()},
+        max_abs_score_difference=float((scores["scored"] - scores["full"]).abs().max()),
+        ratios={"scored_over_full": ratio},
+        targets={"scored_over_full": common.target(ratio, TARGET_RATIO, True, not args.quick)},
+        table=common.table(measured))
+    if result["max_abs_score_difference"] > 1e-3:
+        raise common.BenchError(f"scores differ by {result['max_abs_score_difference']:.2g}")
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    st = result["settings"]
+    return "\n".join([
+        f"context_scoring ({result['machine']['device']}{', QUICK' if result['quick'] else ''})",
+        result["table"],
+        f"  {st['texts']} texts of {st['tokens_per_text']:.0f} tokens, "
+        f"{st['scored_tokens_per_text']:.1f} scored; texts/s: "
+        + ", ".join(f"{n} {v:.0f}" for n, v in result["texts_per_second"].items())
+        + f"; scored / full {result['ratios']['scored_over_full']:.3f}",
+        common.targets_line(result["targets"])])
