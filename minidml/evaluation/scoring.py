@@ -120,15 +120,15 @@ class Scorer:
                                 enabled=self.precision == "bf16"):
                 logits = [self._scored_logits(self.students[i], x, rows, cols) for i in needed]
             logp = dict(zip(needed, target_log_probs(logits, y[rows, cols]), strict=True))
-            zeros = torch.zeros(len(batch), dtype=logp[needed[0]].dtype, device=self.device)
-            sums = {student_label(i): zeros.index_add(0, rows, logp[i]) for i in wanted}
+            per_token = {student_label(i): logp[i] for i in wanted}
             if ENSEMBLE in self.labels:
-                mix = mixture_log_probs(torch.stack([logp[i] for i in needed]),
-                                        self.omega.to(self.device))
-                sums[ENSEMBLE] = zeros.index_add(0, rows, mix)
+                per_token[ENSEMBLE] = mixture_log_probs(torch.stack([logp[i] for i in needed]),
+                                                        self.omega.to(self.device))
+            at = rows.cpu()  # each text's sum in float64 on the host (MPS has no float64)
             idx = torch.tensor(batch)
-            for lb, v in sums.items():
-                out[lb][idx] = v.double().cpu()
+            for lb, v in per_token.items():
+                out[lb][idx] = torch.zeros(len(batch), dtype=torch.float64).index_add(
+                    0, at, v.cpu().double())
         bar.close()
         return out
 
