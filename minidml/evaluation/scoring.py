@@ -113,19 +113,19 @@ class Scorer:
                    leave=False, dynamic_ncols=True)
         for batch in batches:
             bar.update(len(batch))
-            x, y, rows, cols = self._pad([items[i] for i in batch])
-            if rows.numel() == 0:  # only BOS: nothing to score
+            x, y, at, cols = self._pad([items[i] for i in batch])
+            if at.numel() == 0:  # only BOS: nothing to score
                 continue
             with torch.autocast(self.device.type, torch.bfloat16,
                                 enabled=self.precision == "bf16"):
+                rows, cols = at.to(self.device), cols.to(self.device)
                 logits = [self._scored_logits(self.students[i], x, rows, cols) for i in needed]
             logp = dict(zip(needed, target_log_probs(logits, y[rows, cols]), strict=True))
             per_token = {student_label(i): logp[i] for i in wanted}
             if ENSEMBLE in self.labels:
                 per_token[ENSEMBLE] = mixture_log_probs(torch.stack([logp[i] for i in needed]),
                                                         self.omega.to(self.device))
-            at = rows.cpu()  # each text's sum in float64 on the host (MPS has no float64)
-            idx = torch.tensor(batch)
+            idx = torch.tensor(batch)  # each text's sum in float64 on the host (MPS has none)
             for lb, v in per_token.items():
                 out[lb][idx] = torch.zeros(len(batch), dtype=torch.float64).index_add(
                     0, at, v.cpu().double())
@@ -146,8 +146,8 @@ class Scorer:
     def _pad(self, items: Sequence[Request]
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs and next-token targets, right-padded, and the (row, column) of every scored
-        position (position p predicts token p + 1), made on the host so that selecting them
-        on the device needs no synchronisation."""
+        position (position p predicts token p + 1), kept on the host: the caller moves them to
+        the device, and sums each text's scores by them on the host."""
         rows = []
         for ids, skip, stop in items:
             ids = list(ids)
@@ -164,6 +164,5 @@ class Scorer:
             scored = range(skip - 1, stop - 1)
             at_row += [r] * len(scored)
             at_col += scored
-        place = (torch.tensor(at_row, dtype=torch.long), torch.tensor(at_col, dtype=torch.long))
-        return (x.to(self.device), y.to(self.device), place[0].to(self.device),
-                place[1].to(self.device))
+        return (x.to(self.device), y.to(self.device), torch.tensor(at_row, dtype=torch.long),
+                torch.tensor(at_col, dtype=torch.long))
