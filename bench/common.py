@@ -88,6 +88,37 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def corpus_lines(names: Sequence[str], per_file: int) -> list[str]:
+    """The first ``per_file`` lines of each named shared training file (``childes``, ...),
+    or of every one when ``names`` is empty."""
+    import lzma
+
+    folder = data_dir() / "babylm-2024-100M-snippets"
+    paths = [folder / f"{n}.txt.xz" for n in names] or sorted(folder.glob("*.txt.xz"))
+    lines: list[str] = []
+    for path in paths:
+        if not path.exists():
+            raise BenchError(f"{path}: training text not found")
+        with lzma.open(path, "rt", encoding="utf-8") as f:
+            lines += [ln.rstrip("\n") for ln, _ in zip(f, range(per_file), strict=False)]
+    return lines
+
+
+def random_student(lines: Sequence[str], vocab_size: int, shape: tuple[int, int, int],
+                   device: torch.device):
+    """A tokenizer trained on ``lines`` and a seeded, randomly initialised student of
+    ``shape`` (layers, width, heads) over it, in eval mode: what the scoring benchmarks time
+    (speed does not depend on the weights)."""
+    from minidml import Student, StudentConfig, Tokenizer
+
+    tok = Tokenizer.train(list(lines), vocab_size=vocab_size)
+    n_layers, d_model, n_heads = shape
+    torch.manual_seed(0)
+    student = Student(StudentConfig(vocab_size=tok.vocab_size, n_layers=n_layers,
+                                    d_model=d_model, n_heads=n_heads, context=128)).to(device)
+    return tok, student.eval()
+
+
 # ----------------------------------------------------------------------------- what is timed
 def random_batches(vocab: int, context: int, batch: int, seed: int = 0):
     """``minidml.data.Batches`` over random token ids (4.. vocab; 0-3 are special)."""

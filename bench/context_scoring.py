@@ -17,7 +17,6 @@ the scored ones (the path of a Hugging Face model, and minidml's before). Interl
 from __future__ import annotations
 
 import argparse
-import lzma
 import random
 from typing import Any
 
@@ -64,23 +63,13 @@ def entity_tracking_items(n: int) -> list[tuple[str, list[str]]]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from minidml import Student, StudentConfig, Tokenizer
     from minidml.evaluation.scoring import Scorer
 
     s = QUICK if args.quick else FULL
     device = common.resolve_device(args.device)
     result = common.envelope(NAME, device, args.quick)
-    lines = []
-    for path in sorted((common.data_dir() / "babylm-2024-100M-snippets").glob("*.txt.xz")):
-        with lzma.open(path, "rt", encoding="utf-8") as f:
-            lines += [ln.rstrip("\n") for ln, _ in zip(f, range(s["tokenizer_lines"]),
-                                                       strict=False)]
-    tok = Tokenizer.train(lines, vocab_size=s["vocab_size"])
-    n_layers, d_model, n_heads = s["shape"]
-    torch.manual_seed(0)
-    student = Student(StudentConfig(vocab_size=tok.vocab_size, n_layers=n_layers,
-                                    d_model=d_model, n_heads=n_heads, context=128)).to(device)
-    student.eval()
+    tok, student = common.random_student(common.corpus_lines((), s["tokenizer_lines"]),
+                                         s["vocab_size"], s["shape"], device)
     items = entity_tracking_items(s["items"])
     texts = [o for _, options in items for o in options]
     contexts = [p for p, options in items for _ in options]

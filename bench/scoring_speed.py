@@ -12,7 +12,6 @@ the run's fp32 ``torch.mm`` peak. Targets: ≥ 20× the loop; the whole BLiMP < 
 from __future__ import annotations
 
 import argparse
-import lzma
 import random
 import time
 from typing import Any
@@ -54,21 +53,13 @@ def loop_scores(model, tok, texts: list[str], device: torch.device) -> torch.Ten
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from minidml import Student, StudentConfig, Tokenizer
     from minidml.evaluation.scoring import Scorer
 
     s = QUICK if args.quick else FULL
     device = common.resolve_device(args.device)
     result = common.envelope(NAME, device, args.quick)
-    path = common.data_dir() / "babylm-2024-100M-snippets" / "childes.txt.xz"
-    with lzma.open(path, "rt", encoding="utf-8") as f:
-        lines = [ln.rstrip("\n") for ln, _ in zip(f, range(s["tokenizer_lines"]), strict=False)]
-    tok = Tokenizer.train(lines, vocab_size=s["vocab_size"])
-    n_layers, d_model, n_heads = s["shape"]
-    torch.manual_seed(0)
-    model = Student(StudentConfig(vocab_size=tok.vocab_size, n_layers=n_layers,
-                                  d_model=d_model, n_heads=n_heads, context=128)).to(device)
-    model.eval()
+    tok, model = common.random_student(common.corpus_lines(("childes",), s["tokenizer_lines"]),
+                                       s["vocab_size"], s["shape"], device)
     pairs = blimp_pairs()
     sample = random.Random(0).sample(pairs, s["sample_pairs"])
     texts = [t for p in sample for t in p]
