@@ -239,6 +239,34 @@ def test_only_the_champions_are_scored_when_asked(grammar_corpus, data_dir, tmp_
         CompareConfig(budget=1000, students=2, eval_students="some")
 
 
+@pytest.mark.slow
+def test_a_comparison_grows_its_seeds_on_resume(grammar_corpus, tmp_path, capsys):
+    """One seed's verdict first, then more: --resume with more --seeds trains the new seeds'
+    arms only, and the report has every seed; fewer seeds than it has is refused."""
+    out = tmp_path / "cmp"
+    args = ["compare", str(grammar_corpus), "--out", str(out), "--budget", "400k",
+            "--students", "2", "--tokens", "8k", "--arms", "single", "--suites", "agreement",
+            "--limit", "20", "--vocab-size", "400", "--context", "32", "--batch-size", "16",
+            "--warmup", "2", "--quiet"]
+    main([*args, "--seeds", "2"])
+    first = json.loads((out / "report.json").read_text())
+    capsys.readouterr()
+    main([*args, "--seeds", "3", "--resume"])
+    err = capsys.readouterr().err
+    assert "[seed 0] single: finished earlier, reused" in err
+    assert "[seed 1] single: finished earlier, reused" in err
+    assert err.count(": training ") == 1 and "[seed 2] single: training" in err
+    grown = json.loads((out / "report.json").read_text())
+    assert [a["seed"] for a in grown["arms"]] == [0, 1, 2]
+    assert grown["arms"][:2] == first["arms"]
+    saved = json.loads((out / "compare.json").read_text())["settings"]["compare"]
+    assert saved["seeds"] == 3
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--seeds", "2", "--resume"])
+    assert exit_.value.code == 1
+    assert "has 3 seeds; --seeds may grow, not shrink" in capsys.readouterr().err
+
+
 def test_variants_are_parsed_with_the_setting_types():
     assert Variant.parse("alpha=0.25,0.75") == (Variant("wml", "alpha", 0.25),
                                                 Variant("wml", "alpha", 0.75))

@@ -184,7 +184,7 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
               help="Ablation: add arms that change one setting of ARM (default wml), one per "
                    "value, e.g. --vary alpha=0.25,0.75 --vary hypergrad=first-order.")
 @run_flags("TOML file of training settings shared by the arms.",
-           "Reuse finished arms and continue the others.")
+           "Reuse finished arms and continue the others (more --seeds or --vary add arms).")
 @click.pass_context
 def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
             k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,

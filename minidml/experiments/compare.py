@@ -17,7 +17,8 @@ An ablation adds :class:`Variant` arms: one of those four with one setting chang
 α = 0.25, with the first-order hypergradient, ...), trained on the same data with the same
 students and compared with it in the report. The comparison directory holds::
 
-    compare.json                    the settings (a resumed comparison keeps them, or adds variants)
+    compare.json                    the settings (a resumed comparison keeps them, or adds
+                                    variants or seeds)
     tokenizer.model                 the one tokenizer of every arm
     seed-S/ARM/                     each arm's run directory (seed-S/teacher/ for kd's teacher,
                                     seed-S/wml-alpha=0.25/ for a variant)
@@ -29,7 +30,8 @@ students and compared with it in the report. The comparison directory holds::
                                     differences between arms (minidml.experiments.paired)
 
 With ``resume=True`` finished arms are reused and an unfinished one continues from its last
-checkpoint; variants may be added to a comparison that way, and only they are trained.
+checkpoint; variants and seeds may be added to a comparison that way, and only they are
+trained.
 """
 
 from __future__ import annotations
@@ -188,15 +190,21 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             now = json.loads(json.dumps(settings))
             # an ablation may grow: new variants are added, the ones it has must stay
             dropped = [Variant(**v).name for v in had if v not in now["compare"]["variants"]]
+            # and so may its seeds: the seeds it has are kept, new ones are added
+            seeds = int(saved["compare"]["seeds"])
         except (OSError, ValueError, KeyError, TypeError):
             raise MinidmlError(f"{marker}: unreadable; the comparison is damaged") from None
         if dropped:
             raise MinidmlError(f"--resume: the variant {dropped[0]} of {marker} is not asked "
                                "for; give every --vary it was started with (new ones may "
                                "be added)")
+        if now["compare"]["seeds"] < seeds:
+            raise MinidmlError(f"--resume: {marker} has {seeds} seeds; --seeds may grow, not "
+                               f"shrink (give --seeds {seeds} or more)")
         saved["compare"]["variants"] = now["compare"]["variants"]
+        saved["compare"]["seeds"] = now["compare"]["seeds"]
         _check_same(json.loads(json.dumps(saved)), now, marker)
-        if len(had) != len(now["compare"]["variants"]):
+        if len(had) != len(now["compare"]["variants"]) or seeds != now["compare"]["seeds"]:
             _io.write_json(marker, doc | {"settings": settings})
         return
     new_out_dir(out, force, keep)
