@@ -267,6 +267,61 @@ def test_a_comparison_grows_its_seeds_on_resume(grammar_corpus, tmp_path, capsys
     assert "has 3 seeds; --seeds may grow, not shrink" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp_path, capsys):
+    """--words total at K times the tokens trains each wml student as --words per-model at
+    T did: --reuse-from takes that run (linked, not trained), and evaluates it here."""
+    from minidml.experiments.compare import _reusable
+
+    common = ["--budget", "400k", "--students", "2", "--arms", "single,wml", "--suites",
+              "agreement", "--limit", "20", "--vocab-size", "400", "--context", "32",
+              "--batch-size", "16", "--warmup", "2", "--outer-every", "5", "--quiet",
+              "--curve-suites", "agreement"]
+    per_model, total = tmp_path / "per-model", tmp_path / "total"
+    main(["compare", str(grammar_corpus), "--out", str(per_model), *common,
+          "--tokens", "8192", "--curve-words", "2k"])
+    source_wml = per_model / "seed-0" / "wml"
+    metrics_before = (source_wml / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    main(["compare", str(grammar_corpus), "--out", str(total), *common, "--tokens", "16384",
+          "--words", "total", "--curve-words", "4k", "--reuse-from", str(per_model)])
+    err = capsys.readouterr().err
+    assert f"[seed 0] wml: the same training as {source_wml}, reused" in err
+    assert "[seed 0] single: training" in err and err.count(": training ") == 1
+    a, b = (json.loads((d / "seed-0" / "wml" / "arm.json").read_text())
+            for d in (per_model, total))
+    assert b["reused_from"] == str(source_wml.resolve()) and b["words"] == "total"
+    assert b["steps"] == a["steps"] and b["tokens_total"] == a["tokens_total"]
+    assert [m["val_loss"] for m in b["models"]] == [m["val_loss"] for m in a["models"]]
+    assert [m["scores"] for m in b["models"]] == [m["scores"] for m in a["models"]]
+    # its curve is scored here, at the total's counts (4k in total: 2k per student)
+    assert [p["milestone"] for p in b["curve"]] == [4000, "end"]
+    assert [p["words"] for p in b["curve"]] == [p["words"] for p in a["curve"]]
+    assert all(p["at"] == p["words_total"] for p in b["curve"])
+    # the checkpoints are shared, the source is left as it was
+    ckpt = next((total / "seed-0" / "wml" / "checkpoints").rglob("*.safetensors"), None) or \
+        next(p for p in (total / "seed-0" / "wml" / "checkpoints").rglob("*") if p.is_file())
+    twin = source_wml / ckpt.relative_to(total / "seed-0" / "wml")
+    assert ckpt.stat().st_ino == twin.stat().st_ino
+    assert (source_wml / "metrics.jsonl").read_bytes() == metrics_before
+    assert "trained in another comparison and reused here: wml" in (
+        total / "report.md").read_text()
+    # what is reused is a like-for-like run only
+    from minidml.config import TrainConfig as Cfg
+    meta = json.loads((source_wml / "config.json").read_text())
+    cfg, steps = Cfg.from_dict(meta["config"], "config.json"), meta["total_steps"]
+    tok = per_model / "tokenizer.model"
+    assert _reusable(source_wml, cfg, steps, tok)
+    assert not _reusable(source_wml, cfg, steps + 1, tok)
+    assert not _reusable(source_wml, cfg.replace(lr=cfg.lr * 2), steps, tok)
+    assert not _reusable(source_wml, cfg.replace(checkpoint_words=(3000,)), steps, tok)
+    assert not _reusable(per_model / "seed-0" / "kd", cfg, steps, tok)
+    with pytest.raises(SystemExit):
+        main(["compare", str(grammar_corpus), "--out", str(tmp_path / "x"), *common,
+              "--tokens", "8192", "--reuse-from", str(tmp_path)])
+    assert "--reuse-from" in capsys.readouterr().err
+
+
 def test_variants_are_parsed_with_the_setting_types():
     assert Variant.parse("alpha=0.25,0.75") == (Variant("wml", "alpha", 0.25),
                                                 Variant("wml", "alpha", 0.75))

@@ -183,6 +183,11 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
 @click.option("--vary", multiple=True, metavar="[ARM:]KEY=V1,V2",
               help="Ablation: add arms that change one setting of ARM (default wml), one per "
                    "value, e.g. --vary alpha=0.25,0.75 --vary hypergrad=first-order.")
+@click.option("--reuse-from", type=click.Path(path_type=Path), default=None,
+              help="Another comparison on the same corpus: an arm whose models would train "
+                   "exactly as one of its finished runs did (settings, tokenizer, steps, "
+                   "checkpoints) takes that run instead of training again, e.g. dml and wml "
+                   "of --words per-model for --words total at K times the tokens.")
 @run_flags("TOML file of training settings shared by the arms.",
            "Reuse finished arms and continue the others (more --seeds or --vary add arms).")
 @click.pass_context
@@ -194,7 +199,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
             glue_tasks: str | None, max_train_examples: int | None, glue_epochs: int | None,
             glue_set: str | None, glue_pooling: str | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
-            quiet: bool, tokens: int | None, words: str, **options: Any) -> None:
+            quiet: bool, tokens: int | None, words: str, reuse_from: Path | None,
+            **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
@@ -227,7 +233,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     click.echo(f"comparison directory: {out}", err=True)
     report = run_compare(list(corpus), out, config, resume=resume, force=force,
                          progress=not quiet and sys.stderr.isatty(), data_dir=data_dir,
-                         on_event=lambda message: click.echo(message, err=True))
+                         on_event=lambda message: click.echo(message, err=True),
+                         reuse_from=reuse_from)
     click.echo(format_report(report), nl=False)
     click.echo(f"report: {out / 'report.md'} and {out / 'report.json'}")
     click.echo(f"next: minidml plot {out}")

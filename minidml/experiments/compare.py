@@ -104,9 +104,15 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             config: CompareConfig, *, resume: bool = False, force: bool = False,
             progress: bool = False, data_dir: str | os.PathLike | None = None,
             cache_dir: str | os.PathLike | None = None,
-            on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+            on_event: Callable[[str], None] | None = None,
+            reuse_from: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train and evaluate every arm of ``config`` on ``corpus``; returns the report (also
-    written to ``out/report.json`` and ``out/report.md``)."""
+    written to ``out/report.json`` and ``out/report.md``).
+
+    ``reuse_from``: another comparison on the same corpus whose finished runs this one takes
+    where one of its own would train exactly as that one did (:func:`_reusable`), such as
+    dml's and wml's under ``--words per-model`` for ``--words total`` at K times the tokens;
+    they are linked, not trained again, and evaluated here."""
     say = on_event or (lambda message: None)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MinidmlError("compare: runs in one process; under torchrun, train the arms "
@@ -121,6 +127,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         if config.curve_suites else ()))
     check_trackers(config.train.log_to)
     settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
+    source = None if reuse_from is None else _reuse_source(Path(reuse_from), settings)
     with hold(out):  # one writer per comparison (see minidml.lock)
         _prepare(out, settings, resume, force, keep=files)
         base = config.train
@@ -151,7 +158,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                                        out / "tokenizer.model", config, base.replace(seed=seed),
                                        batches, steps, [c.shape for c in shapes],
                                        teacher.shape, resume, progress, data_dir, cache_dir,
-                                       say)
+                                       say, source)
                 else:
                     say(f"[seed {s}] {name}: finished earlier, reused")
                 arms.append(summary)
@@ -273,19 +280,88 @@ def _read_summary(arm_dir: Path) -> dict[str, Any] | None:
 
 
 def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg: TrainConfig,
-               resume: bool, progress: bool, cache_dir: str | os.PathLike | None,
-               say: Callable[[str], None]) -> tuple[Any, float]:
-    """Train (or continue) one run; returns the loaded run and its training wall time
+               steps: int, resume: bool, progress: bool, cache_dir: str | os.PathLike | None,
+               say: Callable[[str], None], source: Path | None = None) -> tuple[Any, float]:
+    """Train (or continue) one run of ``steps`` steps, or take the same run from ``source``
+    (another comparison's directory); returns the loaded run and its training wall time
     (over every resumption)."""
     again = resume and (run_dir / "config.json").exists()
-    say(f"{name}: {'continuing' if again else 'training'} {cfg.n_students} model(s), mode "
-        f"{cfg.mode}")
-    train(files, run_dir, cfg, resume=again, force=not again, progress=progress,
-          cache_dir=cache_dir, tokenizer=tokenizer)
+    other = None if again or source is None else source / run_dir.relative_to(
+        run_dir.parent.parent)
+    if other is not None and _reusable(other, cfg, steps, tokenizer):
+        say(f"{name}: the same training as {other}, reused")
+        _link_run(other, run_dir)
+    else:
+        say(f"{name}: {'continuing' if again else 'training'} {cfg.n_students} model(s), mode "
+            f"{cfg.mode}")
+        train(files, run_dir, cfg, resume=again, force=not again, progress=progress,
+              cache_dir=cache_dir, tokenizer=tokenizer)
     logs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "train"]
     seconds = float(logs[-1].get("train_seconds", math.nan)) if logs else math.nan
     # what is evaluated is what was saved: the run as minidml eval would load it
     return load(run_dir, str(resolve_device(cfg.device))), seconds
+
+
+# what may differ between two runs that train alike: how their length is written (the
+# number of steps is compared instead), which checkpoints they keep by words (the source
+# must keep those asked for), and where and how they run and report
+_LIKE_FOR_LIKE_IGNORES = ("steps", "tokens", "epochs", "max_time", "checkpoint_words",
+                          "keep_checkpoints", "device", "log_to", "log_every")
+# a finished run's evaluations are its comparison's own: not linked
+_NOT_LINKED = ("arm.json", "eval.json", "eval.samples.jsonl", "eval", "tensorboard", "*.lock")
+REUSED = "reused.json"  # in a run taken from another comparison: from where
+
+
+def _reuse_source(source: Path, settings: dict[str, Any]) -> Path:
+    """``--reuse-from``: a comparison on the same corpus."""
+    try:
+        doc = json.loads((source / "compare.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise MinidmlError(f"--reuse-from {source}: holds no comparison (no readable "
+                           "compare.json); give the directory of a minidml compare") from None
+    if doc.get("settings", {}).get("corpus") != settings["corpus"]:
+        raise MinidmlError(f"--reuse-from {source}: compared on another corpus; give one "
+                           "made from the same files")
+    return source
+
+
+def _reusable(other: Path, cfg: TrainConfig, steps: int, tokenizer: Path) -> bool:
+    """Whether ``other`` is a finished run that trained as ``cfg`` over ``steps`` steps
+    would, with this tokenizer, and kept every checkpoint ``cfg`` asks for by words."""
+    try:
+        if not (other / "arm.json").exists():
+            return False
+        meta = json.loads((other / "config.json").read_text(encoding="utf-8"))
+        theirs = TrainConfig.from_dict(LEGACY | meta["config"], str(other)).to_dict()
+        sha = meta["tokenizer"]["sha256"]
+        total = int(meta["total_steps"])
+    except (OSError, ValueError, KeyError, TypeError, MinidmlError):
+        return False
+    mine = cfg.to_dict()
+    same = all(theirs.get(k) == v for k, v in mine.items() if k not in _LIKE_FOR_LIKE_IGNORES)
+    kept = set(cfg.checkpoint_words) <= set(theirs.get("checkpoint_words") or ())
+    return (same and kept and total == steps
+            and sha == Tokenizer.load(tokenizer).sha256
+            and (other / "checkpoints").is_dir())
+
+
+def _link_run(other: Path, run_dir: Path) -> None:
+    """``other``'s run files in ``run_dir``: its checkpoints hard-linked where the file
+    system allows (nothing writes a finished checkpoint again), the rest copied."""
+    checkpoints = other / "checkpoints"
+
+    def link(src: str, dst: str) -> None:
+        try:
+            if Path(src).is_relative_to(checkpoints):
+                os.link(src, dst)
+                return
+        except OSError:
+            pass
+        shutil.copy2(src, dst)
+
+    shutil.copytree(other, run_dir, ignore=shutil.ignore_patterns(*_NOT_LINKED),
+                    copy_function=link, dirs_exist_ok=True)
+    _io.write_json(run_dir / REUSED, {"from": str(other.resolve()), "at": _io.utc_now()})
 
 
 def arm_steps(config: CompareConfig, arm: str, steps: int) -> tuple[int, int]:
@@ -300,11 +376,12 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
              steps: int,
              shapes: list[Shape], teacher: Shape, resume: bool, progress: bool,
              data_dir: str | os.PathLike | None, cache_dir: str | os.PathLike | None,
-             say: Callable[[str], None]) -> dict[str, Any]:
-    """Train and evaluate arm ``name``: ``arm`` with the settings ``changes`` (a variant's;
-    kd's teacher, shared by kd and its variants, keeps the base settings), its models reading
-    what ``config.words`` gives them of the ``steps`` one model takes to read T (of
-    ``batches``), its champion's curve scored at its checkpoints by words."""
+             say: Callable[[str], None], source: Path | None = None) -> dict[str, Any]:
+    """Train (or take from ``source``) and evaluate arm ``name``: ``arm`` with the settings
+    ``changes`` (a variant's; kd's teacher, shared by kd and its variants, keeps the base
+    settings), its models reading what ``config.words`` gives them of the ``steps`` one model
+    takes to read T (of ``batches``), its champion's curve scored at its checkpoints by
+    words."""
     seed_dir = arm_dir.parent
     label = f"[seed {seed_dir.name.removeprefix('seed-')}] {name}"
     wall = 0.0
@@ -328,7 +405,7 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
             run, seconds = _train_one(f"{label} teacher", teacher_dir, files, tokenizer,
                                       length(base.replace(students=(teacher,), mode="single",
                                                           **common), teacher_steps),
-                                      resume, progress, cache_dir, say)
+                                      teacher_steps, resume, progress, cache_dir, say, source)
             teacher_run = _evaluate(run, TEACHER, config, data_dir, progress, seconds, say,
                                     f"{label} teacher")
             teacher_run["dir"] = f"{seed_dir.name}/{TEACHER}"
@@ -349,8 +426,8 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
                                    student_steps, config.words)
         cfg = cfg.replace(checkpoint_words=tuple(sorted(set(counts.values()))))
     run, wall = _train_one(label, arm_dir, files, tokenizer,
-                           length(cfg, student_steps).replace(**changes), resume, progress,
-                           cache_dir, say)
+                           length(cfg, student_steps).replace(**changes), student_steps,
+                           resume, progress, cache_dir, say, source)
     summary = _evaluate(run, name, config, data_dir, progress, wall, say, label)
     if config.curve_suites:
         summary["curve"] = curves.score_points(
@@ -358,6 +435,8 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
             limit=config.eval_limit, batch_size=config.eval_batch_size, progress=progress,
             say=say, label=label)
     summary["words"] = config.words
+    if (arm_dir / REUSED).exists():
+        summary["reused_from"] = json.loads((arm_dir / REUSED).read_text())["from"]
     summary["tokens_total"] = summary["tokens_per_model"] * len(run.students) + (
         teacher_run["tokens_per_model"] if teacher_run is not None else 0)
     if changes:

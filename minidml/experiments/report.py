@@ -225,6 +225,9 @@ def format_report(report: dict[str, Any]) -> str:
         + (f"; {MACRO}: their mean" if MACRO in suites else "")
         + "".join(f"; {k} {v}" for k, v in sorted(st.get("suite_options", {}).items()))
         + (f" (at most {st['eval_limit']} examples per task)" if st["eval_limit"] else ""),
+        *([f"- trained in another comparison and reused here: {', '.join(reused)}"]
+          if (reused := sorted({a['arm'] for a in report['arms'] if a.get('reused_from')}))
+          else []),
         "",
         "Scores are accuracies in percent, each suite's unweighted mean over its tasks, ± its "
         "standard error" + (" (± the spread over seeds after it)" if report["seeds"] > 1
