@@ -286,6 +286,7 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
     main(["compare", str(grammar_corpus), "--out", str(total), *common, "--tokens", "16384",
           "--words", "total", "--curve-words", "4k", "--reuse-from", str(per_model)])
     err = capsys.readouterr().err
+    assert f"the shared tokenizer: {per_model / 'tokenizer.model'}, made alike" in err
     assert f"[seed 0] wml: the same training as {source_wml}, reused" in err
     assert "[seed 0] single: training" in err and err.count(": training ") == 1
     a, b = (json.loads((d / "seed-0" / "wml" / "arm.json").read_text())

@@ -132,7 +132,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         _prepare(out, settings, resume, force, keep=files)
         base = config.train
         try:
-            tokenizer = _tokenizer(out, files, base, say)
+            tokenizer = _tokenizer(out, files, base, say, source)
             shapes, teacher = _searched_shapes(out, config, tokenizer.vocab_size)
             say("students: " + "; ".join(f"{c.shape} ({c.n_params / 1e6:.2f}M)" for c in shapes)
                 + f"; kd teacher: {teacher.shape} ({teacher.n_params / 1e6:.2f}M)")
@@ -259,11 +259,28 @@ def _check_same(saved: Any, now: Any, marker: Path, where: str = "") -> None:
                            f"{now!r} now); use the same options and files, or another --out")
 
 
+# the settings a comparison's tokenizer is trained from (with its corpus)
+_TOKENIZER_SETTINGS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "seed",
+                       "documents", "speaker_tags", "encoding_errors")
+
+
 def _tokenizer(out: Path, files: list[Path], base: TrainConfig,
-               say: Callable[[str], None]) -> Tokenizer:
+               say: Callable[[str], None], source: Path | None = None) -> Tokenizer:
+    """The comparison's one tokenizer: made before, or ``source``'s where that comparison
+    trained it from the same settings (and corpus: see :func:`_reuse_source`), else
+    trained now."""
     path = out / "tokenizer.model"
     if path.exists():
         return Tokenizer.load(path)
+    if source is not None and (source / "tokenizer.model").exists():
+        doc = json.loads((source / "compare.json").read_text(encoding="utf-8"))
+        theirs = TrainConfig.from_dict(LEGACY | doc["settings"]["compare"]["train"],
+                                       str(source / "compare.json")).to_dict()
+        mine = base.to_dict()
+        if all(theirs[k] == mine[k] for k in _TOKENIZER_SETTINGS):
+            say(f"the shared tokenizer: {source / 'tokenizer.model'}, made alike")
+            shutil.copy2(source / "tokenizer.model", path)
+            return Tokenizer.load(path)
     say("training the shared tokenizer")
     tokenizer = Tokenizer.train(corpus_documents(files, base), base.vocab_size,
                                 base.tokenizer_type, seed=base.seed,

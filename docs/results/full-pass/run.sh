@@ -1,11 +1,15 @@
 #!/bin/bash
-# The full-pass regime of the paper's question: the whole shared corpus (8.56M words), one
-# pass (T) per model or per arm, 3 seeds, every arm's champion checkpointed by words seen and
-# scored on the 2026 fast sets, then on every 2026 zero-shot task with data and the 2026
-# fine-tuning set (capped: 1,000 training examples and 3 epochs per task).
+# The full-pass regime of the paper's question: the whole shared corpus (8.56M words), 3
+# seeds, every arm's champion checkpointed by words seen and scored on the 2026 fast sets,
+# then on every 2026 zero-shot task with data and the 2026 fine-tuning set (capped: 1,000
+# training examples and 3 epochs per task).
 #
-#   docs/results/full-pass/run.sh per-model [--seeds 1] [--resume]   # every model reads T
-#   docs/results/full-pass/run.sh total [--seeds 1] [--resume]       # an arm's models read T
+#   docs/results/full-pass/run.sh per-model [--seeds 1] [--resume]
+#       every model reads one pass, T = 3,176 steps of 32 × 128 tokens (13.0M tokens)
+#   docs/results/full-pass/run.sh total [--seeds 1] [--resume]
+#       an arm's models read 3T together, so that every model still reads at least one pass:
+#       the single student 3 passes, kd's teacher and student 1.5 each, dml's and wml's three
+#       students one each -- the same training as per-model's, taken from it (--reuse-from)
 #
 # Run from anywhere; --resume continues an interrupted comparison, and with more --seeds
 # grows one made with fewer.
@@ -14,8 +18,14 @@ cd "$(dirname "$0")/../../.."
 export MINIDML_DATA_DIR="${MINIDML_DATA_DIR:-$(cd ../shared/data && pwd)}"
 words="${1:?usage: run.sh per-model|total [options]}"
 shift
+case "$words" in
+    per-model) reading=() ;;
+    total) reading=(--tokens $((3 * 3176 * 32 * 128)) --curve-words 3M,6M,9M,12M,15M,18M,21M,24M
+                    --reuse-from runs/paper/full-pass-per-model) ;;
+    *) echo "run.sh: the accounting is per-model or total, not '$words'" >&2; exit 2 ;;
+esac
 minidml compare ../shared/data/babylm-2024-100M-snippets --budget 2.9M --students 3 \
-    --vocab-size 8192 --words "$words" --seeds 3 \
+    --vocab-size 8192 --words "$words" --seeds 3 "${reading[@]}" \
     --suites blimp,blimp-supplement,ewok,entity-tracking,wug-adj,reading,glue \
     --glue-set 2026 --max-train-examples 1000 --glue-epochs 3 \
     --curve-suites babylm-fast --eval-points 20 --eval-students champion \
