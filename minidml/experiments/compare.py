@@ -364,8 +364,11 @@ def _reusable(other: Path, cfg: TrainConfig, steps: int, tokenizer: Path) -> boo
 
 def _link_run(other: Path, run_dir: Path) -> None:
     """``other``'s run files in ``run_dir``: its checkpoints hard-linked where the file
-    system allows (nothing writes a finished checkpoint again), the rest copied."""
+    system allows (nothing writes a finished checkpoint again), the rest copied; made under
+    a temporary name and renamed, so that an interrupted copy is never taken for a run."""
     checkpoints = other / "checkpoints"
+    making = run_dir.with_name(f".{run_dir.name}.reusing")
+    shutil.rmtree(making, ignore_errors=True)
 
     def link(src: str, dst: str) -> None:
         try:
@@ -376,9 +379,11 @@ def _link_run(other: Path, run_dir: Path) -> None:
             pass
         shutil.copy2(src, dst)
 
-    shutil.copytree(other, run_dir, ignore=shutil.ignore_patterns(*_NOT_LINKED),
-                    copy_function=link, dirs_exist_ok=True)
-    _io.write_json(run_dir / REUSED, {"from": str(other.resolve()), "at": _io.utc_now()})
+    shutil.copytree(other, making, ignore=shutil.ignore_patterns(*_NOT_LINKED),
+                    copy_function=link)
+    _io.write_json(making / REUSED, {"from": str(other.resolve()), "at": _io.utc_now()})
+    shutil.rmtree(run_dir, ignore_errors=True)  # holds no run (no config.json) of its own
+    making.rename(run_dir)
 
 
 def arm_steps(config: CompareConfig, arm: str, steps: int) -> tuple[int, int]:
