@@ -341,6 +341,12 @@ def envelope(name: str, device: torch.device, quick: bool) -> dict[str, Any]:
             "machine": machine(device)}
 
 
+def heading(result: dict[str, Any]) -> str:
+    """A report's first line: the benchmark, its device, and whether it ran ``--quick``."""
+    return (f"{result['benchmark']} ({result['machine']['device']}"
+            f"{', QUICK' if result['quick'] else ''})")
+
+
 def target(value: float, limit: float, at_most: bool, applies: bool = True) -> dict[str, Any]:
     """A target's record: the value, the limit, whether it is met (value ≤ limit when
     ``at_most``, else ≥) and whether it applies to this run (not to ``--quick`` ones)."""

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     st = result["settings"]
     return "\n".join([
-        f"context_scoring ({result['machine']['device']}{', QUICK' if result['quick'] else ''})",
+        common.heading(result),
         result["table"],
         f"  {st['texts']} texts of {st['tokens_per_text']:.0f} tokens, "
         f"{st['scored_tokens_per_text']:.1f} scored; texts/s: "

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> str:
-    lines = [f"muon_step ({result['machine']['device']}{', QUICK' if result['quick'] else ''})",
+    lines = [common.heading(result),
              result["table"]]
     for label, r in result["shapes"].items():
         lines.append(f"  {label}: {r['matrices']} matrices of {r['distinct_shapes']} shapes; "

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     smp, c = result["sample"], result["compute"]
     return "\n".join([
-        f"scoring_speed ({result['machine']['device']}{', QUICK' if result['quick'] else ''})",
+        common.heading(result),
         result["table"],
         "  BLiMP pairs/s: " + ", ".join(f"{n} {v:.0f}" for n, v in
                                         smp["pairs_per_second"].items())

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     r = result["ratios"]
     return "\n".join([
-        f"wml_step ({result['machine']['device']}{', QUICK' if result['quick'] else ''})",
+        common.heading(result),
         result["table"],
         f"  hypergradient / inner step {r['hypergradient_over_inner_step']:.2f}; WML step "
         f"(outer_every {result['settings']['outer_every']}) / K independent steps "
