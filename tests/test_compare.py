@@ -270,7 +270,9 @@ def test_a_comparison_grows_its_seeds_on_resume(grammar_corpus, tmp_path, capsys
 @pytest.mark.slow
 def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp_path, capsys):
     """--words total at K times the tokens trains each wml student as --words per-model at
-    T did: --reuse-from takes that run (linked, not trained), and evaluates it here."""
+    T did: --reuse-from takes that run (linked, not trained) with its evaluations, made
+    alike, its curve counted as words are counted here; a finished comparison's record
+    without its checkpoints is enough for that, not for evaluating another way."""
     from minidml.experiments.compare import _reusable
 
     common = ["--budget", "400k", "--students", "2", "--arms", "single,wml", "--suites",
@@ -287,7 +289,7 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
           "--words", "total", "--curve-words", "4k", "--reuse-from", str(per_model)])
     err = capsys.readouterr().err
     assert f"the shared tokenizer: {per_model / 'tokenizer.model'}, made alike" in err
-    assert f"[seed 0] wml: the same training as {source_wml}, reused" in err
+    assert f"[seed 0] wml: the same training and evaluation as {source_wml}, reused" in err
     assert "[seed 0] single: training" in err and err.count(": training ") == 1
     a, b = (json.loads((d / "seed-0" / "wml" / "arm.json").read_text())
             for d in (per_model, total))
@@ -295,10 +297,13 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
     assert b["steps"] == a["steps"] and b["tokens_total"] == a["tokens_total"]
     assert [m["val_loss"] for m in b["models"]] == [m["val_loss"] for m in a["models"]]
     assert [m["scores"] for m in b["models"]] == [m["scores"] for m in a["models"]]
-    # its curve is scored here, at the total's counts (4k in total: 2k per student)
+    # its curve counted in the total's words (4k in total: 2k per student), scores the same
     assert [p["milestone"] for p in b["curve"]] == [4000, "end"]
     assert [p["words"] for p in b["curve"]] == [p["words"] for p in a["curve"]]
+    assert [p["scores"] for p in b["curve"]] == [p["scores"] for p in a["curve"]]
     assert all(p["at"] == p["words_total"] for p in b["curve"])
+    assert (total / "seed-0" / "wml" / "eval.samples.jsonl").read_bytes() == (
+        source_wml / "eval.samples.jsonl").read_bytes()
     # the checkpoints are shared, the source is left as it was
     ckpt = next((total / "seed-0" / "wml" / "checkpoints").rglob("*.safetensors"), None) or \
         next(p for p in (total / "seed-0" / "wml" / "checkpoints").rglob("*") if p.is_file())
@@ -321,6 +326,18 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
         main(["compare", str(grammar_corpus), "--out", str(tmp_path / "x"), *common,
               "--tokens", "8192", "--reuse-from", str(tmp_path)])
     assert "--reuse-from" in capsys.readouterr().err
+    # the source's record without its checkpoints (as a machine keeps it for later) serves
+    # a comparison that evaluates alike, not one that evaluates otherwise (--limit 10)
+    shutil.rmtree(source_wml / "checkpoints")
+    for out, limit, reused in (("record", "20", True), ("other-limit", "10", False)):
+        args = [a if a != "20" else limit for a in common]
+        main(["compare", str(grammar_corpus), "--out", str(tmp_path / out), *args, "--arms",
+              "wml", "--tokens", "16384", "--words", "total", "--curve-words", "4k",
+              "--reuse-from", str(per_model)])
+        err = capsys.readouterr().err
+        assert ("[seed 0] wml: training" not in err) == reused, err
+        c = json.loads((tmp_path / out / "seed-0" / "wml" / "arm.json").read_text())
+        assert (c["curve"] == b["curve"]) == reused
 
 
 def test_variants_are_parsed_with_the_setting_types():

@@ -185,9 +185,10 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
                    "value, e.g. --vary alpha=0.25,0.75 --vary hypergrad=first-order.")
 @click.option("--reuse-from", type=click.Path(path_type=Path), default=None,
               help="Another comparison on the same corpus: an arm whose models would train "
-                   "exactly as one of its finished runs did (settings, tokenizer, steps, "
-                   "checkpoints) takes that run instead of training again, e.g. dml and wml "
-                   "of --words per-model for --words total at K times the tokens.")
+                   "exactly as one of its finished runs did (settings, tokenizer, steps) "
+                   "takes that run instead of training again, with its evaluations where "
+                   "they were made alike (else its checkpoints are evaluated here), e.g. dml "
+                   "and wml of --words per-model for --words total at K times the tokens.")
 @run_flags("TOML file of training settings shared by the arms.",
            "Reuse finished arms and continue the others (more --seeds or --vary add arms).")
 @click.pass_context

@@ -191,8 +191,7 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
             saved["compare"].setdefault("curve_suites", [])
             saved["compare"].setdefault("curve_words", [])
             # ... except those whose default changed: what the comparison did then
-            saved["compare"]["train"] = TrainConfig.from_dict(
-                LEGACY | saved["compare"]["train"], str(marker)).to_dict()
+            saved["compare"]["train"] = _saved_settings(saved["compare"]["train"], marker)
             had = saved["compare"].setdefault("variants", [])
             now = json.loads(json.dumps(settings))
             # an ablation may grow: new variants are added, the ones it has must stay
@@ -217,6 +216,13 @@ def _prepare(out: Path, settings: dict[str, Any], resume: bool, force: bool,
     new_out_dir(out, force, keep)
     _io.write_json(marker, {"minidml_version": __version__, "created": _io.utc_now(),
                             "settings": settings})
+
+
+def _saved_settings(saved: dict[str, Any], where: Path) -> dict[str, Any]:
+    """Training settings as written by an earlier minidml (in ``where``), normalised: those
+    added since take their defaults, except those whose default changed (:data:`LEGACY`:
+    what was done then)."""
+    return TrainConfig.from_dict(LEGACY | saved, str(where)).to_dict()
 
 
 def _searched_shapes(out: Path, config: CompareConfig, vocab_size: int
@@ -274,8 +280,7 @@ def _tokenizer(out: Path, files: list[Path], base: TrainConfig,
         return Tokenizer.load(path)
     if source is not None and (source / "tokenizer.model").exists():
         doc = json.loads((source / "compare.json").read_text(encoding="utf-8"))
-        theirs = TrainConfig.from_dict(LEGACY | doc["settings"]["compare"]["train"],
-                                       str(source / "compare.json")).to_dict()
+        theirs = _saved_settings(doc["settings"]["compare"]["train"], source / "compare.json")
         mine = base.to_dict()
         if all(theirs[k] == mine[k] for k in _TOKENIZER_SETTINGS):
             say(f"the shared tokenizer: {source / 'tokenizer.model'}, made alike")
@@ -326,6 +331,8 @@ _LIKE_FOR_LIKE_IGNORES = ("steps", "tokens", "epochs", "max_time", "checkpoint_w
                           "keep_checkpoints", "device", "log_to", "log_every")
 # a finished run's evaluations are its comparison's own: not linked
 _NOT_LINKED = ("arm.json", "eval.json", "eval.samples.jsonl", "eval", "tensorboard", "*.lock")
+# ... unless they are taken with it (_take_evaluated)
+_NOT_LINKED_EVALUATED = ("arm.json", "tensorboard", "*.lock")
 REUSED = "reused.json"  # in a run taken from another comparison: from where
 
 
@@ -342,30 +349,80 @@ def _reuse_source(source: Path, settings: dict[str, Any]) -> Path:
     return source
 
 
-def _reusable(other: Path, cfg: TrainConfig, steps: int, tokenizer: Path) -> bool:
-    """Whether ``other`` is a finished run that trained as ``cfg`` over ``steps`` steps
-    would, with this tokenizer, and kept every checkpoint ``cfg`` asks for by words."""
+def _trained_alike(other: Path, cfg: TrainConfig, steps: int, tokenizer: Path) -> bool:
+    """Whether ``other`` is a finished run (of a finished arm) that trained as ``cfg`` over
+    ``steps`` steps would, with this tokenizer."""
     try:
         if not (other / "arm.json").exists():
             return False
         meta = json.loads((other / "config.json").read_text(encoding="utf-8"))
-        theirs = TrainConfig.from_dict(LEGACY | meta["config"], str(other)).to_dict()
+        theirs = _saved_settings(meta["config"], other)
         sha = meta["tokenizer"]["sha256"]
         total = int(meta["total_steps"])
     except (OSError, ValueError, KeyError, TypeError, MinidmlError):
         return False
     mine = cfg.to_dict()
     same = all(theirs.get(k) == v for k, v in mine.items() if k not in _LIKE_FOR_LIKE_IGNORES)
-    kept = set(cfg.checkpoint_words) <= set(theirs.get("checkpoint_words") or ())
-    return (same and kept and total == steps
-            and sha == Tokenizer.load(tokenizer).sha256
-            and (other / "checkpoints").is_dir())
+    return same and total == steps and sha == Tokenizer.load(tokenizer).sha256
 
 
-def _link_run(other: Path, run_dir: Path) -> None:
+def _reusable(other: Path, cfg: TrainConfig, steps: int, tokenizer: Path) -> bool:
+    """Whether ``other`` trained alike (:func:`_trained_alike`) and still holds its
+    checkpoints, every one ``cfg`` asks for by words among them: a run to evaluate here."""
+    if not _trained_alike(other, cfg, steps, tokenizer) or not (other / "checkpoints").is_dir():
+        return False
+    meta = json.loads((other / "config.json").read_text(encoding="utf-8"))
+    return set(cfg.checkpoint_words) <= set(meta["config"].get("checkpoint_words") or ())
+
+
+# the settings under which two comparisons evaluate a run alike
+_EVALUATED_ALIKE = ("suites", "suite_options", "eval_students", "eval_limit",
+                    "eval_batch_size", "curve_suites")
+# what a run evaluated alike keeps of its source's summary: not where it lies, nor how this
+# comparison counts its words
+_NOT_TAKEN = ("run", "dir", "words", "curve", "tokens_total", "teacher", "reused_from",
+              "base_arm", "changes")
+
+
+def _take_evaluated(other: Path, run_dir: Path, cfg: TrainConfig, steps: int,
+                    tokenizer: Path, config: CompareConfig, counts: dict[int, int],
+                    count: WordCount) -> dict[str, Any] | None:
+    """``other``'s summary, where it trained alike (:func:`_trained_alike`) and its
+    comparison evaluated it as ``config`` would (the same suites, options and curve suites,
+    its champion scored at every step this arm's curve asks for): its record and evaluations
+    are taken into ``run_dir`` (checkpoints linked where it still has them: a finished
+    comparison's directory without its checkpoints is enough), its curve counted as
+    ``config`` counts words; None where it cannot be."""
+    try:
+        theirs = json.loads((other.parent.parent / "compare.json").read_text(
+            encoding="utf-8"))["settings"]["compare"]
+        summary = json.loads((other / "arm.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    mine = json.loads(json.dumps(config.to_dict()))
+    if (any(theirs.get(k) != mine[k] for k in _EVALUATED_ALIKE)
+            or not _trained_alike(other, cfg, steps, tokenizer)
+            or not (other / paired.SAMPLES_FILE).exists()):
+        return None
+    points = {p["step"]: p for p in summary.get("curve", [])}
+    targets = curves.targets(counts, count, steps)
+    if config.curve_suites and any(step not in points for step, _ in targets):
+        return None
+    _link_run(other, run_dir, evaluations=True)
+    summary = {k: v for k, v in summary.items() if k not in _NOT_TAKEN}
+    summary["run"] = str(run_dir)
+    if config.curve_suites:
+        summary["curve"] = [curves.point(milestone, step, count, config.words,
+                                         points[step]["champion"], points[step]["scores"])
+                            for step, milestone in targets]
+    return summary
+
+
+def _link_run(other: Path, run_dir: Path, evaluations: bool = False) -> None:
     """``other``'s run files in ``run_dir``: its checkpoints hard-linked where the file
-    system allows (nothing writes a finished checkpoint again), the rest copied; made under
-    a temporary name and renamed, so that an interrupted copy is never taken for a run."""
+    system allows (nothing writes a finished checkpoint again), the rest copied (its
+    evaluations too with ``evaluations``); made under a temporary name and renamed, so that
+    an interrupted copy is never taken for a run."""
     checkpoints = other / "checkpoints"
     making = run_dir.with_name(f".{run_dir.name}.reusing")
     shutil.rmtree(making, ignore_errors=True)
@@ -379,7 +436,8 @@ def _link_run(other: Path, run_dir: Path) -> None:
             pass
         shutil.copy2(src, dst)
 
-    shutil.copytree(other, making, ignore=shutil.ignore_patterns(*_NOT_LINKED),
+    skip = _NOT_LINKED_EVALUATED if evaluations else _NOT_LINKED
+    shutil.copytree(other, making, ignore=shutil.ignore_patterns(*skip),
                     copy_function=link)
     _io.write_json(making / REUSED, {"from": str(other.resolve()), "at": _io.utc_now()})
     shutil.rmtree(run_dir, ignore_errors=True)  # holds no run (no config.json) of its own
@@ -447,19 +505,26 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
         counts = curves.arm_counts(config.curve_words or curves.DEFAULT_WORDS, count,
                                    student_steps, config.words)
         cfg = cfg.replace(checkpoint_words=tuple(sorted(set(counts.values()))))
-    run, wall = _train_one(label, arm_dir, files, tokenizer,
-                           length(cfg, student_steps).replace(**changes), student_steps,
-                           resume, progress, cache_dir, say, source)
-    summary = _evaluate(run, name, config, data_dir, progress, wall, say, label)
-    if config.curve_suites:
-        summary["curve"] = curves.score_points(
-            arm_dir, run, counts, count, config.words, config.curve_suites, data_dir=data_dir,
-            limit=config.eval_limit, batch_size=config.eval_batch_size, progress=progress,
-            say=say, label=label)
+    cfg = length(cfg, student_steps).replace(**changes)
+    again = resume and (arm_dir / "config.json").exists()
+    other = None if again or source is None else source / seed_dir.name / arm_dir.name
+    summary = None if other is None else _take_evaluated(other, arm_dir, cfg, student_steps,
+                                                         tokenizer, config, counts, count)
+    if summary is not None:
+        say(f"{label}: the same training and evaluation as {other}, reused")
+    else:
+        run, wall = _train_one(label, arm_dir, files, tokenizer, cfg, student_steps, resume,
+                               progress, cache_dir, say, source)
+        summary = _evaluate(run, name, config, data_dir, progress, wall, say, label)
+        if config.curve_suites:
+            summary["curve"] = curves.score_points(
+                arm_dir, run, counts, count, config.words, config.curve_suites,
+                data_dir=data_dir, limit=config.eval_limit,
+                batch_size=config.eval_batch_size, progress=progress, say=say, label=label)
     summary["words"] = config.words
     if (arm_dir / REUSED).exists():
         summary["reused_from"] = json.loads((arm_dir / REUSED).read_text())["from"]
-    summary["tokens_total"] = summary["tokens_per_model"] * len(run.students) + (
+    summary["tokens_total"] = summary["tokens_per_model"] * count.models + (
         teacher_run["tokens_per_model"] if teacher_run is not None else 0)
     if changes:
         summary |= {"base_arm": arm, "changes": changes}

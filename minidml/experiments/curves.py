@@ -32,7 +32,8 @@ from ..words import WordCount, format_words, track_milestones
 from . import paired
 from .scores import model_scores
 
-__all__ = ["DEFAULT_WORDS", "arm_counts", "format_tables", "score_points", "table"]
+__all__ = ["DEFAULT_WORDS", "arm_counts", "format_tables", "point", "score_points", "table",
+           "targets"]
 
 DEFAULT_WORDS = track_milestones("strict")  # 1M … 10M, 20M … 100M, 200M … 1B
 END = "end"  # the row of the runs' last checkpoints: every arm at its equal data
@@ -61,11 +62,8 @@ def score_points(run_dir: Path, final: Any, counts: Mapping[int, int], count: Wo
     (at most ``limit`` examples per task); points already scored (a results file of that
     step with the champion's scores) are read, not scored again."""
     done = checkpoint_scores(run_dir)
-    targets: list[tuple[int, int | str]] = sorted(
-        (count.first_step(per), c) for c, per in counts.items())
-    targets.append((final.step, END))  # a count reached at the last step is both
     points = []
-    for step, milestone in targets:
+    for step, milestone in targets(counts, count, final.step):
         run = final if step == final.step else load(run_dir, str(final.device), step=step)
         champion = student_label(run.champion)
         scores = model_scores(done.get(step, {"groups": {}}), champion, suites)
@@ -80,12 +78,26 @@ def score_points(run_dir: Path, final: Any, counts: Mapping[int, int], count: Wo
             results.write(run_dir / "eval" / results.file_name(), unique=True)
             done[step] = results.to_json()
             scores = model_scores(done[step], champion, suites)
-        per_model, total = count.per_model(step), count.total(step)
-        points.append({"milestone": milestone, "step": step, "words": per_model,
-                       "words_total": total,
-                       "at": per_model if words == "per-model" else total,
-                       "champion": champion, "scores": scores})
+        points.append(point(milestone, step, count, words, champion, scores))
     return points
+
+
+def targets(counts: Mapping[int, int], count: WordCount, steps: int
+            ) -> list[tuple[int, int | str]]:
+    """A curve's points as (step, milestone): the first step at which each of ``counts``
+    (see :func:`arm_counts`) is reached, then the run's last step (:data:`END`; a count
+    reached at the last step is both)."""
+    return [*sorted((count.first_step(per), c) for c, per in counts.items()), (steps, END)]
+
+
+def point(milestone: int | str, step: int, count: WordCount, words: str, champion: str,
+          scores: Mapping[str, Any]) -> dict[str, Any]:
+    """One point of a curve: the champion's ``scores`` at ``step``, its words counted both
+    ways and as ``words`` counts them (``at``)."""
+    per_model, total = count.per_model(step), count.total(step)
+    return {"milestone": milestone, "step": step, "words": per_model, "words_total": total,
+            "at": per_model if words == "per-model" else total, "champion": champion,
+            "scores": dict(scores)}
 
 
 def table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
