@@ -10,14 +10,51 @@
 #       an arm's models read 3T together, so that every model still reads at least one pass:
 #       the single student 3 passes, kd's teacher and student 1.5 each, dml's and wml's three
 #       students one each -- the same training as per-model's, taken from it (--reuse-from)
+#   docs/results/full-pass/run.sh save per-model|total
+#       the comparison's record (runs/paper/full-pass-ACCOUNTING without its checkpoints:
+#       settings, tokenizer, and each finished arm's metrics, evaluations and samples)
+#       into docs/results/full-pass/ACCOUNTING/
+#   docs/results/full-pass/run.sh restore per-model|total
+#       that record back into runs/paper/ on another machine, where --resume carries the
+#       comparison on from its finished arms (and total reuses per-model's from it)
 #
 # Run from anywhere; --resume continues an interrupted comparison, and with more --seeds
 # grows one made with fewer.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export MINIDML_DATA_DIR="${MINIDML_DATA_DIR:-$(cd ../shared/data && pwd)}"
-words="${1:?usage: run.sh per-model|total [options]}"
+words="${1:?usage: run.sh per-model|total [options], or run.sh save|restore per-model|total}"
 shift
+record() {  # the record of a comparison: every file but checkpoints and locks; finished arms
+    local from="$1" to="$2"
+    [ -f "$from/compare.json" ] || { echo "run.sh: $from holds no comparison" >&2; exit 2; }
+    mkdir -p "$to"
+    cp "$from/compare.json" "$from/tokenizer.model" "$to/"
+    for arm in "$from"/seed-*/*/; do
+        [ -f "$arm/arm.json" ] || continue
+        local dest="$to/${arm#"$from"/}"
+        rm -rf "$dest" && mkdir -p "$dest"
+        tar -C "$arm" --exclude=./checkpoints --exclude='*.lock' --exclude=./tensorboard \
+            -cf - . | tar -C "$dest" -xf -
+    done
+    for f in report.json report.md; do [ ! -f "$from/$f" ] || cp "$from/$f" "$to/"; done
+}
+case "$words" in
+    save|restore)
+        which="${1:?usage: run.sh $words per-model|total}"
+        case "$which" in per-model|total) ;; *) echo "run.sh: the accounting is per-model or total, not '$which'" >&2; exit 2 ;; esac
+        kept="docs/results/full-pass/$which" running="runs/paper/full-pass-$which"
+        if [ "$words" = save ]; then
+            record "$running" "$kept"
+            # the per-example samples are the record's bulk: kept compressed
+            find "$kept" -name eval.samples.jsonl -exec xz -f -9 {} +
+        else
+            [ ! -e "$running" ] || { echo "run.sh: $running exists; restore only where it does not" >&2; exit 2; }
+            record "$kept" "$running"
+            find "$running" -name eval.samples.jsonl.xz -exec unxz -f {} +
+        fi
+        exit 0 ;;
+esac
 case "$words" in
     per-model) reading=() ;;
     total) reading=(--tokens $((3 * 3176 * 32 * 128)) --curve-words 3M,6M,9M,12M,15M,18M,21M,24M
