@@ -340,6 +340,41 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
         assert (c["curve"] == b["curve"]) == reused
 
 
+@pytest.mark.slow
+def test_a_comparison_runs_in_pieces_with_only(grammar_corpus, tmp_path, capsys):
+    """--only trains the arms it names, in every seed; the report covers what finished and
+    says what waits; --resume without it runs the rest, the finished arms left as they are."""
+    out = tmp_path / "cmp"
+    common = ["compare", str(grammar_corpus), "--out", str(out), "--budget", "400k",
+              "--students", "2", "--arms", "single,dml", "--suites", "agreement", "--limit",
+              "20", "--vocab-size", "400", "--context", "32", "--batch-size", "16", "--tokens",
+              "4096", "--warmup", "2", "--seeds", "2", "--quiet"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*common, "--only", "wml"])
+    assert exit_.value.code == 1
+    assert "--only wml: not an arm of this comparison; choose among single, dml" in (
+        capsys.readouterr().err)
+    assert not out.exists()
+    main([*common, "--only", "dml"])
+    err = capsys.readouterr().err
+    assert "[seed 0] dml: training" in err and "[seed 1] dml: training" in err
+    assert "single: training" not in err
+    assert not (out / "seed-0" / "single").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert {(a["arm"], a["seed"]) for a in report["arms"]} == {("dml", 0), ("dml", 1)}
+    assert report["unfinished"] == ["seed 0 single", "seed 1 single"]
+    assert "not finished yet (a later --resume runs them): seed 0 single, seed 1 single" in (
+        out / "report.md").read_text()
+    dml = (out / "seed-1" / "dml" / "arm.json").read_bytes()
+    main([*common, "--resume"])
+    err = capsys.readouterr().err
+    assert "[seed 1] dml: finished earlier, reused" in err and "[seed 1] single: training" in err
+    assert (out / "seed-1" / "dml" / "arm.json").read_bytes() == dml
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["arms"]) == 4 and report["unfinished"] == []
+    assert "not finished yet" not in (out / "report.md").read_text()
+
+
 def test_variants_are_parsed_with_the_setting_types():
     assert Variant.parse("alpha=0.25,0.75") == (Variant("wml", "alpha", 0.25),
                                                 Variant("wml", "alpha", 0.75))

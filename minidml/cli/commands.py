@@ -189,6 +189,9 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
                    "takes that run instead of training again, with its evaluations where "
                    "they were made alike (else its checkpoints are evaluated here), e.g. dml "
                    "and wml of --words per-model for --words total at K times the tokens.")
+@click.option("--only", metavar="ARMS", help="Train and evaluate only these arms now "
+              "(comma-separated, as the report names them), in every seed; the others wait "
+              "for a later --resume, and the report covers the finished arms.")
 @run_flags("TOML file of training settings shared by the arms.",
            "Reuse finished arms and continue the others (more --seeds or --vary add arms).")
 @click.pass_context
@@ -201,7 +204,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
             glue_set: str | None, glue_pooling: str | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
             quiet: bool, tokens: int | None, words: str, reuse_from: Path | None,
-            **options: Any) -> None:
+            only: str | None, **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
@@ -235,7 +238,12 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     report = run_compare(list(corpus), out, config, resume=resume, force=force,
                          progress=not quiet and sys.stderr.isatty(), data_dir=data_dir,
                          on_event=lambda message: click.echo(message, err=True),
-                         reuse_from=reuse_from)
+                         reuse_from=reuse_from,
+                         only=None if only is None else [a.strip() for a in only.split(",")
+                                                         if a.strip()])
+    if not report["arms"]:
+        click.echo(f"no arm of {out} has finished yet; continue with --resume")
+        return
     click.echo(format_report(report), nl=False)
     click.echo(f"report: {out / 'report.md'} and {out / 'report.json'}")
     click.echo(f"next: minidml plot {out}")

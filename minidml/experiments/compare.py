@@ -105,14 +105,20 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             progress: bool = False, data_dir: str | os.PathLike | None = None,
             cache_dir: str | os.PathLike | None = None,
             on_event: Callable[[str], None] | None = None,
-            reuse_from: str | os.PathLike | None = None) -> dict[str, Any]:
+            reuse_from: str | os.PathLike | None = None,
+            only: Sequence[str] | None = None) -> dict[str, Any]:
     """Train and evaluate every arm of ``config`` on ``corpus``; returns the report (also
     written to ``out/report.json`` and ``out/report.md``).
 
     ``reuse_from``: another comparison on the same corpus whose finished runs this one takes
     where one of its own would train exactly as that one did (:func:`_reusable`), such as
     dml's and wml's under ``--words per-model`` for ``--words total`` at K times the tokens;
-    they are linked, not trained again, and evaluated here."""
+    they are linked, not trained again, and evaluated here.
+
+    ``only``: the arms (names as in the report: ``kd``, ``wml alpha=0.25``) this call trains
+    and evaluates, in every seed; the others wait for a later call with ``resume=True``, and
+    the report (``unfinished`` lists what waits) covers the finished arms. A comparison too
+    long for one sitting is so run in the pieces that fit."""
     say = on_event or (lambda message: None)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MinidmlError("compare: runs in one process; under torchrun, train the arms "
@@ -126,6 +132,11 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         require_suites(config.curve_suites, data_dir, option="--curve-suites")
         if config.curve_suites else ()))
     check_trackers(config.train.log_to)
+    names = [name for name, _, _ in config.arm_specs()]
+    unknown = [a for a in only or () if a not in names]
+    if unknown:
+        raise MinidmlError(f"--only {unknown[0]}: not an arm of this comparison; choose "
+                           f"among {', '.join(names)}")
     settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
     source = None if reuse_from is None else _reuse_source(Path(reuse_from), settings)
     with hold(out):  # one writer per comparison (see minidml.lock)
@@ -148,11 +159,15 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                 shutil.rmtree(out, ignore_errors=True)
             raise
         arms: list[dict[str, Any]] = []
+        waiting: list[str] = []
         for s in range(config.seeds):
             seed = base.seed + s
             for name, arm, changes in config.arm_specs():
                 arm_dir = out / f"seed-{s}" / arm_dir_name(name)
                 summary = _read_summary(arm_dir)
+                if summary is None and only is not None and name not in only:
+                    waiting.append(f"seed {s} {name}")
+                    continue
                 if summary is None:
                     summary = _run_arm(name, arm, changes, arm_dir, files,
                                        out / "tokenizer.model", config, base.replace(seed=seed),
@@ -162,6 +177,11 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                 else:
                     say(f"[seed {s}] {name}: finished earlier, reused")
                 arms.append(summary)
+        if waiting:
+            say(f"not run now (--only): {', '.join(waiting)}")
+        if not arms:
+            say("no arm has finished: no report yet")
+            return {"out": str(out), "arms": [], "unfinished": waiting}
         report = build_report(config, settings, tokenizer, shapes, teacher, arms,
                          unigram_entropy(tokens), out)
         report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
@@ -169,6 +189,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         report["paired"] = paired.seed_differences(report)
         report["curves"] = curves.table(report)
         report["paired_examples"] = paired.example_differences(report, out, config.suites)
+        report["unfinished"] = waiting
         _io.write_json(out / "report.json", report)
         with _io.atomic_open(out / "report.md", "w") as f:
             f.write(format_report(report))

@@ -119,6 +119,8 @@ def table(config: CompareConfig, arms: list[dict[str, Any]]) -> list[dict[str, A
     rows = []
     for name, arm, _ in config.arm_specs():
         runs = [a for a in arms if a["arm"] == name]
+        if not runs:  # not finished yet (compare's --only)
+            continue
         labels = [m["label"] for m in runs[0]["models"]]
         if arm == "kd":
             labels.append(TEACHER)
@@ -203,7 +205,9 @@ def format_report(report: dict[str, Any]) -> str:
     st = report["settings"]["compare"]
     tr = st["train"]
     words = ", ".join(Path(f).name for f in report["corpus"]["files"])
-    arms = {a["arm"]: a for a in report["arms"] if a["seed"] == tr["seed"]}
+    arms: dict[str, dict[str, Any]] = {}  # each arm's first seed's run (the base seed's)
+    for a in sorted(report["arms"], key=lambda a: a["seed"] != tr["seed"]):
+        arms.setdefault(a["arm"], a)
     any_arm = next(iter(arms.values()))
     lines = [
         "# minidml compare", "",
@@ -228,6 +232,8 @@ def format_report(report: dict[str, Any]) -> str:
         *([f"- trained in another comparison and reused here: {', '.join(reused)}"]
           if (reused := sorted({a['arm'] for a in report['arms'] if a.get('reused_from')}))
           else []),
+        *([f"- not finished yet (a later --resume runs them): "
+           f"{', '.join(report['unfinished'])}"] if report.get("unfinished") else []),
         "",
         "Scores are accuracies in percent, each suite's unweighted mean over its tasks, ± its "
         "standard error" + (" (± the spread over seeds after it)" if report["seeds"] > 1

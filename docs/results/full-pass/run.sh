@@ -32,6 +32,8 @@ record() {  # the record of a comparison: every file but checkpoints and locks; 
     cp "$from/compare.json" "$from/tokenizer.model" "$to/"
     for arm in "$from"/seed-*/*/; do
         [ -f "$arm/arm.json" ] || continue
+        # kd's student is trained from its teacher's checkpoints: a teacher is kept with it
+        case "$arm" in */teacher/) [ -f "$arm/../kd/arm.json" ] || continue ;; esac
         local dest="$to/${arm#"$from"/}"
         rm -rf "$dest" && mkdir -p "$dest"
         tar -C "$arm" --exclude=./checkpoints --exclude='*.lock' --exclude=./tensorboard \
