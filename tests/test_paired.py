@@ -165,7 +165,7 @@ def write_samples(path, tasks, verdicts):
     with open(path, "w") as f:
         for suite, task in tasks:
             for k, ok in enumerate(verdicts[task]):
-                good, bad = (-1.0, -2.0) if ok else (-2.0, -2.0)  # a tie is wrong
+                good, bad = (-2.0, -2.0) if ok else (-3.0, -2.0)  # a tie is right
                 f.write(json.dumps({"suite": suite, "task": task, "index": k,
                                     "loglikelihoods": {"student-0": [good, bad],
                                                        "ensemble": [-1.0, -3.0]}}) + "\n")
@@ -202,8 +202,43 @@ def test_per_example_intervals_from_samples_files(tmp_path):
     again = {(r["a"], r["b"], r["suite"]): r for r in
              paired.example_differences(report, tmp_path, n_boot=2000)}
     assert again[("wml", "single", "blimp")] == win
-    # an arm evaluated without samples is left out
-    (tmp_path / "seed-1" / "dml" / paired.SAMPLES_FILE).unlink()
+    # the compact verdicts file stands for the samples: the same verdicts, the same tests
+    for run in tmp_path.glob("seed-*/*"):
+        samples = paired.read_correct(run / paired.SAMPLES_FILE)
+        paired.write_verdicts(run / paired.VERDICTS_FILE, samples)
+        assert paired.read_verdicts(run / paired.VERDICTS_FILE) == samples
+        assert paired.read_verdicts(run / paired.VERDICTS_FILE, ["ewok"]) == {
+            k: v for k, v in samples.items() if k[0] == "ewok"}
+        assert (run / paired.VERDICTS_FILE).stat().st_size * 20 < (
+            run / paired.SAMPLES_FILE).stat().st_size
+        (run / paired.SAMPLES_FILE).unlink()
+    compact = {(r["a"], r["b"], r["suite"]): r for r in
+               paired.example_differences(report, tmp_path, n_boot=2000)}
+    assert compact == again
+    # items with gaps between their indices keep them
+    gaps = {("blimp", "t"): {"m": {0: True, 1: False, 5: True, 9: False, 10: True}}}
+    paired.write_verdicts(tmp_path / "gaps.json", gaps)
+    assert paired.read_verdicts(tmp_path / "gaps.json") == gaps
+    # items of several choices count as the suites count them; tasks scored otherwise
+    # than by accuracy (wug's correlation) are not compared item by item
+    run = tmp_path / "choices"
+    run.mkdir()
+    lines = [{"suite": "entity-tracking", "task": "e", "index": 0,
+              "loglikelihoods": {"m": [-1.0, -2.0, -1.0]}},
+             {"suite": "entity-tracking", "task": "e", "index": 1,
+              "loglikelihoods": {"m": [-2.0, -3.0, -1.5]}},
+             {"suite": "wug-adj", "task": "wug_adj", "index": 0,
+              "loglikelihoods": {"m": [-1.0, -2.0]}}]
+    (run / paired.SAMPLES_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert paired.run_verdicts(run) == {("entity-tracking", "e"): {"m": {0: True, 1: False}},
+                                        ("wug-adj", "wug_adj"): {"m": {0: True}}}
+    (run / "eval.json").write_text(json.dumps({"results": {"m": {
+        "entity-tracking/e": {"acc": 0.5, "primary": "acc"},
+        "wug-adj/wug_adj": {"rho": 0.1, "primary": "rho"}}}}))
+    assert set(paired.run_verdicts(run)) == {("entity-tracking", "e")}
+    assert paired.run_verdicts(tmp_path / "nothing") is None
+    # an arm evaluated without samples or verdicts is left out
+    (tmp_path / "seed-1" / "dml" / paired.VERDICTS_FILE).unlink()
     rows = paired.example_differences(report, tmp_path, n_boot=100)
     assert not any("dml" in (r["a"], r["b"]) for r in rows)
     assert any((r["a"], r["b"]) == ("wml", "single") for r in rows)

@@ -39,7 +39,8 @@ from .scoring import ENSEMBLE, Scorer
 __all__ = [
     "DATA_ENV", "ENSEMBLE", "Choices", "EvalContext", "Pair", "Request", "Sample", "Scorer",
     "ScoresRows", "Suite",
-    "SuiteResult", "TaskResult", "accuracy", "as_choices", "default_data_dir", "group_score",
+    "SuiteResult", "TaskResult", "accuracy", "as_choices", "default_data_dir", "first_chosen",
+    "group_score",
     "read_json", "read_jsonl", "resolve_data_dir", "score_choices", "score_pairs", "spearman",
 ]
 
@@ -288,6 +289,12 @@ def accuracy(correct: Sequence[float] | torch.Tensor) -> dict[str, float]:
     return {"acc": float(c.mean()), "acc_stderr": stderr}
 
 
+def first_chosen(scores: Sequence[float]) -> bool:
+    """Whether an item whose choices scored ``scores`` (the correct one first) is right: no
+    other choice scores higher than the first (a tie is right, as both pipelines count it)."""
+    return len(scores) < 2 or scores[0] >= max(scores[1:])
+
+
 def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]],
                   groups: Mapping[str, Iterable[str]] | None = None) -> SuiteResult:
     """Accuracy of every model on every task of multiple-choice items (minimal pairs or
@@ -314,9 +321,8 @@ def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]
             per = {lb: tuple(rows[lb][at:at + len(c.texts)]) for lb in ctx.labels}
             at += len(c.texts)
             for lb, v in per.items():
-                rest = max(v[1:]) if len(v) > 1 else -math.inf
-                correct[lb].append(float(v[0] >= rest))
-                tied[lb] += v[0] == rest
+                correct[lb].append(float(first_chosen(v)))
+                tied[lb] += len(v) > 1 and v[0] == max(v[1:])
             samples.append(Sample(name, k, original, per))
         for lb in ctx.labels:
             metrics = accuracy(correct[lb])

@@ -23,7 +23,8 @@ students and compared with it in the report. The comparison directory holds::
     seed-S/ARM/                     each arm's run directory (seed-S/teacher/ for kd's teacher,
                                     seed-S/wml-alpha=0.25/ for a variant)
     seed-S/ARM/eval.json            its evaluation (lm-evaluation-harness-shaped)
-    seed-S/ARM/eval.samples.jsonl   every scored pair's log-likelihoods (the paired tests)
+    seed-S/ARM/eval.samples.jsonl   every scored pair's log-likelihoods
+    seed-S/ARM/eval.verdicts.json   whether each was scored right (the paired tests)
     seed-S/ARM/arm.json             its summary; written last, so it marks the arm as finished
     report.json, report.md          every arm and model: scores ± stderr, parameters,
                                     validation loss, training FLOPs and wall time; paired
@@ -351,7 +352,8 @@ def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg
 _LIKE_FOR_LIKE_IGNORES = ("steps", "tokens", "epochs", "max_time", "checkpoint_words",
                           "keep_checkpoints", "device", "log_to", "log_every")
 # a finished run's evaluations are its comparison's own: not linked
-_NOT_LINKED = ("arm.json", "eval.json", "eval.samples.jsonl", "eval", "tensorboard", "*.lock")
+_NOT_LINKED = ("arm.json", "eval.json", paired.SAMPLES_FILE, paired.VERDICTS_FILE, "eval",
+               "tensorboard", "*.lock")
 # ... unless they are taken with it (_take_evaluated)
 _NOT_LINKED_EVALUATED = ("arm.json", "tensorboard", "*.lock")
 REUSED = "reused.json"  # in a run taken from another comparison: from where
@@ -423,7 +425,8 @@ def _take_evaluated(other: Path, run_dir: Path, cfg: TrainConfig, steps: int,
     mine = json.loads(json.dumps(config.to_dict()))
     if (any(theirs.get(k) != mine[k] for k in _EVALUATED_ALIKE)
             or not _trained_alike(other, cfg, steps, tokenizer)
-            or not (other / paired.SAMPLES_FILE).exists()):
+            or not any((other / f).exists() for f in (paired.VERDICTS_FILE,
+                                                      paired.SAMPLES_FILE))):
         return None
     points = {p["step"]: p for p in summary.get("curve", [])}
     targets = curves.targets(counts, count, steps)
@@ -567,6 +570,7 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
                        progress=progress, options=config.suite_options)
     results.write(run.path / "eval.json")
     results.write_samples(run.path / paired.SAMPLES_FILE)  # for the per-example paired tests
+    paired.write_verdicts(run.path / paired.VERDICTS_FILE, paired.run_verdicts(run.path) or {})
     failed = [f"{o.spec.name}: {o.error}" for o in results.outcomes if o.status != "ok"]
     if failed:
         raise MinidmlError(f"{label}: evaluation did not complete ({'; '.join(failed)}); fix "

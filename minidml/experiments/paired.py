@@ -39,14 +39,18 @@ import numpy as np
 
 from .. import _io
 from ..evaluation.scoring import ENSEMBLE
+from ..evaluation.suite import first_chosen
 
-__all__ = ["MAIN_PAIRS", "SAMPLES_FILE", "arm_pairs", "bootstrap_difference", "cell",
-           "example_differences", "format_tables", "mcnemar", "read_correct",
-           "seed_differences", "summary", "t_critical"]
+__all__ = ["MAIN_PAIRS", "SAMPLES_FILE", "VERDICTS_FILE", "arm_pairs", "bootstrap_difference",
+           "cell", "example_differences", "format_tables", "mcnemar", "read_correct",
+           "read_verdicts", "run_verdicts", "seed_differences", "summary", "t_critical",
+           "write_verdicts"]
 
 MAIN_PAIRS = (("wml", "dml"), ("wml", "kd"), ("wml", "single"), ("dml", "single"),
               ("kd", "single"))
 SAMPLES_FILE = "eval.samples.jsonl"  # in each arm's run directory
+# ... and what the paired tests read of it, a few hundredth of its size (write_verdicts)
+VERDICTS_FILE = "eval.verdicts.json"
 CHAMPION = "champion"
 
 
@@ -153,9 +157,10 @@ def seed_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- per example
 def read_correct(path: str | Path, suites: Iterable[str] | None = None
                  ) -> dict[tuple[str, str], dict[str, dict[int, bool]]]:
-    """From an evaluation's samples file (``--log-samples``, one JSON line per scored pair):
-    per (suite, task), per model label, whether each pair (by its index in the task's file)
-    was scored right (good > bad; a tie is wrong, as in the suites' accuracy)."""
+    """From an evaluation's samples file (``--log-samples``, one JSON line per scored item):
+    per (suite, task), per model label, whether each item (by its index in the task's file)
+    was scored right, as the suites' accuracy counts it
+    (:func:`minidml.evaluation.suite.first_chosen`)."""
     keep = set(suites) if suites is not None else None
     rows: dict[tuple[str, str], dict[str, dict[int, bool]]] = {}
     with open(path, encoding="utf-8") as f:
@@ -164,8 +169,66 @@ def read_correct(path: str | Path, suites: Iterable[str] | None = None
             if keep is not None and s["suite"] not in keep:
                 continue
             per = rows.setdefault((s["suite"], s["task"]), {})
-            for label, (good, bad) in s["loglikelihoods"].items():
-                per.setdefault(label, {})[s["index"]] = good > bad
+            for label, scores in s["loglikelihoods"].items():
+                per.setdefault(label, {})[s["index"]] = first_chosen(scores)
+    return rows
+
+
+def run_verdicts(run_dir: str | Path, suites: Iterable[str] | None = None
+                 ) -> dict[tuple[str, str], dict[str, dict[int, bool]]] | None:
+    """A run's per-item verdicts on the tasks its evaluation scored by accuracy: its
+    :data:`VERDICTS_FILE`, else read from its :data:`SAMPLES_FILE` (tasks whose primary
+    metric in its ``eval.json`` is not accuracy, such as wug's correlation, left out);
+    None where it has neither."""
+    run_dir = Path(run_dir)
+    if (run_dir / VERDICTS_FILE).exists():
+        return read_verdicts(run_dir / VERDICTS_FILE, suites)
+    if not (run_dir / SAMPLES_FILE).exists():
+        return None
+    rows = read_correct(run_dir / SAMPLES_FILE, suites)
+    try:
+        results = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["results"]
+        primary = {k: v.get("primary") for per in results.values() for k, v in per.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return rows
+    return {k: v for k, v in rows.items() if primary.get(f"{k[0]}/{k[1]}", "acc") == "acc"}
+
+
+def write_verdicts(path: str | Path,
+                   verdicts: Mapping[tuple[str, str], Mapping[str, Mapping[int, bool]]]) -> None:
+    """``verdicts`` (as :func:`read_correct` gives them) in a compact file: per suite, task
+    and model, its items' indices as runs ``[first, count]`` and whether each was scored
+    right as a string of ``1`` and ``0``, in the order of the indices. A run's directory
+    keeps everything the per-example tests need in it, without the samples' texts."""
+    doc: dict[str, Any] = {}
+    for (suite, task), per in sorted(verdicts.items()):
+        for label, items in sorted(per.items()):
+            order = sorted(items)
+            runs: list[list[int]] = []
+            for i in order:
+                if runs and runs[-1][0] + runs[-1][1] == i:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([i, 1])
+            doc.setdefault(suite, {}).setdefault(task, {})[label] = {
+                "index": runs, "correct": "".join("1" if items[i] else "0" for i in order)}
+    _io.write_json(path, {"format": 1, "verdicts": doc})
+
+
+def read_verdicts(path: str | Path, suites: Iterable[str] | None = None
+                  ) -> dict[tuple[str, str], dict[str, dict[int, bool]]]:
+    """What :func:`write_verdicts` wrote, as :func:`read_correct` gives it."""
+    keep = set(suites) if suites is not None else None
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))["verdicts"]
+    rows: dict[tuple[str, str], dict[str, dict[int, bool]]] = {}
+    for suite, tasks in doc.items():
+        if keep is not None and suite not in keep:
+            continue
+        for task, per in tasks.items():
+            for label, v in per.items():
+                order = [i for first, n in v["index"] for i in range(first, first + n)]
+                rows.setdefault((suite, task), {})[label] = {
+                    i: c == "1" for i, c in zip(order, v["correct"], strict=True)}
     return rows
 
 
@@ -231,9 +294,9 @@ def example_differences(report: Mapping[str, Any], out: str | Path,
     cache: dict[Path, dict | None] = {}
 
     def verdicts(arm: Mapping[str, Any]) -> dict | None:
-        path = out / arm["dir"] / SAMPLES_FILE
+        path = out / arm["dir"]
         if path not in cache:
-            cache[path] = read_correct(path, suites) if path.exists() else None
+            cache[path] = run_verdicts(path, suites)
         return cache[path]
 
     rows = []

@@ -12,8 +12,8 @@
 #       students one each -- the same training as per-model's, taken from it (--reuse-from)
 #   docs/results/full-pass/run.sh save per-model|total
 #       the comparison's record (runs/paper/full-pass-ACCOUNTING without its checkpoints:
-#       settings, tokenizer, and each finished arm's metrics, evaluations and samples)
-#       into docs/results/full-pass/ACCOUNTING/
+#       settings, tokenizer, and each finished arm's metrics, evaluations and per-item
+#       verdicts, not its samples) into docs/results/full-pass/ACCOUNTING/
 #   docs/results/full-pass/run.sh restore per-model|total
 #       that record back into runs/paper/ on another machine, where --resume carries the
 #       comparison on from its finished arms (and total reuses per-model's from it)
@@ -36,8 +36,14 @@ record() {  # the record of a comparison: every file but checkpoints and locks; 
         case "$arm" in */teacher/) [ -f "$arm/../kd/arm.json" ] || continue ;; esac
         local dest="$to/${arm#"$from"/}"
         rm -rf "$dest" && mkdir -p "$dest"
+        if [ -f "$arm/eval.samples.jsonl" ] && [ ! -f "$arm/eval.verdicts.json" ]; then
+            python -c 'import sys; from minidml.experiments import paired as p
+p.write_verdicts(sys.argv[1] + p.VERDICTS_FILE, p.run_verdicts(sys.argv[1]))' "$arm"
+        fi
+        # the samples' texts and log-likelihoods are the bulk: their verdicts serve the
+        # report's paired tests
         tar -C "$arm" --exclude=./checkpoints --exclude='*.lock' --exclude=./tensorboard \
-            -cf - . | tar -C "$dest" -xf -
+            --exclude=./eval.samples.jsonl -cf - . | tar -C "$dest" -xf -
     done
     for f in report.json report.md; do [ ! -f "$from/$f" ] || cp "$from/$f" "$to/"; done
 }
@@ -48,12 +54,9 @@ case "$words" in
         kept="docs/results/full-pass/$which" running="runs/paper/full-pass-$which"
         if [ "$words" = save ]; then
             record "$running" "$kept"
-            # the per-example samples are the record's bulk: kept compressed
-            find "$kept" -name eval.samples.jsonl -exec xz -f -9 {} +
         else
             [ ! -e "$running" ] || { echo "run.sh: $running exists; restore only where it does not" >&2; exit 2; }
             record "$kept" "$running"
-            find "$running" -name eval.samples.jsonl.xz -exec unxz -f {} +
         fi
         exit 0 ;;
 esac
