@@ -18,6 +18,7 @@ of their difference within a seed, with its standard error.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -167,8 +168,8 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
             cells = [words]
             for n in names:
                 got = r["arms"].get(n, {}).get(suite)
-                cells.append("-" if got is None else
-                             f"{100 * got['score']:.1f} ± {100 * got['stderr']:.1f}")
+                cells.append("-" if got is None else f"{100 * got['score']:.1f}" + (
+                    f" ± {100 * got['stderr']:.1f}" if math.isfinite(got["stderr"]) else ""))
             found = {f"{p['a']} − {p['b']}": p[suite] for p in r["pairs"]}
             cells += [paired.cell(found[p], 100.0, 1) if p in found else "-" for p in pairs]
             body.append(cells)
