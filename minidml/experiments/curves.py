@@ -18,7 +18,6 @@ of their difference within a seed, with its standard error.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from ..evaluation.scoring import student_label
 from ..rundir import checkpoint_scores, load
 from ..words import WordCount, format_words, track_milestones
 from . import paired
-from .scores import model_scores
+from .scores import model_scores, score_text
 
 __all__ = ["DEFAULT_WORDS", "arm_counts", "format_tables", "point", "score_points", "table",
            "targets"]
@@ -168,8 +167,7 @@ def format_tables(report: Mapping[str, Any]) -> list[str]:
             cells = [words]
             for n in names:
                 got = r["arms"].get(n, {}).get(suite)
-                cells.append("-" if got is None else f"{100 * got['score']:.1f}" + (
-                    f" ± {100 * got['stderr']:.1f}" if math.isfinite(got["stderr"]) else ""))
+                cells.append("-" if got is None else score_text(got["score"], got["stderr"]))
             found = {f"{p['a']} − {p['b']}": p[suite] for p in r["pairs"]}
             cells += [paired.cell(found[p], 100.0, 1) if p in found else "-" for p in pairs]
             body.append(cells)

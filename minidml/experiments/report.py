@@ -18,6 +18,7 @@ from ..rundir import read_metrics
 from ..tokenizer import Tokenizer
 from . import curves, paired
 from .config import MACRO, TEACHER, CompareConfig, Variant
+from .scores import score_text
 
 
 def build_report(config: CompareConfig, settings: dict[str, Any], tokenizer: Tokenizer,
@@ -346,7 +347,7 @@ def _md_row(row: dict[str, Any], suites: Sequence[str]) -> list[str]:
         if c is None:
             cells.append("-")
             continue
-        text = f"{100 * c['score']:.1f} ± {100 * c['stderr']:.1f}"
+        text = score_text(c["score"], c["stderr"])
         if "seed_sd" in c:
             text += f" (± {100 * c['seed_sd']:.1f})"
         cells.append(text)

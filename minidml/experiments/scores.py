@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MACRO", "model_scores"]
+__all__ = ["MACRO", "model_scores", "score_text"]
 
 # the report's column for the mean of a model's suite scores (the BabyLM leaderboard's macro
 # when the suites are BLiMP, the supplement, EWoK and GLUE)
@@ -31,3 +31,9 @@ def model_scores(doc: dict[str, Any], label: str, suites: Sequence[str]) -> dict
                       "stderr": math.sqrt(sum(c["stderr"] ** 2 for c in out.values())) / n,
                       "n_tasks": sum(c["n_tasks"] for c in out.values())}
     return out
+
+
+def score_text(score: float, stderr: float) -> str:
+    """A score in percent with its standard error, or alone where it has none (a
+    correlation, a mean over suites)."""
+    return f"{100 * score:.1f}" + (f" ± {100 * stderr:.1f}" if math.isfinite(stderr) else "")
