@@ -242,3 +242,44 @@ def test_per_example_intervals_from_samples_files(tmp_path):
     rows = paired.example_differences(report, tmp_path, n_boot=100)
     assert not any("dml" in (r["a"], r["b"]) for r in rows)
     assert any((r["a"], r["b"]) == ("wml", "single") for r in rows)
+
+
+def test_verdicts_of_an_evaluation_in_memory_match_its_files(tmp_path):
+    """What compare writes from the results in memory is what the files give: the tasks
+    scored by accuracy, each item by its index, ties and choices counted as the suites
+    count them."""
+    from types import SimpleNamespace
+
+    from minidml.evaluation.plugins import SuiteSpec
+    from minidml.evaluation.runner import EvalResults, SuiteOutcome
+    from minidml.evaluation.suite import Choices, Pair, Sample, SuiteResult, TaskResult
+
+    def outcome(name, task, primary, samples):
+        tasks = {lb: {task: TaskResult(task, {primary: 0.5}, len(samples), primary)}
+                 for lb in ("student-0", "ensemble")}
+        return SuiteOutcome(SuiteSpec(name, object, ""), "ok",
+                            SuiteResult(tasks, {name: (task,)}, samples=samples))
+
+    three = Choices(("a", "b", "c"))
+
+    def sample(task, index, item, mine, ensemble):
+        return Sample(task, index, item, {"student-0": mine, "ensemble": ensemble})
+
+    results = EvalResults(
+        SimpleNamespace(path=tmp_path, step=7, students=[], omega=[]),
+        ["student-0", "ensemble"],
+        [outcome("entity-tracking", "e", "acc", [
+            sample("e", 0, three, (-1.0, -2.0, -1.0), (-3.0, -2.0, -4.0)),
+            sample("e", 2, three, (-2.0, -3.0, -1.5), (-1.0, -1.5, -2.0))]),
+         outcome("blimp", "t", "acc", [sample("t", 0, Pair("g", "b"), (-1.0, -1.0), (-2.0, -1.0))]),
+         outcome("wug-adj", "wug_adj", "rho", [
+             sample("wug_adj", 0, Pair("x", "y"), (-1.0, -2.0), (-1.0, -2.0))]),
+         SuiteOutcome(SuiteSpec("glue", object, ""), "unavailable")],
+        "2026-01-01")
+    got = paired.results_verdicts(results)
+    assert got == {("entity-tracking", "e"): {"student-0": {0: True, 2: False},
+                                              "ensemble": {0: False, 2: True}},
+                   ("blimp", "t"): {"student-0": {0: True}, "ensemble": {0: False}}}
+    results.write(tmp_path / "eval.json")
+    results.write_samples(tmp_path / paired.SAMPLES_FILE)
+    assert paired.run_verdicts(tmp_path) == got

@@ -321,8 +321,9 @@ def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]
             per = {lb: tuple(rows[lb][at:at + len(c.texts)]) for lb in ctx.labels}
             at += len(c.texts)
             for lb, v in per.items():
-                correct[lb].append(float(first_chosen(v)))
-                tied[lb] += len(v) > 1 and v[0] == max(v[1:])
+                right = first_chosen(v)
+                correct[lb].append(float(right))
+                tied[lb] += right and v[0] in v[1:]  # right, and no other higher: a tie
             samples.append(Sample(name, k, original, per))
         for lb in ctx.labels:
             metrics = accuracy(correct[lb])

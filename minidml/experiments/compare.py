@@ -570,7 +570,7 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
                        progress=progress, options=config.suite_options)
     results.write(run.path / "eval.json")
     results.write_samples(run.path / paired.SAMPLES_FILE)  # for the per-example paired tests
-    paired.write_verdicts(run.path / paired.VERDICTS_FILE, paired.run_verdicts(run.path) or {})
+    paired.write_verdicts(run.path / paired.VERDICTS_FILE, paired.results_verdicts(results))
     failed = [f"{o.spec.name}: {o.error}" for o in results.outcomes if o.status != "ok"]
     if failed:
         raise MinidmlError(f"{label}: evaluation did not complete ({'; '.join(failed)}); fix "

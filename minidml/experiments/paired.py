@@ -43,8 +43,8 @@ from ..evaluation.suite import first_chosen
 
 __all__ = ["MAIN_PAIRS", "SAMPLES_FILE", "VERDICTS_FILE", "arm_pairs", "bootstrap_difference",
            "cell", "example_differences", "format_tables", "mcnemar", "read_correct",
-           "read_verdicts", "run_verdicts", "seed_differences", "summary", "t_critical",
-           "write_verdicts"]
+           "read_verdicts", "results_verdicts", "run_verdicts", "seed_differences", "summary",
+           "t_critical", "write_verdicts"]
 
 MAIN_PAIRS = (("wml", "dml"), ("wml", "kd"), ("wml", "single"), ("dml", "single"),
               ("kd", "single"))
@@ -171,6 +171,24 @@ def read_correct(path: str | Path, suites: Iterable[str] | None = None
             per = rows.setdefault((s["suite"], s["task"]), {})
             for label, scores in s["loglikelihoods"].items():
                 per.setdefault(label, {})[s["index"]] = first_chosen(scores)
+    return rows
+
+
+def results_verdicts(results: Any) -> dict[tuple[str, str], dict[str, dict[int, bool]]]:
+    """The per-item verdicts of an evaluation still in memory (an
+    :class:`~minidml.evaluation.runner.EvalResults`), as :func:`run_verdicts` reads them from
+    its files: the tasks it scored by accuracy, each item by its index."""
+    rows: dict[tuple[str, str], dict[str, dict[int, bool]]] = {}
+    for o in results.outcomes:
+        if o.result is None:
+            continue
+        primary = {name: t.primary for per in o.result.tasks.values() for name, t in per.items()}
+        for s in o.result.samples:
+            if primary.get(s.task, "acc") != "acc":
+                continue
+            per = rows.setdefault((o.spec.name, s.task), {})
+            for label, scores in s.scores.items():
+                per.setdefault(label, {})[s.index] = first_chosen(scores)
     return rows
 
 
