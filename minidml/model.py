@@ -116,6 +116,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
+KeyValues = tuple[torch.Tensor, torch.Tensor]  # one layer's keys and values [B, H, T, head_dim]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -125,19 +128,30 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.o_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                past: KeyValues | None = None, mask: torch.Tensor | None = None,
+                keep: list[KeyValues] | None = None) -> torch.Tensor:
+        """Causal self-attention of ``x`` [B, T, d]; with ``past``, after the keys and values
+        [B, H, P, head_dim] of earlier positions, ``mask`` [B, 1, T, P + T] saying which keys
+        each position sees (:meth:`Student.trunk_after`). ``keep`` collects this call's keys
+        (rotated) and values."""
         b, t, d = x.shape
         q, k, v = (proj(x).view(b, t, self.n_heads, -1).transpose(1, 2)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if keep is not None:
+            keep.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # the CPU's fused attention runs its backward 2-4x slower in bf16 than in float32
             # (head sizes 32-64, 128 positions), and its matmuls are a small share of FLOPs
             with torch.autocast("cpu", enabled=False):
                 y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                                   is_causal=True).to(q.dtype)
+                                                   attn_mask=mask,
+                                                   is_causal=mask is None).to(q.dtype)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -160,8 +174,10 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                past: KeyValues | None = None, mask: torch.Tensor | None = None,
+                keep: list[KeyValues] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, past, mask, keep)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -189,17 +205,51 @@ class Student(nn.Module):
                 std = residual_std if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)
 
+    def _rope(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary tables of positions 0 … t − 1."""
+        if t <= self.config.context:
+            return self.rope_cos[:t], self.rope_sin[:t]
+        # positions beyond those trained on, as the exported Llama computes them
+        c = self.config
+        cos, sin = rope_tables(c.head_dim, t, c.rope_theta)
+        return cos.to(self.rope_cos), sin.to(self.rope_sin)
+
     def trunk(self, ids: torch.Tensor) -> torch.Tensor:
         """Final (normalised) hidden states [B, T, d_model] of token ids [B, T]."""
-        t = ids.shape[-1]
-        if t <= self.config.context:
-            cos, sin = self.rope_cos[:t], self.rope_sin[:t]
-        else:  # positions beyond those trained on, as the exported Llama computes them
-            c = self.config
-            cos, sin = (x.to(self.rope_cos) for x in rope_tables(c.head_dim, t, c.rope_theta))
+        cos, sin = self._rope(ids.shape[-1])
         x = self.embed(ids)
         for layer in self.layers:
             x = layer(x, cos, sin)
+        return self.norm(x)
+
+    def prefix_cache(self, ids: torch.Tensor) -> list[KeyValues]:
+        """Every layer's keys (rotated) and values [B, H, T, head_dim] of token ids [B, T]:
+        the prefixes that :meth:`trunk_after` continues. Rows may be right-padded; what
+        follows a row's own tokens is never seen by them."""
+        cos, sin = self._rope(ids.shape[-1])
+        cache: list[KeyValues] = []
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin, keep=cache)
+        return cache
+
+    def trunk_after(self, ids: torch.Tensor, cache: list[KeyValues],
+                    start: torch.Tensor) -> torch.Tensor:
+        """:meth:`trunk` of the tokens ``ids`` [B, T] that follow, in row b, the first
+        ``start[b]`` positions of ``cache`` (:meth:`prefix_cache`, one row per row of
+        ``ids``): hidden states [B, T, d_model] equal to those of the whole text's, at its
+        positions ``start[b]`` onwards. A prefix shared by several texts is so run once."""
+        b, t = ids.shape
+        width = cache[0][0].shape[2]
+        at = start[:, None] + torch.arange(t, device=ids.device)  # [B, T] positions
+        cos, sin = self._rope(width + t)
+        cos, sin = cos[at][:, None], sin[at][:, None]  # [B, 1, T, head_dim]
+        seen = torch.arange(width, device=ids.device)[None, :] < start[:, None]  # [B, P]
+        causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
+        mask = torch.cat([seen[:, None, :].expand(b, t, width), causal.expand(b, t, t)], -1)
+        x = self.embed(ids)
+        for layer, past in zip(self.layers, cache, strict=True):
+            x = layer(x, cos, sin, past, mask[:, None])
         return self.norm(x)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -219,6 +219,32 @@ def test_sequence_longer_than_context_runs_as_a_longer_context_would():
     assert torch.allclose(got[:, :TINY.context], first, atol=1e-5)
 
 
+@pytest.mark.parametrize("precision", [torch.float64, torch.float32])
+def test_a_cached_prefix_continues_as_the_whole_text_would(precision):
+    """trunk_after, from the keys and values of right-padded prefixes of several lengths
+    (shared by several rows, one reaching past the context), gives each row's hidden states
+    as the whole text's, value for value."""
+    model = perturbed().to(precision).eval()
+    torch.manual_seed(1)
+    prefixes = [torch.randint(0, 50, (n,)) for n in (3, 9, 2 * TINY.context)]
+    rows = [(0, 4), (0, 1), (1, 6), (2, 5), (2, 2), (1, 3)]  # (its prefix, own tokens)
+    own = [torch.randint(0, 50, (n,)) for _, n in rows]
+    padded = torch.zeros(3, max(len(p) for p in prefixes), dtype=torch.long)
+    for g, p in enumerate(prefixes):
+        padded[g, :len(p)] = p
+    x = torch.full((len(rows), max(n for _, n in rows)), 7, dtype=torch.long)
+    for r, t in enumerate(own):
+        x[r, :len(t)] = t
+    of = torch.tensor([g for g, _ in rows])
+    with torch.no_grad():
+        cache = [(k[of], v[of]) for k, v in model.prefix_cache(padded)]
+        got = model.trunk_after(x, cache, torch.tensor([len(prefixes[g]) for g, _ in rows]))
+        for r, (g, n) in enumerate(rows):
+            whole = model.trunk(torch.cat([prefixes[g], own[r]])[None])[0, len(prefixes[g]):]
+            tol = 1e-12 if precision == torch.float64 else 1e-5
+            torch.testing.assert_close(got[r, :n], whole, rtol=0, atol=tol)
+
+
 def test_initialisation():
     cfg = StudentConfig(vocab_size=512, n_layers=2, d_model=256, n_heads=4, context=8)
     torch.manual_seed(0)

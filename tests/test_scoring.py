@@ -203,6 +203,45 @@ def test_the_head_runs_at_the_scored_positions_only(tokenizer):
         torch.testing.assert_close(fast[label], full[label], rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("protocol", ["babylm-2026", "lm-eval"])
+def test_texts_sharing_a_long_prefix_run_it_once_with_the_same_scores(tokenizer, protocol,
+                                                                      monkeypatch):
+    """Options after a long common prefix (as entity tracking's) run the prefix once per
+    group, and score as each text alone does: against the one-sentence reference, with
+    contexts past the students' context (run whole under babylm-2026; cut under lm-eval,
+    and then not shared), short contexts scored alone, and the ensemble as without sharing."""
+    students = models(tokenizer, context=96, k=2)
+    texts, contexts = [], []
+    for i, n in enumerate((1, 2, 4, 1, 1)):  # sentences of context: 4 run past 96 tokens
+        context = " ".join(LINES[100 + 20 * i:100 + 20 * i + n])
+        for option in LINES[200 + 5 * i:200 + 5 * i + 4]:
+            texts.append(" ".join(option.split()[:3]))
+            contexts.append(context)
+    calls = []
+    real = Student.prefix_cache
+    monkeypatch.setattr(Student, "prefix_cache",
+                        lambda self, ids: calls.append(ids.shape[0]) or real(self, ids))
+    # the mechanism, at this test's sizes (SHARED_PREFIX is the default for real texts)
+    scorer = Scorer(students, tokenizer, batch_size=8, protocol=protocol, shared_prefix=8)
+    shared = scorer.score(texts, contexts)
+    assert calls and sum(calls) < len(texts)  # prefixes run once for several texts
+    for i, s in enumerate(students):
+        want = []
+        for r in scorer.encode(texts, contexts):
+            ids, skip = r.ids, r.skip
+            if scorer.protocol.truncate and len(ids) - 1 > s.config.context:  # cut as _pad
+                drop = len(ids) - 1 - s.config.context
+                ids, skip = ids[drop:], max(skip - drop, 1)
+            want.append(reference(s, ids, skip))
+        torch.testing.assert_close(shared[f"student-{i}"], torch.tensor(
+            want, dtype=torch.float64), rtol=0, atol=1e-4)
+    calls.clear()
+    alone = Scorer(students, tokenizer, batch_size=8, protocol=protocol,
+                   shared_prefix=None).score(texts, contexts)
+    assert not calls
+    torch.testing.assert_close(shared["ensemble"], alone["ensemble"], rtol=0, atol=1e-4)
+
+
 def test_labels_choose_what_is_reported(tokenizer):
     students = models(tokenizer)
     got = Scorer(students, tokenizer, labels=["student-1"]).score(LINES[:3])

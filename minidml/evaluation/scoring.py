@@ -40,6 +40,10 @@ class LanguageModel(Protocol):
 
 
 ENSEMBLE = "ensemble"
+# texts that begin with this many unscored tokens in common run them once (Scorer.score_ids);
+# below it, the second pass and the copies of the prefix's keys and values cost about what
+# they save
+SHARED_PREFIX = 32
 
 
 def student_label(index: int) -> str:
@@ -51,13 +55,16 @@ class Scorer:
 
     ``students``: the models (all of them: the ensemble needs every one); ``labels`` picks
     what to report, any of ``student-<i>`` and ``ensemble`` (default: all of them);
-    ``protocol`` which tokens count (:mod:`minidml.evaluation.protocols`).
+    ``protocol`` which tokens count (:mod:`minidml.evaluation.protocols`); texts that begin
+    with ``shared_prefix`` or more unscored tokens in common run them once (None: every text
+    whole; see :meth:`score_ids`).
     """
 
     def __init__(self, students: Sequence[LanguageModel], tokenizer: TextTokenizer,
                  omega: torch.Tensor | None = None, *, labels: Sequence[str] | None = None,
                  batch_size: int = 64, precision: str = "fp32", progress: bool = False,
-                 protocol: str | ScoringProtocol = DEFAULT_PROTOCOL):
+                 protocol: str | ScoringProtocol = DEFAULT_PROTOCOL,
+                 shared_prefix: int | None = SHARED_PREFIX):
         if batch_size < 1:
             raise ValueError(f"batch size {batch_size}: must be at least 1")
         if precision not in ("fp32", "bf16"):
@@ -73,6 +80,9 @@ class Scorer:
         unknown = [lb for lb in self.labels if lb not in names]
         if unknown:
             raise ValueError(f"unknown model label(s) {unknown}; choose from {names}")
+        if shared_prefix is not None and shared_prefix < 1:
+            raise ValueError(f"shared prefix {shared_prefix}: must be at least 1, or None")
+        self.shared_prefix = shared_prefix
         self.batch_size = batch_size
         self.progress = progress
         self.context = min(s.config.context for s in self.students)
@@ -96,7 +106,12 @@ class Scorer:
     def score_ids(self, items: Sequence[Request | tuple[Sequence[int], int]]
                   ) -> dict[str, torch.Tensor]:
         """Like :meth:`score`, for pre-tokenised items: :class:`Request` s (or plain ``(ids,
-        skip, stop)`` tuples), or (ids, n_unscored) pairs whose scored tokens run to the end."""
+        skip, stop)`` tuples), or (ids, n_unscored) pairs whose scored tokens run to the end.
+
+        Texts whose first ``shared_prefix`` or more tokens are the same and unscored (an
+        entity-tracking item's options after their long prefix) run those tokens once, and
+        each text's own tokens after them (:meth:`minidml.Student.trunk_after`): the same
+        scores, for a fraction of the work."""
         items = [Request(list(it[0]), it[1], it[2] if len(it) == 3 else len(it[0]))
                  for it in items]
         n = len(items)
@@ -107,30 +122,110 @@ class Scorer:
             s.eval()
         wanted = [int(lb.rsplit("-", 1)[1]) for lb in self.labels if lb != ENSEMBLE]
         needed = range(len(self.students)) if ENSEMBLE in self.labels else wanted
-        order = sorted(range(n), key=lambda i: -len(items[i].ids))
-        batches = [order[b:b + self.batch_size] for b in range(0, n, self.batch_size)]
+        models = [self.students[i] for i in needed]
+        alone, groups = self._shared_prefixes(items, models)
+        alone.sort(key=lambda i: -len(items[i].ids))
         bar = tqdm(total=n, desc="scoring", unit="text", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
-        for batch in batches:
+        for b in range(0, len(alone), self.batch_size):
+            batch = alone[b:b + self.batch_size]
             bar.update(len(batch))
             x, y, at, cols = self._pad([items[i] for i in batch])
             if at.numel() == 0:  # only BOS: nothing to score
                 continue
-            with torch.autocast(self.device.type, torch.bfloat16,
-                                enabled=self.precision == "bf16"):
+            with self._autocast():
                 rows, cols = at.to(self.device), cols.to(self.device)
-                logits = [self._scored_logits(self.students[i], x, rows, cols) for i in needed]
-            logp = dict(zip(needed, target_log_probs(logits, y[rows, cols]), strict=True))
-            per_token = {student_label(i): logp[i] for i in wanted}
-            if ENSEMBLE in self.labels:
-                per_token[ENSEMBLE] = mixture_log_probs(torch.stack([logp[i] for i in needed]),
-                                                        self.omega.to(self.device))
-            idx = torch.tensor(batch)  # each text's sum in float64 on the host (MPS has none)
-            for lb, v in per_token.items():
-                out[lb][idx] = torch.zeros(len(batch), dtype=torch.float64).index_add(
-                    0, at, v.cpu().double())
+                logits = [self._scored_logits(m, x, rows, cols) for m in models]
+            self._add(out, batch, at, logits, y[rows, cols], needed, wanted)
+        for chunk in self._chunks(groups):
+            batch = [i for _, members in chunk for i in members]
+            bar.update(len(batch))
+            prefix, x, y, at, cols, start, of = self._pad_shared(items, chunk)
+            with self._autocast():
+                rows, cols = at.to(self.device), cols.to(self.device)
+                logits = []
+                for m in models:
+                    cache = [(k[of], v[of]) for k, v in m.prefix_cache(prefix)]
+                    logits.append(m.head(m.trunk_after(x, cache, start)[rows, cols]))
+            self._add(out, batch, at, logits, y[rows, cols], needed, wanted)
         bar.close()
         return out
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16")
+
+    def _add(self, out: dict[str, torch.Tensor], batch: Sequence[int], at: torch.Tensor,
+             logits: Sequence[torch.Tensor], targets: torch.Tensor, needed: Sequence[int],
+             wanted: Sequence[int]) -> None:
+        """Each text's summed log-probabilities into ``out``: ``logits`` [N, V] of every
+        needed model at the scored positions, ``at`` [N] the text (row of ``batch``) of each."""
+        logp = dict(zip(needed, target_log_probs(logits, targets), strict=True))
+        per_token = {student_label(i): logp[i] for i in wanted}
+        if ENSEMBLE in self.labels:
+            per_token[ENSEMBLE] = mixture_log_probs(torch.stack([logp[i] for i in needed]),
+                                                    self.omega.to(self.device))
+        idx = torch.tensor(batch)  # each text's sum in float64 on the host (MPS has none)
+        for lb, v in per_token.items():
+            out[lb][idx] = torch.zeros(len(batch), dtype=torch.float64).index_add(
+                0, at, v.cpu().double())
+
+    def _shared_prefixes(self, items: Sequence[Request], models: Sequence[LanguageModel]
+                         ) -> tuple[list[int], list[tuple[int, list[int]]]]:
+        """The texts scored alone, and groups ``(S, members)`` of texts whose first S tokens
+        (S ≥ ``shared_prefix``) are the same and unscored, found among the texts sorted by
+        their tokens. Only models that continue a cache (minidml students) share, and only
+        texts run whole (none cut to the context)."""
+        least = self.shared_prefix
+        if least is None or not all(hasattr(m, "prefix_cache") and hasattr(m, "trunk_after")
+                                    for m in models):
+            return list(range(len(items))), []
+
+        def room(it: Request) -> int:  # tokens before the first scored position
+            whole = not self.protocol.truncate or len(it.ids) - 1 <= self.context
+            return it.skip - 1 if whole and it.stop > it.skip else 0
+
+        rooms = [room(it) for it in items]
+        alone = [i for i, r in enumerate(rooms) if r < least]  # a minimal pair's sentences
+        groups: list[tuple[int, list[int]]] = []
+
+        def close(shared: int, members: list[int]) -> None:
+            if len(members) > 1 and shared >= least:
+                groups.append((shared, members))
+            else:
+                alone.extend(members)
+
+        members: list[int] = []
+        shared = 0
+        for i in sorted((i for i, r in enumerate(rooms) if r >= least),
+                        key=lambda i: items[i].ids):
+            if members:
+                common = min(shared, rooms[i],
+                             _common_prefix(items[members[-1]].ids, items[i].ids))
+                if common >= least:
+                    members.append(i)
+                    shared = common
+                    continue
+                close(shared, members)
+            members, shared = [i], rooms[i]
+        if members:
+            close(shared, members)
+        return alone, groups
+
+    def _chunks(self, groups: Sequence[tuple[int, list[int]]]
+                ) -> Iterator[list[tuple[int, list[int]]]]:
+        """Groups in batches of at most ``batch_size`` texts, longest prefixes first; a
+        larger group is split."""
+        pieces = [(shared, members[b:b + self.batch_size])
+                  for shared, members in sorted(groups, key=lambda g: -g[0])
+                  for b in range(0, len(members), self.batch_size)]
+        chunk: list[tuple[int, list[int]]] = []
+        for piece in pieces:
+            if chunk and sum(len(m) for _, m in chunk) + len(piece[1]) > self.batch_size:
+                yield chunk
+                chunk = []
+            chunk.append(piece)
+        if chunk:
+            yield chunk
 
     @staticmethod
     def _scored_logits(model: LanguageModel, x: torch.Tensor, rows: torch.Tensor,
@@ -142,6 +237,25 @@ class Scorer:
         if head is None:
             return model(x)[rows, cols]
         return head(model.trunk(x)[rows, cols])
+
+    def _pad_shared(self, items: Sequence[Request], chunk: Sequence[tuple[int, list[int]]]
+                    ) -> tuple[torch.Tensor, ...]:
+        """:meth:`_pad` for groups of texts that share their first S tokens: the prefixes
+        [G, max S] (right-padded), each text's own inputs and targets after its prefix, the
+        scored (row, column) there, each row's S and its group."""
+        prefix = torch.full((len(chunk), max(shared for shared, _ in chunk)),
+                            self.tokenizer.pad_id, dtype=torch.long)
+        own, start, of = [], [], []
+        for g, (shared, members) in enumerate(chunk):
+            prefix[g, :shared] = torch.tensor(items[members[0]].ids[:shared])
+            for i in members:
+                ids, skip, stop = items[i]
+                own.append(Request(ids[shared:], skip - shared, stop - shared))
+                start.append(shared)
+                of.append(g)
+        x, y, at, cols = self._pad(own)  # a row's first own token is input only, as BOS is
+        return (prefix.to(self.device), x, y, at, cols,
+                torch.tensor(start, device=self.device), torch.tensor(of, device=self.device))
 
     def _pad(self, items: Sequence[Request]
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -166,3 +280,12 @@ class Scorer:
             at_col += scored
         return (x.to(self.device), y.to(self.device), torch.tensor(at_row, dtype=torch.long),
                 torch.tensor(at_col, dtype=torch.long))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many first tokens ``a`` and ``b`` have in common."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
