@@ -13,7 +13,8 @@
 #   docs/results/full-pass/run.sh save per-model|total
 #       the comparison's record (runs/paper/full-pass-ACCOUNTING without its checkpoints:
 #       settings, tokenizer, and each finished arm's metrics, evaluations and per-item
-#       verdicts, not its samples) into docs/results/full-pass/ACCOUNTING/
+#       verdicts, not its samples) into docs/results/full-pass/ACCOUNTING/; the two runs
+#       above save it themselves when they end, however they end
 #   docs/results/full-pass/run.sh restore per-model|total
 #       that record back into runs/paper/ on another machine, where --resume carries the
 #       comparison on from its finished arms (and total reuses per-model's from it)
@@ -66,9 +67,16 @@ case "$words" in
                     --reuse-from runs/paper/full-pass-per-model) ;;
     *) echo "run.sh: the accounting is per-model or total, not '$words'" >&2; exit 2 ;;
 esac
+status=0
 minidml compare ../shared/data/babylm-2024-100M-snippets --budget 2.9M --students 3 \
     --vocab-size 8192 --words "$words" --seeds 3 "${reading[@]}" \
     --suites blimp,blimp-supplement,ewok,entity-tracking,wug-adj,reading,glue \
     --glue-set 2026 --max-train-examples 1000 --glue-epochs 3 \
     --curve-suites babylm-fast --eval-points 20 --eval-students champion \
-    --out "runs/paper/full-pass-$words" --quiet "$@"
+    --out "runs/paper/full-pass-$words" --quiet "$@" || status=$?
+# whatever finished is kept in the record at once, even if the comparison stopped later
+if [ -f "runs/paper/full-pass-$words/compare.json" ]; then
+    record "runs/paper/full-pass-$words" "docs/results/full-pass/$words"
+    echo "the record: docs/results/full-pass/$words"
+fi
+exit "$status"
