@@ -136,9 +136,8 @@ class Attention(nn.Module):
         each position sees (:meth:`Student.trunk_after`). ``keep`` collects this call's keys
         (rotated) and values."""
         b, t, d = x.shape
-        q, k, v = (proj(x).view(b, t, self.n_heads, -1).transpose(1, 2)
-                   for proj in (self.q_proj, self.k_proj, self.v_proj))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q = apply_rope(self._heads(self.q_proj(x)), cos, sin)
+        k, v = self.keys_values(x, cos, sin)
         if keep is not None:
             keep.append((k, v))
         if past is not None:
@@ -153,6 +152,14 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, d))
+
+    def keys_values(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> KeyValues:
+        """The keys (rotated) and values [B, H, T, head_dim] of ``x`` [B, T, d]."""
+        return apply_rope(self._heads(self.k_proj(x)), cos, sin), self._heads(self.v_proj(x))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, d] as [B, H, T, head_dim]."""
+        return x.view(*x.shape[:2], self.n_heads, -1).transpose(1, 2)
 
 
 class SwiGLU(nn.Module):
@@ -229,8 +236,10 @@ class Student(nn.Module):
         cos, sin = self._rope(ids.shape[-1])
         cache: list[KeyValues] = []
         x = self.embed(ids)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer(x, cos, sin, keep=cache)
+        last = self.layers[-1]  # only its keys and values: its output is never used
+        cache.append(last.attn.keys_values(last.attn_norm(x), cos, sin))
         return cache
 
     def trunk_after(self, ids: torch.Tensor, cache: list[KeyValues],

@@ -15,7 +15,8 @@ official pipeline runs the exported model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -123,33 +124,37 @@ class Scorer:
         wanted = [int(lb.rsplit("-", 1)[1]) for lb in self.labels if lb != ENSEMBLE]
         needed = range(len(self.students)) if ENSEMBLE in self.labels else wanted
         models = [self.students[i] for i in needed]
-        alone, groups = self._shared_prefixes(items, models)
-        alone.sort(key=lambda i: -len(items[i].ids))
         bar = tqdm(total=n, desc="scoring", unit="text", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
-        for b in range(0, len(alone), self.batch_size):
-            batch = alone[b:b + self.batch_size]
+        for batch, y, at, cols, scored_logits in self._batches(items, models):
             bar.update(len(batch))
-            x, y, at, cols = self._pad([items[i] for i in batch])
             if at.numel() == 0:  # only BOS: nothing to score
                 continue
             with self._autocast():
                 rows, cols = at.to(self.device), cols.to(self.device)
-                logits = [self._scored_logits(m, x, rows, cols) for m in models]
-            self._add(out, batch, at, logits, y[rows, cols], needed, wanted)
-        for chunk in self._chunks(groups):
-            batch = [i for _, members in chunk for i in members]
-            bar.update(len(batch))
-            prefix, x, y, at, cols, start, of = self._pad_shared(items, chunk)
-            with self._autocast():
-                rows, cols = at.to(self.device), cols.to(self.device)
-                logits = []
-                for m in models:
-                    cache = [(k[of], v[of]) for k, v in m.prefix_cache(prefix)]
-                    logits.append(m.head(m.trunk_after(x, cache, start)[rows, cols]))
+                logits = [scored_logits(m, rows, cols) for m in models]
             self._add(out, batch, at, logits, y[rows, cols], needed, wanted)
         bar.close()
         return out
+
+    def _batches(self, items: Sequence[Request], models: Sequence[LanguageModel]
+                 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor,
+                                     Callable[..., torch.Tensor]]]:
+        """The texts in batches: each batch's texts (indices into ``items``), its targets,
+        the (row, column) of its scored positions (on the host), and a function of (model,
+        rows, columns) giving that model's logits [N, V] there. Texts run whole come first,
+        longest first; then the groups sharing a prefix (:meth:`_shared_prefixes`)."""
+        alone, groups = self._shared_prefixes(items, models)
+        alone.sort(key=lambda i: -len(items[i].ids))
+        for b in range(0, len(alone), self.batch_size):
+            batch = alone[b:b + self.batch_size]
+            x, y, at, cols = self._pad([items[i] for i in batch])
+            yield batch, y, at, cols, functools.partial(self._scored_logits, x=x)
+        for chunk in self._chunks(groups):
+            batch = [i for _, members in chunk for i in members]
+            prefix, x, y, at, cols, start, of = self._pad_shared(items, chunk)
+            yield batch, y, at, cols, functools.partial(
+                self._logits_after, prefix=prefix, of=of, x=x, start=start)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16")
@@ -228,15 +233,25 @@ class Scorer:
             yield chunk
 
     @staticmethod
-    def _scored_logits(model: LanguageModel, x: torch.Tensor, rows: torch.Tensor,
-                       cols: torch.Tensor) -> torch.Tensor:
-        """Logits [N, V] at the scored positions only: a model with a ``head`` (a minidml
-        student) applies it to those positions' hidden states, so a long unscored context
-        costs the trunk and no more; any other model's full logits are indexed."""
+    def _scored_logits(model: LanguageModel, rows: torch.Tensor, cols: torch.Tensor, *,
+                       x: torch.Tensor) -> torch.Tensor:
+        """Logits [N, V] of inputs ``x`` at the scored positions only: a model with a
+        ``head`` (a minidml student) applies it to those positions' hidden states, so a long
+        unscored context costs the trunk and no more; any other model's full logits are
+        indexed."""
         head = getattr(model, "head", None)
         if head is None:
             return model(x)[rows, cols]
         return head(model.trunk(x)[rows, cols])
+
+    @staticmethod
+    def _logits_after(model: LanguageModel, rows: torch.Tensor, cols: torch.Tensor, *,
+                      prefix: torch.Tensor, of: torch.Tensor, x: torch.Tensor,
+                      start: torch.Tensor) -> torch.Tensor:
+        """:meth:`_scored_logits` of texts that each continue a row ``of`` of ``prefix``
+        (:meth:`_pad_shared`), the prefixes run once."""
+        cache = [(k[of], v[of]) for k, v in model.prefix_cache(prefix)]
+        return model.head(model.trunk_after(x, cache, start)[rows, cols])
 
     def _pad_shared(self, items: Sequence[Request], chunk: Sequence[tuple[int, list[int]]]
                     ) -> tuple[torch.Tensor, ...]:

@@ -179,17 +179,26 @@ def results_verdicts(results: Any) -> dict[tuple[str, str], dict[str, dict[int, 
     :class:`~minidml.evaluation.runner.EvalResults`), as :func:`run_verdicts` reads them from
     its files: the tasks it scored by accuracy, each item by its index."""
     rows: dict[tuple[str, str], dict[str, dict[int, bool]]] = {}
+    primary: dict[tuple[str, str], str | None] = {}
     for o in results.outcomes:
         if o.result is None:
             continue
-        primary = {name: t.primary for per in o.result.tasks.values() for name, t in per.items()}
+        primary.update(((o.spec.name, name), t.primary)
+                       for per in o.result.tasks.values() for name, t in per.items())
         for s in o.result.samples:
-            if primary.get(s.task, "acc") != "acc":
-                continue
             per = rows.setdefault((o.spec.name, s.task), {})
             for label, scores in s.scores.items():
                 per.setdefault(label, {})[s.index] = first_chosen(scores)
-    return rows
+    return _accuracy_only(rows, primary)
+
+
+def _accuracy_only(rows: dict[tuple[str, str], dict[str, dict[int, bool]]],
+                   primary: Mapping[tuple[str, str], str | None]
+                   ) -> dict[tuple[str, str], dict[str, dict[int, bool]]]:
+    """``rows`` without the tasks whose primary metric is not accuracy (wug's correlation):
+    their items have no right or wrong to pair. A task ``primary`` does not name counts as
+    accuracy."""
+    return {k: v for k, v in rows.items() if primary.get(k, "acc") == "acc"}
 
 
 def run_verdicts(run_dir: str | Path, suites: Iterable[str] | None = None
@@ -206,10 +215,11 @@ def run_verdicts(run_dir: str | Path, suites: Iterable[str] | None = None
     rows = read_correct(run_dir / SAMPLES_FILE, suites)
     try:
         results = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["results"]
-        primary = {k: v.get("primary") for per in results.values() for k, v in per.items()}
+        primary = {tuple(k.split("/", 1)): v.get("primary")
+                   for per in results.values() for k, v in per.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return rows
-    return {k: v for k, v in rows.items() if primary.get(f"{k[0]}/{k[1]}", "acc") == "acc"}
+    return _accuracy_only(rows, primary)
 
 
 def write_verdicts(path: str | Path,
