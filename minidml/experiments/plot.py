@@ -333,7 +333,9 @@ def _curves_figure(report: dict[str, Any]):
                           100 * r["arms"][name][suite]["stderr"]) for r in rows
                          if name in r["arms"])
             x, y, err = zip(*pts, strict=True)
-            ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, label=name,
+            seeds = max(r["arms"][name]["seeds"] for r in rows if name in r["arms"])
+            ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2,
+                        label=f"{name} ({seeds} seed{'s' * (seeds > 1)})",
                         color=ARM_COLOURS.get(name),
                         ls="-" if base_arm.get(name) == name else "--")
         base = official_baseline(suite)
@@ -345,9 +347,8 @@ def _curves_figure(report: dict[str, Any]):
         ax.grid(alpha=0.3)
         words_axis(ax)
     axes[0].legend(fontsize=7)
-    seeds = max(a["seeds"] for r in rows for a in r["arms"].values())
-    fig.suptitle(f"each arm's champion at its checkpoints by words (mean over {seeds} "
-                 "seed(s))", fontsize=9)
+    fig.suptitle("each arm's champion at its checkpoints by words (mean over its seeds "
+                 "± standard error)", fontsize=9)
     return fig
 
 
@@ -361,7 +362,8 @@ def _paired_figure(report: dict[str, Any]):
     columns = ["val_loss", *(c for c in report_columns(report) if any(c in r for r in rows))]
     fig = _figure(2.6 * len(columns) + 1.6, 1.0 + 0.4 * len(rows))
     axes = fig.subplots(1, len(columns), sharey=True, squeeze=False)[0]
-    names = [f"{r['a']} − {r['b']}" for r in rows]
+    names = [f"{r['a']} − {r['b']} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)})"
+             for r in rows]
     for ax, column in zip(axes, columns, strict=True):
         scale = 1.0 if column == "val_loss" else 100.0
         ys, means, errs = [], [], []
@@ -383,10 +385,8 @@ def _paired_figure(report: dict[str, Any]):
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(rows)), names)
     axes[0].invert_yaxis()
-    seeds = max(len(r["seeds"]) for r in rows)
-    fig.suptitle(f"champions, a − b within a seed: mean over {seeds} seed(s)"
-                 + (", 95% t-interval" if seeds > 1 else "") + " (green: a better)",
-                 fontsize=9)
+    fig.suptitle("champions, a − b within a seed: mean over the seeds both arms finished, "
+                 "95% t-interval where there are two or more (green: a better)", fontsize=9)
     return fig
 
 
