@@ -342,8 +342,9 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
 
 @pytest.mark.slow
 def test_a_comparison_runs_in_pieces_with_only(grammar_corpus, tmp_path, capsys):
-    """--only trains the arms it names, in every seed; the report covers what finished and
-    says what waits; --resume without it runs the rest, the finished arms left as they are."""
+    """--only trains the arms it names, in every seed, --only-seeds the seeds it names; the
+    report covers what finished and says what waits; --resume without them runs the rest,
+    the finished arms left as they are."""
     out = tmp_path / "cmp"
     common = ["compare", str(grammar_corpus), "--out", str(out), "--budget", "400k",
               "--students", "2", "--arms", "single,dml", "--suites", "agreement", "--limit",
@@ -366,9 +367,21 @@ def test_a_comparison_runs_in_pieces_with_only(grammar_corpus, tmp_path, capsys)
     assert "not finished yet (a later --resume runs them): seed 0 single, seed 1 single" in (
         out / "report.md").read_text()
     dml = (out / "seed-1" / "dml" / "arm.json").read_bytes()
+    # --only-seeds: a seed's piece, alone or with --only
+    with pytest.raises(SystemExit) as exit_:
+        main([*common, "--resume", "--only-seeds", "2"])
+    assert exit_.value.code == 1
+    assert "--only-seeds 2: this comparison has seeds 0 to 1" in capsys.readouterr().err
+    main([*common, "--resume", "--only", "single", "--only-seeds", "1"])
+    err = capsys.readouterr().err
+    assert "[seed 1] single: training" in err and "[seed 0] single: training" not in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["unfinished"] == ["seed 0 single"]
+    assert not (out / "seed-0" / "single").exists()
     main([*common, "--resume"])
     err = capsys.readouterr().err
-    assert "[seed 1] dml: finished earlier, reused" in err and "[seed 1] single: training" in err
+    assert "[seed 1] dml: finished earlier, reused" in err and "[seed 0] single: training" in err
+    assert "[seed 1] single: finished earlier, reused" in err
     assert (out / "seed-1" / "dml" / "arm.json").read_bytes() == dml
     report = json.loads((out / "report.json").read_text())
     assert len(report["arms"]) == 4 and report["unfinished"] == []

@@ -192,6 +192,10 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
 @click.option("--only", metavar="ARMS", help="Train and evaluate only these arms now "
               "(comma-separated, as the report names them), in every seed; the others wait "
               "for a later --resume, and the report covers the finished arms.")
+@click.option("--only-seeds", type=IntList(least=0), metavar="SEEDS",
+              help="Likewise, train and evaluate only these seeds' arms now (comma-separated, "
+                   "0 for the first, as the report counts them); with --only, its arms in "
+                   "these seeds.")
 @run_flags("TOML file of training settings shared by the arms.",
            "Reuse finished arms and continue the others (more --seeds or --vary add arms).")
 @click.pass_context
@@ -204,7 +208,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
             glue_set: str | None, glue_pooling: str | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
             quiet: bool, tokens: int | None, words: str, reuse_from: Path | None,
-            only: str | None, **options: Any) -> None:
+            only: str | None, only_seeds: tuple[int, ...] | None, **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
@@ -240,7 +244,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
                          on_event=lambda message: click.echo(message, err=True),
                          reuse_from=reuse_from,
                          only=None if only is None else [a.strip() for a in only.split(",")
-                                                         if a.strip()])
+                                                         if a.strip()],
+                         only_seeds=only_seeds)
     if not report["arms"]:
         click.echo(f"no arm of {out} has finished yet; continue with --resume")
         return

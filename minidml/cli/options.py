@@ -68,9 +68,13 @@ class Duration(click.ParamType):
 
 
 class IntList(click.ParamType):
-    """Comma-separated positive integers, one per student (or one for all): ``4,2``."""
+    """Comma-separated integers of at least ``least``: ``4,2`` (one per student, or one for
+    all), ``0,2`` (seeds)."""
 
     name = "ints"
+
+    def __init__(self, least: int = 1) -> None:
+        self.least = least
 
     def convert(self, value: Any, param, ctx) -> tuple[int, ...]:
         if isinstance(value, tuple):
@@ -79,8 +83,8 @@ class IntList(click.ParamType):
             out = tuple(int(v) for v in str(value).split(","))
         except ValueError:
             self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
-        if any(v < 1 for v in out):
-            self.fail(f"{value!r}: every value must be at least 1", param, ctx)
+        if any(v < self.least for v in out):
+            self.fail(f"{value!r}: every value must be at least {self.least}", param, ctx)
         return out
 
 

@@ -107,7 +107,8 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             cache_dir: str | os.PathLike | None = None,
             on_event: Callable[[str], None] | None = None,
             reuse_from: str | os.PathLike | None = None,
-            only: Sequence[str] | None = None) -> dict[str, Any]:
+            only: Sequence[str] | None = None,
+            only_seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """Train and evaluate every arm of ``config`` on ``corpus``; returns the report (also
     written to ``out/report.json`` and ``out/report.md``).
 
@@ -119,7 +120,9 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     ``only``: the arms (names as in the report: ``kd``, ``wml alpha=0.25``) this call trains
     and evaluates, in every seed; the others wait for a later call with ``resume=True``, and
     the report (``unfinished`` lists what waits) covers the finished arms. A comparison too
-    long for one sitting is so run in the pieces that fit."""
+    long for one sitting is so run in the pieces that fit. ``only_seeds``: likewise the seeds
+    (0 for the first, as the report counts them) whose arms this call trains; with ``only``,
+    the named arms of those seeds."""
     say = on_event or (lambda message: None)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MinidmlError("compare: runs in one process; under torchrun, train the arms "
@@ -138,6 +141,10 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     if unknown:
         raise MinidmlError(f"--only {unknown[0]}: not an arm of this comparison; choose "
                            f"among {', '.join(names)}")
+    beyond = [s for s in only_seeds or () if not 0 <= s < config.seeds]
+    if beyond:
+        raise MinidmlError(f"--only-seeds {beyond[0]}: this comparison has seeds 0 to "
+                           f"{config.seeds - 1}; choose among them (or raise --seeds)")
     settings = {"compare": config.to_dict(), "corpus": {"fingerprint": fingerprint(files)}}
     source = None if reuse_from is None else _reuse_source(Path(reuse_from), settings)
     with hold(out):  # one writer per comparison (see minidml.lock)
@@ -166,7 +173,8 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             for name, arm, changes in config.arm_specs():
                 arm_dir = out / f"seed-{s}" / arm_dir_name(name)
                 summary = _read_summary(arm_dir)
-                if summary is None and only is not None and name not in only:
+                if summary is None and ((only is not None and name not in only) or (
+                        only_seeds is not None and s not in only_seeds)):
                     waiting.append(f"seed {s} {name}")
                     continue
                 if summary is None:
@@ -179,7 +187,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                     say(f"[seed {s}] {name}: finished earlier, reused")
                 arms.append(summary)
         if waiting:
-            say(f"not run now (--only): {', '.join(waiting)}")
+            say(f"not run now (--only, --only-seeds): {', '.join(waiting)}")
         if not arms:
             say("no arm has finished: no report yet")
             return {"out": str(out), "arms": [], "unfinished": waiting}
