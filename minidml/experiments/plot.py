@@ -303,7 +303,7 @@ def _omega_arms_figure(cmp_dir: Path, report: dict[str, Any]):
                                    "omega", "omega")
             _omega_lines(ax, steps, omega, colours, labelled=n == 0,
                          ls="-" if n == 0 else "--", lw=1.4 if n == 0 else 0.9)
-        ax.set(title=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", xlabel="step",
+        ax.set(title=f"{name} ({_seeds(len(runs))})", xlabel="step",
                ylim=(0, 1))
         ax.grid(alpha=0.3)
     for ax in axes[len(names):]:
@@ -312,6 +312,11 @@ def _omega_arms_figure(cmp_dir: Path, report: dict[str, Any]):
     axes[0].legend(fontsize=8)
     fig.suptitle("learned peer weights ω (first seed solid, the others dashed)", fontsize=9)
     return fig
+
+
+def _seeds(n: int) -> str:
+    """``1 seed``, ``3 seeds``: how many seeds a line or a bar is the mean of."""
+    return f"{n} seed{'s' * (n > 1)}"
 
 
 def _curves_figure(report: dict[str, Any]):
@@ -335,7 +340,7 @@ def _curves_figure(report: dict[str, Any]):
             x, y, err = zip(*pts, strict=True)
             seeds = max(r["arms"][name]["seeds"] for r in rows if name in r["arms"])
             ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2,
-                        label=f"{name} ({seeds} seed{'s' * (seeds > 1)})",
+                        label=f"{name} ({_seeds(seeds)})",
                         color=ARM_COLOURS.get(name),
                         ls="-" if base_arm.get(name) == name else "--")
         base = official_baseline(suite)
@@ -362,8 +367,7 @@ def _paired_figure(report: dict[str, Any]):
     columns = ["val_loss", *(c for c in report_columns(report) if any(c in r for r in rows))]
     fig = _figure(2.6 * len(columns) + 1.6, 1.0 + 0.4 * len(rows))
     axes = fig.subplots(1, len(columns), sharey=True, squeeze=False)[0]
-    names = [f"{r['a']} − {r['b']} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)})"
-             for r in rows]
+    names = [f"{r['a']} − {r['b']} ({_seeds(len(r['seeds']))})" for r in rows]
     for ax, column in zip(axes, columns, strict=True):
         scale = 1.0 if column == "val_loss" else 100.0
         ys, means, errs = [], [], []
