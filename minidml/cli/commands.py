@@ -33,6 +33,7 @@ from .options import (
     CountList,
     FilePath,
     IntList,
+    Names,
     config_options,
     given_settings,
     glue_options,
@@ -153,9 +154,9 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
                    "dml's and wml's K students T/K each).")
 @click.option("--seeds", type=POSITIVE, default=_COMPARE["seeds"], show_default=True,
               help="Repeat every arm with seeds seed, seed+1, …")
-@click.option("--suites", default=",".join(_COMPARE["suites"]), show_default=True,
+@click.option("--suites", type=Names(), default=",".join(_COMPARE["suites"]), show_default=True,
               help="Comma-separated evaluation suites, or all (those whose data is present).")
-@click.option("--arms", default=",".join(_COMPARE["arms"]), show_default=True,
+@click.option("--arms", type=Names(), default=",".join(_COMPARE["arms"]), show_default=True,
               help="Comma-separated subset of " + ", ".join(_COMPARE["arms"]) + ".")
 @click.option("--teacher-params", type=Count(), help="Size of kd's teacher (default N).")
 @click.option("--limit", type=POSITIVE, help="At most N examples per evaluation task.")
@@ -165,8 +166,9 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
               default=_COMPARE["eval_students"], show_default=True,
               help="Which models the suites score: every student and the ensemble, or each "
                    "arm's champion only (GLUE fine-tunes every model it scores).")
-@click.option("--curve-suites", help="Learning curves: score each arm's champion at its "
-              "checkpoints by words seen on these comma-separated suites, e.g. babylm-fast.")
+@click.option("--curve-suites", type=Names(), help="Learning curves: score each arm's "
+              "champion at its checkpoints by words seen on these comma-separated suites, "
+              "e.g. babylm-fast.")
 @click.option("--curve-words", type=CountList(), help="The curves' counts of words (in the "
               "--words accounting), e.g. 1M,2M,5M (default: 1M, 2M, … 10M, 20M, … as far as "
               "each arm reads).")
@@ -189,7 +191,7 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
                    "takes that run instead of training again, with its evaluations where "
                    "they were made alike (else its checkpoints are evaluated here), e.g. dml "
                    "and wml of --words per-model for --words total at K times the tokens.")
-@click.option("--only", metavar="ARMS", help="Train and evaluate only these arms now "
+@click.option("--only", type=Names(), metavar="ARMS", help="Train and evaluate only these arms now "
               "(comma-separated, as the report names them), in every seed; the others wait "
               "for a later --resume, and the report covers the finished arms.")
 @click.option("--only-seeds", type=IntList(least=0), metavar="SEEDS",
@@ -200,15 +202,17 @@ _COMPARE_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer_boundary", "docum
            "Reuse finished arms and continue the others (more --seeds or --vary add arms).")
 @click.pass_context
 def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budget: int,
-            k: int, seeds: int, suites: str, arms: str, teacher_params: int | None,
+            k: int, seeds: int, suites: tuple[str, ...], arms: tuple[str, ...],
+            teacher_params: int | None,
             limit: int | None, eval_batch_size: int, eval_students: str, eval_points: int,
-            curve_suites: str | None, curve_words: tuple[int, ...] | None,
+            curve_suites: tuple[str, ...] | None, curve_words: tuple[int, ...] | None,
             data_dir: Path | None,
             glue_tasks: str | None, max_train_examples: int | None, glue_epochs: int | None,
             glue_set: str | None, glue_pooling: str | None,
             vary: tuple[str, ...], config_file: Path | None, resume: bool, force: bool,
             quiet: bool, tokens: int | None, words: str, reuse_from: Path | None,
-            only: str | None, only_seeds: tuple[int, ...] | None, **options: Any) -> None:
+            only: tuple[str, ...] | None, only_seeds: tuple[int, ...] | None,
+            **options: Any) -> None:
     """Single student, teacher distillation, DML and WML on CORPUS at equal data."""
     from datetime import datetime
 
@@ -225,11 +229,10 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     given = one_length(given)
     config = CompareConfig(
         budget=budget, students=k, seeds=seeds,
-        arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
-        suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
+        arms=arms, suites=suites,
         teacher_params=teacher_params, eval_limit=limit, eval_batch_size=eval_batch_size,
         eval_students=eval_students, words=words,
-        curve_suites=tuple(s.strip() for s in (curve_suites or "").split(",") if s.strip()),
+        curve_suites=curve_suites or (),
         curve_words=curve_words or (),
         eval_points=eval_points, train=base.replace(**given),
         suite_options=glue_options(glue_tasks, max_train_examples, glue_epochs, glue_set,
@@ -243,9 +246,7 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
                          progress=not quiet and sys.stderr.isatty(), data_dir=data_dir,
                          on_event=lambda message: click.echo(message, err=True),
                          reuse_from=reuse_from,
-                         only=None if only is None else [a.strip() for a in only.split(",")
-                                                         if a.strip()],
-                         only_seeds=only_seeds)
+                         only=only, only_seeds=only_seeds)
     if not report["arms"]:
         click.echo(f"no arm of {out} has finished yet; continue with --resume")
         return
@@ -259,7 +260,8 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
 @click.option("--budget", type=Count(), help="Total parameters N, e.g. 20M.")
 @click.option("--students", "k", default=len(_DEFAULT.students), show_default=True,
               type=POSITIVE)
-@click.option("--targets", help="Explicit per-student targets instead, e.g. 10M,5M,3M.")
+@click.option("--targets", type=CountList(),
+              help="Explicit per-student targets instead, e.g. 10M,5M,3M.")
 @click.option("--scheme", type=click.Choice(_SCHEME.metadata["setting"].choices),
               default=_SCHEME.default, show_default=True,
               help="harmonic: N/2, N/3, ...; equal: N/K each.")
@@ -270,23 +272,21 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
 @click.option("--device", default="cpu", show_default=True,
               help="Device whose fp32 matmul peak the tokens/s are predicted from.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def search(budget: int | None, k: int, targets: str | None, scheme: str, vocab_size: int,
-           context: int, device: str, as_json: bool) -> None:
+def search(budget: int | None, k: int, targets: tuple[int, ...] | None, scheme: str,
+           vocab_size: int, context: int, device: str, as_json: bool) -> None:
     """Choose K diverse student shapes that hit parameter targets, and predict how fast each
     trains here (no model is built; the matmul peak is measured in milliseconds)."""
     import json
 
     from .. import search as student_search
     from .. import throughput
-    from ..counts import parse_count
     from ..model import StudentConfig
     from ..runtime import resolve_device
 
     if (budget is None) == (targets is None):
         raise MinidmlError("search: give --budget N or --targets N1,N2,... (one of them)")
     if targets is not None:
-        goals = [parse_count(t, "--targets") for t in targets.split(",")]
-        found = student_search.search(goals, vocab_size)
+        found = student_search.search(list(targets), vocab_size)
     else:
         found = student_search.plan(budget, k, vocab_size, scheme=scheme)
     peak = throughput.matmul_peak(resolve_device(device))

@@ -1,8 +1,8 @@
 """The command line's parameter types and the options that several commands share.
 
 :class:`Count` (``20M``), :class:`CountList` (``1M,2M``), :class:`Duration` (``60m``),
-:class:`IntList` (``4,2``), :class:`TrackerList` and :class:`FilePath` turn what is typed into
-values or one usage error;
+:class:`IntList` (``4,2``), :class:`Names` (``kd,wml``) and :class:`FilePath` turn what is
+typed into values or one usage error;
 :func:`config_option` makes the option of a :class:`~minidml.config.TrainConfig` setting from
 the field itself (flag, type, choices, range, help and default), so no setting is written twice.
 """
@@ -88,21 +88,24 @@ class IntList(click.ParamType):
         return out
 
 
-class TrackerList(click.ParamType):
-    """Comma-separated tracker names (minidml.tracking): ``tensorboard,wandb``."""
+class Names(click.ParamType):
+    """Comma-separated names, each once: ``kd,wml`` (arms), ``blimp,ewok`` (suites); with
+    ``choices``, only those (``tensorboard,wandb``: trackers)."""
 
-    name = "trackers"
+    name = "names"
+
+    def __init__(self, choices: typing.Iterable[str] | None = None) -> None:
+        self.choices = None if choices is None else tuple(choices)
 
     def convert(self, value: Any, param, ctx) -> tuple[str, ...]:
-        from ..config import TRACKERS
-
         if isinstance(value, tuple):
             return value
-        names = tuple(v.strip() for v in str(value).split(",") if v.strip())
-        unknown = [n for n in names if n not in TRACKERS]
-        if unknown or not names or len(set(names)) != len(names):
-            self.fail(f"{value!r}: name each tracker once, from {', '.join(TRACKERS)}",
-                      param, ctx)
+        names = tuple(v.strip() for v in str(value).split(","))
+        if not all(names) or len(set(names)) != len(names):
+            self.fail(f"{value!r}: name each once, separated by commas", param, ctx)
+        unknown = [n for n in names if self.choices is not None and n not in self.choices]
+        if unknown:
+            self.fail(f"{unknown[0]!r} is not one of {', '.join(self.choices)}", param, ctx)
         return names
 
 
@@ -158,7 +161,9 @@ def _option_type(how: Any, hint: Any) -> dict[str, Any]:
     if how.kind == "duration":
         return {"type": Duration()}
     if how.kind == "trackers":
-        return {"type": TrackerList(), "metavar": "TRACKERS"}
+        from ..config import TRACKERS
+
+        return {"type": Names(TRACKERS), "metavar": "TRACKERS"}
     if how.kind == "paths":
         return {"type": FilePath(), "multiple": True}
     if how.choices:
