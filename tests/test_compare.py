@@ -341,10 +341,14 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
 
 
 @pytest.mark.slow
-def test_a_comparison_runs_in_pieces_with_only(grammar_corpus, tmp_path, capsys):
+def test_a_comparison_runs_in_pieces_with_only(grammar_corpus, tmp_path, capsys,
+                                               monkeypatch):
     """--only trains the arms it names, in every seed, --only-seeds the seeds it names; the
-    report covers what finished and says what waits; --resume without them runs the rest,
-    the finished arms left as they are."""
+    report covers what finished and says what waits, also when a piece is cut off; --resume
+    without them runs the rest, the finished arms left as they are."""
+    import minidml.experiments.compare as compare_module
+    from minidml.cli.commands import Terminated
+
     out = tmp_path / "cmp"
     common = ["compare", str(grammar_corpus), "--out", str(out), "--budget", "400k",
               "--students", "2", "--arms", "single,dml", "--suites", "agreement", "--limit",
@@ -356,9 +360,27 @@ def test_a_comparison_runs_in_pieces_with_only(grammar_corpus, tmp_path, capsys)
     assert "--only wml: not an arm of this comparison; choose among single, dml" in (
         capsys.readouterr().err)
     assert not out.exists()
-    main([*common, "--only", "dml"])
+    real = compare_module._run_arm
+
+    def cut_off(name, arm, changes, arm_dir, *rest):
+        if arm_dir.parent.name == "seed-1":  # as a sitting's SIGTERM reaches the 2nd piece
+            raise Terminated
+        return real(name, arm, changes, arm_dir, *rest)
+
+    monkeypatch.setattr(compare_module, "_run_arm", cut_off)
+    with pytest.raises(SystemExit) as exit_:
+        main([*common, "--only", "dml"])
+    assert exit_.value.code == 143
     err = capsys.readouterr().err
-    assert "[seed 0] dml: training" in err and "[seed 1] dml: training" in err
+    assert "[seed 0] dml: training" in err and err.rstrip().endswith(
+        "interrupted; `minidml compare … --resume` continues from the last checkpoint")
+    report = json.loads((out / "report.json").read_text())  # the finished piece's
+    assert [(a["arm"], a["seed"]) for a in report["arms"]] == [("dml", 0)]
+    assert report["unfinished"] == ["seed 0 single", "seed 1 single", "seed 1 dml"]
+    monkeypatch.undo()
+    main([*common, "--resume", "--only", "dml"])
+    err = capsys.readouterr().err
+    assert "[seed 0] dml: finished earlier, reused" in err and "[seed 1] dml: training" in err
     assert "single: training" not in err
     assert not (out / "seed-0" / "single").exists()
     report = json.loads((out / "report.json").read_text())
