@@ -30,10 +30,10 @@ demo: $(CORE)
 	$(PY) -m minidml demo
 
 test: $(FULL)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 test-fast: $(FULL)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadscope -m "not slow"
 
 bench: $(FULL)
 	$(PY) -m bench

@@ -41,10 +41,13 @@ def _token_cache(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """The tests' models are tiny: threads gain nothing, and on a busy machine every parallel
-    region of a two-thread pool can wait a scheduler slice for its second thread."""
+    region of a two-thread pool can wait a scheduler slice for its second thread. So one
+    thread here and in the commands the tests start; ``make test`` runs one worker a core."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
     torch.set_num_threads(threads)
 
 

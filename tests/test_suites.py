@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 
 import pytest
@@ -34,7 +35,8 @@ def test_the_demo_run_learns_agreement_and_an_untrained_one_is_at_chance(tmp_pat
     from minidml.demo.run import run_demo
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # this one is a real training run
+    # a real training run: two threads, unless other test workers share the cores
+    torch.set_num_threads(2 if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") == "1" else 1)
     try:
         run = run_demo(tmp_path / "demo")
     finally:
