@@ -4,9 +4,9 @@
 # then on every 2026 zero-shot task with data and the 2026 fine-tuning set (capped: 1,000
 # training examples and 3 epochs per task).
 #
-#   docs/results/full-pass/run.sh per-model [--seeds 1] [--resume]
+#   docs/results/full-pass/run.sh per-model [--resume] [--only ARMS] [--only-seeds SEEDS]
 #       every model reads one pass, T = 3,176 steps of 32 × 128 tokens (13.0M tokens)
-#   docs/results/full-pass/run.sh total [--seeds 1] [--resume]
+#   docs/results/full-pass/run.sh total [--resume] [--only ARMS] [--only-seeds SEEDS]
 #       an arm's models read 3T together, so that every model still reads at least one pass:
 #       the single student 3 passes, kd's teacher and student 1.5 each, dml's and wml's three
 #       students one each -- the same training as per-model's, taken from it (--reuse-from)
@@ -19,8 +19,8 @@
 #       that record back into runs/paper/ on another machine, where --resume carries the
 #       comparison on from its finished arms (and total reuses per-model's from it)
 #
-# Run from anywhere; --resume continues an interrupted comparison, and with more --seeds
-# grows one made with fewer.
+# Run from anywhere; every option is minidml compare's: --resume continues an interrupted
+# comparison, --only and --only-seeds run a piece of it (an arm, a seed: 0, 1 or 2).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export MINIDML_DATA_DIR="${MINIDML_DATA_DIR:-$(cd ../shared/data && pwd)}"
