@@ -166,35 +166,36 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             if not resume:  # nothing was trained yet: leave nothing half-made behind
                 shutil.rmtree(out, ignore_errors=True)
             raise
-        # a piece: one arm of one seed; ``arms`` holds the finished pieces' summaries
+        # a piece: one arm of one seed; ``finished`` holds the finished pieces' summaries
         pieces = [(s, spec) for s in range(config.seeds) for spec in config.arm_specs()]
-        arms: list[dict[str, Any]] = []
-        finished: set[int] = set()
+        finished: dict[int, dict[str, Any]] = {}
+
+        def unfinished() -> list[str]:
+            return [f"seed {s} {name}" for i, (s, (name, _, _)) in enumerate(pieces)
+                    if i not in finished]
 
         def write() -> dict[str, Any]:
             """The report of the finished pieces; it lists the others as unfinished."""
-            report = build_report(config, settings, tokenizer, shapes, teacher, arms,
+            report = build_report(config, settings, tokenizer, shapes, teacher,
+                                  list(finished.values()),
                                   unigram_entropy(tokens), out)
             report["corpus"] = {"files": [str(f) for f in files], "tokens": int(len(tokens)),
                                 **settings["corpus"]}
             report["paired"] = paired.seed_differences(report)
             report["curves"] = curves.table(report)
             report["paired_examples"] = paired.example_differences(report, out, config.suites)
-            report["unfinished"] = [f"seed {s} {name}" for i, (s, (name, _, _))
-                                    in enumerate(pieces) if i not in finished]
+            report["unfinished"] = unfinished()
             _io.write_json(out / "report.json", report)
             with _io.atomic_open(out / "report.md", "w") as f:
                 f.write(format_report(report))
             say(f"report: {out / 'report.md'}")
             return report
 
-        waiting: list[str] = []
         for i, (s, (name, arm, changes)) in enumerate(pieces):
             arm_dir = out / f"seed-{s}" / arm_dir_name(name)
             summary = _read_summary(arm_dir)
             if summary is None and ((only is not None and name not in only) or (
                     only_seeds is not None and s not in only_seeds)):
-                waiting.append(f"seed {s} {name}")
                 continue
             if summary is None:
                 try:
@@ -206,18 +207,17 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                 except KeyboardInterrupt:
                     # Ctrl-C or SIGTERM: the arm keeps its checkpoint for --resume, and
                     # the report covers the arms finished so far, this call's included
-                    if arms:
+                    if finished:
                         write()
                     raise
             else:
                 say(f"[seed {s}] {name}: finished earlier, reused")
-            arms.append(summary)
-            finished.add(i)
-        if waiting:
-            say(f"not run now (--only, --only-seeds): {', '.join(waiting)}")
-        if not arms:
+            finished[i] = summary
+        if len(finished) < len(pieces):  # every piece left is one that --only left out
+            say(f"not run now (--only, --only-seeds): {', '.join(unfinished())}")
+        if not finished:
             say("no arm has finished: no report yet")
-            return {"out": str(out), "arms": [], "unfinished": waiting}
+            return {"out": str(out), "arms": [], "unfinished": unfinished()}
         return write()
 
 
