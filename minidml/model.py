@@ -221,12 +221,13 @@ class Student(nn.Module):
         cos, sin = rope_tables(c.head_dim, t, c.rope_theta)
         return cos.to(self.rope_cos), sin.to(self.rope_sin)
 
-    def trunk(self, ids: torch.Tensor) -> torch.Tensor:
-        """Final (normalised) hidden states [B, T, d_model] of token ids [B, T]."""
+    def trunk(self, ids: torch.Tensor, keep: list[KeyValues] | None = None) -> torch.Tensor:
+        """Final (normalised) hidden states [B, T, d_model] of token ids [B, T]; ``keep``
+        collects every layer's keys (rotated) and values."""
         cos, sin = self._rope(ids.shape[-1])
         x = self.embed(ids)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, keep=keep)
         return self.norm(x)
 
     def prefix_cache(self, ids: torch.Tensor) -> list[KeyValues]:
@@ -242,12 +243,13 @@ class Student(nn.Module):
         cache.append(last.attn.keys_values(last.attn_norm(x), cos, sin))
         return cache
 
-    def trunk_after(self, ids: torch.Tensor, cache: list[KeyValues],
-                    start: torch.Tensor) -> torch.Tensor:
+    def trunk_after(self, ids: torch.Tensor, cache: list[KeyValues], start: torch.Tensor,
+                    keep: list[KeyValues] | None = None) -> torch.Tensor:
         """:meth:`trunk` of the tokens ``ids`` [B, T] that follow, in row b, the first
         ``start[b]`` positions of ``cache`` (:meth:`prefix_cache`, one row per row of
         ``ids``): hidden states [B, T, d_model] equal to those of the whole text's, at its
-        positions ``start[b]`` onwards. A prefix shared by several texts is so run once."""
+        positions ``start[b]`` onwards. A prefix shared by several texts is so run once.
+        ``keep`` collects every layer's keys and values of ``ids``."""
         b, t = ids.shape
         width = cache[0][0].shape[2]
         at = start[:, None] + torch.arange(t, device=ids.device)  # [B, T] positions
@@ -258,7 +260,7 @@ class Student(nn.Module):
         mask = torch.cat([seen[:, None, :].expand(b, t, width), causal.expand(b, t, t)], -1)
         x = self.embed(ids)
         for layer, past in zip(self.layers, cache, strict=True):
-            x = layer(x, cos, sin, past, mask[:, None])
+            x = layer(x, cos, sin, past, mask[:, None], keep)
         return self.norm(x)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -288,16 +290,43 @@ class Student(nn.Module):
         return F.linear(torch.cat([dh, h], -1), torch.cat([w, dw], -1))
 
     @torch.no_grad()
+    def next_token_logits(self, ids: torch.Tensor, cache: list[KeyValues] | None = None
+                          ) -> tuple[torch.Tensor, list[KeyValues] | None]:
+        """Logits [B, V] of the token after ``ids`` [B, T], and every layer's keys and values
+        of the positions read so far, for the next call: given that ``cache``, ``ids`` are
+        only the tokens that follow it (at the same position in every row), so each token
+        runs once. The positions read together must stay within ``config.context``
+        (:meth:`generate` starts afresh on its last ``context`` tokens when they do not)."""
+        keep: list[KeyValues] = []
+        if cache is None:
+            hidden = self.trunk(ids, keep)
+        else:
+            start = torch.full(ids.shape[:1], cache[0][0].shape[2], device=ids.device)
+            hidden = self.trunk_after(ids, cache, start, keep)
+            keep = [(torch.cat([pk, k], 2), torch.cat([pv, v], 2))
+                    for (pk, pv), (k, v) in zip(cache, keep, strict=True)]
+        return self.head(hidden[:, -1]), keep
+
+    @torch.no_grad()
     def generate(self, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, eos_id: int | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Continue each row of ``ids`` [B, T] by sampling; ``temperature=0`` is greedy.
 
-        Rows that produce ``eos_id`` stop growing (they are padded with it).
+        Each token is predicted from the last ``config.context`` tokens, as :meth:`forward`
+        of them predicts it: while the text fits the context, from the keys and values of
+        the tokens before (:meth:`next_token_logits`), each new token run once; past it, the
+        window slides and is run whole. Rows that produce ``eos_id`` stop growing (they are
+        padded with it).
         """
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        cache = None
         for _ in range(max_new_tokens):
-            logits = self(ids[:, -self.config.context:])[:, -1].float()
+            if cache is not None and ids.shape[1] <= self.config.context:
+                logits, cache = self.next_token_logits(ids[:, -1:], cache)
+            else:
+                logits, cache = self.next_token_logits(ids[:, -self.config.context:])
+            logits = logits.float()
             if temperature <= 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:

@@ -16,7 +16,8 @@ from bench import discover
 ROOT = Path(__file__).resolve().parents[1]
 # seconds each on the 2-core CPU; the others (tokenize_speed, scoring_speed, context_scoring,
 # distributed, train_memory) take minutes even when quick
-CHEAP = ("compare_step", "search_speed", "shape_speed", "mutual_kl", "wml_step", "muon_step")
+CHEAP = ("compare_step", "search_speed", "shape_speed", "mutual_kl", "wml_step", "muon_step",
+         "generate_speed")
 
 
 def test_every_cheap_benchmark_is_discovered():

@@ -337,11 +337,41 @@ def test_sampling_is_seeded_and_top_k_restricts_it():
             assert (top == out[:, t:t + 1]).any(-1).all(), t
 
 
-class Counter(Student):
-    """A fake student that always predicts ``last token + 1`` (mod the vocabulary)."""
+def test_next_token_logits_continue_their_cache():
+    """Token by token from its cache, a student's logits are those of the whole text, in
+    float64; a prompt longer than one token and a batch of rows alike."""
+    model = perturbed().double()
+    ids = torch.randint(0, TINY.vocab_size, (3, TINY.context))
+    with torch.no_grad():
+        whole = model(ids)
+        logits, cache = model.next_token_logits(ids[:, :5])
+        torch.testing.assert_close(logits, whole[:, 4])
+        for t in range(5, TINY.context):
+            logits, cache = model.next_token_logits(ids[:, t:t + 1], cache)
+            torch.testing.assert_close(logits, whole[:, t])
+    assert len(cache) == TINY.n_layers
+    assert cache[0][0].shape == (3, TINY.n_heads, TINY.context, TINY.head_dim)
 
-    def forward(self, ids):
-        return F.one_hot((ids + 1) % self.config.vocab_size, self.config.vocab_size).float() * 10
+
+def test_generation_runs_each_token_once_within_the_context():
+    """Within the context, generation feeds the embedding the prompt once and then one new
+    token per step; past it, the whole window of ``context`` tokens per step."""
+    model = perturbed()
+    widths = []
+    model.embed.register_forward_hook(lambda _m, args, _out: widths.append(args[0].shape[1]))
+    prompt = torch.randint(0, TINY.vocab_size, (2, TINY.context - 3))
+    out = model.generate(prompt, 6, temperature=0)
+    assert widths == [TINY.context - 3, 1, 1, 1, TINY.context, TINY.context]
+    assert torch.equal(out, greedy_reference(model, prompt, 6))  # across the context's end
+
+
+class Counter(Student):
+    """A fake student that always predicts ``last token + 1`` (mod the vocabulary), and keeps
+    no cache (so it is given the whole window each step)."""
+
+    def next_token_logits(self, ids, cache=None):
+        nxt = (ids[:, -1] + 1) % self.config.vocab_size
+        return F.one_hot(nxt, self.config.vocab_size).float() * 10, None
 
 
 def test_eos_stops_rows_and_pads_them():
