@@ -623,7 +623,8 @@ def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys, require_extr
     main(["plot", str(moved)])
     names = sorted(p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split())
     assert names == sorted(f"{n}.{e}" for n in ("validation", "scores", "omega", "variants",
-                                                 "curves", "paired") for e in ("png", "svg"))
+                                                 "curves", "paired", "curves-paired")
+                           for e in ("png", "svg"))
     svg = (moved / "plots" / "scores.svg").read_text()
     assert svg.count("<g id=\"patch_") >= 6 + 1  # a bar per arm, and the axes' background
     # per variant a bar for its champion; wml's variant has an ensemble bar too
@@ -631,8 +632,15 @@ def test_a_comparison_gets_its_pictures(compared, tmp_path, capsys, require_extr
     assert svg.count("<g id=\"patch_") >= 3 + 1
     # a panel per quantity (validation loss, agreement, glue, macro), a bar per pair of arms
     svg = (moved / "plots" / "paired.svg").read_text()
-    pairs = {(r["a"], r["b"]) for r in json.loads((moved / "report.json").read_text())["paired"]}
+    report = json.loads((moved / "report.json").read_text())
+    pairs = {(r["a"], r["b"]) for r in report["paired"]}
     assert svg.count("<g id=\"patch_") >= 4 * (len(pairs) + 1)
+    # the paired differences by words: a panel per curve suite, a labelled line per pair
+    svg = (moved / "plots" / "curves-paired.svg").read_text()
+    for suite in report["curve_suites"]:
+        assert f"<!-- {suite} -->" in svg
+    curve_pairs = {(p["a"], p["b"]) for row in report["curves"] for p in row["pairs"]}
+    assert curve_pairs and all(f"<!-- {a} − {b} (" in svg for a, b in curve_pairs)
 
 
 def test_reading_shares_per_model_and_in_total():

@@ -283,6 +283,9 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
     diffs = _paired_figure(report)
     if diffs is not None:
         paths += _save(diffs, out, "paired", formats)
+    separate = _curves_paired_figure(report)
+    if separate is not None:
+        paths += _save(separate, out, "curves-paired", formats)
     return paths
 
 
@@ -347,13 +350,64 @@ def _curves_figure(report: dict[str, Any]):
         if base is not None:
             ax.axhline(100 * base, color="k", lw=1.0, ls="--",
                        label=f"{full_task(suite)}: official baseline, final")
-        ax.set(title=suite, xlabel="words read by an arm's models together" if total
-               else "words seen (each model)", ylabel="score (%, or 100·ρ)")
-        ax.grid(alpha=0.3)
-        words_axis(ax)
+        _words_panel(ax, suite, total, "score (%, or 100·ρ)")
     axes[0].legend(fontsize=7)
     fig.suptitle("each arm's champion at its checkpoints by words (mean over its seeds "
                  "± standard error)", fontsize=9)
+    return fig
+
+
+def _words_panel(ax, suite: str, total: bool, ylabel: str) -> None:
+    """A curve suite's panel against words on a log axis: each model's words, or (``total``)
+    an arm's models' words together."""
+    ax.set(title=suite, xlabel="words read by an arm's models together" if total
+           else "words seen (each model)", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    words_axis(ax)
+
+
+PAIR_COLOURS = ("#2ca02c", "#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                "#bcbd22", "#7f7f7f", "#ff7f0e")
+
+
+def _curves_paired_figure(report: dict[str, Any]):
+    """Where the arms separate, and whether they converge: per curve suite, the paired
+    difference a − b of each pair of arms' champions at each checkpoint by words (the end of
+    training last), its mean over seeds with a 95% t-interval where there are two seeds or
+    more."""
+    rows = report.get("curves") or []
+    suites = report.get("curve_suites") or []
+    if not any(r.get("pairs") for r in rows) or not suites:
+        return None
+
+    def words(row: dict[str, Any]) -> float:  # the end: where the arms stopped
+        at = [a["at"] for a in row["arms"].values()]
+        return row["milestone"] if row["milestone"] != "end" else sum(at) / len(at)
+
+    total = report["settings"]["compare"].get("words") == "total"
+    pairs = list(dict.fromkeys((p["a"], p["b"]) for r in rows for p in r.get("pairs") or []))
+    fig = _figure(4.2 * len(suites) + 0.6, 3.8)
+    axes = fig.subplots(1, len(suites), squeeze=False)[0]
+    for ax, suite in zip(axes, suites, strict=True):
+        for n, (a, b) in enumerate(pairs):
+            pts = [(words(r), p[suite], len(p["seeds"])) for r in rows
+                   for p in r.get("pairs") or [] if (p["a"], p["b"]) == (a, b) and suite in p]
+            if not pts:
+                continue
+            pts.sort(key=lambda t: t[0])
+            x = [w for w, _, _ in pts]
+            y = [100 * cell["mean"] for _, cell, _ in pts]
+            err = [0.0 if cell["stderr"] is None else 100 * t_critical(k - 1) * cell["stderr"]
+                   for _, cell, k in pts]
+            ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2,
+                        color=PAIR_COLOURS[n % len(PAIR_COLOURS)],
+                        label=f"{a} − {b} ({_seeds(max(k for _, _, k in pts))})")
+        ax.axhline(0, color="k", lw=0.8)
+        _words_panel(ax, suite, total, "Δ score (points, or 100·Δρ)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("champions, a − b within a seed at each checkpoint by words (the last point: "
+                 "the end of training): mean over seeds, 95% t-interval where there are two "
+                 "or more", fontsize=9)
     return fig
 
 
