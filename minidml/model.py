@@ -289,7 +289,6 @@ class Student(nn.Module):
         w, dw = params["embed.weight"], tangents["embed.weight"]
         return F.linear(torch.cat([dh, h], -1), torch.cat([w, dw], -1))
 
-    @torch.no_grad()
     def next_token_logits(self, ids: torch.Tensor, cache: list[KeyValues] | None = None
                           ) -> tuple[torch.Tensor, list[KeyValues] | None]:
         """Logits [B, V] of the token after ``ids`` [B, T], and every layer's keys and values
