@@ -295,7 +295,8 @@ class Student(nn.Module):
         of the positions read so far, for the next call: given that ``cache``, ``ids`` are
         only the tokens that follow it (at the same position in every row), so each token
         runs once. The positions read together must stay within ``config.context``
-        (:meth:`generate` starts afresh on its last ``context`` tokens when they do not)."""
+        (:meth:`generate` starts afresh on its last ``context`` tokens when they do not). A
+        model that returns no cache is given the whole window at every step."""
         keep: list[KeyValues] = []
         if cache is None:
             hidden = self.trunk(ids, keep)
