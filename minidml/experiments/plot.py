@@ -271,21 +271,14 @@ def _plot_comparison(cmp_dir: Path, out: Path, formats: Sequence[str]) -> list[P
                    frameon=False)
         paths += _save(fig, out, "scores", formats)
 
-    omega = _omega_arms_figure(cmp_dir, report)
-    if omega is not None:
-        paths += _save(omega, out, "omega", formats)
-    variants = _variants_figure(report)
-    if variants is not None:
-        paths += _save(variants, out, "variants", formats)
-    learning = _curves_figure(report)
-    if learning is not None:
-        paths += _save(learning, out, "curves", formats)
-    diffs = _paired_figure(report)
-    if diffs is not None:
-        paths += _save(diffs, out, "paired", formats)
-    separate = _curves_paired_figure(report)
-    if separate is not None:
-        paths += _save(separate, out, "curves-paired", formats)
+    # each figure only where the comparison has what it draws
+    for name, figure in (("omega", _omega_arms_figure(cmp_dir, report)),
+                         ("variants", _variants_figure(report)),
+                         ("curves", _curves_figure(report)),
+                         ("paired", _paired_figure(report)),
+                         ("curves-paired", _curves_paired_figure(report))):
+        if figure is not None:
+            paths += _save(figure, out, name, formats)
     return paths
 
 
