@@ -338,19 +338,27 @@ def test_sampling_is_seeded_and_top_k_restricts_it():
 
 
 def test_next_token_logits_continue_their_cache():
-    """Token by token from its cache, a student's logits are those of the whole text, in
-    float64; a prompt longer than one token and a batch of rows alike."""
+    """From its cache, a student's next-token logits are those of the whole text, values and
+    gradients, in float64: a prompt, then several tokens at once, then one at a time, for a
+    batch of rows."""
     model = perturbed().double()
     ids = torch.randint(0, TINY.vocab_size, (3, TINY.context))
-    with torch.no_grad():
-        whole = model(ids)
-        logits, cache = model.next_token_logits(ids[:, :5])
-        torch.testing.assert_close(logits, whole[:, 4])
-        for t in range(5, TINY.context):
-            logits, cache = model.next_token_logits(ids[:, t:t + 1], cache)
-            torch.testing.assert_close(logits, whole[:, t])
+    whole = model(ids)
+    logits, cache = model.next_token_logits(ids[:, :5])
+    torch.testing.assert_close(logits, whole[:, 4])
+    logits, cache = model.next_token_logits(ids[:, 5:9], cache)
+    torch.testing.assert_close(logits, whole[:, 8])
+    for t in range(9, TINY.context):
+        logits, cache = model.next_token_logits(ids[:, t:t + 1], cache)
+        torch.testing.assert_close(logits, whole[:, t])
     assert len(cache) == TINY.n_layers
     assert cache[0][0].shape == (3, TINY.n_heads, TINY.context, TINY.head_dim)
+    weights = torch.randn_like(logits)
+    params = list(model.parameters())
+    cached = torch.autograd.grad((logits * weights).sum(), params)
+    direct = torch.autograd.grad((whole[:, -1] * weights).sum(), params)
+    for a, b in zip(cached, direct, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_generation_runs_each_token_once_within_the_context():
