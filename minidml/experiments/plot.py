@@ -368,26 +368,27 @@ def _curves_paired_figure(report: dict[str, Any]):
     difference a − b of each pair of arms' champions at each checkpoint by words (the end of
     training last), its mean over seeds with a 95% t-interval where there are two seeds or
     more."""
-    rows = report.get("curves") or []
     suites = report.get("curve_suites") or []
-    if not any(r.get("pairs") for r in rows) or not suites:
-        return None
 
     def words(row: dict[str, Any]) -> float:  # the end: where the arms stopped
         at = [a["at"] for a in row["arms"].values()]
         return row["milestone"] if row["milestone"] != "end" else sum(at) / len(at)
 
+    by_pair: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {}
+    for row in report.get("curves") or []:
+        for p in row["pairs"]:
+            by_pair.setdefault((p["a"], p["b"]), []).append((words(row), p))
+    if not by_pair or not suites:
+        return None
     total = report["settings"]["compare"].get("words") == "total"
-    pairs = list(dict.fromkeys((p["a"], p["b"]) for r in rows for p in r.get("pairs") or []))
     fig = _figure(4.2 * len(suites) + 0.6, 3.8)
     axes = fig.subplots(1, len(suites), squeeze=False)[0]
     for ax, suite in zip(axes, suites, strict=True):
-        for n, (a, b) in enumerate(pairs):
-            pts = [(words(r), p[suite], len(p["seeds"])) for r in rows
-                   for p in r.get("pairs") or [] if (p["a"], p["b"]) == (a, b) and suite in p]
+        for n, ((a, b), points) in enumerate(by_pair.items()):
+            pts = sorted(((w, p[suite], len(p["seeds"])) for w, p in points if suite in p),
+                         key=lambda t: t[0])
             if not pts:
                 continue
-            pts.sort(key=lambda t: t[0])
             x = [w for w, _, _ in pts]
             y = [100 * cell["mean"] for _, cell, _ in pts]
             err = [0.0 if cell["stderr"] is None else 100 * t_critical(k - 1) * cell["stderr"]
