@@ -38,6 +38,10 @@ def window_generate(model: torch.nn.Module, ids: torch.Tensor, steps: int) -> to
     return ids
 
 
+def label(kind: str, rows: int) -> str:
+    return f"{kind}, {rows} row(s)"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from minidml import Student, StudentConfig
 
@@ -49,25 +53,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = Student(StudentConfig(vocab_size=s["vocab_size"], n_layers=layers, d_model=width,
                                   n_heads=heads, context=s["context"])).to(device).eval()
     steps = s["length"] - s["prompt"]
-    variants, same = {}, {}
+    variants, rows_of, same = {}, {}, {}
     for rows in s["rows"]:
         prompt = torch.randint(0, s["vocab_size"], (rows, s["prompt"]), device=device,
                                generator=torch.Generator(device=device).manual_seed(rows))
         cached = model.generate(prompt, steps, temperature=0)
         same[rows] = bool(torch.equal(cached, window_generate(model, prompt, steps)))
-        variants[f"cached, {rows} row(s)"] = (
-            lambda p=prompt: model.generate(p, steps, temperature=0))
-        variants[f"window, {rows} row(s)"] = lambda p=prompt: window_generate(model, p, steps)
+        variants[label("cached", rows)] = lambda p=prompt: model.generate(p, steps,
+                                                                          temperature=0)
+        variants[label("window", rows)] = lambda p=prompt: window_generate(model, p, steps)
+        rows_of |= {label("cached", rows): rows, label("window", rows): rows}
     measured = common.interleave(variants, s["rounds"], NAME, min_run_time=s["min_run_time"])
     seconds = {n: min(measured[n].times) for n in variants}
-    ratios = {f"cached_over_window_{r}": seconds[f"cached, {r} row(s)"]
-              / seconds[f"window, {r} row(s)"] for r in s["rows"]}
+    ratios = {f"cached_over_window_{r}": seconds[label("cached", r)]
+              / seconds[label("window", r)] for r in s["rows"]}
     one = f"cached_over_window_{s['rows'][0]}"
     result.update(
         settings={**s, "student_params": model.config.n_params, "steps": steps},
         seconds={n: common.stats(measured[n]) for n in variants},
-        tokens_per_second={n: steps * int(n.split(", ")[1].split()[0]) / v
-                           for n, v in seconds.items()},
+        tokens_per_second={n: steps * rows_of[n] / v for n, v in seconds.items()},
         same_tokens=same, ratios=ratios,
         targets={one: common.target(ratios[one], TARGET, True, not args.quick)},
         table=common.table(measured))
