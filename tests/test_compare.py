@@ -214,6 +214,26 @@ def test_a_variant_is_its_arm_with_one_setting_changed(compared):
     assert f"{champion['wml alpha=0.5']['val_loss']:.3f} (Δ {delta:+.3f})" in row
 
 
+
+@pytest.mark.slow
+def test_a_report_leaves_out_variants_whose_arm_has_not_finished(compared, require_extra):
+    """Pieces run apart (--only) or cut off: a variant, or the arm it varies, may be missing
+    from a report; the variants table and picture show the pairs that both finished."""
+    from minidml.experiments import plot
+    from minidml.experiments.report import format_report
+
+    report = json.loads((compared / "report.json").read_text())
+    for gone in ("wml", "kd temperature=1.0"):  # an arm before its variant, a variant alone
+        report["arms"] = [a for a in report["arms"] if a["arm"] != gone]
+        report["table"] = [r for r in report["table"] if r["arm"] != gone]
+        if gone == "wml":  # kd's variant stands with kd; wml's is left out
+            md = format_report(report)
+            variants = md.split("## Variants")[1].split("\n## ")[0]
+            assert "| kd temperature=1.0 |" in variants and "| wml alpha=0.5 |" not in variants
+    assert "## Variants" not in format_report(report)  # neither pair is whole
+    require_extra("plot", "matplotlib")
+    assert plot._variants_figure(report) is None
+
 @pytest.mark.slow
 def test_only_the_champions_are_scored_when_asked(grammar_corpus, data_dir, tmp_path):
     out = tmp_path / "cmp"
@@ -338,6 +358,60 @@ def test_a_run_trained_alike_in_another_comparison_is_reused(grammar_corpus, tmp
         assert ("[seed 0] wml: training" not in err) == reused, err
         c = json.loads((tmp_path / out / "seed-0" / "wml" / "arm.json").read_text())
         assert (c["curve"] == b["curve"]) == reused
+
+
+@pytest.mark.slow
+def test_kd_and_its_teacher_are_reused_from_a_record(grammar_corpus, tmp_path, capsys):
+    """kd's student names its teacher by where it lies, in its own comparison: it is reused
+    where its teacher trained alike, and with it its teacher from a record without
+    checkpoints; a kd student that must train here gets a teacher trained here."""
+    from minidml.config import TrainConfig as Cfg
+    from minidml.experiments.compare import _trained_alike
+
+    common = ["--budget", "400k", "--students", "2", "--arms", "kd", "--suites", "agreement",
+              "--limit", "20", "--vocab-size", "400", "--context", "32", "--batch-size", "16",
+              "--warmup", "2", "--quiet", "--curve-suites", "agreement", "--curve-words", "2k",
+              "--tokens", "8192"]
+    first = tmp_path / "first"
+    main(["compare", str(grammar_corpus), "--out", str(first), *common])
+    record = tmp_path / "record"  # as a machine keeps it: no checkpoints
+    shutil.copytree(first, record, ignore=shutil.ignore_patterns("checkpoints"))
+    capsys.readouterr()
+    again = tmp_path / "again"
+    main(["compare", str(grammar_corpus), "--out", str(again), *common,
+          "--reuse-from", str(record)])
+    err = capsys.readouterr().err
+    assert ": training " not in err, err
+    assert "[seed 0] kd teacher: the same training and evaluation as" in err
+    assert "[seed 0] kd: the same training and evaluation as" in err
+    a, b = (json.loads((d / "seed-0" / "kd" / "arm.json").read_text()) for d in (first, again))
+    assert [m["val_loss"] for m in b["models"]] == [m["val_loss"] for m in a["models"]]
+    assert b["teacher"]["models"] == a["teacher"]["models"]
+    assert [p["scores"] for p in b["curve"]] == [p["scores"] for p in a["curve"]]
+    # the teacher is compared as a run: another teacher makes another student
+    kd = again / "seed-0" / "kd"
+    meta = json.loads((kd / "config.json").read_text())
+    cfg, steps = Cfg.from_dict(meta["config"], "config.json"), meta["total_steps"]
+    tok = again / "tokenizer.model"
+    assert _trained_alike(first / "seed-0" / "kd", cfg, steps, tok)
+    other_teacher = tmp_path / "other-teacher"
+    shutil.copytree(again / "seed-0" / "teacher", other_teacher)
+    tmeta = json.loads((other_teacher / "config.json").read_text())
+    tmeta["config"]["lr"] *= 2
+    (other_teacher / "config.json").write_text(json.dumps(tmeta))
+    assert not _trained_alike(first / "seed-0" / "kd",
+                              cfg.replace(teachers=(str(other_teacher),)), steps, tok)
+    # a new variant of kd trains here: its teacher, taken without checkpoints, is trained
+    varied = tmp_path / "varied"
+    main(["compare", str(grammar_corpus), "--out", str(varied), *common,
+          "--vary", "kd:temperature=1", "--reuse-from", str(record)])
+    err = capsys.readouterr().err
+    assert "[seed 0] kd: the same training and evaluation as" in err
+    assert "[seed 0] kd temperature=1.0 teacher: training" in err, err
+    assert "[seed 0] kd temperature=1.0: training" in err
+    assert (varied / "seed-0" / "teacher" / "checkpoints").is_dir()
+    report = json.loads((varied / "report.json").read_text())
+    assert {a["arm"] for a in report["arms"]} == {"kd", "kd temperature=1.0"}
 
 
 @pytest.mark.slow
@@ -655,6 +729,26 @@ def test_reading_shares_per_model_and_in_total():
         CompareConfig(budget=1000, students=2, words="each")
 
 
+def test_an_arms_models_together_never_read_more_than_t_in_total():
+    """--words total: each model's share of T steps rounded down to whole steps (exact
+    fractions), so an arm's models together never read more than T, and by less than one
+    step each."""
+    from minidml.experiments.compare import arm_steps
+
+    for k in (2, 3, 4, 7):
+        config = CompareConfig(budget=1000, students=k, words="total")
+        for steps in range(1, 400):
+            for arm in ("single", "kd", "dml", "wml"):
+                student, teacher = arm_steps(config, arm, steps)
+                read = {"single": student, "kd": student + teacher}.get(arm, k * student)
+                assert read <= max(steps, k if arm in ("dml", "wml") else 2 if arm == "kd"
+                                   else 1), (k, steps, arm)
+                assert read > steps - {"kd": 2, "single": 1}.get(arm, k), (k, steps, arm)
+        assert arm_steps(config, "wml", k * 3176)[0] == 3176
+    per_model = CompareConfig(budget=1000, students=3)
+    assert arm_steps(per_model, "kd", 3176) == arm_steps(per_model, "wml", 3176) == (3176, 3176)
+
+
 @pytest.mark.slow
 def test_equal_words_in_total_splits_each_arms_reading(grammar_corpus, tmp_path):
     """--words total: the single student reads T, kd's teacher and student T/2 each, wml's
@@ -670,10 +764,10 @@ def test_equal_words_in_total_splits_each_arms_reading(grammar_corpus, tmp_path)
     per_step = 16 * 32
     steps = arms["single"]["steps"]
     assert steps == 48_000 // per_step and arms["single"]["tokens_total"] == steps * per_step
-    assert arms["kd"]["steps"] == arms["kd"]["teacher"]["steps"] == round(steps / 2)
-    assert arms["wml"]["steps"] == round(steps / 3)
-    assert arms["wml"]["tokens_total"] == 3 * round(steps / 3) * per_step
-    assert arms["kd"]["tokens_total"] == 2 * round(steps / 2) * per_step
+    assert arms["kd"]["steps"] == arms["kd"]["teacher"]["steps"] == steps // 2
+    assert arms["wml"]["steps"] == steps // 3
+    assert arms["wml"]["tokens_total"] == 3 * (steps // 3) * per_step
+    assert arms["kd"]["tokens_total"] == 2 * (steps // 2) * per_step
     assert all(a["words"] == "total" for a in arms.values())
     md = (out / "report.md").read_text()
     assert "equal words in total" in md

@@ -58,7 +58,7 @@ from ..evaluation.scoring import ENSEMBLE, student_label
 from ..launch import LEGACY, corpus_documents, make_batches, train
 from ..lock import hold
 from ..model import Shape, StudentConfig
-from ..rundir import load, new_out_dir, read_metrics
+from ..rundir import latest_checkpoint, load, new_out_dir, read_metrics
 from ..runtime import resolve_device
 from ..search import Candidate, plan, search
 from ..tokenizer import Tokenizer
@@ -185,9 +185,10 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             report["curves"] = curves.table(report)
             report["paired_examples"] = paired.example_differences(report, out, config.suites)
             report["unfinished"] = unfinished()
+            text = format_report(report)  # before either file: both are written, or neither
             _io.write_json(out / "report.json", report)
             with _io.atomic_open(out / "report.md", "w") as f:
-                f.write(format_report(report))
+                f.write(text)
             say(f"report: {out / 'report.md'}")
             return report
 
@@ -371,9 +372,10 @@ def _train_one(name: str, run_dir: Path, files: list[Path], tokenizer: Path, cfg
 
 # what may differ between two runs that train alike: how their length is written (the
 # number of steps is compared instead), which checkpoints they keep by words (the source
-# must keep those asked for), and where and how they run and report
+# must keep those asked for), and where and how they run and report; kd's teachers lie in
+# their own comparisons and are compared as runs (_same_teachers)
 _LIKE_FOR_LIKE_IGNORES = ("steps", "tokens", "epochs", "max_time", "checkpoint_words",
-                          "keep_checkpoints", "device", "log_to", "log_every")
+                          "keep_checkpoints", "device", "log_to", "log_every", "teachers")
 # a finished run's evaluations are its comparison's own: not linked
 _NOT_LINKED = ("arm.json", "eval.json", paired.SAMPLES_FILE, paired.VERDICTS_FILE, "eval",
                "tensorboard", "*.lock")
@@ -409,7 +411,27 @@ def _trained_alike(other: Path, cfg: TrainConfig, steps: int, tokenizer: Path) -
         return False
     mine = cfg.to_dict()
     same = all(theirs.get(k) == v for k, v in mine.items() if k not in _LIKE_FOR_LIKE_IGNORES)
-    return same and total == steps and sha == Tokenizer.load(tokenizer).sha256
+    return (same and total == steps and sha == Tokenizer.load(tokenizer).sha256
+            and _same_teachers(other, theirs.get("teachers") or (), cfg.teachers, tokenizer))
+
+
+def _same_teachers(other: Path, theirs: Sequence[str], mine: Sequence[str],
+                   tokenizer: Path) -> bool:
+    """Whether kd's teachers ``mine`` trained as ``other``'s comparison's did: each the run of
+    the same name beside ``other`` (where a comparison keeps kd's teacher, wherever it lay
+    when ``other`` trained), trained alike."""
+    if len(theirs) != len(mine):
+        return False
+    for their, our in zip(theirs, mine, strict=True):
+        try:
+            meta = json.loads((Path(our) / "config.json").read_text(encoding="utf-8"))
+            cfg = TrainConfig.from_dict(meta["config"], str(our))
+            steps = int(meta["total_steps"])
+        except (OSError, ValueError, KeyError, TypeError, MinidmlError):
+            return False
+        if not _trained_alike(other.parent / Path(their).name, cfg, steps, tokenizer):
+            return False
+    return True
 
 
 def _reusable(other: Path, cfg: TrainConfig, steps: int, tokenizer: Path) -> bool:
@@ -431,14 +453,15 @@ _NOT_TAKEN = ("run", "dir", "words", "curve", "tokens_total", "teacher", "reused
 
 
 def _take_evaluated(other: Path, run_dir: Path, cfg: TrainConfig, steps: int,
-                    tokenizer: Path, config: CompareConfig, counts: dict[int, int],
-                    count: WordCount) -> dict[str, Any] | None:
+                    tokenizer: Path, config: CompareConfig, counts: dict[int, int] | None,
+                    count: WordCount | None) -> dict[str, Any] | None:
     """``other``'s summary, where it trained alike (:func:`_trained_alike`) and its
     comparison evaluated it as ``config`` would (the same suites, options and curve suites,
-    its champion scored at every step this arm's curve asks for): its record and evaluations
-    are taken into ``run_dir`` (checkpoints linked where it still has them: a finished
-    comparison's directory without its checkpoints is enough), its curve counted as
-    ``config`` counts words; None where it cannot be."""
+    its champion scored at every step this arm's curve asks for; ``counts`` None: a run
+    without a curve, kd's teacher): its record and evaluations are taken into ``run_dir``
+    (checkpoints linked where it still has them: a finished comparison's directory without
+    its checkpoints is enough), its curve counted as ``config`` counts words; None where it
+    cannot be."""
     try:
         theirs = json.loads((other.parent.parent / "compare.json").read_text(
             encoding="utf-8"))["settings"]["compare"]
@@ -451,14 +474,16 @@ def _take_evaluated(other: Path, run_dir: Path, cfg: TrainConfig, steps: int,
             or not any((other / f).exists() for f in (paired.VERDICTS_FILE,
                                                       paired.SAMPLES_FILE))):
         return None
-    points = {p["step"]: p for p in summary.get("curve", [])}
-    targets = curves.targets(counts, count, steps)
-    if config.curve_suites and any(step not in points for step, _ in targets):
-        return None
+    curve = bool(config.curve_suites) and counts is not None and count is not None
+    if curve:
+        points = {p["step"]: p for p in summary.get("curve", [])}
+        targets = curves.targets(counts, count, steps)
+        if any(step not in points for step, _ in targets):
+            return None
     _link_run(other, run_dir, evaluations=True)
     summary = {k: v for k, v in summary.items() if k not in _NOT_TAKEN}
     summary["run"] = str(run_dir)
-    if config.curve_suites:
+    if curve:
         summary["curve"] = [curves.point(milestone, step, count, config.words,
                                          points[step]["champion"], points[step]["scores"])
                             for step, milestone in targets]
@@ -493,9 +518,10 @@ def _link_run(other: Path, run_dir: Path, evaluations: bool = False) -> None:
 
 def arm_steps(config: CompareConfig, arm: str, steps: int) -> tuple[int, int]:
     """(each student's, kd's teacher's) steps, when one model reading T tokens takes
-    ``steps``: under ``config.words`` (:func:`~minidml.experiments.config.reading_shares`)."""
+    ``steps``: under ``config.words`` (:func:`~minidml.experiments.config.reading_shares`),
+    whole steps rounded down, so that an arm's models together never read more than T."""
     student, teacher = reading_shares(arm, config.students, config.words)
-    return max(1, round(student * steps)), max(1, round(teacher * steps))
+    return max(1, int(student * steps)), max(1, int(teacher * steps))
 
 
 def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files: list[Path],
@@ -525,18 +551,36 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
             return cfg
         return cfg.replace(eval_every=max(1, n // config.eval_points))
 
+    def taken(run_dir: Path, cfg: TrainConfig, n: int, counts: dict[int, int] | None,
+              count: WordCount | None, name: str) -> dict[str, Any] | None:
+        """The same run and evaluations from ``--reuse-from``'s comparison, where it has
+        them (not where this call resumes its own)."""
+        if source is None or resume and (run_dir / "config.json").exists():
+            return None
+        other = source / seed_dir.name / run_dir.name
+        summary = _take_evaluated(other, run_dir, cfg, n, tokenizer, config, counts, count)
+        if summary is not None:
+            say(f"{name}: the same training and evaluation as {other}, reused")
+        return summary
+
+    teacher_dir = seed_dir / TEACHER
+    tcfg = length(base.replace(students=(teacher,), mode="single", **common), teacher_steps)
+
+    def kd_teacher(take: bool) -> dict[str, Any]:
+        """kd's teacher, taken from ``--reuse-from`` with its evaluations (``take``) or
+        trained (or reused to train from) and evaluated here; its summary kept beside it."""
+        name = f"{label} teacher"
+        summary = taken(teacher_dir, tcfg, teacher_steps, None, None, name) if take else None
+        if summary is None:
+            run, seconds = _train_one(name, teacher_dir, files, tokenizer, tcfg, teacher_steps,
+                                      resume, progress, cache_dir, say, source)
+            summary = _evaluate(run, TEACHER, config, data_dir, progress, seconds, say, name)
+        summary["dir"] = f"{seed_dir.name}/{TEACHER}"
+        _io.write_json(teacher_dir / "arm.json", summary)
+        return summary
+
     if arm == "kd":
-        teacher_dir = seed_dir / TEACHER
-        teacher_run = _read_summary(teacher_dir)
-        if teacher_run is None:
-            run, seconds = _train_one(f"{label} teacher", teacher_dir, files, tokenizer,
-                                      length(base.replace(students=(teacher,), mode="single",
-                                                          **common), teacher_steps),
-                                      teacher_steps, resume, progress, cache_dir, say, source)
-            teacher_run = _evaluate(run, TEACHER, config, data_dir, progress, seconds, say,
-                                    f"{label} teacher")
-            teacher_run["dir"] = f"{seed_dir.name}/{TEACHER}"
-            _io.write_json(teacher_dir / "arm.json", teacher_run)
+        teacher_run = _read_summary(teacher_dir) or kd_teacher(take=True)
         cfg = base.replace(students=(shapes[0],), mode="kd", budget=None,
                            teachers=(str(teacher_dir),))
     elif arm == "single":
@@ -553,13 +597,12 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
                                    student_steps, config.words)
         cfg = cfg.replace(checkpoint_words=tuple(sorted(set(counts.values()))))
     cfg = length(cfg, student_steps).replace(**changes)
-    again = resume and (arm_dir / "config.json").exists()
-    other = None if again or source is None else source / seed_dir.name / arm_dir.name
-    summary = None if other is None else _take_evaluated(other, arm_dir, cfg, student_steps,
-                                                         tokenizer, config, counts, count)
-    if summary is not None:
-        say(f"{label}: the same training and evaluation as {other}, reused")
-    else:
+    summary = taken(arm_dir, cfg, student_steps, counts, count, label)
+    if summary is None:
+        if teacher_run is not None and latest_checkpoint(teacher_dir) is None:
+            # taken from a record without its checkpoints, and its student trains here
+            shutil.rmtree(teacher_dir)
+            teacher_run = kd_teacher(take=False)
         run, wall = _train_one(label, arm_dir, files, tokenizer, cfg, student_steps, resume,
                                progress, cache_dir, say, source)
         summary = _evaluate(run, name, config, data_dir, progress, wall, say, label)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from ..config import TrainConfig, default_alpha, default_temperature
@@ -21,14 +22,17 @@ EVAL_STUDENTS = ("all", "champion")  # which models of an arm the suites score
 WORDS = ("per-model", "total")
 
 
-def reading_shares(arm: str, k: int, words: str) -> tuple[float, float]:
+def reading_shares(arm: str, k: int, words: str) -> tuple[Fraction, Fraction]:
     """(each student's, kd's teacher's) share of the tokens T that a model reads under
     ``per-model``: all of T for every model; under ``total`` an arm's models read T together:
     the single student T, kd's teacher and student half each, dml's and wml's K students T/K
-    each (they read the same batches)."""
+    each (they read the same batches). Exact, so that shares of T steps floor to whole steps
+    that together never pass T."""
+    one, none = Fraction(1), Fraction(0)
     if words == "per-model":
-        return 1.0, 1.0
-    return {"single": (1.0, 0.0), "kd": (0.5, 0.5)}.get(arm, (1.0 / k, 0.0))
+        return one, one
+    return {"single": (one, none), "kd": (Fraction(1, 2), Fraction(1, 2))}.get(
+        arm, (Fraction(1, k), none))
 OUTER = ("hypergrad", "unroll", "outer_every", "outer_lr", "outer_lr_schedule",
          "outer_objective", "outer_batch_size")  # only wml has an outer loop
 # what a variant may change; the rest (data, tokenizer, students, tokens) keeps arms comparable

@@ -445,18 +445,21 @@ def _paired_figure(report: dict[str, Any]):
 def _variants_figure(report: dict[str, Any]):
     """Per variant, the change of its champion's and its ensemble's validation loss from
     its arm's (negative: the variant is better)."""
-    base = {a["arm"]: a["base_arm"] for a in report["arms"] if "base_arm" in a}
-    if not base:
-        return None
     rows = champion_and_ensemble_rows(report)
     champion, ensemble = ({arm: r["val_loss"] for arm, r in by.items()} for by in rows)
+    # a variant whose arm has not finished yet has nothing to be set against
+    base = {a["arm"]: a["base_arm"] for a in report["arms"]
+            if a.get("base_arm") in champion and a["arm"] in champion}
+    if not base:
+        return None
     names = list(base)
     fig = _figure(7.0, 1.2 + 0.45 * len(names))
     ax = fig.subplots()
     ys = range(len(names))
     ax.barh([y - 0.2 for y in ys], [champion[n] - champion[base[n]] for n in names], 0.4,
             color="#4d4d4d", label="champion")
-    with_ensemble = [(y, n) for y, n in zip(ys, names, strict=True) if n in ensemble]
+    with_ensemble = [(y, n) for y, n in zip(ys, names, strict=True)
+                     if n in ensemble and base[n] in ensemble]
     if with_ensemble:
         ax.barh([y + 0.2 for y, _ in with_ensemble],
                 [ensemble[n] - ensemble[base[n]] for _, n in with_ensemble], 0.4,

@@ -253,12 +253,13 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", "## Every model", ""]
     lines += _io.md_table(head[:-2], [_md_row(r, suites)[:-2] for r in report["table"]
                                    if not r.get("champion_row")])
-    if st.get("variants"):
+    variants = _variant_rows(report)
+    if variants:
         lines += ["", "## Variants", "",
                   "Each variant is its arm with one setting changed; Δ is the variant minus "
                   "its arm (negative losses and positive scores are better).", ""]
         lines += _io.md_table(["variant", "champion val loss", "ensemble val loss", *suites],
-                           _variant_rows(report))
+                           variants)
     lines += paired.format_tables(report)
     lines += curves.format_tables(report)
     wml = [a for a in report["arms"] if a.get("base_arm", a["arm"]) == "wml"]
@@ -296,8 +297,8 @@ def champion_and_ensemble_rows(report: dict[str, Any]
 
 
 def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Per variant: its champion's and ensemble's validation loss and its champion's scores,
-    each with the difference from its arm."""
+    """Per variant finished with its arm: its champion's and ensemble's validation loss and
+    its champion's scores, each with the difference from its arm."""
     suites = report_columns(report)
     champion, ensemble = champion_and_ensemble_rows(report)
 
@@ -307,9 +308,11 @@ def _variant_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for v in report["settings"]["compare"]["variants"]:
         name = Variant(**v).name
+        if name not in champion or v["arm"] not in champion:
+            continue  # not finished yet (the report lists what is not)
         ours, ref = champion[name], champion[v["arm"]]
         row = [name, cell(ours["val_loss"], ref["val_loss"])]
-        if name in ensemble:
+        if name in ensemble and v["arm"] in ensemble:
             row.append(cell(ensemble[name]["val_loss"], ensemble[v["arm"]]["val_loss"]))
         else:
             row.append("-")
