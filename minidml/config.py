@@ -278,7 +278,8 @@ class TrainConfig:
                  "model's on its own.", choices=WORDS_CAPS, see=PARTICIPANTS)
     checkpoint_words: tuple[int, ...] = setting(
         (), "Checkpoints, kept whatever --keep-checkpoints says, at the first step whose "
-            "words seen reach each count, e.g. 1M,2M,5M.", shown="the track's, under --track",
+            "words seen reach each count (the last step, where only the next would), e.g. "
+            "1M,2M,5M.", shown="the track's, under --track",
         kind="counts", see=PARTICIPANTS)
     log_to: tuple[str, ...] = setting(
         (), "Also send the metrics to these trackers, e.g. tensorboard,wandb (each needs its "

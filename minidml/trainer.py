@@ -224,8 +224,9 @@ class Trainer(Checkpoints):
         self.budget = (TimeBudget(config.max_time, config.outer_every)
                        if config.max_time is not None else None)
         self.total_steps = decisions.total_steps
-        # checkpoints at words seen: the first step that reaches each count, kept for good
-        self.milestones = (self.words.milestone_steps(milestones(config))
+        # checkpoints at words seen: the first step that reaches each count (or the last
+        # step, a fraction of a step short of it), kept for good
+        self.milestones = (self.words.milestone_steps(milestones(config), self.total_steps)
                            if self.words is not None else {})
         self.compile_record = dict(decisions.compiled)
         if progress and self.comm.is_main:  # the decisions, said once

@@ -19,8 +19,10 @@ counts too); ``"per-model"`` holds each model to it on its own, the reading of t
 
 **Checkpoints by words** (:func:`track_milestones`): at 1M, 2M, … 10M words seen, then
 every 10M up to 100M, then every 100M up to 1B, as far as the track's amount; each is the
-first step whose words seen reach the count, named as the rules name the revisions
-(:func:`revision_name`: ``chck_1M``, … ``chck_10M``, ``chck_20M``, …).
+first step whose words seen reach the count, or the run's last step where only the step
+after it would (:meth:`WordCount.reach_step`: a run held to 10 epochs stops a fraction of
+a step short of 100M words, and that step is its ``chck_100M``), named as the rules name
+the revisions (:func:`revision_name`: ``chck_1M``, … ``chck_10M``, ``chck_20M``, …).
 """
 
 from __future__ import annotations
@@ -110,11 +112,23 @@ class WordCount:
             words = (words - self.teacher_words) // self.models
         return max(0, words) * self.corpus_tokens // (self.tokens_per_step * self.corpus_words)
 
-    def milestone_steps(self, milestones: Iterable[int]) -> dict[int, list[int]]:
-        """For each step that is the first to reach some of ``milestones``, those counts."""
+    def reach_step(self, words: int, last: int) -> int | None:
+        """The step of a run ending at step ``last`` that checkpoints ``words`` words seen:
+        the first that reaches them, or ``last`` where only the step after it would (a run
+        held to an amount stops within a step below it, its words rounded down: its last
+        step is the checkpoint of that amount, "about" so many words as the rules name
+        them); None where the run stops short of them."""
+        step = self.first_step(words)
+        return step if step <= last else last if step == last + 1 else None
+
+    def milestone_steps(self, milestones: Iterable[int], last: int) -> dict[int, list[int]]:
+        """For each step of a run ending at ``last`` that checkpoints some of ``milestones``
+        (:meth:`reach_step`), those counts."""
         out: dict[int, list[int]] = {}
         for words in sorted(set(milestones)):
-            out.setdefault(self.first_step(words), []).append(words)
+            step = self.reach_step(words, last)
+            if step is not None:
+                out.setdefault(step, []).append(words)
         return out
 
 
@@ -167,7 +181,8 @@ def check_plan(config: TrainConfig, count: WordCount, total_steps: int, fixed: b
                            f"{MAX_EPOCHS * TRACK_WORDS[config.track]:,} words read); use "
                            f"--steps {limit:,} or fewer{fix}")
     if fixed and config.checkpoint_words:
-        unreachable = [w for w in config.checkpoint_words if count.first_step(w) > total_steps]
+        unreachable = [w for w in config.checkpoint_words
+                       if count.reach_step(w, total_steps) is None]
         if unreachable:
             raise MinidmlError(
                 f"--checkpoint-words {unreachable[0]:,}: the run reads "

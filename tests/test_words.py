@@ -53,6 +53,35 @@ def test_a_checkpoint_is_the_first_step_that_reaches_its_words(words, tokens, pe
     assert step == 1 or count.per_model(step - 1) < target
 
 
+@given(words=st.integers(1, 10**9), tokens=st.integers(10**3, 10**9),
+       per_step=st.integers(1, 10**6), target=st.integers(1, 10**9), last=st.integers(1, 10**6))
+def test_a_run_checkpoints_a_count_its_next_step_would_reach_at_its_last(words, tokens,
+                                                                        per_step, target, last):
+    count = WordCount(words, tokens, per_step)
+    step = count.reach_step(target, last)
+    if step is None:
+        assert count.per_model(last + 1) < target
+    elif step < last or count.per_model(last) >= target:
+        assert step == count.first_step(target)
+    else:
+        assert step == last and count.per_model(last) < target <= count.per_model(last + 1)
+
+
+@given(tokens=st.integers(10_000_000, 20_000_000), per_step=st.integers(256, 2**17),
+       models=st.integers(1, 4))
+def test_a_run_held_to_its_track_has_every_checkpoint_the_rules_require(tokens, per_step,
+                                                                        models):
+    """10 epochs of a 10M-word corpus stop within a step below 100M words seen (never over):
+    that last step is chck_100M, so a run at the track's limit can be submitted."""
+    count = WordCount(10_000_000, tokens, per_step, models=models)
+    limit = step_limit("strict-small", "per-model", count)
+    marks = count.milestone_steps(track_milestones("strict-small"), limit)
+    assert sorted(w for ws in marks.values() for w in ws) == list(
+        track_milestones("strict-small"))
+    assert max(marks) == limit and 100_000_000 in marks[limit]
+    assert count.per_model(limit) <= 100_000_000 < count.per_model(limit + 1)
+
+
 def test_words_are_whitespace_separated_words_counted_once(tmp_path):
     f = tmp_path / "c.txt"
     f.write_text("one two  three\n\n\tfour\nfive six seven eight\n", encoding="utf-8")
@@ -99,6 +128,14 @@ def test_a_run_keeps_checkpoints_at_its_words_and_resumes(corpus, tmp_path):
     assert kept[40]["words_total"] == 2 * count.per_model(40)
     train = [r for r in read_metrics(run.path / "metrics.jsonl") if r["event"] == "train"]
     assert [r["words"] for r in train] == [count.per_model(r["step"]) for r in train]
+    # a count only the step after the last would reach is the last step's checkpoint
+    beyond = count.per_model(40) + 1
+    assert count.first_step(beyond) == 41
+    again = minidml.train(corpus, tmp_path / "again", **dict(settings, checkpoint_words=(
+        beyond,)))
+    kept = {int(c.name.split("-")[1]): checkpoint_words(c) for c in checkpoints(again.path)}
+    assert {step: k["revisions"] for step, k in kept.items() if k["revisions"]} == {
+        40: [revision_name(beyond)]}
 
 
 def test_bad_track_input_is_one_line(corpus, tmp_path, capsys, monkeypatch):
