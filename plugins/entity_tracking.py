@@ -10,7 +10,9 @@ nothing in between). An item is correct when no option scores higher than the fi
 Tasks are the official subsets ``<file>_<numops>_ops`` (the file's name and the number of
 operations applied to the boxes, 0–5); each file's score is the unweighted mean of its
 subsets, and the suite's score the mean of the three files' (regular, ambiref,
-move_contents), as the pipeline reports it. Defined under ``babylm-2026`` only.
+move_contents), as the pipeline reports it. The fast set, for checkpoints, is the regular
+file's alone (``regular_0_ops`` … ``regular_5_ops``: the official collation's counts of it;
+other files in its folder are not read). Defined under ``babylm-2026`` only.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ from minidml.evaluation.suite import Choices, EvalContext, SuiteResult, read_jso
 FOLDER = "babylm-eval-2026/full_eval/entity_tracking"
 FAST_FOLDER = "babylm-eval-2026/fast_eval/entity_tracking_fast"
 FILES = ("regular", "ambiref", "move_contents")  # the official order of the three splits
+FAST_FILES = ("regular",)  # what the official collation takes of the fast set
 FIELDS = {"input_prefix": str, "options": list, "numops": int}
 
 
 class EntityTrackingSuite:
     folder = FOLDER
+    files = FILES
 
     def evaluate(self, ctx: EvalContext) -> SuiteResult:
         tasks: dict[str, list[Choices]] = {}
         groups: dict[str, list[str]] = {}
-        for stem in FILES:
+        for stem in self.files:
             path = ctx.path(f"{self.folder}/{stem}.jsonl")
             subsets: dict[str, list[Choices]] = {}
             for number, row in enumerate(read_jsonl(path, FIELDS), 1):
@@ -47,11 +51,12 @@ class EntityTrackingSuite:
             for name in sorted(subsets, key=lambda n: int(n.rsplit("_", 2)[1])):
                 tasks[name] = subsets[name]
             groups[stem] = [n for n in tasks if n.startswith(f"{stem}_")]
-        return score_choices(ctx, tasks, {ctx.suite: FILES, **groups})
+        return score_choices(ctx, tasks, {ctx.suite: self.files, **groups})
 
 
 class EntityTrackingFastSuite(EntityTrackingSuite):
     folder = FAST_FOLDER
+    files = FAST_FILES
 
 
 @hookimpl
@@ -61,7 +66,7 @@ def register_suites(register):
              requires=tuple(f"{FOLDER}/{f}.jsonl" for f in FILES),
              protocols=("babylm-2026",))
     register("entity-tracking-fast", EntityTrackingFastSuite, version="1",
-             description="entity tracking, the fast subset for checkpoints (no verified public "
-                         "copy: place it in " + FAST_FOLDER + ")",
-             requires=tuple(f"{FAST_FOLDER}/{f}.jsonl" for f in FILES),
+             description="entity tracking, the fast subset for checkpoints: its regular file "
+                         "(no verified public copy: place it in " + FAST_FOLDER + ")",
+             requires=tuple(f"{FAST_FOLDER}/{f}.jsonl" for f in FAST_FILES),
              protocols=("babylm-2026",))

@@ -106,6 +106,26 @@ def test_entity_tracking_is_the_mean_of_its_files_means(tiny_run, root):
     assert out["versions"]["entity-tracking"] == "1+babylm-2026"
 
 
+def test_fast_entity_tracking_is_its_regular_file_as_the_official_collation_counts(
+        tiny_run, root):
+    """The official collation takes regular_0_ops … regular_5_ops of the fast set and
+    refuses any other subtask: the fast suite reads the regular file alone."""
+    from minidml.evaluation import submission
+
+    fast = root / "babylm-eval-2026" / "fast_eval" / "entity_tracking_fast"
+    fast.mkdir(parents=True)
+    full = root / "babylm-eval-2026" / "full_eval" / "entity_tracking"
+    (fast / "regular.jsonl").write_bytes((full / "regular.jsonl").read_bytes())
+    res = evaluate(tiny_run, ["entity-tracking-fast"], student="0", data_dir=root)
+    assert res.ok, res.outcomes[0].error
+    out = res.to_json()
+    tasks = {k.split("/")[1]: v["acc"] for k, v in out["results"]["student-0"].items()}
+    assert set(tasks) == {"regular_0_ops", "regular_1_ops"}
+    assert set(tasks) <= set(submission.UNPUBLISHED["entity-tracking-fast"])
+    assert out["groups"]["student-0"]["entity-tracking-fast"]["score"] == pytest.approx(
+        sum(tasks.values()) / 2)
+
+
 @pytest.mark.parametrize("suite,task,ratios", [
     ("wug-adj", "wug_adj", [0.9, 0.1, 0.5, 0.3]), ("wug-past", "wug_past", [0.2, 0.7, 0.4])])
 def test_wug_is_the_rank_correlation_of_the_first_form_s_share(tiny_run, root, suite, task,
