@@ -558,6 +558,51 @@ def test_minidml_collate_writes_the_official_collated_file(made):
 
 
 @pytest.mark.slow
+def test_a_model_trained_on_fewer_words_is_collated_through_its_last_revision(
+        made, data_roots, tmp_path, capsys):
+    """The rules require the checkpoints up to the one trained ("if you only train for 20M
+    words … 1M, 2M, …, 10M, 20M"): --through collates those, the official file as the
+    official script gives it for them (its fast lists' first entries), the AoA file covering
+    just them; without it the first missing revision's line says how."""
+    results = tmp_path / "results"
+    shutil.copytree(made["results"], results, copy_function=os.link)
+    base = results / MODEL
+    (base / COLLATED).unlink(missing_ok=True)
+    kept = made["revisions"][:2]
+    for revision in made["revisions"][2:]:
+        shutil.rmtree(base / revision)
+    aoa = base / MAIN / "zero_shot" / "causal" / "AoA_word" / "surprisal.json"
+    rows_ = [r for r in json.loads(aoa.read_text())["results"] if r["step"] in kept]
+    aoa.unlink()
+    write_json(aoa, {"results": rows_})
+    data = ["--data-dir", data_roots["data"]]
+    code, _, err = run_cli("babylm", "collate", results, "--model", MODEL, "--track",
+                           "strict-small", "--fast", *data, capsys=capsys)
+    assert_one_line_error(code, err, made["revisions"][2], "--through its last revision")
+    code, _, err = run_cli("babylm", "collate", results, "--model", MODEL, "--track",
+                           "strict-small", "--fast", "--through", "chck_25M", *data,
+                           capsys=capsys)
+    assert_one_line_error(code, err, "--through chck_25M", "chck_20M")
+    assert not (base / COLLATED).exists()
+    code, out, err = run_cli("babylm", "collate", results, "--model", MODEL, "--track",
+                             "strict-small", "--fast", "--through", kept[-1], *data,
+                             capsys=capsys)
+    assert code == 0, err
+    mine = json.loads((base / COLLATED).read_text())
+    theirs = json.loads((made["tmp"] / "official-fast.json").read_text())
+    assert mine.pop("aoa") == {"results": rows_}
+    theirs.pop("aoa")
+    fast_mine, fast_theirs = mine.pop("fast_eval_results"), theirs.pop("fast_eval_results")
+    assert json.dumps(mine) == json.dumps(theirs)
+    assert list(fast_mine) == list(fast_theirs)
+    for key, per_revision in fast_theirs.items():
+        assert len(fast_mine[key]) == len(kept)
+        for a, b in zip(fast_mine[key], per_revision[:len(kept)], strict=True):
+            assert list(a) == list(b) and all(_close(a[k], b[k]) for k in b), key
+    assert all(r in out for r in kept) and made["revisions"][2] not in out
+
+
+@pytest.mark.slow
 def test_minidml_collate_prints_the_official_reports_scores(made):
     log = section(made["log"], "calculate")
     # the official report goes as far as AoA, whose data (cdi_human.csv) is not public

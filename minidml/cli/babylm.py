@@ -31,18 +31,22 @@ def _cell(value: float | None) -> str:
                    "collates, and which the AoA file must cover.")
 @click.option("--fast", is_flag=True,
               help="Add the fast sets' scores of every revision of the track.")
+@click.option("--through", metavar="REVISION",
+              help="A model trained on fewer words than the track allows: its last revision "
+                   "(e.g. chck_20M); the revisions collated are the track's up to it. "
+                   "[default: the track's last]")
 @click.option("--data-dir", type=FilePath(),
               help="The evaluation data the files are checked and scored against (default: "
                    "$MINIDML_DATA_DIR, else the cache that `minidml data fetch` fills).")
 @click.option("--force", is_flag=True, help="Replace an existing collated file.")
-def collate(results_dir: Path, model: str, track: str, fast: bool, data_dir: Path | None,
-            force: bool) -> None:
+def collate(results_dir: Path, model: str, track: str, fast: bool, through: str | None,
+            data_dir: Path | None, force: bool) -> None:
     """Write DIR/<model>/all_full_preds_and_fast_scores_causal.json as the official
     collate_preds.py does, after checking every file it reads, and print the scores."""
     from ..evaluation.submission import collate as collate_results
 
     done = collate_results(results_dir, model, track=track, fast=fast, data_dir=data_dir,
-                           force=force)
+                           force=force, through=through)
     click.echo(f"collated: {done.path}")
     click.echo("final model (main), as the official report prints it (×100; AoA, a "
                "correlation, as it is):")

@@ -676,17 +676,26 @@ def _hint(kind: str, target: Target | None = None, revision: str = MAIN) -> str:
 
 def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict",
             fast: bool = False, data_dir: str | os.PathLike | None = None,
-            force: bool = False) -> Collation:
+            force: bool = False, through: str | None = None) -> Collation:
     """Write ``results_dir/<model>/all_full_preds_and_fast_scores_causal.json`` as the
     official ``collate_preds.py --backend causal --track TRACK [--fast]`` writes it (see the
     module docstring), after checking every file it reads against the data under
-    ``data_dir`` (the default data root when None). Refused, with one line naming the file or
-    option and nothing written: an unknown track, a missing or malformed file, a wrong number
-    of items, an existing output (unless ``force``)."""
+    ``data_dir`` (the default data root when None). The revisions (``--fast``'s, and the AoA
+    file's) are the track's, or its first ones up to ``through`` for a model trained on
+    fewer words than the track allows, as the rules require ("if you only train for 20M
+    words … 1M, 2M, …, 10M, 20M"; the official script is edited to do that). Refused, with
+    one line naming the file or option and nothing written: an unknown track or revision, a
+    missing or malformed file, a wrong number of items, an existing output (unless
+    ``force``)."""
     if track not in TRACKS:
         raise MinidmlError(f"--track {track}: unknown; choose {', '.join(TRACKS)} (the "
                            "multimodal track's vision tasks are not minidml's: collate it with "
                            "the official collate_preds.py)")
+    every = track_revisions(track)
+    if through is not None and through not in every:
+        raise MinidmlError(f"--through {through}: no revision of the {track} track; choose one "
+                           f"of {', '.join(every)}")
+    track_through = every[:every.index(through) + 1] if through is not None else every
     name = model_name(model)
     root = resolve_data_dir(data_dir)
     if data_dir is not None and not root.is_dir():
@@ -699,7 +708,10 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
     out = base / COLLATED
     if out.exists() and not force:
         raise MinidmlError(f"{out}: already exists; remove it or pass --force to replace it")
-    revisions = track_revisions(track) if fast else []
+    revisions = track_through if fast else []
+    shorter = "" if through is not None else (
+        "; or, for a model trained on fewer words than the track allows, --through its last "
+        "revision")
 
     # every file first, so that a missing one is found before any work
     needed: list[tuple[Path, str]] = []
@@ -711,7 +723,7 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
     needed += [(p, _hint("boolq" if task == "boolq" else "finetune"))
                for task, p in zip(GLUE_TASKS, glue, strict=True)]
     for revision in revisions:
-        needed += [(t.path(results_dir, name, revision), _hint("eval", t, revision))
+        needed += [(t.path(results_dir, name, revision), _hint("eval", t, revision) + shorter)
                    for t in FAST]
     missing = [(p, h) for p, h in needed if not p.is_file()]
     if missing:
@@ -726,7 +738,7 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
         _check_predictions(path, data, _expected_sizes(target, root, cache), _fields(target))
         collated[target.key] = data
     surprisal = _load(aoa)
-    _check_aoa(aoa, surprisal, track_revisions(track), _aoa_rows(root))
+    _check_aoa(aoa, surprisal, track_through, _aoa_rows(root), shorter)
     suite = _aoa_suite()
     if suite is not None and suite.human_file(root).is_file():  # it is scored: what it reads
         bad = next((k for k, r in enumerate(surprisal["results"])
@@ -798,10 +810,11 @@ def _aoa_rows(root: Path) -> tuple[int, str]:
 
 
 def _check_aoa(path: Path, data: Any, revisions: Sequence[str],
-               expected: tuple[int, str] = (AOA_WORDS, "the official collation expects")
-               ) -> None:
+               expected: tuple[int, str] = (AOA_WORDS, "the official collation expects"),
+               shorter: str = "") -> None:
     """One result of every AoA word and context (``expected``: how many, and whose count) for
-    each revision of the track, as the official check."""
+    each of ``revisions`` (the track's, or its first ones), as the official check; ``shorter``
+    ends the line of a revision missing (how to collate fewer)."""
     rows = data.get("results") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "step" in r for r in rows):
         raise MinidmlError(f"{path}: expected {{\"results\": [{{\"step\": …}}, …]}}; "
@@ -813,9 +826,9 @@ def _check_aoa(path: Path, data: Any, revisions: Sequence[str],
     extra = [str(s) for s in counts if s not in revisions]
     if lacking or extra:
         what = (f"no results of revision {lacking[0]}" if lacking
-                else f"results of {extra[0]}, which is no revision of the track")
-        raise MinidmlError(f"{path}: {what} (the track's are {revisions[0]} … "
-                           f"{revisions[-1]}); {_hint('aoa')}")
+                else f"results of {extra[0]}, which is not a revision collated")
+        raise MinidmlError(f"{path}: {what} (those collated are {revisions[0]} … "
+                           f"{revisions[-1]}); {_hint('aoa')}{shorter if lacking else ''}")
     want, whose = expected
     for revision in revisions:
         if counts[revision] != want:
