@@ -63,8 +63,9 @@ def revision_name(words: int) -> str:
 
 
 def format_words(value: float) -> str:
-    """A count of words as the curves' axes write it: 1000000 → "1M", 20000 → "20k",
-    2500000 → "2.5M"."""
+    """A count of words as the curves' axes write it, to 3 significant figures: 1000000 →
+    "1M", 20000 → "20k", 2500000 → "2.5M", 999999 → "1M" (rounded first)."""
+    value = float(f"{value:.3g}")
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= size:
             return f"{value / size:.3g}{unit}"
@@ -179,7 +180,7 @@ def check_plan(config: TrainConfig, count: WordCount, total_steps: int, fixed: b
         raise MinidmlError(f"{length}: {total_steps:,} steps read {read}, over what the "
                            f"{config.track} track allows (10 epochs of the corpus, and "
                            f"{MAX_EPOCHS * TRACK_WORDS[config.track]:,} words read); use "
-                           f"--steps {limit:,} or fewer{fix}")
+                           f"--steps {limit} or fewer{fix}")
     if fixed and config.checkpoint_words:
         unreachable = [w for w in config.checkpoint_words
                        if count.reach_step(w, total_steps) is None]

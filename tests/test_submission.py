@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -51,6 +52,7 @@ from pathlib import Path
 
 import pytest
 
+from minidml.errors import MinidmlError
 from minidml.evaluation import submission
 from minidml.evaluation.submission import COLLATED, FAST, FULL, GLUE_TASKS, MAIN
 
@@ -687,6 +689,26 @@ def test_collate_refuses_a_file_of_the_wrong_size(tmp_path, capsys, data_dir):
     assert_one_line_error(code, err, str(blimp), "'adjunct_island' has 1 predictions",
                           "--limit")
     assert not (results / "m" / COLLATED).exists()
+
+
+def test_collate_refuses_a_prediction_that_is_not_a_number_where_scores_read_one(tmp_path):
+    """A wug item's prob and a reading item's pred and prev_pred are read as numbers (NaN is
+    one: the official reading file's first words have no previous word's)."""
+    path = tmp_path / "predictions.json"
+    check = submission._check_predictions
+    wug = ("pred", "prob")
+    check(path, {"wug_adj": {"predictions": [{"id": 0, "pred": "a", "prob": 0.5}]}}, 1, wug)
+    for bad in (None, "0.5", True):
+        with pytest.raises(MinidmlError, match=r"prediction 0 of 'wug_adj' has prob .*, not a "
+                                               r"number; evaluate the task again"):
+            check(path, {"wug_adj": {"predictions": [{"id": 0, "pred": "a", "prob": bad}]}},
+                  1, wug)
+    reading = ("pred", "prev_pred")
+    ok = {"reading": {"predictions": [{"id": 0, "pred": 1.5, "prev_pred": math.nan}]}}
+    check(path, ok, 1, reading)
+    with pytest.raises(MinidmlError, match="has prev_pred null, not a number"):
+        check(path, {"reading": {"predictions": [{"id": 0, "pred": 1.5, "prev_pred": None}]}},
+              1, reading)
 
 
 def test_eval_checks_where_predictions_go_before_any_work(tiny_run, tmp_path, capsys):

@@ -18,6 +18,7 @@ from minidml.trainer import Callback
 from minidml.words import (
     WordCount,
     check_plan,
+    format_words,
     revision_name,
     step_limit,
     track_milestones,
@@ -82,6 +83,12 @@ def test_a_run_held_to_its_track_has_every_checkpoint_the_rules_require(tokens, 
     assert count.per_model(limit) <= 100_000_000 < count.per_model(limit + 1)
 
 
+def test_counts_of_words_are_written_short_and_rounded_before_their_unit():
+    cases = {1_000_000: "1M", 20_000: "20k", 2_500_000: "2.5M", 999_999: "1M",
+             999_999_999: "1B", 999.6: "1k", 8_237_077: "8.24M", 512: "512", 0: "0"}
+    assert {v: format_words(v) for v in cases} == cases
+
+
 def test_words_are_whitespace_separated_words_counted_once(tmp_path):
     f = tmp_path / "c.txt"
     f.write_text("one two  three\n\n\tfour\nfive six seven eight\n", encoding="utf-8")
@@ -103,6 +110,14 @@ def test_the_cap_counts_every_model_unless_asked_per_model():
                                            r"allows .*--words-cap per-model"):
         check_plan(cfg, count, total + 1, fixed=True, limit=total)
     assert check_plan(cfg, count, total + 1, fixed=False, limit=total) == total  # capped
+    # the fix is an option as it is typed: no thousands separator
+    one = WordCount(8_000_000, 10_000_000, 1_000)
+    limit = step_limit("strict-small", "total", one)
+    assert limit == 100_000
+    with pytest.raises(MinidmlError, match=r"100,001 steps read .*; use --steps 100000 or "
+                                           r"fewer$"):
+        check_plan(TrainConfig(track="strict-small", steps=limit + 1), one, limit + 1,
+                   fixed=True, limit=limit)
 
 
 def test_a_run_keeps_checkpoints_at_its_words_and_resumes(corpus, tmp_path):
@@ -182,6 +197,13 @@ def test_revisions_export_as_the_rules_name_them_and_load(corpus, tmp_path, caps
     capsys.readouterr()  # what loading the models printed
     code, _, err = run_cli("export", str(run.path), str(out), "--revisions", capsys=capsys)
     assert_one_line_error(code, err, str(out), "--force")
+    # inside the run, an earlier export of the revisions is replaced with --force
+    inside = run.path / "hf-revisions"
+    for again in ([], ["--force"]):
+        code, _, err = run_cli("export", str(run.path), str(inside), "--revisions", *again,
+                               capsys=capsys)
+        assert code == 0, err
+    assert (inside / "revisions.json").read_bytes() == (out / "revisions.json").read_bytes()
     plain = minidml.train(corpus, tmp_path / "plain", **dict(TINY, steps=10))
     code, _, err = run_cli("export", str(plain.path), str(tmp_path / "x"), "--revisions",
                            capsys=capsys)

@@ -532,7 +532,8 @@ def _load(path: Path) -> Any:
 def _check_predictions(path: Path, data: Any, sizes: Mapping[str, int] | int,
                        fields: Sequence[str] = ("pred",)) -> None:
     """``data`` is ``{subtask: {"predictions": [...]}}`` with the expected number of items per
-    subtask and every subtask of the data: else a one-line error naming the file."""
+    subtask and every subtask of the data, each item with ``fields`` (numbers where
+    :data:`NUMBERS` says so): else a one-line error naming the file."""
     fix = "evaluate the task again (without --limit) with --babylm-results"
     need = set(fields)
     if not isinstance(data, dict) or not data:
@@ -553,6 +554,13 @@ def _check_predictions(path: Path, data: Any, sizes: Mapping[str, int] | int,
                      if not isinstance(item, dict) or not item.keys() >= need)
             raise MinidmlError(f"{path}: prediction {k} of {key!r} lacks "
                                f"{' or '.join(fields)}; {fix}")
+        numbers = NUMBERS.get(tuple(fields), ())
+        for k, item in enumerate(items):
+            bad = next((f for f in numbers if isinstance(item[f], bool)
+                        or not isinstance(item[f], int | float)), None)
+            if bad is not None:
+                raise MinidmlError(f"{path}: prediction {k} of {key!r} has {bad} "
+                                   f"{json.dumps(item[bad])}, not a number; {fix}")
     if set(fields) == {"pred", "prev_pred"} and "reading" not in data:
         raise MinidmlError(f"{path}: no subtask 'reading', which the official scripts read; "
                            f"{fix}")
@@ -562,6 +570,10 @@ def _check_predictions(path: Path, data: Any, sizes: Mapping[str, int] | int,
             raise MinidmlError(f"{path}: no predictions of subtask {lacking[0]!r}"
                                + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else "")
                                + f"; {fix}")
+
+
+# the fields of an item that are numbers (the scores read them as such), by its fields
+NUMBERS = {("pred", "prob"): ("prob",), ("pred", "prev_pred"): ("pred", "prev_pred")}
 
 
 def _fields(target: Target) -> tuple[str, ...]:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 FORMATS = ("hf",)
 INSTALL_HINT = "install with pip install 'minidml[hf]'"
 WEIGHTS_FILE = "model.safetensors"
+REVISIONS_FILE = "revisions.json"  # what export_revisions writes beside the revisions
 
 
 # ----------------------------------------------------------------------------- dependencies
@@ -303,8 +304,9 @@ def _check_out_dir(out: Path, force: bool, protect: Path | None) -> None:
         if here == run or here in run.parents:
             raise MinidmlError(f"OUT_DIR {out}: would replace the run itself; choose a "
                                "directory outside it or inside it (e.g. RUN/hf)")
-        if run in here.parents and out.is_dir() and any(out.iterdir()) and \
-                not (out / WEIGHTS_FILE).exists():  # e.g. RUN/checkpoints: not an export
+        if run in here.parents and out.is_dir() and any(out.iterdir()) and not any(
+                (out / f).exists() for f in (WEIGHTS_FILE, REVISIONS_FILE)
+        ):  # e.g. RUN/checkpoints: not an export (of a student, or of its revisions)
             raise MinidmlError(f"OUT_DIR {out}: part of the run, not an earlier export; "
                                "choose a new directory (e.g. RUN/hf)")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -464,7 +466,7 @@ def export_revisions(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         last = checkpoints(run_path)[-1]
         index_record["main"] = {"step": final.step, **{k: v for k, v in checkpoint_words(
             last).items() if k in ("words", "words_total")}}
-        _write_json(tmp / "revisions.json", {"run": str(run_path), "student": index,
+        _write_json(tmp / REVISIONS_FILE, {"run": str(run_path), "student": index,
                                              "revisions": index_record})
         _write_text(tmp / "README.md", _revisions_card(run_path, index, index_record))
         _io.fsync_dir(tmp)
