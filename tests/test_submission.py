@@ -732,6 +732,35 @@ def test_eval_checks_where_predictions_go_before_any_work(tiny_run, tmp_path, ca
         assert not out.exists()
 
 
+def test_champion_files_the_final_checkpoints_champion_at_every_revision(
+        grammar_corpus, data_dir, tmp_path, capsys, monkeypatch):
+    """`minidml export --revisions` uploads one student at every revision, the final
+    checkpoint's champion: `--student champion --babylm-results` files that student's
+    predictions at every revision too, though an earlier checkpoint's own champion differ."""
+    import minidml
+    from minidml import Shape, TrainConfig
+    from minidml.rundir import Run
+
+    cfg = TrainConfig(students=(Shape(1, 32, 2), Shape(1, 48, 2)), context=32, batch_size=8,
+                      vocab_size=400, warmup_steps=2, eval_every=5, eval_tokens=1024,
+                      steps=12, checkpoint_words=(300,))
+    run = minidml.train(grammar_corpus, tmp_path / "two", cfg)
+    final = run.step
+    monkeypatch.setattr(Run, "champion", property(lambda r: 1 if r.step == final else 0))
+    filed, said = {}, {}
+    for student in ("champion", "1"):
+        out = tmp_path / f"results-{student}"
+        code, _, err = run_cli("eval", run.path, "--step", "all", "--suite", "blimp-fast",
+                               "--limit", "4", "--student", student, "--data-dir", data_dir,
+                               "--babylm-results", out, "-q", capsys=capsys)
+        assert code == 0, err
+        filed[student] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.json")}
+        said[student] = err
+    assert len({p.parts[1] for p in filed["1"]}) == 2  # chck_300 and main
+    assert filed["champion"] == filed["1"]
+    assert "--student champion: student 1, the final checkpoint's" in said["champion"]
+
+
 def test_an_exported_revision_is_filed_under_its_name(tmp_path):
     out = tmp_path / "my-model"
     for name in ("chck_1M", MAIN):

@@ -146,6 +146,12 @@ def eval_(run_dir: Path | None, suite_names: tuple[str, ...], student: str,
 
         submission.check_request(suite_names, get_protocol(protocol).name, options)
         model, filed = submission.revision_plan(path, steps, hf=hf, every=step_text == "all")
+        if student == "champion" and not hf:
+            # a submission is one student at every revision: the final checkpoint's champion,
+            # the student `minidml export --revisions` uploads, not each checkpoint's own
+            student = str(load(path, device).champion)
+            click.echo(f"--student champion: student {student}, the final checkpoint's",
+                       err=True)
         if limit is not None:
             click.echo(f"warning: --limit {limit}: the predictions hold the first {limit} "
                        "items of each task; the official collation refuses partial files",
