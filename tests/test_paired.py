@@ -121,6 +121,15 @@ def test_one_seed_has_a_difference_but_no_standard_error():
     assert "±" not in line and f"{r['val_loss']['mean']:+.3f}" in line
 
 
+def test_a_difference_without_spread_over_seeds_is_not_tested():
+    """The same difference in every seed has a standard error of 0: the t-test is undefined
+    (no ✓), however large the mean; a small spread is tested as usual."""
+    same = paired.summary([0.5, 0.5, 0.5])
+    assert same["stderr"] == 0 and same["significant"] is None
+    assert paired.summary([0.5, 0.51, 0.49])["significant"] is True
+    assert paired.summary([0.5, -0.5, 0.1])["significant"] is False
+
+
 def test_mcnemar_exact_p_values():
     a = np.array([True] * 10 + [False] * 5)
     b = np.array([False] * 10 + [False] * 5)

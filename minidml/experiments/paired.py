@@ -114,13 +114,14 @@ def t_critical(df: int) -> float:
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """Mean over seeds, its standard error, and whether the mean differs from 0 at the 95%
-    level by a t-test with S − 1 degrees of freedom (|mean| > t·stderr; needs S ≥ 2)."""
+    level by a t-test with S − 1 degrees of freedom (|mean| > t·stderr; needs S ≥ 2, and
+    None where every seed's difference is the same: no spread, no test)."""
     mean = statistics.fmean(values)
     if len(values) < 2:
         return {"mean": mean, "stderr": None, "significant": None, "per_seed": list(values)}
     se = statistics.stdev(values) / math.sqrt(len(values))
     return {"mean": mean, "stderr": se,
-            "significant": abs(mean) > t_critical(len(values) - 1) * se,
+            "significant": abs(mean) > t_critical(len(values) - 1) * se if se > 0 else None,
             "per_seed": list(values)}
 
 
