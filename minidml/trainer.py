@@ -37,6 +37,7 @@ from .decisions import Decisions, decide
 from .distributed import Comm, local_comm
 from .errors import MinidmlError
 from .fused_linear import linear_mutual_loss, linear_target_log_probs
+from .interrupts import HeldInterrupts
 from .losses import MutualLoss, distillation_omega, mixture_log_probs
 from .model import Student
 from .rundir import (
@@ -432,46 +433,30 @@ class Trainer(Checkpoints):
         """Train until ``total_steps`` (or until a callback sets ``should_stop``).
 
         Evaluates every ``eval_every`` steps and at the end, checkpoints every ``save_every``
-        steps and at the end; Ctrl-C writes a checkpoint before it propagates.
+        steps and at the end. Ctrl-C (and SIGTERM, where a handler turns it into an
+        interrupt) waits for the step in hand to end, then writes a checkpoint of it before it
+        propagates (:mod:`minidml.interrupts`); a second one stops at once, the last
+        checkpoint standing.
         """
-        cfg = self.config
         if self.step >= self.total_steps:  # a resumed run that had already finished
             return
         for cb in self.callbacks:
             cb.on_train_start(self)
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="training",
                    disable=not self.progress, dynamic_ncols=True)
-        t0, tokens0, saved_at = time.perf_counter(), self.step * cfg.tokens_per_step, -1
-        self._fit_started = t0
+        self._fit_started = time.perf_counter()
+        self._saved_at = -1
         if self.budget is not None:
             self.budget.start(self.step)
+        # an interrupt waits for the step in hand to end, so that a checkpoint holds whole
+        # steps (several ranks cannot agree on one once interrupted: theirs are not held,
+        # and the last checkpoint stands)
+        held = HeldInterrupts(enabled=self.comm.world_size == 1)
         try:
-            while self.step < self.total_steps and not self._stopping():
-                losses = self.train_step()
-                for cb in self.callbacks:
-                    cb.on_step_end(self, losses)
-                if self.budget is not None and self.comm.any(
-                        self.budget.out_of_time(self.train_seconds)):  # rank 0's clock, too
-                    self.total_steps = self.step  # the last step: evaluate and save now
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    elapsed = time.perf_counter() - t0
-                    rec = self._log_record(losses, elapsed, tokens0)
-                    self._emit(rec, "on_log")
-                    bar.set_postfix_str(" ".join(f"{v:.3f}" for v in rec["loss"])
-                                        + f" | {rec['tokens_per_s']:.0f} tok/s")
-                evaluated = self.step % cfg.eval_every == 0 or self.step == self.total_steps
-                if evaluated:
-                    self.last_eval = self.evaluate()
-                    self._emit(self.last_eval, "on_eval")
-                if self.budget is not None and self.step < self.total_steps:
-                    self._plan(bar, evaluated)
-                if self.step % cfg.save_every == 0 or self.step in self.milestones:
-                    self.save_checkpoint()
-                    saved_at = self.step
-                bar.update(1)
+            with held:
+                self._steps(bar, held)
         except KeyboardInterrupt:
-            # several ranks cannot agree on a checkpoint once interrupted: the last one stands
-            if self.step != saved_at and self.comm.world_size == 1:
+            if self.step != self._saved_at and self.comm.world_size == 1 and not held.torn:
                 self.save_checkpoint()
             raise
         except RuntimeError as e:
@@ -480,11 +465,40 @@ class Trainer(Checkpoints):
             raise MinidmlError(self._out_of_memory_line(e)) from None
         finally:
             bar.close()
-        if self.step != saved_at:
+        if self.step != self._saved_at:
             self.save_checkpoint()
         self._seconds, self._fit_started = self.train_seconds, None
         for cb in self.callbacks:
             cb.on_train_end(self)
+
+    def _steps(self, bar: tqdm, held: HeldInterrupts) -> None:
+        """:meth:`fit`'s steps, each with its log, evaluation and checkpoint when due; an
+        interrupt held during a step is handed on after it (and after the last)."""
+        cfg = self.config
+        t0, tokens0 = self._fit_started, self.step * cfg.tokens_per_step
+        while self.step < self.total_steps and not self._stopping():
+            losses = self.train_step()
+            for cb in self.callbacks:
+                cb.on_step_end(self, losses)
+            if self.budget is not None and self.comm.any(
+                    self.budget.out_of_time(self.train_seconds)):  # rank 0's clock, too
+                self.total_steps = self.step  # the last step: evaluate and save now
+            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                rec = self._log_record(losses, time.perf_counter() - t0, tokens0)
+                self._emit(rec, "on_log")
+                bar.set_postfix_str(" ".join(f"{v:.3f}" for v in rec["loss"])
+                                    + f" | {rec['tokens_per_s']:.0f} tok/s")
+            evaluated = self.step % cfg.eval_every == 0 or self.step == self.total_steps
+            if evaluated:
+                self.last_eval = self.evaluate()
+                self._emit(self.last_eval, "on_eval")
+            if self.budget is not None and self.step < self.total_steps:
+                self._plan(bar, evaluated)
+            if self.step % cfg.save_every == 0 or self.step in self.milestones:
+                self.save_checkpoint()
+                self._saved_at = self.step
+            bar.update(1)
+            held.check()
 
     def _plan(self, bar: tqdm, evaluated: bool) -> None:
         """Re-plan a time-budgeted run's steps when its budget says so (rank 0's plan, which

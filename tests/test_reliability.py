@@ -357,6 +357,54 @@ def test_sigterm_and_ctrl_c_checkpoint_say_how_to_resume_and_resume(grammar_corp
     assert minidml.load(out).step == 400
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_mid_step_waits_for_the_step_and_resumes_bit_identically(
+        grammar_corpus, tmp_path, sig):
+    """Ctrl-C (or SIGTERM, taken as Ctrl-C) while an outer step has set ω and one student has
+    stepped but not the other: the step ends first, its checkpoint holds whole steps, and
+    the resumed run equals one never interrupted; a second signal stops at once and keeps
+    the last whole checkpoint."""
+    from minidml.cli.commands import _terminate
+
+    # as the command line has them (a test suite started in the background has SIGINT ignored)
+    before = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, signal.default_int_handler),
+                                                  (signal.SIGTERM, _terminate))}
+    settings = dict(KILL_CFG, outer_every=1, save_every=100, steps=12)
+
+    class SignalMidStep(Callback):
+        def __init__(self, at: int, times: int):
+            self.at, self.times = at, times
+
+        def on_train_start(self, trainer):
+            opt = trainer.optimizers[1]
+            step = opt.step
+
+            def interrupted(*args, **kwargs):
+                if trainer.step == self.at - 1:  # the step in hand is self.at
+                    for _ in range(self.times):
+                        os.kill(os.getpid(), sig)
+                return step(*args, **kwargs)
+
+            opt.step = interrupted
+
+    try:
+        reference = minidml.train(grammar_corpus, tmp_path / "reference", **settings)
+        out = tmp_path / "run"
+        with pytest.raises(KeyboardInterrupt):
+            minidml.train(grammar_corpus, out, callbacks=[SignalMidStep(5, 1)], **settings)
+        assert minidml.load(out).step == 5  # the step in hand, whole
+        minidml.train(grammar_corpus, out, resume=True, **settings)
+        assert_identical(final_state(out), final_state(reference.path))
+        # asked twice: at once, mid-step; no checkpoint of a torn step is written
+        torn = tmp_path / "torn"
+        with pytest.raises(KeyboardInterrupt):
+            minidml.train(grammar_corpus, torn, callbacks=[SignalMidStep(5, 2)], **settings)
+        assert not checkpoints(torn)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def test_one_writer_per_run_directory(grammar_corpus, tmp_path):
     """A second train, --resume or --force on a directory another process trains in is one
     line naming that process; after a kill -9 the lock is gone and the next writer takes it."""
