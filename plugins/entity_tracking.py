@@ -65,7 +65,7 @@ def register_suites(register):
              description="entity tracking (BabyLM 2025/2026): 3 files, 9,483 items",
              requires=tuple(f"{FOLDER}/{f}.jsonl" for f in FILES),
              protocols=("babylm-2026",))
-    register("entity-tracking-fast", EntityTrackingFastSuite, version="1",
+    register("entity-tracking-fast", EntityTrackingFastSuite, version="2",
              description="entity tracking, the fast subset for checkpoints: its regular file "
                          "(no verified public copy: place it in " + FAST_FOLDER + ")",
              requires=tuple(f"{FAST_FOLDER}/{f}.jsonl" for f in FAST_FILES),

@@ -124,6 +124,7 @@ def test_fast_entity_tracking_is_its_regular_file_as_the_official_collation_coun
     assert set(tasks) <= set(submission.UNPUBLISHED["entity-tracking-fast"])
     assert out["groups"]["student-0"]["entity-tracking-fast"]["score"] == pytest.approx(
         sum(tasks.values()) / 2)
+    assert out["versions"]["entity-tracking-fast"] == "2+babylm-2026"  # the regular file
 
 
 @pytest.mark.parametrize("suite,task,ratios", [

@@ -78,6 +78,23 @@ def test_scores_equal_a_one_sentence_reference_at_any_batch_size(tokenizer):
     assert raw[texts.index("")] == 0.0  # nothing to score
 
 
+def test_a_text_with_no_position_to_predict_from_scores_zero(tokenizer):
+    """A tokenizer without BOS encodes an empty text as no tokens, and a one-token text has
+    nothing before its token: alone or beside others, nothing is scored (0), as the official
+    pipeline counts it, and the others' scores are unchanged."""
+    students = models(tokenizer)
+    scorer = Scorer(students, tokenizer, shared_prefix=None)
+    ids = [Tokenizer.bos_id, *tokenizer.encode("the dog sleeps .")]
+    whole = scorer.score_ids([(ids, 1, len(ids))])
+    for items in ([([], 0, 0)], [([7], 0, 1)], [([], 0, 0), (ids, 1, len(ids)), ([7], 0, 1)]):
+        got = scorer.score_ids(items)
+        for label, scores in got.items():
+            assert [float(v) for k, v in enumerate(scores) if len(items[k][0]) < 2] == [0.0] * (
+                sum(len(it[0]) < 2 for it in items))
+            if len(items) == 3:
+                assert float(scores[1]) == pytest.approx(float(whole[label][0]), abs=1e-5)
+
+
 @pytest.mark.parametrize("boundary", ["prefix", "none"])
 def test_a_sentence_s_first_word_under_both_protocols(boundary):
     """The harness scores ``" " + sentence`` after BOS, the 2026 pipeline the sentence as it
@@ -349,3 +366,20 @@ def test_spearman_is_the_pearson_correlation_of_mean_ranks(x, y):
     den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
     assert spearman(x, y) == pytest.approx(num / den, abs=1e-12)
     assert spearman(x, [1] * len(x)) != spearman(x, [1] * len(x))  # constant: NaN
+    poisoned = [math.nan, *x[1:]]  # a diverged model's scores: NaN, as scipy gives it
+    assert math.isnan(spearman(poisoned, y)) and math.isnan(spearman(x, [*y[:-1], math.nan]))
+
+
+def test_a_choice_is_made_as_torch_max_makes_it_nans_included():
+    """The official pipeline takes torch.max's index over an item's choices: the first of
+    the highest, or a NaN (the first) where there is one."""
+    from minidml.evaluation.suite import chosen, first_chosen
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        k = int(torch.randint(2, 6, (1,), generator=gen))
+        row = torch.randint(0, 3, (k,), generator=gen).double()  # ties are common
+        row[torch.rand(k, generator=gen) < 0.2] = math.nan
+        want = int(torch.max(row[None], dim=1)[1])
+        assert chosen(row.tolist()) == want, row
+        assert first_chosen(row.tolist()) == (want == 0), row

@@ -282,15 +282,18 @@ class Scorer:
             ids = list(ids)
             drop = max(0, len(ids) - 1 - self.context) if self.protocol.truncate else 0
             rows.append((ids[drop:], max(skip - drop, 1), max(stop - drop, 1)))
-        width = max(len(ids) - 1 for ids, _, _ in rows)
+        # a text of one token or none (an empty one, where a tokenizer adds no BOS) has no
+        # position to predict from: nothing of it is scored, its score is 0
+        width = max(1, *(len(ids) - 1 for ids, _, _ in rows))
         x = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)
         y = torch.zeros_like(x)
         at_row, at_col = [], []
         for r, (ids, skip, stop) in enumerate(rows):
+            n = max(0, len(ids) - 1)
             t = torch.tensor(ids, dtype=torch.long)
-            x[r, :len(ids) - 1] = t[:-1]
-            y[r, :len(ids) - 1] = t[1:]
-            scored = range(skip - 1, stop - 1)
+            x[r, :n] = t[:n]
+            y[r, :n] = t[1:n + 1]
+            scored = range(skip - 1, min(stop - 1, n))
             at_row += [r] * len(scored)
             at_col += scored
         return (x.to(self.device), y.to(self.device), torch.tensor(at_row, dtype=torch.long),

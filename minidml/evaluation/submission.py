@@ -63,6 +63,7 @@ from .suite import (
     ENSEMBLE,
     ScoresRows,
     as_choices,
+    chosen,
     read_json,
     read_jsonl,
     resolve_data_dir,
@@ -244,11 +245,6 @@ def submitted_label(student: str, run: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- predictions
-def _first_best(scores: Sequence[float]) -> int:
-    """The first index of the highest score (``torch.max``'s choice among equals)."""
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
-
-
 def predictions(target: Target, samples: Sequence[Any], label: str) -> dict[str, Any]:
     """The official ``predictions.json`` of a zero-shot task from a suite's scored samples
     (:class:`~minidml.evaluation.suite.Sample`, in task order) for model ``label``."""
@@ -265,7 +261,7 @@ def predictions(target: Target, samples: Sequence[Any], label: str) -> dict[str,
             probs = torch.softmax(pairs, dim=1)[:, 0].tolist()
         for k, s in enumerate(items):
             c = as_choices(s.pair)
-            best = _first_best(s.scores[label])
+            best = chosen(s.scores[label])
             context = c.contexts[best] if c.contexts else ""
             if target.answer == "comps":  # the whole sentence
                 pred = context + c.join + c.texts[best]

@@ -39,7 +39,8 @@ from .scoring import ENSEMBLE, Scorer
 __all__ = [
     "DATA_ENV", "ENSEMBLE", "Choices", "EvalContext", "Pair", "Request", "Sample", "Scorer",
     "ScoresRows", "Suite",
-    "SuiteResult", "TaskResult", "accuracy", "as_choices", "default_data_dir", "first_chosen",
+    "SuiteResult", "TaskResult", "accuracy", "as_choices", "chosen", "default_data_dir",
+    "first_chosen",
     "group_score",
     "read_json", "read_jsonl", "resolve_data_dir", "score_choices", "score_pairs", "spearman",
 ]
@@ -289,10 +290,21 @@ def accuracy(correct: Sequence[float] | torch.Tensor) -> dict[str, float]:
     return {"acc": float(c.mean()), "acc_stderr": stderr}
 
 
+def chosen(scores: Sequence[float]) -> int:
+    """The choice a model makes of choices that scored ``scores``, as the official pipeline
+    makes it (``torch.max``): the first of the highest, or the first NaN (a diverged model's
+    NaN wins, as there)."""
+    nan = next((i for i, s in enumerate(scores) if s != s), None)
+    if nan is not None:
+        return nan
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
 def first_chosen(scores: Sequence[float]) -> bool:
     """Whether an item whose choices scored ``scores`` (the correct one first) is right: no
-    other choice scores higher than the first (a tie is right, as both pipelines count it)."""
-    return len(scores) < 2 or scores[0] >= max(scores[1:])
+    other choice scores higher than the first (a tie is right, as both pipelines count it;
+    NaNs as :func:`chosen` takes them)."""
+    return len(scores) < 2 or chosen(scores) == 0
 
 
 def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]],
@@ -348,7 +360,8 @@ def score_pairs(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair]],
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation (tied values share their mean rank, as scipy ranks them);
-    NaN when either side is constant or there are fewer than two values."""
+    NaN when either side is constant, holds a NaN (as scipy's), or there are fewer than two
+    values."""
     def ranks(v: Sequence[float]) -> torch.Tensor:
         """1-based ranks: the values below, plus the mean place among the equal ones."""
         t = torch.as_tensor(v, dtype=torch.float64)
@@ -358,7 +371,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
     if len(x) != len(y):
         raise ValueError(f"{len(x)} values against {len(y)}")
-    if len(x) < 2:
+    if len(x) < 2 or any(v != v for v in (*x, *y)):
         return float("nan")
     a, b = ranks(x), ranks(y)
     a, b = a - a.mean(), b - b.mean()
