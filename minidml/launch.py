@@ -138,13 +138,18 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
         meta = comm.on_main(lambda: read_run_config(out_dir), share=True)
         tokenizer = _on_main_tokenizer(comm, lambda: Tokenizer.load(out_dir / "tokenizer.model"))
         check_tokenizer(out_dir, meta, tokenizer)
+        # a setting the run predates is what was done then, on both sides of the check
         cfg = cfg.replace(**{k: v for k, v in LEGACY.items() if k not in meta["config"]})
         cfg = _resumed_shapes(cfg, meta, out_dir, tokenizer.vocab_size)
-        check_resume_config(meta, cfg, out_dir)
+        check_resume_config({**meta, "config": LEGACY | meta["config"]}, cfg, out_dir)
         if meta.get("corpus", {}).get("fingerprint") != corpus_hash:
             raise MinidmlError("--resume: the corpus differs from the one this run was "
                                "trained on; give the same files")
-        for then, now in zip(meta.get("teachers", []), teacher_meta, strict=False):
+        if len(meta.get("teachers", [])) != len(teacher_meta):
+            raise MinidmlError(f"--resume: the run learnt from {len(meta.get('teachers', []))} "
+                               f"teacher(s), not {len(teacher_meta)}; give the same --teacher "
+                               "runs or start a new run with another --out")
+        for then, now in zip(meta.get("teachers", []), teacher_meta, strict=True):
             if {**then, "run": None} != {**now, "run": None}:  # the same weights, moved or not
                 raise MinidmlError(f"--resume: teacher {now['run']} has changed since this "
                                    f"run started (student {then.get('student')} at step "

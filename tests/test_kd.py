@@ -173,6 +173,10 @@ def test_kd_resumes_exactly(corpus, teacher, tmp_path):
     with pytest.raises(MinidmlError, match="--teacher .*nowhere: .*not a minidml run"):
         minidml.train(corpus, tmp_path / "part", cfg, resume=True,
                       teachers=(str(tmp_path / "nowhere"),) * 2)
+    # so may their number not: a teacher more (or fewer) would resume another run
+    with pytest.raises(MinidmlError, match=r"--resume: the run learnt from 2 teacher\(s\), not "
+                                           r"3; give the same --teacher runs"):
+        minidml.train(corpus, tmp_path / "part", cfg, resume=True, teachers=(str(moved),) * 3)
     resumed = minidml.train(corpus, tmp_path / "part", cfg, resume=True,
                             teachers=(str(moved),) * 2)
     for a, b in zip(whole.students, resumed.students, strict=True):

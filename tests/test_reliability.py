@@ -405,6 +405,28 @@ def test_an_interrupt_mid_step_waits_for_the_step_and_resumes_bit_identically(
             signal.signal(s, handler)
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes(grammar_corpus, tmp_path):
+    """config.json of a run from before `optimizer` (and the corpus settings) existed: its
+    resumption takes what was done then (AdamW, ...) and is not refused for differing from
+    today's defaults."""
+    from minidml.launch import LEGACY
+
+    class StopAt3(Callback):
+        def on_step_end(self, trainer, losses):
+            trainer.should_stop = trainer.step >= 3
+
+    settings = dict(KILL_CFG, steps=6, save_every=3, **LEGACY)
+    out = tmp_path / "old"
+    minidml.train(grammar_corpus, out, callbacks=[StopAt3()], **settings)
+    meta = json.loads((out / "config.json").read_text())
+    for key in LEGACY:
+        del meta["config"][key]
+    (out / "config.json").write_text(json.dumps(meta))
+    run = minidml.train(grammar_corpus, out, resume=True, **{k: v for k, v in settings.items()
+                                                             if k not in LEGACY})
+    assert run.step == 6 and run.config.optimizer == "adamw"
+
+
 def test_one_writer_per_run_directory(grammar_corpus, tmp_path):
     """A second train, --resume or --force on a directory another process trains in is one
     line naming that process; after a kill -9 the lock is gone and the next writer takes it."""
