@@ -39,6 +39,7 @@ from .rundir import (
     read_run_config,
     recorded_compile,
     recorded_precision,
+    replaceable,
     stopped_before_start,
     student_configs,
     write_run_files,
@@ -92,6 +93,11 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
                 new_out_dir(staged[0].path, False)
                 return staged[0].path, out_dir, False, force
             held.enter_context(hold(out_dir))  # one writer: see minidml.lock
+            if not resume and replaceable(out_dir, force, keep=[*files, *cfg.teachers]):
+                # --force: the run it replaces stays whole until this one can start
+                staged.append(held.enter_context(hold_new(out_dir, replaces=True)))
+                new_out_dir(staged[0].path, False)
+                return staged[0].path, out_dir, False, force
             prepare_run_dir(out_dir, resume and not again, force or again,
                             keep=[*files, *cfg.teachers])
             return out_dir, out_dir, resume and not again, force or again

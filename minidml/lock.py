@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ def hold(directory: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
         path = out / LOCK_NAME
         created_lock = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except NotADirectoryError:
+    except (NotADirectoryError, FileExistsError):  # it, or a folder above it, is a file
         raise MinidmlError(f"{option} {out}: exists and is not a directory; choose another "
                            "path") from None
     except OSError as e:
@@ -73,15 +74,23 @@ def hold(directory: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
 @dataclass
 class Staged:
     """A new directory being made under a temporary name (``path``), locked by this process;
-    :meth:`publish` gives it its own name (``final``)."""
+    :meth:`publish` gives it its own name (``final``), where ``replaces`` says that a
+    directory of that name, held by this process too, is to be replaced (``--force``)."""
 
     path: Path
     final: Path
     option: str = "--out"
+    replaces: bool = False
 
     def publish(self) -> Path:
         """Rename the directory to its own name (an empty directory there, made meanwhile,
-        is replaced); another process's run there is a :class:`MinidmlError`."""
+        is replaced; with ``replaces``, the one there is moved aside first and removed
+        after); another process's run there is a :class:`MinidmlError`."""
+        old = None
+        if self.replaces and self.final.exists():
+            old = self.final.parent / f".{self.final.name}.replaced-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(self.final, old)
         try:
             os.rename(self.path, self.final)
         except OSError as e:
@@ -93,6 +102,12 @@ class Staged:
             raise MinidmlError(f"{self.option} {self.final}: another process made it while "
                                f"this run was being prepared{who}; choose another directory, "
                                "or --force to overwrite it") from None
+        finally:
+            if old is not None:
+                if self.final.exists():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:  # not replaced after all: the old run back in its place
+                    os.rename(old, self.final)
         return self.final
 
 
@@ -102,20 +117,31 @@ def staging_name(directory: Path, pid: int | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def hold_new(directory: str | os.PathLike, option: str = "--out") -> Iterator[Staged]:
-    """Hold a directory that does not exist yet: made (empty, locked) under a temporary name
-    beside it, given its name by :meth:`Staged.publish`. Another process preparing the same
-    directory is a :class:`MinidmlError` naming it; the temporary directory of a dead one is
-    removed. If the body fails before publishing, the temporary directory is removed."""
+def hold_new(directory: str | os.PathLike, option: str = "--out", replaces: bool = False
+             ) -> Iterator[Staged]:
+    """Hold a directory that does not exist yet (or, with ``replaces``, one this process
+    holds and will replace): made (empty, locked) under a temporary name beside it, given
+    its name by :meth:`Staged.publish`. Another process preparing the same directory is a
+    :class:`MinidmlError` naming it; the temporary directory of a dead one is removed. If
+    the body fails before publishing, the temporary directory is removed (and what it was
+    to replace stays as it was)."""
     final = Path(directory)
-    for other in final.parent.glob(f".{final.name}.starting-*") if final.parent.is_dir() else ():
+    if final.is_symlink() and not final.exists():
+        raise MinidmlError(f"{option} {final}: a symbolic link to nothing "
+                           f"({os.readlink(final)}); remove it or choose another directory")
+    above = next((p for p in final.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise MinidmlError(f"{option} {final}: {above} is a file, not a directory; choose "
+                           "another path")
+    pattern = f".{glob.escape(final.name)}.starting-*"
+    for other in final.parent.glob(pattern) if final.parent.is_dir() else ():
         pid = holder(other)
         if pid is not None:
             raise MinidmlError(f"{option} {final}: in use by another minidml process (pid "
                                f"{pid}) that is preparing a run there; wait for it to finish "
                                "or stop it, or choose another directory")
         shutil.rmtree(other, ignore_errors=True)  # a dead process's
-    staged = Staged(staging_name(final), final, option)
+    staged = Staged(staging_name(final), final, option, replaces)
     shutil.rmtree(staged.path, ignore_errors=True)  # a reused pid's leftovers
     try:
         with hold(staged.path, option):

@@ -410,10 +410,10 @@ def prepare_run_dir(out: Path, resume: bool, force: bool,
     new_out_dir(out, force, keep)
 
 
-def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) -> None:
-    """An empty, writable directory at ``--out``: one that exists and holds something is
-    refused, unless ``force`` empties it; never one that holds a path of ``keep`` (the
-    corpus, a teacher)."""
+def replaceable(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()
+                ) -> list[Path]:
+    """What ``--out`` holds (its lock aside), which a new run there replaces: refused unless
+    ``force``, and never where it holds a path of ``keep`` (the corpus, a teacher)."""
     if out.exists() and not out.is_dir():
         raise MinidmlError(f"--out {out}: exists and is not a directory; choose another path")
     content = [p for p in out.iterdir() if p.name != LOCK_NAME] if out.exists() else []
@@ -425,11 +425,17 @@ def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) 
         if not force:
             raise MinidmlError(f"--out {out}: already exists; pass --resume to continue it "
                                "or --force to overwrite it")
-        for p in content:  # the lock this process holds stays
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+    return content
+
+
+def new_out_dir(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()) -> None:
+    """An empty, writable directory at ``--out``: what it holds is refused, or emptied with
+    ``force`` (:func:`replaceable`)."""
+    for p in replaceable(out, force, keep):  # the lock this process holds stays
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

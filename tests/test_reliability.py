@@ -19,6 +19,8 @@ from minidml import Callback, Shape, TrainConfig
 from minidml.errors import MinidmlError
 from minidml.rundir import checkpoints
 
+from _helpers import assert_one_line_error, run_cli
+
 KILL_CFG = dict(students=(Shape(1, 32, 2), Shape(1, 48, 2)), mode="wml", outer_every=4,
                 context=16, batch_size=8, vocab_size=300, warmup_steps=5, eval_every=15,
                 eval_tokens=512, log_every=5, save_every=1, steps=45, precision="fp32")
@@ -425,6 +427,51 @@ def test_a_run_recorded_before_a_setting_existed_resumes(grammar_corpus, tmp_pat
     run = minidml.train(grammar_corpus, out, resume=True, **{k: v for k, v in settings.items()
                                                              if k not in LEGACY})
     assert run.step == 6 and run.config.optimizer == "adamw"
+
+
+def test_force_keeps_the_run_it_would_replace_until_the_new_one_can_start(grammar_corpus,
+                                                                           tmp_path):
+    """--force over a finished run whose new settings fail during set-up (a context longer
+    than the corpus allows): the old run is untouched; once the set-up succeeds, replaced."""
+    out = tmp_path / "run"
+    minidml.train(grammar_corpus, out, **dict(KILL_CFG, steps=3))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+              if p.is_file() and p.name != ".lock"}
+    with pytest.raises(MinidmlError, match="--context"):
+        minidml.train(grammar_corpus, out, force=True, **dict(KILL_CFG, steps=3,
+                                                              context=10**7))
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+             if p.is_file() and p.name != ".lock"}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing staged is left
+    run = minidml.train(grammar_corpus, out, force=True, **dict(KILL_CFG, steps=4))
+    assert run.step == 4 and minidml.load(out).step == 4
+    assert json.loads((out / "config.json").read_text())["config"]["steps"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_odd_out_paths_are_one_line_naming_them(grammar_corpus, tmp_path, capsys):
+    """A symbolic link to nothing, a file, a path under a file: one line naming --out, before
+    any work, and nothing made; a name with glob characters is a name like any other."""
+    base = ["train", grammar_corpus, "--students", "1", "--layers", "1", "--width", "32",
+            "--heads", "2", "--context", "16", "--batch-size", "4", "--vocab-size", "300",
+            "--steps", "2", "-q"]
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out, needles in ((dangling, ("a symbolic link to nothing", "nowhere")),
+                         (a_file, ("exists and is not a directory",)),
+                         (a_file / "sub", (f"{a_file} is a file",))):
+        code, _, err = run_cli(*base, "--out", out, capsys=capsys)
+        assert_one_line_error(code, err, f"--out {out}", *needles)
+        assert ".starting-" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dangling"]
+    odd = tmp_path / "run[1]"
+    code, _, err = run_cli(*base, "--out", odd, capsys=capsys)
+    assert code == 0, err
+    code, _, err = run_cli(*base, "--out", odd, capsys=capsys)
+    assert_one_line_error(code, err, f"--out {odd}", "already exists")
 
 
 def test_one_writer_per_run_directory(grammar_corpus, tmp_path):
