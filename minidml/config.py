@@ -22,6 +22,7 @@ from .documents import RULES, SPEAKER_TAGS
 from .errors import MinidmlError
 from .model import Shape
 from .runtime import COMPILE_MODES as COMPILES
+from .runtime import device_problem
 from .tokenizer import BOUNDARIES, MIN_VOCAB
 from .words import MAX_EPOCHS, TRACKS, WORDS_CAPS
 
@@ -95,8 +96,11 @@ class Setting:
 
     def _range(self, integer: bool) -> str:
         lo, hi = (f"{b:g}" if b is not None else None for b in (self.lo, self.hi))
-        if hi is not None:
+        if hi is not None and not (self.open_lo or self.open_hi):
             return f"must be between {lo} and {hi}"
+        if hi is not None:
+            return (f"must be {'above' if self.open_lo else 'at least'} {lo} and "
+                    f"{'below' if self.open_hi else 'at most'} {hi}")
         if self.open_lo and self.lo == 0:
             return "must be a positive number"
         if self.lo == 0:
@@ -237,8 +241,8 @@ class TrainConfig:
                                     flag=None)
     weight_decay: float = setting(0.1, "AdamW weight decay (not on gains).", lo=0, flag=None,
                                   see=RECIPE)
-    beta1: float = setting(0.9, "AdamW β1.", lo=0, hi=1, flag=None)
-    beta2: float = setting(0.95, "AdamW β2.", lo=0, hi=1, flag=None)
+    beta1: float = setting(0.9, "AdamW β1.", lo=0, hi=1, open_hi=True, flag=None)
+    beta2: float = setting(0.95, "AdamW β2.", lo=0, hi=1, open_hi=True, flag=None)
     grad_clip: float = setting(1.0, "Gradient-norm clipping (0: none).", lo=0, flag=None)
     seed: int = setting(0, "Everything (initial draw, tokenizer sample, split, batches) "
                            "follows from it.", lo=0, hi=2**32 - 1,
@@ -280,7 +284,7 @@ class TrainConfig:
         (), "Checkpoints, kept whatever --keep-checkpoints says, at the first step whose "
             "words seen reach each count (the last step, where only the next would), e.g. "
             "1M,2M,5M.", shown="the track's, under --track",
-        kind="counts", see=PARTICIPANTS)
+        kind="counts", see=PARTICIPANTS, **_int())
     log_to: tuple[str, ...] = setting(
         (), "Also send the metrics to these trackers, e.g. tensorboard,wandb (each needs its "
             "extra).", kind="trackers")
@@ -295,13 +299,9 @@ class TrainConfig:
         if not self.students:
             raise MinidmlError("--students: need at least one student")
         for f in dataclasses.fields(self):
-            how, value = f.metadata["setting"], getattr(self, f.name)
-            why = None if value is None or isinstance(value, tuple) else how.problem(value)
-            if why:  # named as the user wrote it: the option and, where other, the key
-                flag = how.option(f.name)
-                name = f.name if flag is None else flag if flag[2:] == f.name.replace(
-                    "_", "-") else f"{flag} ({f.name})"
-                raise MinidmlError(f"{name} {value!r}: {why}")
+            why = refusal(f.name, getattr(self, f.name))
+            if why:
+                raise MinidmlError(why)
         lengths = [k for k in ("steps", "tokens", "epochs", "max_time")
                    if getattr(self, k) is not None]
         if len(lengths) > 1:
@@ -311,9 +311,9 @@ class TrainConfig:
         if unknown or len(set(self.log_to)) != len(self.log_to):
             raise MinidmlError(f"--log-to {','.join(self.log_to)}: name each tracker once, "
                                f"from {', '.join(TRACKERS)}")
-        if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
-            raise MinidmlError(f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or "
-                               "mps")
+        why = device_problem(self.device)
+        if why:
+            raise MinidmlError(why)
         if self.mode == "kd" and not self.teachers:
             raise MinidmlError("--mode kd: needs at least one --teacher RUN_DIR (a trained run)")
         if self.track is not None and self.epochs is not None and self.epochs > MAX_EPOCHS:
@@ -419,7 +419,12 @@ class TrainConfig:
             raise MinidmlError(f"{path}: cannot read config ({e.strerror})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise MinidmlError(f"{path}: not valid TOML ({e})") from None
-        return cls.checked(data, str(path))
+        settings = cls.checked(data, str(path))
+        for key, value in settings.items():  # each value's range, naming the file
+            why = refusal(key, value)
+            if why:
+                raise MinidmlError(f"{path}: {why}")
+        return settings
 
 
 
@@ -427,6 +432,21 @@ class TrainConfig:
 # code that presents them (the command line's options, the docs' tables)
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
+
+
+def refusal(name: str, value: Any) -> str | None:
+    """The error line for setting ``name`` holding a ``value`` out of its choices or range
+    (each element of a list), or None; named as the user wrote it: the option and, where
+    other, the key."""
+    how = FIELDS[name].metadata["setting"]
+    for item in value if isinstance(value, tuple | list) else (value,):
+        why = None if item is None else how.problem(item)
+        if why:
+            flag = how.option(name)
+            shown = name if flag is None else flag if flag[2:] == name.replace(
+                "_", "-") else f"{flag} ({name})"
+            return f"{shown} {item!r}: {why}"
+    return None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

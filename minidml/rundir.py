@@ -326,12 +326,20 @@ def _remove_checkpoint(ckpt: Path) -> None:
 
 def checkpoint_scores(run_dir: str | os.PathLike) -> dict[int, dict[str, Any]]:
     """The results of ``minidml eval --step N`` (or ``--step all``) of a run, by step: its
-    ``eval/results-step<N>-<date>.json`` files, the newest one for each step."""
+    ``eval/results-step<N>-<date>.json`` files, the newest one for each step. A file that is
+    not a results file (damaged, cut short) is a :class:`MinidmlError` naming it."""
     found: dict[int, dict[str, Any]] = {}
     for f in sorted(Path(run_dir, "eval").glob("results-step*-*.json")):
         step = f.name.removeprefix("results-step").split("-", 1)[0]
         if step.isdigit():  # names sort by date within a step: the newest wins
-            found[int(step)] = json.loads(f.read_text(encoding="utf-8"))
+            try:
+                doc = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                doc = e
+            if not isinstance(doc, dict) or not isinstance(doc.get("groups"), dict):
+                raise MinidmlError(f"{f}: not a results file of minidml eval (damaged or cut "
+                                   f"short); remove it, or evaluate step {step} again")
+            found[int(step)] = doc
     return dict(sorted(found.items()))
 
 
@@ -408,6 +416,17 @@ def prepare_run_dir(out: Path, resume: bool, force: bool,
                                "start one")
         return
     new_out_dir(out, force, keep)
+
+
+def check_outside_corpus(out: Path, corpus: Sequence[str | os.PathLike],
+                         option: str = "--out") -> None:
+    """A run (or comparison) directory inside a corpus directory would be read as its text
+    by the next run on that corpus (and the corpus would differ on resuming): refused."""
+    for c in corpus:
+        c = Path(c)
+        if c.is_dir() and out.resolve().is_relative_to(c.resolve()):
+            raise MinidmlError(f"{option} {out}: inside the corpus directory {c}, whose files "
+                               f"are read as the text; choose an {option} outside it")
 
 
 def replaceable(out: Path, force: bool, keep: Sequence[str | os.PathLike] = ()

@@ -39,6 +39,7 @@ compiled run resumed from a checkpoint is bit-identical to an uninterrupted comp
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,29 +49,48 @@ import torch
 from .errors import MinidmlError
 from .throughput import best_seconds
 
-
 # ----------------------------------------------------------------------------- device
+DEVICES = "auto, cpu, cuda, cuda:N or mps"  # what --device takes
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
+
+
+def device_problem(name: str) -> str | None:
+    """The error line for a ``--device`` that is none of :data:`DEVICES`, or None. Only the
+    spelling is checked, not this machine (a run's ``config.json`` from another machine is
+    read here): :func:`resolve_device` checks that."""
+    if isinstance(name, str) and _DEVICE.fullmatch(name):
+        return None
+    return f"--device {name}: not a device; use {DEVICES}"
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, then Apple's MPS, else the CPU. Under ``torchrun`` every
-    CUDA device means the rank's own GPU, ``cuda:LOCAL_RANK``."""
+    """The device ``name`` (one of :data:`DEVICES`) means on this machine: ``auto`` is CUDA
+    when present, then Apple's MPS, else the CPU. Under ``torchrun`` every CUDA device means
+    the rank's own GPU, ``cuda:LOCAL_RANK``. A name that is not a device, or a device this
+    machine lacks, is a :class:`MinidmlError`."""
+    why = device_problem(name)
+    if why:
+        raise MinidmlError(why)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("mps") and not torch.backends.mps.is_available():
+    if name == "mps" and not torch.backends.mps.is_available():
         raise MinidmlError(f"--device {name}: Apple's MPS is not available here; use --device "
                            "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MinidmlError(f"--device {name}: CUDA is not available here; use --device cpu")
     if name.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # a GPU per rank
-    try:
-        return torch.device(name)
-    except (RuntimeError, ValueError):
-        raise MinidmlError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or "
-                           "mps") from None
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        have = "one CUDA device, cuda:0" if n == 1 else f"{n} CUDA devices, cuda:0 to cuda:{n - 1}"
+        raise MinidmlError(f"--device {name}: this machine has {have}; choose one of them, or "
+                           "cuda")
+    return device
 
 
 # ----------------------------------------------------------------------------- precision

@@ -142,6 +142,45 @@ def test_toml_config_is_overridden_by_options(corpus, tmp_path, capsys):
     assert_one_line_error(code, err, "'lr'")
 
 
+def test_a_budget_and_explicit_shapes_are_one_line_whatever_gives_them(corpus, tmp_path,
+                                                                       capsys):
+    budget, students, both = (tmp_path / f"{name}.toml" for name in ("b", "s", "bs"))
+    budget.write_text("budget = 400000\n")
+    students.write_text("[[students]]\nn_layers = 1\nd_model = 32\nn_heads = 2\n")
+    both.write_text(budget.read_text() + students.read_text())
+    unshaped = FAST[8:]  # no --students, --layers, --width, --heads
+    for args, needles in [
+        (["--config", budget, "--layers", "1"], (f"budget in {budget}", "--layers")),
+        (["--config", students, "--budget", "400k"], ("--budget", f"students in {students}")),
+        (["--config", both], (f"budget in {both}", f"students in {both}")),
+        (["--budget", "400k", "--width", "32", "--mlp-ratio", "2"], ("--budget",
+                                                                     "--width/--mlp-ratio")),
+    ]:
+        code, _, err = run_cli("train", corpus, "--out", tmp_path / "r", *unshaped, *args,
+                               capsys=capsys)
+        assert_one_line_error(code, err, *needles, "give one or the other")
+        assert not (tmp_path / "r").exists()
+    # resumed, a budget run keeps the shapes its budget chose: shapes given now are refused
+    out = tmp_path / "budget-run"
+    code, _, err = run_cli("train", corpus, "--out", out, *unshaped, "--students", "2",
+                           "--config", budget, capsys=capsys)
+    assert code == 0, err
+    for args, needle in [(["--layers", "2"], "drop --layers"),
+                         (["--config", students], f"remove students from {students}")]:
+        code, _, err = run_cli("train", corpus, "--out", out, "--resume", "--quiet", *args,
+                               capsys=capsys)
+        assert_one_line_error(code, err, needle, f"budget (in {out / 'config.json'})")
+
+
+@pytest.mark.parametrize("name", ["meta", "xla", "cpu:1"])
+def test_every_command_refuses_a_device_that_is_none_of_the_choices(name, tiny_run, capsys):
+    for args in (["generate", tiny_run.path], ["eval", tiny_run.path, "--suite", "agreement"],
+                 ["search", "--budget", "10M"]):
+        code, out, err = run_cli(*args, "--device", name, capsys=capsys)
+        assert_one_line_error(code, err, f"--device {name}", "auto, cpu, cuda, cuda:N or mps")
+        assert out == ""  # no text, no scores, no measured peak
+
+
 def test_generate_and_entry_point(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli("train", corpus, "--out", out, *FAST, capsys=capsys)[0] == 0

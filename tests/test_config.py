@@ -46,8 +46,8 @@ def configs(draw) -> TrainConfig:
         min_lr_ratio=draw(st.floats(0.0, 1.0)),
         warmup_steps=draw(st.integers(0, 1000)),
         weight_decay=draw(st.floats(0.0, 1.0)),
-        beta1=draw(st.floats(0.0, 1.0)),
-        beta2=draw(st.floats(0.0, 1.0)),
+        beta1=draw(st.floats(0.0, 1.0, exclude_max=True)),
+        beta2=draw(st.floats(0.0, 1.0, exclude_max=True)),
         grad_clip=draw(st.floats(0.0, 10.0)),
         seed=draw(st.integers(0, 2**31)),
         device=draw(st.sampled_from(["auto", "cpu", "cuda", "cuda:1", "mps"])),
@@ -149,6 +149,9 @@ def test_bad_student_tables_are_refused(student):
     ("mode", "wml-typo"), ("precision", "fp16"), ("tokenizer_type", "wordpiece"),
     ("tokenizer_boundary", "suffix"),
     ("encoding_errors", "surrogateescape"), ("device", "gpu"), ("students", []),
+    ("beta1", 1.0), ("beta2", 1.0), ("checkpoint_words", [-5, 0]),
+    ("checkpoint_words", [1_000_000, 0]), ("device", "meta"), ("device", "xla"),
+    ("device", "cpu:1"), ("device", "cudax"), ("device", "cuda:"), ("device", "mps:0"),
 ])
 def test_impossible_values_are_refused_naming_the_key(key, value):
     with pytest.raises(MinidmlError) as err:
@@ -162,6 +165,7 @@ def test_impossible_values_are_refused_naming_the_key(key, value):
     ("warmup_steps", 0), ("alpha", 0.0), ("alpha", 1.0), ("weight_decay", 0.0),
     ("grad_clip", 0.0), ("min_lr_ratio", 0.0), ("val_fraction", 0.49), ("device", "cuda:3"),
     ("device", "cpu"), ("device", "mps"), ("vocab_size", 300), ("steps", 1),
+    ("beta1", 0.0), ("beta2", 0.999), ("device", "cuda"), ("device", "cuda:0"),
 ])
 def test_boundary_values_are_accepted(key, value):
     assert getattr(TrainConfig.from_dict({key: value}), key) == value
@@ -237,6 +241,27 @@ def test_bad_toml_is_refused(tmp_path, content, match):
     with pytest.raises(MinidmlError, match=match) as err:
         TrainConfig.toml_settings(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("beta1 = 1.0\n", "beta1 1.0: must be at least 0 and below 1"),
+    ("beta2 = 1\n", "beta2 1.0: must be at least 0 and below 1"),
+    ("checkpoint_words = [-5, 0]\n", "--checkpoint-words -5: must be a positive integer"),
+    ("checkpoint_words = [1_000_000, 0]\n", "--checkpoint-words 0: must be a positive integer"),
+    ("alpha = 2.0\n", "--alpha 2.0: must be between 0 and 1"),
+])
+def test_toml_values_out_of_range_are_refused_naming_the_file(tmp_path, content, needle):
+    path = tmp_path / "run.toml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(MinidmlError) as err:
+        TrainConfig.toml_settings(path)
+    assert str(err.value) == f"{path}: {needle}"
+
+
+def test_checkpoint_words_of_at_least_one_are_accepted():
+    assert TrainConfig(checkpoint_words=(1, 2_000_000)).checkpoint_words == (1, 2_000_000)
+    with pytest.raises(MinidmlError, match="--checkpoint-words 0"):
+        TrainConfig().replace(checkpoint_words=(5, 0))
 
 
 def test_missing_toml_is_refused(tmp_path):

@@ -10,6 +10,8 @@ import pytest
 from minidml.cli.commands import main
 from minidml.errors import MinidmlError
 
+from _helpers import assert_one_line_error, run_cli
+
 
 @pytest.fixture(autouse=True)
 def _matplotlib(require_extra):
@@ -68,6 +70,11 @@ def test_evaluated_checkpoints_get_a_learning_curve(tiny_run, tmp_path, capsys):
     assert "curve.svg" in names
     text = svg_text(tmp_path / "pics" / "curve.svg")
     assert "suite scores of checkpoints" in text and "words seen (each model)" in text
+    # a results file cut short is one line naming it
+    cut = run / "eval" / f"results-step{tiny_run.step}-99999999-999999.json"
+    cut.write_text('{"trunc')
+    code, _, err = run_cli("plot", run, "--out", tmp_path / "pics2", capsys=capsys)
+    assert_one_line_error(code, err, str(cut), "remove it")
 
 
 def test_the_curve_of_a_fast_set_stands_beside_the_official_baseline(tiny_run, tmp_path,

@@ -114,3 +114,32 @@ def test_an_explicit_bf16_that_is_slower_says_so_once(grammar_corpus, tmp_path, 
     assert lines == ["warning: --precision bf16 is 42.0x slower than fp32 at this run's "
                      "matmul shapes on cpu (no bf16 matrix units?); --precision auto would "
                      "use fp32"]
+
+
+# ----------------------------------------------------------------------------- device
+@pytest.mark.parametrize("name", ["meta", "xla", "cpu:1", "cuda:", "cudax", "cuda:-1", "mps:0",
+                                  "CPU"])
+def test_a_device_that_is_none_of_the_choices_is_refused(name):
+    with pytest.raises(MinidmlError) as err:
+        runtime.resolve_device(name)
+    assert str(err.value) == f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps"
+
+
+def test_cuda_n_must_be_a_device_of_this_machine(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert runtime.resolve_device("cpu") == CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert runtime.resolve_device("cuda") == torch.device("cuda")
+    assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(MinidmlError) as err:
+        runtime.resolve_device("cuda:2")
+    assert str(err.value) == ("--device cuda:2: this machine has 2 CUDA devices, cuda:0 to "
+                              "cuda:1; choose one of them, or cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(MinidmlError, match=r"^--device cuda:1: this machine has one CUDA "
+                                           r"device, cuda:0;"):
+        runtime.resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MinidmlError, match=r"^--device cuda:0: CUDA is not available here"):
+        runtime.resolve_device("cuda:0")

@@ -94,12 +94,14 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
         base = TrainConfig.from_dict(read_run_config(out)["config"], str(out / "config.json"))
     else:
         base = TrainConfig()
-    if config_file is not None:
-        base = base.replace(**TrainConfig.toml_settings(config_file))
+    from_file = {} if config_file is None else TrainConfig.toml_settings(config_file)
     given = one_length(given_settings(ctx, options, TRAIN_SETTINGS))
-    if given.get("budget") and (layers or width or heads or mlp_ratio):
-        raise MinidmlError("--budget searches the shapes: drop --layers/--width/--heads/"
-                           "--mlp-ratio, or drop --budget")
+    shape_options = {"--layers": layers, "--width": width, "--heads": heads,
+                     "--mlp-ratio": mlp_ratio}
+    _budget_or_shapes(given, from_file, config_file, [o for o, v in shape_options.items()
+                                                      if v is not None],
+                      out / "config.json" if resume and base.budget is not None else None)
+    base = base.replace(**from_file)
     shapes = student_shapes(k, layers, width, heads, mlp_ratio, base.students)
     if shapes is not None:
         given["students"] = shapes
@@ -127,6 +129,27 @@ def train(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, k: int
         click.echo(f"student {i}: validation loss {loss:.3f}")
     click.echo(f"trained {len(run.students)} student(s) for {run.step} steps: {run.path}")
     click.echo(f"next: minidml generate {run.path} --prompt 'The'")
+
+
+def _budget_or_shapes(given: dict[str, Any], from_file: dict[str, Any], config_file: Path | None,
+                      shape_options: list[str], run_budget: Path | None) -> None:
+    """Refuse a budget (whose search sets the students' shapes) together with shapes given
+    explicitly, wherever each comes from: the command line, the --config file, or (the
+    budget) the resumed run's ``config.json``."""
+    shapes = [*([("/".join(shape_options), "drop " + "/".join(shape_options))]
+                if shape_options else []),
+              *([(f"students in {config_file}", f"remove students from {config_file}")]
+                if "students" in from_file else [])]
+    if not shapes:
+        return
+    if run_budget is not None:  # the run's shapes were searched, and resuming keeps them
+        raise MinidmlError(f"{shapes[0][0]}: the run's budget (in {run_budget}) chose its "
+                           f"students' shapes, which resuming keeps; {shapes[0][1]}")
+    budgets = [*(["--budget"] if "budget" in given else []),
+               *([f"budget in {config_file}"] if "budget" in from_file else [])]
+    if budgets:
+        raise MinidmlError(f"{budgets[0]} and {shapes[0][0]}: a budget searches the students' "
+                           "shapes; give one or the other")
 
 
 # ----------------------------------------------------------------------------- compare
