@@ -31,6 +31,7 @@ from .lock import Staged, hold, hold_new
 from .model import Student
 from .rundir import (
     Run,
+    check_outside_corpus,
     check_resume_config,
     check_tokenizer,
     default_run_dir,
@@ -87,6 +88,7 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
 
         def start() -> tuple[Path, Path, bool, bool]:
             out_dir = Path(out) if out is not None else default_run_dir(paths)
+            check_outside_corpus(out_dir, paths)
             again = resume and stopped_before_start(out_dir)  # nothing to resume yet
             if not resume and not out_dir.exists():  # one writer, and no directory until
                 staged.append(held.enter_context(hold_new(out_dir)))  # the run can start

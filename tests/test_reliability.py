@@ -474,6 +474,20 @@ def test_odd_out_paths_are_one_line_naming_them(grammar_corpus, tmp_path, capsys
     assert_one_line_error(code, err, f"--out {odd}", "already exists")
 
 
+def test_a_run_inside_its_corpus_directory_is_refused(grammar_corpus, tmp_path, capsys):
+    """Its files would be read as text by the next run on that directory: one line, nothing
+    made, for a run and for a comparison."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(grammar_corpus.read_bytes())
+    for args in (["train", corpus, "--out", corpus / "run", "--steps", "2"],
+                 ["compare", corpus, "--out", corpus / "sub" / "cmp", "--budget", "400k",
+                  "--tokens", "1k"]):
+        code, _, err = run_cli(*args, capsys=capsys)
+        assert_one_line_error(code, err, "inside the corpus directory", str(corpus))
+    assert sorted(p.name for p in corpus.iterdir()) == ["a.txt"]
+
+
 def test_one_writer_per_run_directory(grammar_corpus, tmp_path):
     """A second train, --resume or --force on a directory another process trains in is one
     line naming that process; after a kill -9 the lock is gone and the next writer takes it."""

@@ -264,7 +264,6 @@ def compare(ctx: click.Context, corpus: tuple[Path, ...], out: Path | None, budg
     config.check_train(list(from_file))
     if out is None:
         out = Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    click.echo(f"comparison directory: {out}", err=True)
     report = run_compare(list(corpus), out, config, resume=resume, force=force,
                          progress=not quiet and sys.stderr.isatty(), data_dir=data_dir,
                          on_event=lambda message: click.echo(message, err=True),

@@ -58,7 +58,7 @@ from ..evaluation.scoring import ENSEMBLE, student_label
 from ..launch import LEGACY, corpus_documents, make_batches, train
 from ..lock import hold
 from ..model import Shape, StudentConfig
-from ..rundir import latest_checkpoint, load, new_out_dir, read_metrics
+from ..rundir import check_outside_corpus, latest_checkpoint, load, new_out_dir, read_metrics
 from ..runtime import resolve_device
 from ..search import Candidate, plan, search
 from ..tokenizer import Tokenizer
@@ -130,6 +130,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     paths = [corpus] if isinstance(corpus, str | os.PathLike) else list(corpus)
     files = corpus_files(paths)
     out = Path(out)
+    check_outside_corpus(out, paths)
     # before hours of training, not after; "all" becomes the suites whose data is present
     config = dataclasses.replace(config, suites=tuple(
         require_suites(config.suites, data_dir, option="--suites")), curve_suites=tuple(
@@ -149,6 +150,7 @@ def compare(corpus: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     source = None if reuse_from is None else _reuse_source(Path(reuse_from), settings)
     with hold(out):  # one writer per comparison (see minidml.lock)
         _prepare(out, settings, resume, force, keep=files)
+        say(f"comparison directory: {out}")
         base = config.train
         try:
             tokenizer = _tokenizer(out, files, base, say, source)
