@@ -116,6 +116,19 @@ class Checkpoints:
             cb.on_checkpoint(self, final)
         return final
 
+    @property
+    def total_steps(self) -> int:
+        """The steps the run plans (a time budget's plan changes as it goes)."""
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, steps: int) -> None:
+        self._total_steps = steps
+        # checkpoints at words seen, kept for good: the first step that reaches each count,
+        # or the plan's last step, a fraction of a step short of it (WordCount.reach_step)
+        self.milestones = (self.words.milestone_steps(milestones(self.config), steps)
+                           if self.words is not None else {})
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         if self.budget is not None:  # the plan it had made (steps, tokens and epochs: fixed)
@@ -224,11 +237,7 @@ class Trainer(Checkpoints):
         self.progress = progress
         self.budget = (TimeBudget(config.max_time, config.outer_every)
                        if config.max_time is not None else None)
-        self.total_steps = decisions.total_steps
-        # checkpoints at words seen: the first step that reaches each count (or the last
-        # step, a fraction of a step short of it), kept for good
-        self.milestones = (self.words.milestone_steps(milestones(config), self.total_steps)
-                           if self.words is not None else {})
+        self.total_steps = decisions.total_steps  # and the checkpoints by words with it
         self.compile_record = dict(decisions.compiled)
         if progress and self.comm.is_main:  # the decisions, said once
             why = self.precision_record.get("reason")

@@ -153,6 +153,31 @@ def test_a_run_keeps_checkpoints_at_its_words_and_resumes(corpus, tmp_path):
         40: [revision_name(beyond)]}
 
 
+def test_the_checkpoints_by_words_follow_a_changed_plan(corpus, tmp_path):
+    """A time budget re-plans its steps as it goes (and stops when out of time): the
+    checkpoints by words are those of the plan in force, its last step included."""
+    probe = minidml.train(corpus, tmp_path / "probe", **dict(TINY, steps=1))
+    meta = json.loads((probe.path / "config.json").read_text())["words"]
+    count = WordCount(meta["corpus_words"], meta["corpus_tokens"], 8 * 32, models=2)
+    early, late = count.per_model(10), count.per_model(30)
+    seen = {}
+
+    class Replan(Callback):
+        def on_train_start(self, trainer):
+            seen["planned"] = dict(trainer.milestones)
+            trainer.total_steps = 20  # as a time budget re-plans
+            seen["replanned"] = dict(trainer.milestones)
+
+    run = minidml.train(corpus, tmp_path / "run", callbacks=[Replan()],
+                        **dict(TINY, steps=40, checkpoint_words=(early, late)))
+    assert seen["planned"] == {10: [early], 30: [late]}
+    assert seen["replanned"] == {10: [early]}
+    assert run.step == 20
+    named = {int(c.name.split("-")[1]): checkpoint_words(c)["revisions"]
+             for c in checkpoints(run.path) if checkpoint_words(c).get("revisions")}
+    assert named == {10: [revision_name(early)]}
+
+
 def test_bad_track_input_is_one_line(corpus, tmp_path, capsys, monkeypatch):
     base = ["train", str(corpus), "--students", "1", "--layers", "1", "--width", "32",
             "--heads", "2", "--context", "32", "--batch-size", "8", "--vocab-size", "300"]
