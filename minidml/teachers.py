@@ -12,7 +12,7 @@ from typing import Any
 from .config import TrainConfig
 from .errors import MinidmlError
 from .model import Student
-from .rundir import checkpoint_words, latest_checkpoint, load
+from .rundir import checkpoint_words, load
 from .tokenizer import Tokenizer
 
 
@@ -32,12 +32,17 @@ def load_teachers(paths: Sequence[str | os.PathLike], device: str = "cpu"
         tokenizer = tokenizer or run.tokenizer
         i = run.champion
         models.append(run.students[i])
-        ckpt = latest_checkpoint(Path(path))
-        weights = ckpt / f"student-{i}.pt"
+        ckpt = Path(path) / "checkpoints" / f"step-{run.step:08d}"  # the one loaded
+        try:
+            digest = hashlib.sha256((ckpt / f"student-{i}.pt").read_bytes()).hexdigest()
+        except OSError:
+            raise MinidmlError(f"--teacher {path}: its checkpoint of step {run.step} was "
+                               "removed while being read (the teacher is still training?); "
+                               "distil from a finished run") from None
         records.append({"run": str(path), "student": i, "step": run.step,
                         "n_params": run.students[i].config.n_params,
                         "shape": dataclasses.asdict(run.config.students[i]),
-                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                        "sha256": digest,
                         # what the teacher's run read to train it (None: not recorded)
                         "words_total": checkpoint_words(ckpt).get("words_total")})
     if tokenizer is None:

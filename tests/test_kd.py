@@ -155,6 +155,24 @@ def test_a_student_learns_from_the_teacher_alone(corpus, teacher, tmp_path):
     assert train[-1]["kl"][0] < train[0]["kl"][0] / 2  # the student closes in on the teacher
 
 
+def test_a_teacher_checkpoint_rotated_away_while_read_is_one_line(teacher, monkeypatch):
+    """The teacher's weights are recorded by the checkpoint that was loaded; one a training
+    teacher removed in between is a one-line error, not a crash."""
+    import dataclasses
+
+    from minidml import teachers
+
+    real = minidml.load(teacher.path)
+    models, _, records = teachers.load_teachers([teacher.path])
+    weights = checkpoints(teacher.path)[-1] / "student-0.pt"
+    assert records[0]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    monkeypatch.setattr(teachers, "load", lambda path, device: dataclasses.replace(
+        real, step=real.step + 5))  # a newer checkpoint loaded, and gone again
+    with pytest.raises(MinidmlError, match=rf"--teacher .*: its checkpoint of step "
+                                           rf"{real.step + 5} was removed while being read"):
+        teachers.load_teachers([teacher.path])
+
+
 @pytest.mark.slow
 def test_kd_resumes_exactly(corpus, teacher, tmp_path):
     cfg = TrainConfig(students=(Shape(1, 64, 2), Shape(1, 32, 2)), mode="kd",
