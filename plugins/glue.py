@@ -670,6 +670,8 @@ class GlueSuite:
                     results[ENSEMBLE][task] = task_result(tspec, mixed, gold[task], settings)
                     predicted[ENSEMBLE][task] = mixed.argmax(-1).tolist()
             done += scored
+        if not done:  # nothing scored: no result to write, and why in one line
+            raise MinidmlError("no task could be fine-tuned: " + "; ".join(notes))
         available = tuple(t for t in settings.all_tasks if t in done)
         return SuiteResult(results, {SUITE: available}, notes, rows=predicted,
                            settings={"glue_set": settings.glue_set,

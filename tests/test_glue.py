@@ -294,6 +294,11 @@ def test_missing_training_files_are_noted_not_scored(tokenizer, zebra_root):
         "mnli-mm: no training file for mnli (babylm-eval/glue_filtered/mnli.train.jsonl); "
         "unavailable"]
     assert list(result.tasks["student-0"]) == ["sst2"] and result.groups["glue"] == ("sst2",)
+    # none of the tasks asked for: the suite fails with the reasons, writing no result
+    with pytest.raises(MinidmlError, match=r"no task could be fine-tuned: boolq: no training "
+                                           r"file .*; mnli-mm: no training file for mnli"):
+        glue.GlueSuite().evaluate(make_ctx(make_run(tokenizer), zebra_root,
+                                           **{**FAST, "tasks": "boolq,mnli-mm"}))
 
 
 def test_ensemble_is_the_omega_mixture(tokenizer, zebra_root, monkeypatch):
