@@ -24,6 +24,7 @@ import json
 import lzma
 import os
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from queue import Empty, Full, Queue
@@ -36,12 +37,13 @@ from tqdm.auto import tqdm
 from . import _io
 from .documents import SPLITTER_VERSION, documents
 from .errors import MinidmlError
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, cut_for_encoding
 
 T = TypeVar("T")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: documents over CHUNK_BYTES encoded in pieces (cut_for_encoding)
 SAMPLINGS = ("epochs", "uniform")
 CHUNK_BYTES = 1 << 20  # text encoded per call: bounds memory on corpora with huge lines
+MIN_TOKENS = 4 * 2  # the fewest any run trains on: 4 windows of context+1 tokens at context 1
 _MAGIC = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile,
           # bzip2: "BZh", the block size, then the first block's magic (or the end-of-stream
           # magic when empty); "BZh" alone is text that a plain file may well start with
@@ -158,7 +160,7 @@ def read_lines(files: Sequence[Path], encoding_errors: str = "strict",
             if digests is not None:
                 raw.drain()
                 digests.append(raw.digest.digest())
-        except (OSError, EOFError, lzma.LZMAError) as e:
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:  # zlib: a bad .gz body
             try:
                 changed = os.stat(path).st_size != size
             except OSError:  # gone meanwhile
@@ -226,17 +228,43 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minidml"
 
 
-def _chunks(docs: Iterator[str], chunk_bytes: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+def _pieces(docs: Iterator[str], max_chars: int) -> Iterator[tuple[str, bool, bool]]:
+    """``(text, first, last)``: each document whole (first and last), or when longer than
+    ``max_chars`` in the pieces of :func:`~minidml.tokenizer.cut_for_encoding`."""
+    for doc in docs:
+        if len(doc) <= max_chars:  # (the common case, without a generator's cost)
+            yield doc, True, True
+            continue
+        pieces = cut_for_encoding(doc, max_chars)
+        piece, first = next(pieces), True
+        for following in pieces:
+            yield piece, first, False
+            piece, first = following, False
+        yield piece, first, True
+
+
+def _chunks(pieces: Iterator[tuple[str, bool, bool]], chunk_bytes: int
+            ) -> Iterator[list[tuple[str, bool, bool]]]:
+    chunk: list[tuple[str, bool, bool]] = []
     size = 0
-    for line in docs:
-        chunk.append(line)
-        size += len(line)
+    for piece in pieces:
+        chunk.append(piece)
+        size += len(piece[0])
         if size >= chunk_bytes:
             yield chunk
             chunk, size = [], 0
     if chunk:
         yield chunk
+
+
+def _encode(tokenizer: Tokenizer, chunk: list[tuple[str, bool, bool]]) -> list[list[int]]:
+    """The ids of a chunk's pieces: ``BOS`` before a document's first piece, ``EOS`` after its
+    last."""
+    ids = tokenizer.encode_batch([text for text, _, _ in chunk], bos=True, eos=True)
+    for k, (_, first, last) in enumerate(chunk):
+        if not (first and last):  # a piece of a longer document
+            ids[k] = ids[k][0 if first else 1:None if last else -1]
+    return ids
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -308,7 +336,12 @@ def tokenize_corpus(
     ``speaker_tags``: a non-blank line, or each of its sentences and utterances) becomes
     ``BOS tokens EOS``. The cache key is the corpus's bytes, the tokenizer, the reading
     options and the splitting rule, so a second call with the same inputs opens the existing
-    file. Memory use is bounded by ``CHUNK_BYTES`` of text, whatever the corpus size.
+    file. Memory use is bounded by ``CHUNK_BYTES`` of text being encoded (beyond the line being
+    read), whatever the corpus size: a longer document is encoded in pieces cut before spaces
+    (:func:`~minidml.tokenizer.cut_for_encoding`, which says when the ids are those of the
+    whole document); only text over ``CHUNK_BYTES`` characters long without a space is
+    encoded whole. A corpus of no text, or of too few tokens to train on whatever the context
+    (:func:`check_enough_tokens`), is an error that names it.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dtype = token_dtype(tokenizer.vocab_size)
@@ -329,22 +362,31 @@ def tokenize_corpus(
         read: list[bytes] = []  # each file's digest as tokenising read it
         with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
                   disable=not progress, leave=False) as bar, _io.atomic_open(path) as out:
-            chunks = _chunks(documents(read_lines(files, encoding_errors, bar, read), rule,
-                                       speaker_tags), CHUNK_BYTES)
-            for chunk in prefetch(chunks):
-                out.write(_token_bytes(tokenizer.encode_batch(chunk, bos=True, eos=True), dtype))
+            docs = documents(read_lines(files, encoding_errors, bar, read), rule, speaker_tags)
+            for chunk in prefetch(_chunks(_pieces(docs, CHUNK_BYTES), CHUNK_BYTES)):
+                out.write(_token_bytes(_encode(tokenizer, chunk), dtype))
             # the key must name what was read: a file that changed meanwhile caches nothing
             changed = next((f for f, a, b in zip(files, expected, read, strict=False)
                             if a != b), files[len(read)] if len(read) < len(files) else None)
             if changed is not None:
                 raise MinidmlError(f"{changed}: changed while it was being read; nothing was "
                                    "cached; run again once the corpus stays as it is")
+    corpus = f"corpus {', '.join(map(str, files))}"
     if path.stat().st_size == 0:
         with contextlib.suppress(OSError):
             path.unlink()
-        raise MinidmlError(f"corpus {', '.join(map(str, files))}: contains no text; "
-                           "give a non-empty corpus")
-    return np.memmap(path, dtype=dtype, mode="r")
+        raise MinidmlError(f"{corpus}: contains no text; give a non-empty corpus")
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    check_enough_tokens(len(tokens), corpus)
+    return tokens
+
+
+def check_enough_tokens(n: int, corpus: str = "the corpus") -> None:
+    """Refuses a corpus of ``n`` tokens too small to train on whatever the context: fewer than
+    ``MIN_TOKENS``, the 4 windows of 2 tokens that :class:`Batches` needs at ``context=1``."""
+    if n < MIN_TOKENS:
+        raise MinidmlError(f"{corpus}: only {n} tokens, too few to train on with any --context "
+                           f"(at least {MIN_TOKENS} are needed); give a larger corpus")
 
 
 # --------------------------------------------------------------------------- batches
@@ -431,6 +473,7 @@ class Batches:
         if not 0 < holdout_fraction < 1:
             raise MinidmlError(f"holdout fraction {holdout_fraction}: must be between 0 and 1")
         n, window = len(tokens), context + 1
+        check_enough_tokens(n)
         if n < 4 * window:
             raise MinidmlError(
                 f"--context {context}: the corpus has only {n} tokens, fewer than 4 windows of "

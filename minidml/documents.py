@@ -49,7 +49,11 @@ ABBREVIATIONS = frozenset((
 ))
 
 _TAG = re.compile(r"(?:(?<=\s)|^)(?:\*[A-Z]{2,4}|[A-Z]):(?=\s|$)")
-_END = re.compile(r"([.!?\u2026]+)[\"'\u201d\u2019)\]]*(\s+)(?=[\"'\u201c\u2018(\[]*[A-Z0-9])")
+# a sentence end: matched only from the first character of a run of end marks (the lookbehind)
+# and without backtracking (the possessive quantifiers), so that splitting takes time linear in
+# the line's length, however long its runs of punctuation
+_END = re.compile(r"(?<![.!?\u2026])([.!?\u2026]++)[\"'\u201d\u2019)\]]*+(\s++)"
+                  r"(?=[\"'\u201c\u2018(\[]*+[A-Z0-9])")
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:

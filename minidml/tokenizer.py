@@ -100,6 +100,36 @@ def split_long_line(line: str, max_bytes: int = MAX_PIECE_BYTES) -> Iterator[str
         yield " ".join(piece)
 
 
+# a space after a non-space: no sentencepiece piece spans it (see cut_for_encoding)
+_CUT = re.compile(r"(?<=[^ ]) ")
+
+
+def cut_for_encoding(text: str, max_chars: int) -> Iterator[str]:
+    """``text`` in consecutive pieces to encode one at a time, each of at least ``max_chars``
+    characters (but the last), cut just before a space that follows a non-space.
+
+    The pieces join back to ``text``, and encoding them one by one gives the ids of the whole
+    text, concatenated: every piece but the first begins with a space, so no word boundary is
+    added to it, and no piece of minidml's vocabulary spans such a cut (sentencepiece keeps
+    ``▁`` only at the start of a piece, or in pieces of nothing but ``▁``, unless trained
+    with ``split_by_whitespace`` off, which minidml never does). That holds exactly for a BPE
+    model. For a unigram model it holds but for near-ties: sentencepiece sums piece scores
+    along the whole text in float32, so where two segmentations of a word score within the
+    rounding error of that running sum (which grows with the text), a long text and its
+    pieces can pick different ones (in 3.7 MB of Simple Wikipedia as one line, cut into
+    pieces of 1,000 characters to 1 MiB: about 70 of 1.2 million tokens). Text without such
+    a space over ``max_chars`` characters long is not cut.
+    """
+    start = 0
+    while len(text) - start > max_chars:
+        cut = _CUT.search(text, start + max(1, max_chars))
+        if cut is None:
+            break
+        yield text[start:cut.start()]
+        start = cut.start()
+    yield text[start:]
+
+
 def sample_pieces(lines: Iterable[str], size: int, seed: int) -> tuple[list[str], int]:
     """Reservoir-sample at most ``size`` training pieces from ``lines``; also count the words.
 
@@ -135,20 +165,30 @@ class Tokenizer:
 
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
 
-    def __init__(self, model_proto: bytes):
+    def __init__(self, model_proto: bytes, source: str = "tokenizer model"):
+        """The tokenizer of a sentencepiece model's bytes; ``source`` names them in errors
+        (:meth:`load` gives the file)."""
         self._proto = bytes(model_proto)
-        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        except RuntimeError:
+            raise MinidmlError(f"{source}: not a sentencepiece model; retrain the run's "
+                               "tokenizer") from None
         if (self._sp.pad_id(), self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id()) != (
             PAD_ID, UNK_ID, BOS_ID, EOS_ID,
         ):
-            raise MinidmlError("tokenizer model: special ids must be pad=0 unk=1 bos=2 eos=3; "
+            raise MinidmlError(f"{source}: special ids must be pad=0 unk=1 bos=2 eos=3; "
                                "train it with minidml")
         #: ``"prefix"`` (a text's first word is encoded as in running text) or ``"none"``
         self.boundary = "prefix" if has_dummy_prefix(self._proto) else "none"
         # encoding goes through a copy without the dummy prefix: the boundary is added here,
         # only where the text does not already begin with a space (see the module docstring)
-        self._bare = self._sp if self.boundary == "none" else spm.SentencePieceProcessor(
-            model_proto=with_dummy_prefix(self._proto, False))
+        try:
+            self._bare = self._sp if self.boundary == "none" else spm.SentencePieceProcessor(
+                model_proto=with_dummy_prefix(self._proto, False))
+        except ValueError as e:  # e.g. no normalizer spec: not a model minidml trained
+            raise MinidmlError(f"{source}: a sentencepiece model minidml cannot use ({e}); "
+                               "train it with minidml") from None
         self._unigram = model_type(self._proto) == "unigram"
 
     # ---------------------------------------------------------------- construction
@@ -166,9 +206,10 @@ class Tokenizer:
         """Train on an iterable of text lines (e.g. :func:`minidml.data.read_lines`).
 
         ``vocab_size=None`` picks :func:`auto_vocab_size` of the corpus's word count, capped
-        at what the corpus supports. An explicit size the corpus cannot support is an error
-        that suggests the largest size that works. ``boundary``: ``"prefix"`` (a text's
-        first word is encoded as in running text) or ``"none"`` (see the module docstring).
+        at what the corpus supports and raised to what its characters need (each character
+        is a piece). An explicit size the corpus cannot support is an error that suggests a
+        size that works. ``boundary``: ``"prefix"`` (a text's first word is encoded as in
+        running text) or ``"none"`` (see the module docstring).
         """
         if model_type not in ("unigram", "bpe"):
             raise MinidmlError(f"--tokenizer-type {model_type!r}: choose unigram or bpe")
@@ -188,27 +229,35 @@ class Tokenizer:
             proto = _train_proto(pieces, size, model_type, seed, num_threads)
             return cls(with_dummy_prefix(proto, True) if boundary == "prefix" else proto)
 
-        try:
-            return train(size)
-        except RuntimeError as e:
-            limit = re.search(r"value <= (\d+)", str(e))
-            if limit and vocab_size is None:
-                return train(int(limit.group(1)))
-            if limit and int(limit.group(1)) < MIN_VOCAB:  # below the smallest size we accept
-                raise MinidmlError(
-                    f"--vocab-size {vocab_size}: too large for this corpus, which supports only "
-                    f"{limit.group(1)}; give a larger corpus or leave --vocab-size out") from None
-            if limit:
-                raise MinidmlError(
-                    f"--vocab-size {vocab_size}: too large for this corpus; "
-                    f"use --vocab-size {limit.group(1)} or less") from None
-            need = re.search(r"required_chars\. \d+ vs (\d+)", str(e))
-            if need:
-                raise MinidmlError(
-                    f"--vocab-size {size}: too small for the {need.group(1)} characters and "
-                    f"special pieces of this corpus; use --vocab-size {int(need.group(1)) + 64} "
-                    "or more") from None
-            raise MinidmlError(f"tokenizer training failed: {str(e).splitlines()[0]}") from None
+        tried: set[int] = set()
+        while True:
+            try:
+                return train(size)
+            except RuntimeError as e:
+                error = str(e)
+            tried.add(size)
+            most = _number(r"value <= (\d+)", error)  # the most pieces the corpus supports
+            need = _number(r"required_chars\. \d+ vs (\d+)", error)  # what its characters need
+            enough = None if need is None else need + 64  # and room for longer pieces
+            fits = most if most is not None else enough
+            if vocab_size is not None or fits is None or fits in tried:
+                break
+            size = fits  # an automatic size becomes what this corpus needs or supports
+        if vocab_size is None:
+            raise MinidmlError(f"tokenizer training failed at the automatic vocabulary size "
+                               f"{size}: {error.splitlines()[0]}; give --vocab-size")
+        if most is not None and most < MIN_VOCAB:  # below the smallest size we accept
+            raise MinidmlError(
+                f"--vocab-size {vocab_size}: too large for this corpus, which supports only "
+                f"{most}; give a larger corpus or leave --vocab-size out")
+        if most is not None:
+            raise MinidmlError(f"--vocab-size {vocab_size}: too large for this corpus; "
+                               f"use --vocab-size {most} or less")
+        if need is not None:
+            raise MinidmlError(
+                f"--vocab-size {vocab_size}: too small for the {need} characters and special "
+                f"pieces of this corpus; use --vocab-size {enough} or more")
+        raise MinidmlError(f"tokenizer training failed: {error.splitlines()[0]}")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
@@ -216,11 +265,7 @@ class Tokenizer:
             data = Path(path).read_bytes()
         except OSError as e:
             raise MinidmlError(f"{path}: cannot read tokenizer model ({e.strerror})") from None
-        try:
-            return cls(data)
-        except RuntimeError:
-            raise MinidmlError(f"{path}: not a sentencepiece model; retrain the run's "
-                               "tokenizer") from None
+        return cls(data, source=str(path))
 
     def save(self, path: str | os.PathLike) -> None:
         _io.write_bytes(path, self._proto)
@@ -323,6 +368,12 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (f"Tokenizer(vocab_size={self.vocab_size}, boundary={self.boundary!r}, "
                 f"sha256={self.sha256[:12]})")
+
+
+def _number(pattern: str, text: str) -> int | None:
+    """The integer that ``pattern``'s group captures in ``text``, if it matches."""
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else None
 
 
 def _with_boundary(text: str) -> str:

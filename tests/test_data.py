@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ from minidml.data import (
 )
 from minidml.errors import MinidmlError
 from minidml.tokenizer import BOS_ID, EOS_ID, Tokenizer
+
+from _helpers import assert_one_line_error, run_cli
 
 COMPRESS = {"plain": lambda b: b, "gz": gzip.compress, "xz": lzma.compress, "bz2": bz2.compress}
 SOME = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -200,6 +203,35 @@ def test_gzip_with_a_bad_checksum_is_an_error(tmp_path):
         list(read_lines([path]))
 
 
+def damaged(path: Path, kind: str) -> Path:
+    """A compressed file at ``path`` whose header is intact and whose compressed data is not
+    (for gzip, what zlib itself refuses, with an error that is not an OSError)."""
+    rng = random.Random(0)
+    payload = "".join(rng.choice("abcdefgh \n") for _ in range(40_000)).encode()
+    blob = bytearray(COMPRESS[kind](payload))
+    blob[len(blob) // 2] ^= 0xFF
+    if kind == "gz":
+        with pytest.raises(zlib.error):
+            gzip.decompress(bytes(blob))
+    path.write_bytes(bytes(blob))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["gz", "xz"])
+def test_damaged_compressed_body_is_a_one_line_error(tmp_path, kind):
+    path = damaged(tmp_path / f"damaged.{kind}", kind)
+    with pytest.raises(MinidmlError, match=f"{re.escape(str(path))}: damaged or truncated"):
+        list(read_lines([path]))
+
+
+def test_a_damaged_gzip_corpus_is_one_line_on_the_command_line(tmp_path, capsys):
+    path = damaged(tmp_path / "corpus.gz", "gz")
+    code, _, err = run_cli("train", path, "--out", tmp_path / "run", "--steps", "2", "--quiet",
+                           capsys=capsys)
+    assert_one_line_error(code, err, f"{path}: damaged or truncated compressed file")
+    assert "internal error" not in err
+
+
 def test_real_compressed_corpus_matches_manifest(data_dir):
     rel = "babylm-2024-100M-snippets/switchboard.txt.xz"
     path = data_dir / rel
@@ -286,6 +318,41 @@ def test_tokenize_corpus_chunking_does_not_change_tokens(tok, tmp_path, monkeypa
     expected = reference_tokens(tok, files)
     monkeypatch.setattr(data, "CHUNK_BYTES", 7)
     assert tokenize_corpus(files, tok, cache_dir=tmp_path / "small-chunks").tolist() == expected
+
+
+@pytest.fixture(scope="module")
+def bpe_tok(tok) -> Tokenizer:
+    rng = random.Random(1)
+    words = ["the", "cat", "sat", "on", "mat", "café", "日本語", "😀", "ran", "home", "dog"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 10))) for _ in range(1000)]
+    return Tokenizer.train(lines, vocab_size=300, model_type="bpe", num_threads=1)
+
+
+@pytest.mark.parametrize("model", ["unigram", "bpe"])
+def test_a_long_line_is_encoded_in_pieces_with_the_ids_of_the_whole(tok, bpe_tok, tmp_path,
+                                                                    monkeypatch, model):
+    tokenizer = tok if model == "unigram" else bpe_tok
+    rng = random.Random(2)
+    words = ["the", "cat", "sat", "on", "mat", "café", "日本語", "😀", "kalo", "mine", "x\u2581y"]
+    gaps = [" ", " ", " ", "  ", " \t ", "   "]
+    long_line = "".join(rng.choice(words) + rng.choice(gaps) for _ in range(3000)).strip()
+    lines = ["short line", long_line, "", long_line[:150], "another short line"]
+    path = write(tmp_path / "long.txt", "\n".join(lines).encode())
+    monkeypatch.setattr(data, "CHUNK_BYTES", 100)
+    encoded: list[str] = []  # every text handed to the encoder
+    encode_batch = tokenizer.encode_batch
+
+    def spy(texts, *args, **kwargs):
+        encoded.extend(texts)
+        return encode_batch(texts, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "encode_batch", spy)
+    tokens = tokenize_corpus([path], tokenizer, cache_dir=tmp_path / "cache").tolist()
+    assert tokens == reference_tokens(tokenizer, [path])  # the ids of encoding lines whole
+    assert len(long_line) > 10_000
+    assert max(map(len, encoded)) < 120  # memory: no text encoded at once is much longer
+    assert "".join(encoded[1:-3]) == long_line  # the long line's pieces, in order
+    assert tokens.count(BOS_ID) == tokens.count(EOS_ID) == 4  # one document each
 
 
 def test_tokenize_corpus_reuses_its_cache(tok, tmp_path, monkeypatch):
@@ -618,6 +685,29 @@ def test_context_longer_than_data_error_suggests_a_context_that_works(n, context
     b = Batches(np.arange(n), suggested, 2)
     x, y = b.train(0)
     assert x.shape == (2, suggested)
+
+
+@pytest.mark.parametrize("n", range(8))
+@pytest.mark.parametrize("context", [1, 2, 64])
+def test_a_corpus_too_small_for_any_context_is_said_to_be(n, context):
+    with pytest.raises(MinidmlError) as err:
+        Batches(np.arange(n), context, 2)
+    message = str(err.value)
+    assert message.startswith(f"the corpus: only {n} tokens, too few to train on with any "
+                              "--context"), message
+    assert message.endswith("give a larger corpus") and "use --context" not in message
+    Batches(np.arange(8), 1, 2).train(0)  # 8 tokens are enough for context 1
+
+
+def test_a_tiny_corpus_is_named_and_refused(tmp_path, capsys):
+    path = write(tmp_path / "tiny.txt", b"a b\n")
+    for context in ("1", "16"):
+        code, _, err = run_cli("train", path, "--out", tmp_path / "run", "--context", context,
+                               "--steps", "2", "--quiet", capsys=capsys)
+        assert_one_line_error(code, err, f"corpus {path}: only ", "too few to train on",
+                              "give a larger corpus")
+        assert "--context 1 or less" not in err
+        assert not (tmp_path / "run").exists()
 
 
 def test_batches_argument_errors():

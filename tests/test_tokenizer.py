@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minidml.errors import MinidmlError
+from minidml.spm_model import _raw_fields
 from minidml.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -22,6 +23,7 @@ from minidml.tokenizer import (
     UNK_ID,
     Tokenizer,
     auto_vocab_size,
+    cut_for_encoding,
     sample_pieces,
     split_long_line,
 )
@@ -188,6 +190,20 @@ def test_load_garbage(tmp_path):
         Tokenizer.load(path)
 
 
+def test_model_without_a_normalizer_spec_is_refused_naming_the_file(tok, tmp_path):
+    # sentencepiece reads such a model (with its default normalisation, which is not
+    # minidml's: it collapses runs of spaces), so it is minidml that must refuse it
+    bare = b"".join(raw for number, _, raw in _raw_fields(tok.to_bytes()) if number != 3)
+    assert spm.SentencePieceProcessor(model_proto=bare).get_piece_size() == tok.vocab_size
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(bare)
+    with pytest.raises(MinidmlError) as err:
+        Tokenizer.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "normalizer spec" in message, message
+    assert "\n" not in message and "train it with minidml" in message
+
+
 def test_foreign_model_with_other_special_ids_is_refused(tmp_path):
     import io
 
@@ -198,7 +214,7 @@ def test_foreign_model_with_other_special_ids_is_refused(tmp_path):
         Tokenizer(out.getvalue())
     path = tmp_path / "foreign.model"
     path.write_bytes(out.getvalue())
-    with pytest.raises(MinidmlError, match="special ids"):
+    with pytest.raises(MinidmlError, match=f"^{re.escape(str(path))}: special ids"):
         Tokenizer.load(path)
 
 
@@ -260,12 +276,18 @@ def test_corpus_too_small_for_any_allowed_vocab_does_not_suggest_a_refused_size(
     assert tok.decode(tok.encode(lines[0])) == lines[0]
 
 
-def test_vocab_too_small_for_the_characters_suggests_a_size_that_works():
+def cjk_lines(n_chars: int) -> tuple[list[str], list[str]]:
+    """(lines of ``n_chars`` CJK characters, all frequent; the characters)."""
     rng = random.Random(0)
-    chars = [chr(0x4E00 + i) for i in range(400)]  # 400 CJK characters, all frequent
-    lines = ["".join(rng.choice(chars) for _ in range(30)) for _ in range(2000)]
+    chars = [chr(0x4E00 + i) for i in range(n_chars)]
+    return ["".join(rng.choice(chars) for _ in range(30)) for _ in range(2000)], chars
+
+
+def test_vocab_too_small_for_the_characters_suggests_a_size_that_works():
+    lines, chars = cjk_lines(400)
     with pytest.raises(MinidmlError, match="too small") as err:
         Tokenizer.train(lines, vocab_size=300, num_threads=1)
+    assert str(err.value).startswith("--vocab-size 300: ")
     m = re.search(r"--vocab-size (\d+) or more", str(err.value))
     assert m, str(err.value)
     suggested = int(m.group(1))
@@ -274,6 +296,19 @@ def test_vocab_too_small_for_the_characters_suggests_a_size_that_works():
     assert tok.vocab_size == suggested
     pieces = {tok.id_to_piece(i) for i in range(tok.vocab_size)}
     assert set(chars) <= pieces  # every character got its own piece
+
+
+def test_auto_vocab_grows_to_what_the_characters_need():
+    lines, chars = cjk_lines(400)  # the automatic size of so few words is 512: too small
+    _, words = sample_pieces(lines, 10**6, 0)
+    assert auto_vocab_size(words) == MIN_AUTO_VOCAB == 512
+    with pytest.raises(MinidmlError, match="too small") as err:
+        Tokenizer.train(lines, vocab_size=MIN_AUTO_VOCAB, num_threads=1)
+    suggested = int(re.search(r"--vocab-size (\d+) or more", str(err.value)).group(1))
+    tok = Tokenizer.train(lines, num_threads=1)  # no size given: no error about one
+    assert tok.vocab_size == suggested > MIN_AUTO_VOCAB
+    assert set(chars) <= {tok.id_to_piece(i) for i in range(tok.vocab_size)}
+    assert tok.decode(tok.encode(lines[0])) == lines[0]
 
 
 def test_auto_vocab_falls_back_to_what_the_corpus_supports():
@@ -371,6 +406,34 @@ def test_character_only_in_a_long_line_is_learned(long_line):
     pieces = [tok.id_to_piece(i) for i in tok.encode("ж")]
     assert pieces in (["\u2581", "ж"], ["\u2581ж"])  # the word boundary, then the character
     assert tok.decode(tok.encode(long_line)) == long_line
+
+
+@pytest.fixture(scope="module")
+def bpe() -> Tokenizer:
+    return Tokenizer.train(word_lines(1500), vocab_size=400, model_type="bpe", num_threads=1)
+
+
+CUT_TEXT = st.lists(st.sampled_from(WORDS + [" ", "  ", "   ", "\t", "\n", "\u2581", "ж", "xyzzy"]),
+                    max_size=80).map("".join)
+
+
+@FAST
+@given(text=CUT_TEXT, max_chars=st.integers(1, 40))
+def test_text_cut_for_encoding_keeps_the_ids_of_the_whole(bpe, tok, text, max_chars):
+    pieces = list(cut_for_encoding(text, max_chars))
+    assert "".join(pieces) == text
+    assert all(len(p) >= max_chars for p in pieces[:-1])
+    for a, b in zip(pieces, pieces[1:], strict=False):  # cut before a space after a non-space
+        assert a[-1] != " " and b[0] == " "
+    if len(text) <= max_chars:
+        assert pieces == [text]
+    for model in (bpe, tok):
+        assert [i for p in pieces for i in model.encode(p)] == model.encode(text)
+
+
+def test_text_without_spaces_is_not_cut():
+    assert list(cut_for_encoding("ж" * 50, 10)) == ["ж" * 50]
+    assert list(cut_for_encoding("ab" + " " * 30 + "cd ef", 5)) == ["ab" + " " * 30 + "cd", " ef"]
 
 
 # ----------------------------------------------------------------------------- sampling
