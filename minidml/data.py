@@ -200,18 +200,22 @@ def count_words(files: Sequence[Path], encoding_errors: str = "strict",
                 cache_dir: str | os.PathLike | None = None) -> int:
     """Whitespace-separated words of the corpus ``files``, counted once and cached beside
     the token cache (keyed by the files' fingerprint and the reading options): what BabyLM counts
-    (:mod:`minidml.words`)."""
+    (:mod:`minidml.words`). The count is cached under the fingerprint of the bytes it counted,
+    so a file that changed meanwhile never lends its count to another content."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = f"{fingerprint(files)}-{encoding_errors}"
-    path = cache / f"words-{key}.json"
+
+    def cached(digests: Sequence[bytes] | None) -> Path:
+        return cache / f"words-{fingerprint(files, digests)}-{encoding_errors}.json"
+
     try:
-        return int(json.loads(path.read_text(encoding="utf-8"))["words"])
+        return int(json.loads(cached(None).read_text(encoding="utf-8"))["words"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    words = sum(len(line.split()) for line in read_lines(files, encoding_errors))
+    read: list[bytes] = []  # each file's digest as counting read it
+    words = sum(len(line.split()) for line in read_lines(files, encoding_errors, None, read))
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        _io.write_json(path, {"words": words, "files": [str(f) for f in files]})
+        _io.write_json(cached(read), {"words": words, "files": [str(f) for f in files]})
     except OSError:  # an unwritable cache only costs counting again next time
         pass
     return words

@@ -97,6 +97,30 @@ def test_words_are_whitespace_separated_words_counted_once(tmp_path):
     assert count_words([f], cache_dir=tmp_path / "cache") == 8  # from the cache
 
 
+def test_a_count_is_cached_under_the_bytes_it_counted(tmp_path, monkeypatch):
+    """A file rewritten between its fingerprint and its counting: the count is kept under
+    what was read, so the first content, back again, is counted afresh, not given the
+    second's count."""
+    from minidml import data
+
+    f = tmp_path / "c.txt"
+    first, second = "one two three\n" * 1000, "four five\n" * 10
+    f.write_text(first, encoding="utf-8")
+    reading = data.read_lines
+
+    def rewritten_before_read(*args, **kwargs):
+        f.write_text(second, encoding="utf-8")  # after the fingerprint was taken
+        yield from reading(*args, **kwargs)
+
+    monkeypatch.setattr(data, "read_lines", rewritten_before_read)
+    assert count_words([f], cache_dir=tmp_path / "cache") == 20
+    monkeypatch.setattr(data, "read_lines", reading)
+    f.write_text(first, encoding="utf-8")
+    assert count_words([f], cache_dir=tmp_path / "cache") == 3000
+    f.write_text(second, encoding="utf-8")
+    assert count_words([f], cache_dir=tmp_path / "cache") == 20
+
+
 def test_the_cap_counts_every_model_unless_asked_per_model():
     count = WordCount(8_000_000, 10_000_000, 10_000, models=4)  # 8,000 words a step each
     total = step_limit("strict-small", "total", count)
