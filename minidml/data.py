@@ -368,7 +368,12 @@ def tokenize_corpus(
                   disable=not progress, leave=False) as bar, _io.atomic_open(path) as out:
             docs = documents(read_lines(files, encoding_errors, bar, read), rule, speaker_tags)
             for chunk in prefetch(_chunks(_pieces(docs, CHUNK_BYTES), CHUNK_BYTES)):
-                out.write(_token_bytes(_encode(tokenizer, chunk), dtype))
+                try:
+                    out.write(_token_bytes(_encode(tokenizer, chunk), dtype))
+                except OSError as e:  # a full disk, say: nothing is cached (atomic_open)
+                    raise MinidmlError(f"{cache}: cannot write the token cache "
+                                       f"({e.strerror or e}); free space there or set "
+                                       "MINIDML_CACHE_DIR to another directory") from None
             # the key must name what was read: a file that changed meanwhile caches nothing
             changed = next((f for f, a, b in zip(files, expected, read, strict=False)
                             if a != b), files[len(read)] if len(read) < len(files) else None)

@@ -419,6 +419,26 @@ def test_failed_tokenization_leaves_no_cache_file(tok, tmp_path, monkeypatch):
     assert tokenize_corpus(files, tok, cache_dir=cache).tolist() == reference_tokens(tok, files)
 
 
+def test_a_full_disk_while_caching_is_one_line_and_caches_nothing(tok, tmp_path, monkeypatch):
+    import errno
+
+    from minidml import data
+
+    files = corpus(tmp_path)
+    cache = tmp_path / "cache"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(data, "_token_bytes", full)
+        with pytest.raises(MinidmlError, match=r"cache: cannot write the token cache \(No space "
+                                               r"left on device\); free space there or set "
+                                               r"MINIDML_CACHE_DIR"):
+            tokenize_corpus(files, tok, cache_dir=cache)
+    assert cache_files(cache) == []
+
+
 @pytest.mark.parametrize("kind", ["txt", "xz"])
 def test_a_corpus_changed_while_read_caches_nothing(tok, tmp_path, monkeypatch, kind):
     """The cache key must name what was read: a file truncated mid-read (and restored
