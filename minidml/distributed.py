@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,22 @@ from .errors import MinidmlError
 T = TypeVar("T")
 TIMEOUT_S = 900  # collectives of training (MINIDML_DIST_TIMEOUT overrides)
 SETUP_TIMEOUT_S = 3 * 3600  # waits for rank 0's set-up (tokenizer, token file) and checkpoints
+
+
+def collective_timeout() -> float:
+    """Seconds a collective of training may wait: ``MINIDML_DIST_TIMEOUT``, else
+    :data:`TIMEOUT_S`; anything but a positive number is a one-line error naming it."""
+    text = os.environ.get("MINIDML_DIST_TIMEOUT")
+    if text is None:
+        return TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise MinidmlError(f"MINIDML_DIST_TIMEOUT={text}: give a positive number of seconds "
+                           f"(default {TIMEOUT_S})")
+    return seconds
 
 
 class PeerFailure(MinidmlError):
@@ -453,7 +470,7 @@ def session(device: str = "auto") -> Iterator[Comm]:
     if not dist.is_available():
         raise MinidmlError("torch.distributed is not available in this torch build; "
                            "run without torchrun")
-    timeout = timedelta(seconds=float(os.environ.get("MINIDML_DIST_TIMEOUT", TIMEOUT_S)))
+    timeout = timedelta(seconds=collective_timeout())
     created = not dist.is_initialized()
     if created:
         cuda = (device == "auto" or device.startswith("cuda")) and torch.cuda.is_available()

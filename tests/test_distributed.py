@@ -147,6 +147,20 @@ def test_a_world_of_one_hands_everything_back(monkeypatch):
     assert reports(MinidmlError("x")) and reports(PeerFailure("y", quiet=True))
 
 
+@pytest.mark.parametrize("text", ["15m", "0", "-5", "nan", "inf", ""])
+def test_a_collective_timeout_that_is_no_positive_number_is_one_line(monkeypatch, text):
+    from minidml.distributed import TIMEOUT_S, collective_timeout
+
+    monkeypatch.delenv("MINIDML_DIST_TIMEOUT", raising=False)
+    assert collective_timeout() == TIMEOUT_S
+    monkeypatch.setenv("MINIDML_DIST_TIMEOUT", "120")
+    assert collective_timeout() == 120.0
+    monkeypatch.setenv("MINIDML_DIST_TIMEOUT", text)
+    with pytest.raises(MinidmlError, match=rf"MINIDML_DIST_TIMEOUT={text}: give a positive "
+                                           r"number of seconds"):
+        collective_timeout()
+
+
 def test_under_torchrun_rank_zero_reports_and_peers_of_a_failure_stay_quiet(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")

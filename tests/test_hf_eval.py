@@ -119,6 +119,32 @@ def test_glue_fine_tunes_an_hf_model(hf_dir, data_dir, tmp_path, capsys):
     assert 0.0 <= doc["results"]["student-0"]["glue/rte"]["acc"] <= 1.0
 
 
+def test_damaged_weights_are_one_line(hf_dir, tmp_path, capsys):
+    """A half-downloaded model.safetensors (the library raises its own error type): one line
+    naming the directory, not an internal error."""
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(hf_dir, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    code, _, err = run_cli("eval", cut, "--suite", "agreement", capsys=capsys)
+    assert_one_line_error(code, err, str(cut), "cannot load the model or its tokenizer")
+
+
+def test_the_width_is_what_the_head_reads(transformers):
+    """OPT projects its last states to a narrower width before the head: trunk() gives that
+    width, and so does the config (a GLUE head is built on it)."""
+    from minidml.hf.models import HFModel
+
+    config = transformers.OPTConfig(vocab_size=50, hidden_size=16, word_embed_proj_dim=8,
+                                    num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
+                                    max_position_embeddings=64, do_layer_norm_before=False)
+    model = HFModel(transformers.OPTForCausalLM(config).eval(), "OPTForCausalLM")
+    hidden = model.trunk(torch.randint(0, 50, (1, 5)))
+    assert model.config.d_model == hidden.shape[-1] == 8
+
+
 def test_a_directory_that_is_not_a_causal_lm_is_one_line(tmp_path, capsys):
     bert = tmp_path / "bert"
     bert.mkdir()

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from minidml.demo.grammar import write_corpus
+from minidml.errors import MinidmlError
 from minidml.tracking import Tracker, hyperparameters, log_scores, scalars
 
 from _helpers import assert_one_line_error
@@ -296,6 +297,50 @@ def test_a_step_is_sent_once_whole_and_never_again(tmp_path):
         again.record({"event": "train", "step": step, "loss": [float(step)]})
     again.on_train_end(None)
     assert again.sent == [(5, {"train/loss/0": 5.0})]
+
+
+def test_a_new_tracked_run_gets_every_step_again(tmp_path):
+    """A tracker that has to start a new tracked run on resuming (another store, or the old
+    run deleted from it) is sent every step of metrics.jsonl, not only those after the last
+    one the old run received."""
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"lr": 1.0}}))
+    steps = [{"event": "train", "step": s, "loss": [float(s)]} for s in (3, 4)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    first = _Recording()
+    first.on_train_start(_trainer(tmp_path, True))
+    first.on_train_end(None)
+    assert [s for s, _ in first.sent] == [3, 4]
+    again = _Recording()  # the same tracked run: nothing to send again
+    again.on_train_start(_trainer(tmp_path, True))
+    again.on_train_end(None)
+    assert again.sent == []
+
+    class Elsewhere(_Recording):
+        def open(self, run_dir, identity, meta):
+            return {"id": "y"}
+
+    other = Elsewhere()
+    other.on_train_start(_trainer(tmp_path, True))
+    other.on_train_end(None)
+    assert [s for s, _ in other.sent] == [3, 4]
+
+
+def test_a_deleted_mlflow_experiment_is_one_line(tmp_path, offline, monkeypatch,
+                                                 require_extra):
+    """An experiment deleted in the UI (not yet purged) cannot take runs: one line naming it
+    and the ways out, before training."""
+    require_extra("mlflow", "mlflow", "sqlalchemy")
+    from mlflow.tracking import MlflowClient
+
+    from minidml.tracking.mlflow import MLflowTracker, tracking_uri
+
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"lr": 1.0}}))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "gone")
+    client = MlflowClient(tracking_uri=tracking_uri(tmp_path))
+    client.delete_experiment(client.create_experiment("gone"))
+    with pytest.raises(MinidmlError, match=r"--log-to mlflow: the experiment 'gone' was "
+                                           r"deleted .*MLFLOW_EXPERIMENT_NAME"):
+        MLflowTracker().on_train_start(_trainer(tmp_path, True))
 
 
 def test_only_rank_0_tracks(tmp_path):

@@ -20,6 +20,7 @@ import click
 
 from .._version import __version__
 from ..config import FIELDS, TrainConfig
+from ..demo import DEMO_STEPS
 from ..errors import MinidmlError
 from ..experiments.config import EVAL_STUDENTS, WORDS, CompareConfig
 from ..tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB
@@ -329,7 +330,7 @@ def search(budget: int | None, k: int, targets: tuple[int, ...] | None, scheme: 
 @cli.command()
 @click.option("--out", type=FilePath(),
               help="Run directory (default: runs/demo-…).")
-@click.option("--steps", type=Count(), help="Optimiser steps (default 400).")
+@click.option("--steps", type=Count(), help=f"Optimiser steps (default {DEMO_STEPS}).")
 @click.option("--device", default="auto")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")

@@ -17,6 +17,7 @@ from ..launch import train
 from ..model import Shape
 from ..rundir import Run, default_run_dir
 from ..trainer import Callback
+from . import DEMO_STEPS
 from .grammar import write_corpus
 
 DEMO_SENTENCES = 60_000
@@ -28,7 +29,7 @@ def demo_config(**overrides) -> TrainConfig:
     base = TrainConfig(
         students=(Shape(4, 128, 4), Shape(2, 192, 4)),
         mode="wml", alpha=0.5, temperature=1.0,
-        vocab_size=None, context=64, batch_size=32, steps=150, lr=3e-3, warmup_steps=50,
+        vocab_size=None, context=64, batch_size=32, steps=DEMO_STEPS, lr=3e-3, warmup_steps=50,
         log_every=10, eval_every=50, eval_tokens=32_768, save_every=75,
     )
     return base.replace(**overrides)

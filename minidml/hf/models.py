@@ -71,11 +71,10 @@ class HFModel(nn.Module):
         c = model.config
         context = next((getattr(c, k) for k in ("max_position_embeddings", "n_positions",
                                                 "n_ctx") if getattr(c, k, None)), 2048)
-        d_model = next(getattr(c, k) for k in ("hidden_size", "n_embd", "d_model")
-                       if getattr(c, k, None))
-        self.config = HFModelConfig(architecture, int(context), int(d_model),
-                                    int(model.get_output_embeddings().weight.shape[0]),
-                                    sum(p.numel() for p in model.parameters()))
+        head = model.get_output_embeddings().weight  # [vocabulary, the width trunk() gives]
+        # (not the config's hidden size: OPT's last states are projected to a narrower width)
+        self.config = HFModelConfig(architecture, int(context), int(head.shape[1]),
+                                    int(head.shape[0]), sum(p.numel() for p in model.parameters()))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, use_cache=False).logits
@@ -165,7 +164,7 @@ def load_hf(path: str | os.PathLike, device: str = "cpu") -> HFRun:
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # a damaged or half-downloaded file, whatever the library raises
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise MinidmlError(f"{path}: cannot load the model or its tokenizer ({first})") from None
     dev = resolve_device(device)

@@ -176,8 +176,11 @@ class Tracker(Callback):
         self.run_dir = Path(run_dir)
         saved = read_state(self.run_dir).get(self.name, {})
         meta = json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
-        self._sent = self._last = int(saved.get("sent", -1))
         self._identity = self.open(self.run_dir, saved.get("identity", {}), meta)
+        # what the tracked run has: up to the step sent last, unless this is another one (a
+        # new store, or the old run gone from it), which gets every step again
+        same = saved.get("identity") == self._identity
+        self._sent = self._last = int(saved.get("sent", -1)) if same else -1
         self._active = True
         self._save()
         # what the tracked run may lack from before a resumption: metrics.jsonl has it

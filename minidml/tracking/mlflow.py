@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import MinidmlError
 from . import Tracker, hyperparameters
 
 
@@ -38,6 +39,10 @@ class MLflowTracker(Tracker):
         if run_id is None:
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "minidml")
             experiment = client.get_experiment_by_name(name)
+            if experiment is not None and experiment.lifecycle_stage == "deleted":
+                raise MinidmlError(f"--log-to mlflow: the experiment {name!r} was deleted (and "
+                                   "not yet purged); restore it, purge it with `mlflow gc`, or "
+                                   "set MLFLOW_EXPERIMENT_NAME to another name")
             experiment_id = (experiment.experiment_id if experiment is not None
                              else client.create_experiment(name))
             run_id = client.create_run(experiment_id, run_name=run_dir.name, tags={

@@ -21,7 +21,7 @@ class TensorBoardTracker(Tracker):
 
         self._writer = SummaryWriter(log_dir=str(run_dir / self.folder))
         if not identity:  # a new tracked run: its settings, once
-            writer = self._writer._get_file_writer()
+            writer = self._writer.file_writer
             for summary in hparams(hyperparameters(meta["config"]), {}):
                 writer.add_summary(summary)
             self._writer.add_text("config.json", "    " + json.dumps(
