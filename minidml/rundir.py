@@ -328,10 +328,16 @@ def checkpoint_scores(run_dir: str | os.PathLike) -> dict[int, dict[str, Any]]:
     """The results of ``minidml eval --step N`` (or ``--step all``) of a run, by step: its
     ``eval/results-step<N>-<date>.json`` files, the newest one for each step. A file that is
     not a results file (damaged, cut short) is a :class:`MinidmlError` naming it."""
+    def written(f: Path) -> tuple[str, int]:
+        """Its date, then its place among the files of that second (``…-2.json`` after the
+        first, ``….json``)."""
+        stamp, _, n = f.stem.split("-", 2)[2].partition("-")
+        return stamp, int(n) if n.isdigit() else 1
+
     found: dict[int, dict[str, Any]] = {}
-    for f in sorted(Path(run_dir, "eval").glob("results-step*-*.json")):
+    for f in sorted(Path(run_dir, "eval").glob("results-step*-*.json"), key=written):
         step = f.name.removeprefix("results-step").split("-", 1)[0]
-        if step.isdigit():  # names sort by date within a step: the newest wins
+        if step.isdigit():  # in the order written: the newest of a step wins
             try:
                 doc = json.loads(f.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import xml.etree.ElementTree as ET
 
@@ -70,6 +71,15 @@ def test_evaluated_checkpoints_get_a_learning_curve(tiny_run, tmp_path, capsys):
     assert "curve.svg" in names
     text = svg_text(tmp_path / "pics" / "curve.svg")
     assert "suite scores of checkpoints" in text and "words seen (each model)" in text
+    # two evaluations of a step in one second: the second written (…-2.json) is the newest
+    first = next((run / "eval").glob(f"results-step{tiny_run.step}-*.json"))
+    newer = json.loads(first.read_text())
+    newer["groups"]["student-0"]["agreement"]["score"] = -1.0
+    later = first.with_name(f"{first.stem}-2.json")
+    later.write_text(json.dumps(newer))
+    assert checkpoint_scores(run)[tiny_run.step]["groups"]["student-0"]["agreement"][
+        "score"] == -1.0
+    later.unlink()
     # a results file cut short is one line naming it
     cut = run / "eval" / f"results-step{tiny_run.step}-99999999-999999.json"
     cut.write_text('{"trunc')
