@@ -60,7 +60,8 @@ def device_problem(name: str) -> str | None:
     read here): :func:`resolve_device` checks that."""
     if isinstance(name, str) and _DEVICE.fullmatch(name):
         return None
-    return f"--device {name}: not a device; use {DEVICES}"
+    shown = name if isinstance(name, str) and name.isprintable() else repr(name)
+    return f"--device {shown}: not a device; use {DEVICES}"
 
 
 def resolve_device(name: str) -> torch.device:

@@ -118,11 +118,12 @@ def test_an_explicit_bf16_that_is_slower_says_so_once(grammar_corpus, tmp_path, 
 
 # ----------------------------------------------------------------------------- device
 @pytest.mark.parametrize("name", ["meta", "xla", "cpu:1", "cuda:", "cudax", "cuda:-1", "mps:0",
-                                  "CPU"])
+                                  "CPU", "\r", "cpu\n"])
 def test_a_device_that_is_none_of_the_choices_is_refused(name):
     with pytest.raises(MinidmlError) as err:
         runtime.resolve_device(name)
-    assert str(err.value) == f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps"
+    shown = name if name.isprintable() else repr(name)  # a control character, made visible
+    assert str(err.value) == f"--device {shown}: not a device; use auto, cpu, cuda, cuda:N or mps"
 
 
 def test_cuda_n_must_be_a_device_of_this_machine(monkeypatch):
