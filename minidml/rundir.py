@@ -65,10 +65,15 @@ class Run:
         """The student with the lowest validation loss at the latest evaluation (student 0 when
         the run was never evaluated): chosen on held-out text, never on a test suite."""
         losses = (self.last_eval or {}).get("val_loss")
-        if not losses:
+        if not isinstance(losses, list) or not losses:
             return 0
-        return min(range(len(losses)), key=lambda i: (
-            losses[i] if math.isfinite(losses[i]) else math.inf, i))
+
+        def loss(i: int) -> float:  # a NaN, or what is no number (a hand-edited file): last
+            v = losses[i]
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            return v if ok else math.inf
+
+        return min(range(len(losses)), key=lambda i: (loss(i), i))
 
     def generate(self, prompt: str = "", student: int = 0, max_new_tokens: int = 50,
                  temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:

@@ -151,6 +151,11 @@ def test_the_champion_is_the_student_with_the_lowest_validation_loss(tiny_run, d
     res = evaluate(swapped, ["ewok"], student="champion", data_dir=data_dir, limit=2,
                    available=builtin)
     assert set(res.outcomes[0].result.tasks) == {f"student-{other}"}
+    # a loss that is NaN or no number at all (a hand-edited metrics.jsonl) never wins
+    for odd in (float("nan"), None, "low", True):
+        marked = [odd if i == best else v for i, v in enumerate(losses)]
+        run = dataclasses.replace(tiny_run, last_eval={**tiny_run.last_eval, "val_loss": marked})
+        assert run.champion == other, odd
 
 
 def test_several_models_are_named_with_a_comma_each_once_in_order():
