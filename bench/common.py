@@ -325,7 +325,8 @@ def machine(device: torch.device) -> dict[str, Any]:
         h.update(str(f.relative_to(REPO_ROOT)).encode() + b"\0" + f.read_bytes())
     dirty = _git("status", "--porcelain", "--", "minidml")
     return {**get_env_info()._asdict(), "device": str(device),
-            "cpu_affinity": len(os.sched_getaffinity(0)),
+            "cpu_affinity": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                             else os.cpu_count()),  # (macOS has no affinity)
             "torch_threads": torch.get_num_threads(),
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                 "LD_PRELOAD", "MALLOC_CONF") if k in os.environ},

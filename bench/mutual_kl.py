@@ -9,7 +9,7 @@ backward into both:
 
 Time: ``Timer.blocked_autorange`` in interleaved rounds. Memory: the peak beyond the inputs
 and their gradients, each variant in a fresh process (peak RSS on the CPU, peak allocation on
-CUDA). Targets (K = 4, N = 4,096, V = 16,384, d = 256, fp32): hidden ≥ 5× faster than the
+CUDA). Targets (K = 4, N = 4,096, V = 16,384, d = 256, fp32): hidden ≥ 3× faster than the
 reference, with ≤ 1/K of its extra memory.
 """
 

@@ -235,7 +235,8 @@ class TrainConfig:
                                 **_int(lo=0), brief="warmup steps")
     schedule: str = setting(
         "wsd", "After warmup: wsd (constant, then a linear decay over the last "
-               "decay_fraction of the steps) or a cosine decay, both to min_lr_ratio.",
+               "decay_fraction of the steps) or a cosine decay, both towards min_lr_ratio "
+               "(reached at the step after the last).",
         choices=("cosine", "wsd"), see=RECIPE, brief="decay after warmup")
     decay_fraction: float = setting(0.2, "wsd: the share of the steps that decays.", lo=0, hi=1,
                                     flag=None)

@@ -36,18 +36,20 @@ def parse_count(text: str | int, option: str = "--budget") -> int:
     return int(value)
 
 
-def format_count(n: int, digits: int = 3) -> str:
-    """``n`` with a k/M/B suffix and at most ``digits`` significant digits: 20000000 → "20M".
+def format_count(n: float, digits: int = 3) -> str:
+    """``n`` with a k/M/B suffix and at most ``digits`` significant digits: 20000000 → "20M",
+    2500000 → "2.5M", 999999 → "1M" (rounded before the suffix is chosen).
 
     Rounds to nearest, so use :func:`round_up` first where the result must not be smaller.
     """
+    value = float(f"{n:.{digits}g}")
     for suffix, scale in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
-        if abs(n) >= scale:
-            text = f"{n / scale:.{digits}g}"
-            if "e" in text:  # e.g. 1e+03 for 999.6k
-                text = f"{round(n / scale):d}"
+        if abs(value) >= scale:
+            text = f"{value / scale:.{digits}g}"
+            if "e" in text:  # a thousand billion and more: 1500B
+                text = f"{round(value / scale):d}"
             return text + suffix
-    return str(n)
+    return f"{value:g}"
 
 
 def round_up(n: int, digits: int = 2) -> int:

@@ -182,8 +182,9 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
            mlp_ratios: Sequence[float] = DEFAULT_MLP_RATIOS,
            aspect_range: tuple[float, float] | None = DEFAULT_ASPECT_RANGE,
            speed_slack: float | None = DEFAULT_SPEED_SLACK,
-           strict: bool = False) -> list[Candidate]:
-    """One diverse student shape per target (a parameter count), in the order given.
+           strict: bool = False, option: str = "--budget") -> list[Candidate]:
+    """One diverse student shape per target (a parameter count), in the order given
+    (``option``: what gave the targets, named by an error about their size).
 
     **The grid.** ``n_layers`` in ``layers`` (default 1..32); ``d_model`` in ``widths``
     (default 64, 96, then the multiples of 64 from 128 to 2048); heads from :func:`heads_for`
@@ -248,17 +249,18 @@ def search(targets: Sequence[int], vocab_size: int, *, tolerance: float = DEFAUL
         if t * (1 + tolerance) < smallest:
             s = grid.shapes[0]
             raise MinidmlError(
-                f"--budget too small: student {i} would get {t:,} parameters but the smallest "
+                f"{option} too small: student {i} would get {t:,} parameters but the smallest "
                 f"student with vocabulary {vocab_size} ({s.n_layers} "
                 f"layer{'s' * (s.n_layers > 1)}, width {s.d_model}) has {smallest:,}; "
                 "give each student at least "
-                f"{format_count(round_up(smallest, 3))} with a larger --budget")
+                f"{format_count(round_up(smallest, 3))}"
+                + (" with a larger --budget" if option == "--budget" else ""))
         if t * (1 - tolerance) > largest:
             s = grid.shapes[-1]
             raise MinidmlError(
-                f"--budget too large: student {i} would get {t:,} parameters but the largest "
+                f"{option} too large: student {i} would get {t:,} parameters but the largest "
                 f"student in the grid ({s.n_layers} layers, width {s.d_model}) has {largest:,}; "
-                "use a smaller --budget or allow more layers or width")
+                f"give each student at most {format_count(largest)}")
 
     k = len(wanted)
     options = [_options(grid, t, i, k, tolerance, aspect_range, speed_slack)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .counts import format_count
 from .errors import MinidmlError
 
 if TYPE_CHECKING:
@@ -63,13 +64,9 @@ def revision_name(words: int) -> str:
 
 
 def format_words(value: float) -> str:
-    """A count of words as the curves' axes write it, to 3 significant figures: 1000000 →
-    "1M", 20000 → "20k", 2500000 → "2.5M", 999999 → "1M" (rounded first)."""
-    value = float(f"{value:.3g}")
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value:g}"
+    """A count of words as the curves' axes write it (:func:`minidml.counts.format_count`):
+    1000000 → "1M", 20000 → "20k", 2500000 → "2.5M", 999999 → "1M"."""
+    return format_count(value)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ def test_format_count():
     assert format_count(5_600_000) == "5.6M"
     assert format_count(2_000_000_000) == "2B"
     assert format_count(999) == "999"
+    # rounded before the suffix is chosen: never "1000k" or "1e+03k"
+    assert [format_count(n) for n in (999_600, 999_999_999, 999.6, 1_500 * 10**9)] == [
+        "1M", "1B", "1k", "1500B"]
     for n in (5_600_000, 1_110_000, 20_000, 3 * 10**9):
         assert parse_count(format_count(n)) == n
 

@@ -175,6 +175,20 @@ def test_file_url_mirror(data_dir, tmp_path):
     assert verify(files, tmp_path) == []
 
 
+def test_a_mirror_that_is_a_path_or_lacks_a_file_is_one_line(data_dir, tmp_path):
+    files = _some(data_dir)[:1]
+    with pytest.raises(MinidmlError) as excinfo:  # a plain path: the file:// URL to give
+        fetch(files, tmp_path, mirror=str(data_dir))
+    _assert_one_line_error(excinfo, f"--mirror {data_dir}: not a URL",
+                           f"file://{Path(data_dir).resolve()}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MinidmlError) as excinfo:
+        fetch(files, tmp_path / "root", mirror=empty.as_uri())
+    _assert_one_line_error(excinfo, files[0].path, "no such file", "the mirror lacks it")
+    assert not (tmp_path / "root").exists() or not any((tmp_path / "root").rglob("*.jsonl"))
+
+
 def _assert_one_line_error(excinfo, *needles: str) -> None:
     msg = str(excinfo.value)
     assert "\n" not in msg

@@ -201,6 +201,19 @@ def test_budget_too_large_raises():
         S.plan(100 * M, 2, 16384, layers=range(1, 5), widths=range(64, 257, 32))
 
 
+def test_explicit_targets_out_of_the_grid_name_targets(capsys):
+    """`minidml search --targets`: an error about a target's size names --targets, and asks
+    for what that option can give."""
+    from _helpers import assert_one_line_error, run_cli
+
+    code, _, err = run_cli("search", "--targets", "1000,2M", capsys=capsys)
+    assert_one_line_error(code, err, "--targets too small", "give each student at least")
+    assert "--budget" not in err
+    code, _, err = run_cli("search", "--targets", "900G", capsys=capsys)
+    assert_one_line_error(code, err, "--targets too large", "give each student at most")
+    assert "--budget" not in err
+
+
 def test_explicit_targets():
     goals = [12 * M, 3 * M, 7 * M]
     cands = S.search(goals, 16384)

@@ -309,7 +309,7 @@ def search(budget: int | None, k: int, targets: tuple[int, ...] | None, scheme: 
     if (budget is None) == (targets is None):
         raise MinidmlError("search: give --budget N or --targets N1,N2,... (one of them)")
     if targets is not None:
-        found = student_search.search(list(targets), vocab_size)
+        found = student_search.search(list(targets), vocab_size, option="--targets")
     else:
         found = student_search.plan(budget, k, vocab_size, scheme=scheme)
     peak = throughput.matmul_peak(resolve_device(device))

@@ -112,6 +112,11 @@ def fetch(
     verified), and nothing partial is left behind.
     """
     root = Path(root)
+    if mirror is not None and urllib.parse.urlsplit(mirror).scheme not in ("https", "http",
+                                                                           "file"):
+        hint = (f"file://{Path(mirror).resolve()}" if "://" not in mirror
+                else "https://…, http://… or file:///…")
+        raise MinidmlError(f"--mirror {mirror}: not a URL; give {hint}")
     todo = [f for f in files if force or _check(f, root / f.path) is not None]
     total = sum(f.size for f in todo) if all(f.size is not None for f in todo) else None
     written = []
@@ -175,6 +180,9 @@ def _network_error(f: DataFile, url: str, e: BaseException, timeout: float) -> M
         why = f"no answer within {timeout:g} s"
     elif isinstance(e, urllib.error.URLError):
         why = _one_line(e.reason)
+        if url.startswith("file:") and isinstance(e.reason, FileNotFoundError):
+            why, advice = "no such file", ("the mirror lacks it: a mirror must hold the data "
+                                           "directory's layout")
     elif isinstance(e, http.client.IncompleteRead):
         why = f"connection closed early ({len(e.partial)} bytes read)"
     else:
@@ -183,8 +191,8 @@ def _network_error(f: DataFile, url: str, e: BaseException, timeout: float) -> M
 
 
 def _download(f: DataFile, url: str, dest: Path, *, timeout: float, bar: tqdm) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": f"minidml/{__version__}"})
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": f"minidml/{__version__}"})
         response = urllib.request.urlopen(request, timeout=timeout)
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
         if isinstance(e, ValueError):  # urllib's answer to a malformed address
