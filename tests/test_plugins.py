@@ -150,6 +150,60 @@ def test_two_plugins_cannot_register_the_same_suite():
         suites(pm)
 
 
+def test_a_plugin_that_fails_to_load_is_named_and_can_be_blocked(tmp_path):
+    """An installed plugin whose import fails: one line naming it and its package, and the
+    block the line gives works."""
+    site = tmp_path / "site"
+    (site / "broken_suites").mkdir(parents=True)
+    (site / "broken_suites" / "__init__.py").write_text("import no_such_dependency\n")
+    info = site / "broken_suites-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-suites\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text("[minidml]\nbroken = broken_suites\n")
+    listing = cli("suites", site=site)
+    lines = listing.stderr.strip().splitlines()
+    assert listing.returncode == 1 and len(lines) == 1, listing.stderr
+    assert "plugin broken (package broken-suites) failed to load" in lines[0]
+    assert "no_such_dependency" in lines[0] and f"{BLOCK_ENV}=broken" in lines[0]
+    listing = cli("suites", site=site, **{BLOCK_ENV: "broken"})
+    assert listing.returncode == 0, listing.stderr
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("raise RuntimeError('boom')", "its register_suites failed (RuntimeError: boom)"),
+    ("register('x', object)", "its register_suites failed (TypeError"),
+    ("register('x', object, description='d', requires='data/x.jsonl')",
+     "suite 'x''s requires must be a list of strings"),
+    ("register('x', object, description='d', sources=['data/x.jsonl'])",
+     "suite 'x''s sources must be DataFile objects"),
+])
+def test_a_plugin_s_mistake_in_registering_is_one_line_naming_it(body, needle):
+    namespace: dict = {}
+    exec(f"def register_suites(self, register):\n    {body}\n", namespace)
+
+    class Faulty:
+        register_suites = hookimpl(namespace["register_suites"])
+
+    pm = make_manager(builtins=(), entry_points=False, extra=[Faulty()])
+    with pytest.raises(MinidmlError) as err:
+        suites(pm)
+    assert needle in str(err.value) and BLOCK_ENV in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_hook_that_takes_no_register_is_called_without_it():
+    called = []
+
+    class Quiet:
+        @hookimpl
+        def register_suites(self):
+            called.append(True)
+
+    pm = make_manager(builtins=("agreement",), entry_points=False, extra=[Quiet()])
+    assert "agreement" in suites(pm) and called == [True]
+
+
 def test_every_hook_is_documented_in_the_plugin_guide_with_its_signature():
     readme = (REPO / "docs" / "plugins.md").read_text()
     hooks = [(n, f) for n, f in inspect.getmembers(hookspecs, inspect.isfunction)

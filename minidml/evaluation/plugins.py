@@ -10,6 +10,7 @@ not loaded.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,12 +75,18 @@ def make_manager(builtins: Sequence[str] = DEFAULT_PLUGINS, entry_points: bool =
     for name in off:
         pm.set_blocked(name)
     if entry_points:
-        try:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as e:
-            raise MinidmlError(f"a plugin in entry-point group {ENTRY_POINT_GROUP!r} failed to "
-                               f"load ({type(e).__name__}: {e}); uninstall it or name it in "
-                               f"{BLOCK_ENV}") from None
+        # each loaded on its own first, so that one that fails is named (pluggy then registers
+        # them, modules already imported, with their distributions)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in off:
+                continue
+            try:
+                ep.load()
+            except Exception as e:
+                raise MinidmlError(f"plugin {ep.name}{_package_of(ep)} failed to load "
+                                   f"({_one_line(e)}); uninstall it or set {BLOCK_ENV}="
+                                   f"{ep.name}") from None
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for short in builtins:
         if short in off:
             continue
@@ -92,6 +99,15 @@ def make_manager(builtins: Sequence[str] = DEFAULT_PLUGINS, entry_points: bool =
     except pluggy.PluginValidationError as e:
         raise MinidmlError(f"plugin {e.plugin!r}: {e}; fix the hook's name") from None
     return pm
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _package_of(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f" (package {dist.metadata['Name']})" if dist is not None else ""
 
 
 @cache
@@ -121,9 +137,24 @@ def suites(pm: pluggy.PluginManager | None = None) -> dict[str, SuiteSpec]:
                 raise MinidmlError(f"suite {suite!r} is registered by both "
                                    f"{found[suite].plugin} and {_plugin}; block one with "
                                    f"{BLOCK_ENV}")
+            for what, values in (("requires", requires), ("protocols", protocols)):
+                if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+                    raise MinidmlError(f"plugin {_plugin}: suite {suite!r}'s {what} must be "
+                                       f"a list of strings, not {values!r}; fix the plugin, or "
+                                       f"set {BLOCK_ENV}={_plugin}")
+            if not all(isinstance(s, DataFile) for s in sources):
+                raise MinidmlError(f"plugin {_plugin}: suite {suite!r}'s sources must be "
+                                   f"DataFile objects; fix the plugin, or set "
+                                   f"{BLOCK_ENV}={_plugin}")
             found[suite] = SuiteSpec(suite, factory, description, str(version),
                                      tuple(requires), tuple(sources), tuple(protocols),
                                      _plugin, _package, _pv)
 
-        impl.function(register=register)
+        try:
+            impl.function(**({"register": register} if "register" in impl.argnames else {}))
+        except MinidmlError:
+            raise
+        except Exception as e:  # a third party's mistake: named, one line
+            raise MinidmlError(f"plugin {name}: its register_suites failed ({_one_line(e)}); "
+                               f"fix the plugin, or set {BLOCK_ENV}={name}") from None
     return found
