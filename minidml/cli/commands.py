@@ -20,7 +20,7 @@ import click
 
 from .._version import __version__
 from ..config import FIELDS, TrainConfig
-from ..demo import DEMO_STEPS
+from ..demo.settings import DEMO_STEPS
 from ..errors import MinidmlError
 from ..experiments.config import EVAL_STUDENTS, WORDS, CompareConfig
 from ..tokenizer import MAX_AUTO_VOCAB, MIN_VOCAB

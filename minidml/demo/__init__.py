@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEMO_STEPS", "demo_corpus", "run_demo"]
-DEMO_STEPS = 150  # the demo's training (see minidml.demo.run)
+__all__ = ["demo_corpus", "run_demo"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("demo_corpus", "run_demo"):  # loaded on first use: the grammar alone needs no torch
+    if name in __all__:  # loaded on first use: the grammar alone needs no torch
         from . import run
 
         return getattr(run, name)

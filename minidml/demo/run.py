@@ -17,11 +17,8 @@ from ..launch import train
 from ..model import Shape
 from ..rundir import Run, default_run_dir
 from ..trainer import Callback
-from . import DEMO_STEPS
 from .grammar import write_corpus
-
-DEMO_SENTENCES = 60_000
-DEMO_SEED = 0
+from .settings import DEMO_SEED, DEMO_SENTENCES, DEMO_STEPS
 
 
 def demo_config(**overrides) -> TrainConfig:
