@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from .errors import MinidmlError
+from .errors import MinidmlError, describe
 
 T = TypeVar("T")
 TIMEOUT_S = 900  # collectives of training (MINIDML_DIST_TIMEOUT overrides)
@@ -217,9 +217,8 @@ class Comm:
         try:
             yield
         except RuntimeError as e:  # gloo/NCCL errors, DistError included
-            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
             raise PeerFailure(f"rank {self.rank}: stopped while {what}, because another process "
-                              f"of the job failed or timed out ({first})") from None
+                              f"of the job failed or timed out ({describe(e)})") from None
 
     def _count(self, kind: str, *tensors: torch.Tensor) -> None:
         self.sent_bytes[kind] = self.sent_bytes.get(kind, 0) + sum(

@@ -34,7 +34,7 @@ from . import _io
 from ._version import __version__
 from .config import TrainConfig
 from .data import Batches
-from .errors import MinidmlError
+from .errors import MinidmlError, describe, one_line
 from .lock import LOCK_NAME
 from .model import Student, StudentConfig
 from .runtime import resolve_device
@@ -255,11 +255,9 @@ def _read_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.devic
         try:
             return torch.load(files[name], map_location=device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - unpickling errors have many types
-            why = (str(e).splitlines() or [""])[0][:160]
-            if os.fstat(files[name].fileno()).st_size == 0:
-                why = "an empty file"
-            raise MinidmlError(f"{ckpt / name}: refused or damaged ({type(e).__name__}"
-                               + (f": {why})" if why else ")")) from None
+            why = (f"{type(e).__name__}: an empty file"
+                   if os.fstat(files[name].fileno()).st_size == 0 else describe(e, 160))
+            raise MinidmlError(f"{ckpt / name}: refused or damaged ({why})") from None
 
     students = []
     for i, scfg in enumerate(scfgs):
@@ -268,7 +266,7 @@ def _read_checkpoint(ckpt: Path, scfgs: list[StudentConfig], device: torch.devic
             model.load_state_dict(read(f"student-{i}.pt"))
         except (RuntimeError, TypeError, AttributeError) as e:
             raise MinidmlError(f"{ckpt / f'student-{i}.pt'}: does not match the config "
-                               f"({str(e).splitlines()[0][:160]})") from None
+                               f"({one_line(e, 160)})") from None
         students.append(model.eval())
     state = read("state.pt")
     for key, kinds in STATE_FIELDS.items():

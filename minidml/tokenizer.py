@@ -34,7 +34,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from . import _io
-from .errors import MinidmlError
+from .errors import MinidmlError, one_line
 from .spm_model import has_dummy_prefix, model_type, with_dummy_prefix
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -245,7 +245,7 @@ class Tokenizer:
             size = fits  # an automatic size becomes what this corpus needs or supports
         if vocab_size is None:
             raise MinidmlError(f"tokenizer training failed at the automatic vocabulary size "
-                               f"{size}: {error.splitlines()[0]}; give --vocab-size")
+                               f"{size}: {one_line(error)}; give --vocab-size")
         if most is not None and most < MIN_VOCAB:  # below the smallest size we accept
             raise MinidmlError(
                 f"--vocab-size {vocab_size}: too large for this corpus, which supports only "
@@ -257,7 +257,7 @@ class Tokenizer:
             raise MinidmlError(
                 f"--vocab-size {vocab_size}: too small for the {need} characters and special "
                 f"pieces of this corpus; use --vocab-size {enough} or more")
-        raise MinidmlError(f"tokenizer training failed: {error.splitlines()[0]}")
+        raise MinidmlError(f"tokenizer training failed: {one_line(error)}")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

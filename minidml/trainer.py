@@ -35,7 +35,7 @@ from .config import TrainConfig
 from .data import Batches
 from .decisions import Decisions, decide
 from .distributed import Comm, local_comm
-from .errors import MinidmlError
+from .errors import MinidmlError, one_line
 from .fused_linear import linear_mutual_loss, linear_target_log_probs
 from .interrupts import HeldInterrupts
 from .losses import MutualLoss, distillation_omega, mixture_log_probs
@@ -536,8 +536,8 @@ class Trainer(Checkpoints):
 
     def _out_of_memory_line(self, error: RuntimeError) -> str:
         cfg = self.config
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
-        detail = detail.split("DefaultCPUAllocator: ")[-1][:120]
+        detail = one_line(error, 10_000) or "out of memory"
+        detail = one_line(detail.split("DefaultCPUAllocator: ")[-1], 120)
         ckpt = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
         where = (f"the last good checkpoint is {ckpt}" if ckpt is not None
                  else "no checkpoint was written yet")

@@ -713,3 +713,19 @@ def test_a_run_stopped_while_tokenising_leaves_nothing_behind(grammar_corpus, tm
     assert minidml.load(out).step == 2
     assert not list(tmp_path.glob(".run.*"))  # the dead run's temporary directory is gone
     assert not list(cache.rglob("*.tmp"))  # and its half-written cache file
+
+
+def test_an_error_becomes_one_line_of_a_message():
+    from minidml.errors import describe, one_line
+
+    # the first line that is not blank, its white space collapsed, cut with a mark
+    assert one_line("\n  \n  disk   full\tnow \n second line") == "disk full now"
+    assert one_line("") == "" and one_line("\n \n") == ""
+    cut = one_line("x" * 300, limit=50)
+    assert len(cut) == 50 and cut.endswith("…") and one_line("x" * 50, limit=50) == "x" * 50
+    # an exception: its type and that line; the library's own message alone; a bare type
+    assert describe(ValueError("bad\nvalue")) == "ValueError: bad"
+    assert describe(MinidmlError("--steps: give a number")) == "--steps: give a number"
+    assert describe(KeyError()) == "KeyError" and describe(MinidmlError()) == "MinidmlError"
+    assert describe(OSError(28, "No space left on device")) == (
+        "OSError: [Errno 28] No space left on device")

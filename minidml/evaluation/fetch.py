@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_open
 from .._version import __version__
-from ..errors import MinidmlError
+from ..errors import MinidmlError, describe, one_line
 
 __all__ = ["DataFile", "missing", "verify", "fetch"]
 
@@ -155,20 +155,16 @@ def _check(f: DataFile, path: Path) -> str | None:
             return f"{n} bytes, expected {f.size}"
         actual = _sha256(path)
     except OSError as e:
-        return f"cannot read it ({_one_line(e.strerror or e)})"
+        return f"cannot read it ({one_line(e.strerror or e)})"
     if actual != f.sha256:
         return f"sha256 {actual[:12]}... does not match the pinned {f.sha256[:12]}..."
     return None
 
 
-def _one_line(x: object) -> str:
-    return " ".join(str(x).split())
-
-
 def _network_error(f: DataFile, url: str, e: BaseException, timeout: float) -> MinidmlError:
     advice = "check the network and retry, or use --mirror with a copy of the data"
     if isinstance(e, urllib.error.HTTPError):
-        why = f"HTTP {e.code} {_one_line(e.reason)}"
+        why = f"HTTP {e.code} {one_line(e.reason)}"
         if 400 <= e.code < 500 and e.code not in (408, 429):
             advice = (
                 "the file is not at that address: check it (a mirror must hold the data "
@@ -179,14 +175,14 @@ def _network_error(f: DataFile, url: str, e: BaseException, timeout: float) -> M
     ):
         why = f"no answer within {timeout:g} s"
     elif isinstance(e, urllib.error.URLError):
-        why = _one_line(e.reason)
+        why = one_line(e.reason)
         if url.startswith("file:") and isinstance(e.reason, FileNotFoundError):
             why, advice = "no such file", ("the mirror lacks it: a mirror must hold the data "
                                            "directory's layout")
     elif isinstance(e, http.client.IncompleteRead):
         why = f"connection closed early ({len(e.partial)} bytes read)"
     else:
-        why = _one_line(f"{type(e).__name__}: {e}")
+        why = describe(e)
     return MinidmlError(f"cannot download {f.path} from {url}: {why}; {advice}")
 
 
@@ -205,7 +201,7 @@ def _download(f: DataFile, url: str, dest: Path, *, timeout: float, bar: tqdm) -
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise MinidmlError(
-                f"cannot create {dest.parent} for {f.path}: {_one_line(e.strerror or e)}; "
+                f"cannot create {dest.parent} for {f.path}: {one_line(e.strerror or e)}; "
                 f"choose a writable data directory"
             ) from None
         h = hashlib.sha256()
@@ -246,6 +242,6 @@ def _download(f: DataFile, url: str, dest: Path, *, timeout: float, bar: tqdm) -
             raise
         except OSError as e:  # the local side: disk full, permissions
             raise MinidmlError(
-                f"cannot write {dest}: {_one_line(e.strerror or e)}; "
+                f"cannot write {dest}: {one_line(e.strerror or e)}; "
                 f"free space or choose another data directory"
             ) from None

@@ -21,7 +21,7 @@ from typing import Any
 import pluggy
 
 from .._version import __version__
-from ..errors import MinidmlError
+from ..errors import MinidmlError, describe
 from . import hookspecs
 from .fetch import DataFile
 
@@ -84,7 +84,7 @@ def make_manager(builtins: Sequence[str] = DEFAULT_PLUGINS, entry_points: bool =
                 ep.load()
             except Exception as e:
                 raise MinidmlError(f"plugin {ep.name}{_package_of(ep)} failed to load "
-                                   f"({_one_line(e)}); uninstall it or set {BLOCK_ENV}="
+                                   f"({describe(e)}); uninstall it or set {BLOCK_ENV}="
                                    f"{ep.name}") from None
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for short in builtins:
@@ -99,10 +99,6 @@ def make_manager(builtins: Sequence[str] = DEFAULT_PLUGINS, entry_points: bool =
     except pluggy.PluginValidationError as e:
         raise MinidmlError(f"plugin {e.plugin!r}: {e}; fix the hook's name") from None
     return pm
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())
 
 
 def _package_of(ep: importlib.metadata.EntryPoint) -> str:
@@ -155,6 +151,6 @@ def suites(pm: pluggy.PluginManager | None = None) -> dict[str, SuiteSpec]:
         except MinidmlError:
             raise
         except Exception as e:  # a third party's mistake: named, one line
-            raise MinidmlError(f"plugin {name}: its register_suites failed ({_one_line(e)}); "
+            raise MinidmlError(f"plugin {name}: its register_suites failed ({describe(e)}); "
                                f"fix the plugin, or set {BLOCK_ENV}={name}") from None
     return found

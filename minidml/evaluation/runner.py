@@ -31,7 +31,7 @@ import torch
 from .. import _io
 from .._version import __version__
 from ..data import fingerprint
-from ..errors import MinidmlError
+from ..errors import MinidmlError, describe
 from .plugins import SuiteSpec, suites
 from .protocols import DEFAULT_PROTOCOL, get_protocol
 from .scoring import ENSEMBLE, Scorer, student_label
@@ -287,9 +287,7 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # one suite's failure must not stop the others
-                msg = str(e).splitlines()[0] if str(e) else ""
-                outcome = SuiteOutcome(spec, "failed", error=(
-                    msg if isinstance(e, MinidmlError) else f"{type(e).__name__}: {msg}"))
+                outcome = SuiteOutcome(spec, "failed", error=describe(e))
         outcome.seconds = time.perf_counter() - t0
         outcomes.append(outcome)
         if on_suite is not None:

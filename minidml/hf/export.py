@@ -41,7 +41,7 @@ import torch
 
 from .. import _io
 from .._version import __version__
-from ..errors import MinidmlError
+from ..errors import MinidmlError, one_line
 from ..model import Student, StudentConfig
 from ..spm_model import bpe_merges, spm_pieces
 from ..tokenizer import BOS_ID, EOS_ID, META, PAD_ID, UNK_ID, Tokenizer
@@ -345,7 +345,7 @@ def write_hf(student: Student, tokenizer: Tokenizer, out_dir: str | os.PathLike,
             if isinstance(e, OSError) and e.filename:
                 raise
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            raise OSError(0, why.splitlines()[0][:160], str(out / WEIGHTS_FILE)) from None
+            raise OSError(0, one_line(why, 160), str(out / WEIGHTS_FILE)) from None
         _fsync(tmp / WEIGHTS_FILE)
         (tmp / "tokenizer.model").write_bytes(tokenizer.to_bytes())
         _fsync(tmp / "tokenizer.model")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import MinidmlError
+from ..errors import MinidmlError, describe
 from ..runtime import resolve_device
 
 EXTRA_LINE = "pip install 'minidml[hf]'"
@@ -165,8 +165,8 @@ def load_hf(path: str | os.PathLike, device: str = "cpu") -> HFRun:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except Exception as e:  # a damaged or half-downloaded file, whatever the library raises
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise MinidmlError(f"{path}: cannot load the model or its tokenizer ({first})") from None
+        raise MinidmlError(f"{path}: cannot load the model or its tokenizer "
+                           f"({describe(e)})") from None
     dev = resolve_device(device)
     wrapped = HFModel(model.to(dev).eval(), causal[0])
     return HFRun(path, HFTokenizer(tokenizer), [wrapped], torch.ones(1, device=dev))
