@@ -14,7 +14,7 @@ import pytest
 
 from minidml.demo.grammar import write_corpus
 from minidml.errors import MinidmlError
-from minidml.tracking import Tracker, hyperparameters, log_scores, scalars
+from minidml.tracking import Tracker, hyperparameters, scalars, sync
 
 from _helpers import assert_one_line_error
 
@@ -58,7 +58,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     # each training process starts its own W&B service (not this process's, which
-    # log_scores may have started: a run killed there would stay "in use")
+    # sync may have started: a run killed there would stay "in use")
     monkeypatch.delenv("WANDB_SERVICE", raising=False)
 
 
@@ -213,7 +213,7 @@ def test_tensorboard_and_mlflow_equal_the_metrics_across_a_kill_9(tmp_path, offl
     config = json.loads((out / "config.json").read_text())["config"]
     assert params == {k: str(v) for k, v in hyperparameters(config).items()}
     # compare's scores go to the same tracked runs, at the last step
-    log_scores(out, {"blimp/student-0": 0.625})
+    sync(out, {"blimp/student-0": 0.625})
     assert _tensorboard(out)[0][14]["scores/blimp/student-0"] == pytest.approx(0.625)
     assert _mlflow(out)[0][14]["scores/blimp/student-0"] == pytest.approx(0.625)
 
@@ -228,7 +228,7 @@ def test_wandb_equals_the_metrics_across_an_interruption(tmp_path, offline, requ
     assert len(list((out / "wandb").glob("offline-run-*"))) == 2  # interrupted, resumed
     config = json.loads((out / "config.json").read_text())["config"]
     assert len(configs) == 1 and configs[0]["lr"] == config["lr"]
-    log_scores(out, {"blimp/student-0": 0.625})
+    sync(out, {"blimp/student-0": 0.625})
     assert _wandb(out)[2]["scores/blimp/student-0"] == pytest.approx(0.625)
 
 
@@ -341,6 +341,78 @@ def test_a_deleted_mlflow_experiment_is_one_line(tmp_path, offline, monkeypatch,
     with pytest.raises(MinidmlError, match=r"--log-to mlflow: the experiment 'gone' was "
                                            r"deleted .*MLFLOW_EXPERIMENT_NAME"):
         MLflowTracker().on_train_start(_trainer(tmp_path, True))
+
+
+class _Flaky(_Recording):
+    """A tracker whose library fails from one step on (a server that stops answering)."""
+
+    def __init__(self, fail_from: float):
+        super().__init__()
+        self.fail_from, self.closed = fail_from, False
+
+    def send(self, step, values):
+        if step >= self.fail_from:
+            raise ConnectionError("server did not answer\nretry later")
+        super().send(step, values)
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_tracker_failing_mid_run_warns_once_and_training_goes_on(grammar_corpus,
+                                                                   tmp_path):
+    import minidml
+    from minidml import Shape, TrainConfig
+
+    cfg = TrainConfig(students=(Shape(1, 32, 2),), context=32, batch_size=8, vocab_size=400,
+                      warmup_steps=2, eval_every=4, eval_tokens=1024, log_every=2,
+                      save_every=4, steps=12)
+    flaky = _Flaky(fail_from=6)
+    with pytest.warns(RuntimeWarning) as caught:
+        run = minidml.train(grammar_corpus, tmp_path / "run", cfg, callbacks=[flaky])
+    assert run.step == 12  # the run went on to its end
+    (warning,) = [w for w in caught if "--log-to recording" in str(w.message)]
+    text = str(warning.message)
+    assert "\n" not in text and "sending step 6 failed" in text
+    assert "ConnectionError: server did not answer" in text and "sync" in text
+    assert [s for s, _ in flaky.sent] == [2, 4] and flaky.closed
+    state = json.loads((tmp_path / "run" / "tracking.json").read_text())
+    assert state["recording"] == {"identity": {"id": "x"}, "sent": 4}
+    # the server is back: the tracked run gets every step it lacks, once, then the scores
+    from minidml import tracking
+
+    back = _Recording()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tracking, "NAMES", (*tracking.NAMES, "recording"))
+        mp.setattr(tracking, "make_trackers", lambda names: [back])
+        sync(tmp_path / "run", {"blimp/student-0": 0.5})
+    steps = [s for s, _ in back.sent]
+    assert steps == [6, 8, 10, 12, 12] and back.sent[-1][1] == {"scores/blimp/student-0": 0.5}
+    metrics = [r for r in (json.loads(x) for x in
+                           (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+               if r["step"] == 8]
+    assert back.sent[1][1] == {k: v for r in metrics for k, v in scalars(r).items()}
+    assert json.loads((tmp_path / "run" / "tracking.json").read_text())["recording"][
+        "sent"] == 12
+
+
+def test_a_tracker_that_cannot_open_at_sync_warns_and_keeps_its_record(tmp_path,
+                                                                       monkeypatch):
+    from minidml import tracking
+
+    (tmp_path / "config.json").write_text(json.dumps({"config": {}}))
+    state = {"recording": {"identity": {"id": "x"}, "sent": 4}}
+    (tmp_path / "tracking.json").write_text(json.dumps(state))
+
+    class Unreachable(_Recording):
+        def open(self, run_dir, identity, meta):
+            raise OSError("connection refused")
+
+    monkeypatch.setattr(tracking, "NAMES", (*tracking.NAMES, "recording"))
+    monkeypatch.setattr(tracking, "make_trackers", lambda names: [Unreachable()])
+    with pytest.warns(RuntimeWarning, match=r"opening its run failed \(OSError: connection"):
+        sync(tmp_path, {"blimp/student-0": 0.5})
+    assert json.loads((tmp_path / "tracking.json").read_text()) == state
 
 
 def test_only_rank_0_tracks(tmp_path):

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import _io
+from .. import _io, tracking
 from .._version import __version__
 from ..config import TrainConfig
 from ..data import Batches, corpus_files, count_words, fingerprint, tokenize_corpus, unigram_entropy
@@ -63,7 +63,6 @@ from ..runtime import resolve_device
 from ..search import Candidate, plan, search
 from ..tokenizer import Tokenizer
 from ..tracking import check_available as check_trackers
-from ..tracking import log_scores
 from ..words import WordCount
 from . import curves, paired
 from .config import (
@@ -680,8 +679,9 @@ def _evaluate(run: Any, arm: str, config: CompareConfig, data_dir: str | os.Path
                "temperature": cfg.softmax_temperature, "models": models,
                "train_flops": sum(flops), **extra, "train_seconds": round(wall, 1),
                "eval_seconds": round(time.perf_counter() - t0, 1)}
-    log_scores(run.path, {f"{suite}/{m['label']}": m["scores"][suite]["score"]
-                          for m in models for suite in config.suites if suite in m["scores"]})
+    tracking.sync(run.path, {f"{suite}/{m['label']}": m["scores"][suite]["score"]
+                             for m in models for suite in config.suites
+                             if suite in m["scores"]})
     say(f"{label}: done (" + ", ".join(
         f"{m['label']} {_fmt_scores(m['scores'], config.suites)}" for m in models) + ")")
     return summary

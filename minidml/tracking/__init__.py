@@ -10,7 +10,7 @@ only when it is used (the extras ``minidml[tensorboard]``, ``minidml[wandb]`` an
   ``eval/ensemble_val_loss``, the outer steps' ``omega/omega/0``, ``omega/hypergrad/0`` and
   ``omega/direct/0``, and the time budget's ``plan/total_steps``;
 - the run's settings (``config.json``) as hyperparameters, once;
-- the scores that :func:`log_scores` is given (``compare`` sends each arm's suite scores).
+- the scores that :func:`sync` is given (``compare`` sends each arm's suite scores).
 
 A step is sent once all its records are in (when the next step's first record arrives, at a
 checkpoint and at the end). Only rank 0 of a distributed run tracks. ``tracking.json`` in
@@ -22,21 +22,28 @@ in the instant between a tracker taking a step and ``tracking.json`` recording i
 step would be sent again. A tracker that keeps a step only once its run closes (W&B, see
 :mod:`minidml.tracking.wandb`) records the last step sent only then; on starting, every
 tracker first sends what ``metrics.jsonl`` has beyond its last step sent.
+
+A tracker whose library fails once the run is training (a server that does not answer, a
+full disk) does not end the run: it warns once, in one line, and stops, while training goes
+on. ``metrics.jsonl`` keeps every step, and the tracked run gets what it lacks when the run is
+resumed or when :func:`sync` is called (``compare`` calls it with the arm's scores).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _io
 from ..config import TRACKERS
-from ..errors import MinidmlError
+from ..errors import MinidmlError, describe
 from ..rundir import read_metrics
 from ..trainer import Callback
 
@@ -203,8 +210,13 @@ class Tracker(Callback):
     def finish(self) -> None:
         if self._active:
             self._send_pending()
-            self.close()
+        if self._active:
             self._active = False
+            try:
+                self.close()
+            except Exception as e:  # noqa: BLE001 - whatever the library raises
+                self._failed("closing its run", e)
+                return
             self._save(self._last)
 
     def _send_pending(self) -> None:
@@ -212,13 +224,31 @@ class Tracker(Callback):
             return
         step, values = self._pending
         self._pending = None
-        if values:
-            self.send(step, values)
-        self.flush()
+        try:
+            if values:
+                self.send(step, values)
+            self.flush()
+        except Exception as e:  # noqa: BLE001 - whatever the library raises
+            self._failed(f"sending step {step}", e)
+            return
         self._last = step
         if self.durable:
             self._sent = step
             self._save()
+
+    def _failed(self, what: str, error: Exception) -> None:
+        """The library failed mid-run: say so once and stop tracking, keeping as sent only
+        the steps it had for certain (the training goes on; see the module's notes)."""
+        self._pending = None
+        if self._active:  # what tracking.json says stays as it was otherwise
+            self._active = False
+            with contextlib.suppress(Exception):  # it has failed already
+                self.close()
+            self._save()
+        warnings.warn(f"--log-to {self.name}: {what} failed ({describe(error)}); it stops "
+                      f"tracking and the run goes on (metrics.jsonl has every step; the "
+                      f"tracked run gets those it lacks when the run is resumed, or from "
+                      f"minidml.tracking.sync)", RuntimeWarning, stacklevel=2)
 
     def _save(self, sent: int | None = None) -> None:
         assert self.run_dir is not None
@@ -229,15 +259,25 @@ class Tracker(Callback):
         _io.write_json(self.run_dir / STATE, state)
 
 
-def log_scores(run_dir: str | os.PathLike, scores: Mapping[str, float]) -> None:
-    """Send final scores (``{"blimp/student-0": 0.61, ...}``, under ``scores/``) to the
-    tracked runs of ``run_dir``, at its last step; nothing when it was not tracked."""
+def sync(run_dir: str | os.PathLike, scores: Mapping[str, float] | None = None) -> None:
+    """Send the tracked runs of ``run_dir`` the steps of its ``metrics.jsonl`` that they
+    lack, then any final ``scores`` (``{"blimp/student-0": 0.61, ...}``, under ``scores/``)
+    at its last step; nothing when it was not tracked. A library that fails here warns and
+    is left, like one that fails during training."""
     run_dir = Path(run_dir)
     names = [name for name in NAMES if name in read_state(run_dir)]
-    if not names or not scores:
-        return
     for tracker in make_trackers(names):
-        tracker.start(run_dir)
-        tracker.summarize(max(tracker._sent, 0), {f"scores/{k}": float(v)
-                                                  for k, v in scores.items()})
+        try:
+            tracker.start(run_dir)
+        except Exception as e:  # noqa: BLE001 - whatever the library raises
+            tracker._failed("opening its run", e)
+            continue
+        tracker._send_pending()  # the last step first: the scores go at it
+        if scores and tracker._active:
+            try:
+                tracker.summarize(max(tracker._last, 0), {f"scores/{k}": float(v)
+                                                          for k, v in scores.items()})
+            except Exception as e:  # noqa: BLE001 - whatever the library raises
+                tracker._failed("sending the scores", e)
         tracker.finish()
+
