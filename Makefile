@@ -43,6 +43,7 @@ docs: $(CORE)
 
 lint: $(FULL)
 	$(PY) -m ruff check minidml plugins tests bench
+	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -338,7 +338,7 @@ def machine(device: torch.device) -> dict[str, Any]:
 def envelope(name: str, device: torch.device, quick: bool) -> dict[str, Any]:
     """The head of every result file; the benchmark fills in the rest."""
     return {"benchmark": name, "quick": quick,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine(device)}
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,7 +93,7 @@ def write_json(path: str | os.PathLike, obj: Any, exclusive: bool = False) -> No
 
 def utc_now() -> str:
     """The time now, UTC, to the second, as ISO 8601: what every record says it was written."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

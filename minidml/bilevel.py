@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ from .config import HYPERGRADS
 from .distributed import Comm
 from .fused_linear import linear_peer_directional, linear_target_log_probs
 from .losses import mixture_log_probs, mutual_loss, peer_weights, target_log_probs
-from .model import trunk_call
+from .model import Student, trunk_call
 
 VARIANTS = HYPERGRADS  # how the hypergradient is taken (TrainConfig.hypergrad)
 OBJECTIVES = ("ensemble", "sum-ce")
@@ -148,7 +149,7 @@ def adam_unroll(students: Sequence[torch.nn.Module], optimizers: Sequence[torch.
     base, scale = [], []
     for s, opt in zip(students, optimizers, strict=True):
         group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
-        clip = 1.0
+        clip: float | torch.Tensor = 1.0
         grads = [p.grad.detach() for p in s.parameters() if p.grad is not None]
         if max_norm is not None and max_norm > 0 and grads:  # clip_grad_norm_'s factor
             clip = torch.clamp(max_norm / (torch.nn.utils.get_total_norm(grads) + 1e-6), max=1.0)
@@ -207,11 +208,12 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
     n_tokens = sum(x.numel() for x in inputs)
     mine = [students[i] for i in rows]
     params = [_params(s) for s in mine]
-    if hidden is not None and heads is None:
-        heads = [s.embed.weight.detach() for s in students]
-    if hidden is not None and method == "exact":
+    if hidden is not None and heads is None:  # from hidden states: Students
+        heads = [cast(Student, s).embed.weight.detach() for s in students]
+    if hidden is not None and heads is not None and method == "exact":
         for n, x in enumerate(inputs):
-            pairs = [(s.hidden_jvp(x, theta, v)[1].flatten(0, -2), v["embed.weight"])
+            pairs = [(cast(Student, s).hidden_jvp(x, theta, v)[1].flatten(0, -2),
+                      v["embed.weight"])
                      for s, theta, v in zip(mine, params, tangents, strict=True)]
             total += linear_peer_directional(hidden[n], heads, pairs, temperature,
                                              rows=rows).to(dtype)
@@ -220,7 +222,7 @@ def peer_kl_directional(students: Sequence[torch.nn.Module], tangents: Sequence[
         with torch.no_grad():
             if logits is not None:
                 zs = logits[n]
-            elif hidden is not None:
+            elif hidden is not None and heads is not None:
                 zs = [h @ w.t() for h, w in zip(hidden[n], heads, strict=True)]
             else:
                 zs = [s(x) for s in students]
@@ -255,9 +257,16 @@ def _logits_jvp(model: torch.nn.Module, x: torch.Tensor, params: Params,
     """d logits along ``tangents``: the model's own ``logits_jvp`` if it has one (a
     :class:`~minidml.model.Student` skips its head's primal matmul), else ``torch.func.jvp``."""
     if hasattr(model, "logits_jvp"):
-        return model.logits_jvp(x, params, tangents)
+        return cast(_LogitsJvp, model).logits_jvp(x, params, tangents)
     with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no forward-mode AD
         return jvp(lambda prm: functional_call(model, prm, (x,)), (params,), (tangents,))[1]
+
+
+class _LogitsJvp(Protocol):
+    """A model with its own :meth:`~minidml.model.Student.logits_jvp`."""
+
+    def logits_jvp(self, ids: torch.Tensor, params: Params, tangents: Params
+                   ) -> torch.Tensor: ...
 
 
 def _scale(z: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -290,10 +299,10 @@ def _outer_at_unrolled(students: Sequence[torch.nn.Module], unroll: Unroll,
     terms with the other students' (constants here)."""
     theta_new = [{n: t.requires_grad_() for n, t in prm.items()} for prm in unroll.step(students)]
     w = omega.detach().clone().requires_grad_()
-    if from_hidden:
-        lp = torch.stack([linear_target_log_probs(trunk_call(s, prm, x_out).flatten(0, -2),
-                                                  prm["embed.weight"], y_out.flatten())
-                          for s, prm in zip(students, theta_new, strict=True)])
+    if from_hidden:  # Students
+        lp = torch.stack([linear_target_log_probs(
+            trunk_call(cast(Student, s), prm, x_out).flatten(0, -2), prm["embed.weight"],
+            y_out.flatten()) for s, prm in zip(students, theta_new, strict=True)])
         terms = lp if objective == "ensemble" else -lp.mean(1).to(w.dtype)
     else:
         out_logits = [functional_call(s, prm, (x_out,)).flatten(0, -2)
@@ -399,7 +408,8 @@ def distributed_hypergradient(comm: Comm, students: Sequence[torch.nn.Module],
         return Hypergradient(grad, direct, loss.detach())
     tangents = _tangents(theta_new, grads[1:])
     comm.average([t for v in tangents for t in v.values()], "held-out gradients")
-    heads = heads if heads is not None else [s.embed.weight.detach() for s in students]
+    heads = (heads if heads is not None  # from hidden states: Students
+             else [cast(Student, s).embed.weight.detach() for s in students])
     d = peer_kl_directional(students, _along_scale(tangents, unroll), inputs, temperature,
                             variant, eps, rows=rows, hidden=hidden, heads=heads)
     # D's rows are this rank's students, averaged over its share of the tokens: the job's

@@ -25,7 +25,7 @@ import lzma
 import os
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from queue import Empty, Full, Queue
 from typing import IO, Any, TypeVar
@@ -44,11 +44,12 @@ FORMAT_VERSION = 2  # 2: documents over CHUNK_BYTES encoded in pieces (cut_for_e
 SAMPLINGS = ("epochs", "uniform")
 CHUNK_BYTES = 1 << 20  # text encoded per call: bounds memory on corpora with huge lines
 MIN_TOKENS = 4 * 2  # the fewest any run trains on: 4 windows of context+1 tokens at context 1
-_MAGIC = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile,
-          # bzip2: "BZh", the block size, then the first block's magic (or the end-of-stream
-          # magic when empty); "BZh" alone is text that a plain file may well start with
-          **{b"BZh%d%s" % (n, m): bz2.BZ2File for n in range(1, 10)
-             for m in (b"1AY&SY", b"\x17rE8P\x90")}}
+_MAGIC: dict[bytes, Callable[[IO[bytes]], io.BufferedIOBase]] = {
+    b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile,
+    # bzip2: "BZh", the block size, then the first block's magic (or the end-of-stream
+    # magic when empty); "BZh" alone is text that a plain file may well start with
+    **{b"BZh%d%s" % (n, m): bz2.BZ2File for n in range(1, 10)
+       for m in (b"1AY&SY", b"\x17rE8P\x90")}}
 
 
 # --------------------------------------------------------------------------- reading
@@ -78,7 +79,7 @@ class _Hashing(io.RawIOBase):
     """A file read through this adds every byte it hands out to ``digest``, in order; its
     ``tell`` counts them (what progress measures)."""
 
-    def __init__(self, raw: IO[bytes], digest: Any):
+    def __init__(self, raw: io.BufferedIOBase, digest: Any):
         self.raw, self.digest, self.count = raw, digest, 0
 
     def readable(self) -> bool:
@@ -105,7 +106,7 @@ class _Hashing(io.RawIOBase):
         super().close()
 
 
-def _open_binary(path: Path) -> tuple[_Hashing, IO[bytes]]:
+def _open_binary(path: Path) -> tuple[_Hashing, io.BufferedIOBase]:
     """(the raw file, hashing what is read of it; the decompressed stream)."""
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed by the caller

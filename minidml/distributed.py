@@ -41,11 +41,14 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from .errors import MinidmlError, describe
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 T = TypeVar("T")
 TIMEOUT_S = 900  # collectives of training (MINIDML_DIST_TIMEOUT overrides)
@@ -169,13 +172,21 @@ class Comm:
         self.placement: Placement | None = None
         self.peer_rank, self.dp_rank = 0, 0
         self.local: tuple[int, ...] = ()
-        self._peer_group = self._dp_group = None
+        self._peer_group: ProcessGroup | None = None
+        self._dp_group: ProcessGroup | None = None
         self.peer_dtype: torch.dtype | None = None  # peers' tensors sent as this (None: as is)
         self.sent_bytes: dict[str, int] = {}  # bytes this rank put into each kind of collective
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def _placed(self) -> Placement:
+        """The placement, which every collective of a multi-rank job needs (:meth:`place`
+        sets it before any of them runs)."""
+        assert self.placement is not None, "Comm.place() has not run"
+        return self.placement
 
     @property
     def dp(self) -> int:
@@ -218,7 +229,7 @@ class Comm:
             yield
         except RuntimeError as e:  # gloo/NCCL errors, DistError included
             raise PeerFailure(f"rank {self.rank}: stopped while {what}, because another process "
-                              f"of the job failed or timed out ({describe(e)})") from None
+                              f"of the job failed or timed out ({describe(e, 200)})") from None
 
     def _count(self, kind: str, *tensors: torch.Tensor) -> None:
         self.sent_bytes[kind] = self.sent_bytes.get(kind, 0) + sum(
@@ -242,9 +253,9 @@ class Comm:
         """All K students' tensors (same shape on every rank) from each rank's own, in student
         order; this rank's own come back as given (with their graphs), the others detached,
         sent as ``exchange`` dtype and returned in the dtype of the local ones."""
-        if self.peers == 1:
-            return list(local)
         p = self.placement
+        if p is None or p.peers == 1:  # self.peers == 1
+            return list(local)
         like = local[0]
         buf = torch.stack([t.detach() for t in local])
         if len(local) < p.max_per_rank:
@@ -288,7 +299,7 @@ class Comm:
         (the list itself in a world of one)."""
         if self.world_size == 1:
             return list(local)
-        out = [fill] * self.placement.n_students
+        out = [fill] * self._placed.n_students
         for j, i in enumerate(self.local):
             out[i] = local[j]
         return out
@@ -315,7 +326,7 @@ class Comm:
             t.copy_(v)
 
     def owned_mask(self, device: torch.device) -> torch.Tensor:
-        mask = torch.zeros(self.placement.n_students, dtype=torch.bool)
+        mask = torch.zeros(self._placed.n_students, dtype=torch.bool)
         mask[list(self.local)] = True
         return mask.to(device)
 
@@ -384,7 +395,7 @@ class Comm:
         """Every rank's copy of every student from its owner (its first replica)."""
         if self.world_size == 1:
             return
-        p = self.placement
+        p = self._placed
         with self._collective("sharing the students' weights"), torch.no_grad():
             for i, s in enumerate(students):
                 src = self.global_rank(p.owner[i])
@@ -399,10 +410,10 @@ class Comm:
         if self.world_size == 1:
             return list(states)
         mine = ({i: _cpu(states[i]) for i in self.local} if self.dp_rank == 0 else {})
-        got: list[Any] = [None] * self.world_size if self.is_main else None
+        got: list[Any] | None = [None] * self.world_size if self.is_main else None
         with self._collective("collecting optimiser states"):
             torch.distributed.gather_object(mine, got, dst=0, group=self._control)
-        if not self.is_main:
+        if got is None:  # not rank 0
             return [states[i] if i in self.local else None for i in range(len(states))]
         merged: dict[int, Any] = {}
         for part in got:

@@ -9,14 +9,15 @@ class MinidmlError(Exception):
     """
 
 
-def one_line(text: object, limit: int = 200) -> str:
+def one_line(text: object, limit: int | None = None) -> str:
     """``text`` fit for a one-line message: its first line that is not blank, its runs of
-    white space made one space, cut to ``limit`` characters ("" when there is none)."""
+    white space made one space, cut to ``limit`` characters if given ("" when there is
+    none)."""
     first = next((" ".join(line.split()) for line in str(text).splitlines() if line.strip()), "")
-    return first if len(first) <= limit else first[:limit - 1] + "…"
+    return first if limit is None or len(first) <= limit else first[:limit - 1] + "…"
 
 
-def describe(error: BaseException, limit: int = 200) -> str:
+def describe(error: BaseException, limit: int | None = None) -> str:
     """An exception in one line: its type and :func:`one_line` of its message (a
     :class:`MinidmlError`'s message alone, which is already meant for the user)."""
     message = one_line(error, limit)

@@ -207,8 +207,8 @@ def _differentiable_grads(w: torch.Tensor, targets: torch.Tensor, alpha: float,
             grads_w[i] = grads_w[i] + g[i].t() @ hs[i]
     grads = [torch.cat(ph).to(h.dtype) for ph, h in zip(parts_h, hidden, strict=True)]
     grads += [gw.to(wt.dtype) for gw, wt in zip(grads_w, weights, strict=True)]
-    g_w = (g_w * (kl_scale / n)[:, None]).to(w.dtype) if need_w else None
-    return g_w, grads
+    g_omega = (g_w * (kl_scale / n)[:, None]).to(w.dtype) if need_w else None
+    return g_omega, grads
 
 
 def _target_log_probs(hidden: torch.Tensor, mat: torch.Tensor, targets: torch.Tensor,

@@ -9,7 +9,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -118,8 +118,9 @@ def train(corpus: str | os.PathLike | Sequence[str | os.PathLike],
         if on_start is not None and comm.is_main:
             on_start(out_dir)
         trainer.fit()
-        return Run(out_dir, trainer.config, trainer.tokenizer, trainer.students, trainer.omega,
-                   trainer.step, trainer.last_eval)
+        # _setup always gives the trainer a tokenizer (its own, a teacher's or a trained one)
+        return Run(out_dir, trainer.config, cast(Tokenizer, trainer.tokenizer), trainer.students,
+                   trainer.omega, trainer.step, trainer.last_eval)
 
 
 def _on_main_tokenizer(comm: Comm, make: Callable[[], Tokenizer]) -> Tokenizer:
@@ -139,7 +140,9 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     read it; every rank builds every student from the same seed."""
     comm = comm or Comm()
     corpus_hash = fingerprint(files)
-    teachers, teacher_tok, teacher_meta = [], None, []
+    teachers: list[Student] = []
+    teacher_tok: Tokenizer | None = None
+    teacher_meta: list[dict[str, Any]] = []
     if cfg.mode == "kd":
         teachers, teacher_tok, teacher_meta = load_teachers(cfg.teachers, cfg.device)
     if resume:
@@ -190,7 +193,7 @@ def _setup(files: list[Path], out_dir: Path, cfg: TrainConfig, resume: bool, pro
     # trackers first: a callback that stops the run sees the step already tracked
     observers = [*make_trackers(cfg.log_to), *callbacks]
     # a resumed run goes on in the precision and compilation it recorded
-    count = WordCount.of(cfg, batches, teacher_words)
+    count = cast(WordCount, WordCount.of(cfg, batches, teacher_words))  # the words are known
     decisions = decide(cfg, scfgs, batches, comm,
                        precision=recorded_precision(meta, cfg) if resume else None,
                        compiled=recorded_compile(meta) if resume else None, words=count)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -191,6 +192,9 @@ class Block(nn.Module):
 class Student(nn.Module):
     """A decoder-only language model: ``logits = head(trunk(ids))``."""
 
+    rope_cos: torch.Tensor  # buffers (register_buffer), the rotary tables [context, head_dim]
+    rope_sin: torch.Tensor
+
     def __init__(self, config: StudentConfig):
         super().__init__()
         self.config = config
@@ -239,7 +243,7 @@ class Student(nn.Module):
         x = self.embed(ids)
         for layer in self.layers[:-1]:
             x = layer(x, cos, sin, keep=cache)
-        last = self.layers[-1]  # only its keys and values: its output is never used
+        last = cast(Block, self.layers[-1])  # only its keys and values: its output is never used
         cache.append(last.attn.keys_values(last.attn_norm(x), cos, sin))
         return cache
 
@@ -275,7 +279,9 @@ class Student(nn.Module):
         """The final hidden states [B, T, d_model] at ``params`` and their forward-mode
         derivative along ``tangents`` (``torch.func.jvp`` through the trunk)."""
         with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no forward-mode AD
-            return jvp(lambda p: trunk_call(self, p, ids), (params,), (tangents,))
+            # without has_aux, jvp gives (primal, tangent)
+            return cast("tuple[torch.Tensor, torch.Tensor]",
+                        jvp(lambda p: trunk_call(self, p, ids), (params,), (tangents,)))
 
     def logits_jvp(self, ids: torch.Tensor, params: dict[str, torch.Tensor],
                    tangents: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -378,7 +378,7 @@ def newest_good_checkpoint(run_dir: Path, scfgs: list[StudentConfig], device: to
     found = checkpoints(run_dir)
     if not found:
         return None
-    errors = []
+    errors: list[str] = []
     for ckpt in reversed(found):
         try:
             return (ckpt, *load_checkpoint(ckpt, scfgs, device), errors)

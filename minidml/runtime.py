@@ -38,6 +38,8 @@ compiled run resumed from a checkpoint is bit-identical to an uninterrupted comp
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import re
 import shutil
@@ -134,13 +136,14 @@ def measure_precision(device: torch.device, widths: Sequence[int], vocab: int, r
     for name, (m, k, n) in shapes.items():
         a32 = torch.randn(m, k, generator=g).to(device)
         b32 = torch.randn(k, n, generator=g).to(device)
-        t32 = best_seconds(lambda a=a32, b=b32: a @ b, device, repeats)
+        t32 = best_seconds(functools.partial(operator.matmul, a32, b32), device, repeats)
         out["shapes"][name] = {"mnk": [m, k, n], "fp32_seconds": t32}
         if not bf16:
             continue
         a16, b16 = a32.bfloat16(), b32.bfloat16()
         # where bf16 is many times slower, its first call says so: stop there
-        t16 = best_seconds(lambda a=a16, b=b16: a @ b, device, repeats, enough=4 * t32)
+        t16 = best_seconds(functools.partial(operator.matmul, a16, b16), device, repeats,
+                           enough=4 * t32)
         out["shapes"][name]["bf16_seconds"] = t16
         ratios.append(t16 / t32)
     if ratios:

@@ -25,6 +25,7 @@ import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, cast
 
 from .counts import format_count, round_up
 from .errors import MinidmlError
@@ -371,7 +372,8 @@ def _options(grid: _Grid, target: int, i: int, k: int, tolerance: float,
         gap_below = target - counts[below] if below >= 0 else None
         gap_above = counts[above] - target if above < len(counts) else None
         if gap_above is None or (gap_below is not None and gap_below <= gap_above):
-            j, gap, below = below, gap_below, below - 1
+            # gap_below is set: with nothing left above, the loop's condition leaves below
+            j, gap, below = below, cast(int, gap_below), below - 1
         else:
             j, gap, above = above, gap_above, above + 1
         if len(best) >= k and math.ceil(gap / target * 1000) > math.ceil(
@@ -384,6 +386,15 @@ def _options(grid: _Grid, target: int, i: int, k: int, tolerance: float,
 
 
 # ----------------------------------------------------------------------------- budget
+class _GridKw(TypedDict):
+    """The grid's keyword arguments of :func:`min_budget` and :func:`search`, as tuples."""
+
+    layers: tuple[int, ...]
+    widths: tuple[int, ...]
+    head_dims: tuple[int, ...]
+    mlp_ratios: tuple[float, ...]
+
+
 def min_budget(k: int, vocab_size: int, scheme: str = "harmonic", *,
                tolerance: float = DEFAULT_TOLERANCE, layers: Iterable[int] = DEFAULT_LAYERS,
                widths: Iterable[int] = DEFAULT_WIDTHS,
@@ -408,8 +419,8 @@ def plan(budget: int, k: int, vocab_size: int, *, scheme: str = "harmonic",
     and the minimum budget (:func:`min_budget`) for this K, scheme and vocabulary.
     """
     goals = targets(budget, k, scheme)
-    grid_kw = dict(layers=tuple(layers), widths=tuple(widths), head_dims=tuple(head_dims),
-                   mlp_ratios=tuple(mlp_ratios))  # iterators would be used up by the first look
+    grid_kw = _GridKw(layers=tuple(layers), widths=tuple(widths), head_dims=tuple(head_dims),
+                      mlp_ratios=tuple(mlp_ratios))  # iterators would be used up by the first look
     smallest = _grid_for(vocab_size, **grid_kw).counts[0]
     if min(goals) * (1 + tolerance) < smallest:
         need = min_budget(k, vocab_size, scheme, tolerance=tolerance, **grid_kw)
@@ -428,7 +439,8 @@ def format_table(cands: Sequence[Candidate], tokens_per_s: Sequence[float] | Non
     """A plain-text table: student, layers, width, heads, mlp, params, target, error, kind,
     and, given ``tokens_per_s`` (one per student, e.g. from
     :func:`minidml.throughput.tokens_per_second`), the predicted training tokens/s."""
-    header = ("student", "layers", "width", "heads", "mlp", "params", "target", "error")
+    header: tuple[str, ...] = ("student", "layers", "width", "heads", "mlp", "params", "target",
+                               "error")
     header += ("tok/s",) * (tokens_per_s is not None) + ("kind",)
     rows = [header] + [
         (str(i), str(c.shape.n_layers), str(c.shape.d_model), str(c.shape.n_heads),
@@ -453,7 +465,8 @@ def assign(cost: list[list[int]]) -> list[int]:
     returns each row's column. Exact on integers; deterministic."""
     n, m = len(cost), len(cost[0])
     inf = float("inf")
-    u, v = [0] * (n + 1), [0] * (m + 1)
+    u: list[float] = [0] * (n + 1)  # float as delta and minv are (they start at inf)
+    v: list[float] = [0] * (m + 1)
     owner, way = [0] * (m + 1), [0] * (m + 1)  # owner[j]: row (1-based) holding column j
     for row in range(1, n + 1):
         owner[0], j0 = row, 0

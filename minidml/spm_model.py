@@ -16,7 +16,8 @@ from .errors import MinidmlError
 class SentencePieceModel(Protocol):
     """What :func:`spm_pieces` reads of a tokenizer (:class:`minidml.Tokenizer` has both)."""
 
-    vocab_size: int
+    @property
+    def vocab_size(self) -> int: ...
 
     def to_bytes(self) -> bytes: ...
 

@@ -78,7 +78,8 @@ def split_long_line(line: str, max_bytes: int = MAX_PIECE_BYTES) -> Iterator[str
             if piece:
                 yield " ".join(piece)
                 piece, size = [], 0
-            chunk, csize = [], 0
+            chunk: list[str] = []
+            csize = 0
             for ch in word:
                 cb = len(ch.encode("utf-8"))
                 if csize + cb > max_bytes:

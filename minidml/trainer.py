@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -47,7 +47,7 @@ from .rundir import (
     write_checkpoint,
 )
 from .runtime import resolve_device
-from .schedule import lr_at, make_optimizer
+from .schedule import Hybrid, lr_at, make_optimizer
 from .timebudget import TimeBudget
 from .tokenizer import Tokenizer
 from .words import WordCount, milestones, revision_name
@@ -84,11 +84,34 @@ class Checkpoints:
     """Checkpointing for :class:`~minidml.trainer.Trainer` (which has the attributes used
     here: ``students``, ``optimizers``, ``omega``, ``step``, ``comm``, ``run_dir``, ...)."""
 
+    # the trainer's attributes that checkpointing reads (declarations only: set by Trainer)
+    config: TrainConfig
+    device: torch.device
+    comm: Comm
+    students: list[Student]
+    optimizers: list[torch.optim.Optimizer | Hybrid]
+    omega: torch.Tensor
+    step: int
+    skipped_steps: int
+    run_dir: Path | None
+    _writes: bool  # rank 0 of a run with a run_dir: run_dir is then not None
+    callbacks: list[Callback]
+    budget: TimeBudget | None
+    words: WordCount | None
+    milestones: dict[int, list[int]]
+    _seconds: float
+    _metrics_offset: int
+
+    if TYPE_CHECKING:  # Trainer's
+        @property
+        def train_seconds(self) -> float: ...
+        def _words(self) -> dict[str, int]: ...
+
     def state_dict(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
+        rng: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        metrics = self.run_dir / "metrics.jsonl" if self._writes else None
+        metrics = cast(Path, self.run_dir) / "metrics.jsonl" if self._writes else None
         # each student's optimiser state from its owner (complete on rank 0)
         optimizers = self.comm.gather_states([o.state_dict() for o in self.optimizers])
         return {"step": self.step, "omega": self.omega.detach().cpu(),
@@ -103,17 +126,18 @@ class Checkpoints:
         In a distributed run every rank first receives every student's weights from its
         owner, and rank 0 writes the checkpoint (with every optimiser's state)."""
         self.comm.sync_students(self.students)
-        if self.run_dir is None:
+        run_dir = self.run_dir
+        if run_dir is None:
             return None
         state = self.state_dict()  # a collective in a distributed run
         words = ({**self._words(), "revisions": [revision_name(w) for w in
                                                  self.milestones.get(self.step, [])]}
                  if self.words is not None else None)
         final = self.comm.on_main(
-            lambda: write_checkpoint(self.run_dir, self.step, self.students, state,
+            lambda: write_checkpoint(run_dir, self.step, self.students, state,
                                      self.config.keep_checkpoints, words), share=True)
         for cb in self.callbacks:
-            cb.on_checkpoint(self, final)
+            cb.on_checkpoint(cast("Trainer", self), final)  # Checkpoints is Trainer's part
         return final
 
     @property
@@ -152,7 +176,9 @@ class Checkpoints:
         run rank 0 reads the checkpoint and sends it to the others, whatever the world size
         that wrote it (checkpoints do not depend on it).
         """
-        assert self.run_dir is not None
+        if self.run_dir is None:
+            raise MinidmlError("Trainer.resume: this trainer has no run directory to resume "
+                               "from; give it run_dir=")
         if self.comm.world_size == 1:
             return self._resume(self.device)
         found = self.comm.on_main(lambda: self._resume(torch.device("cpu")), share=True)
@@ -166,15 +192,18 @@ class Checkpoints:
     def _resume(self, device: torch.device) -> Any:
         """:meth:`resume` in one process; on rank 0 of a distributed run it returns
         (checkpoint, weights, state), to send to the others, instead of the path."""
-        found = newest_good_checkpoint(self.run_dir, [s.config for s in self.students], device)
+        run_dir = self.run_dir
+        if run_dir is None:
+            raise RuntimeError("Checkpoints._resume runs within resume(), given a run_dir")
+        found = newest_good_checkpoint(run_dir, [s.config for s in self.students], device)
         if found is None:
-            truncate_metrics(self.run_dir, 0)
+            truncate_metrics(run_dir, 0)
             return None
         ckpt, students, state, errors = found
         for mine, theirs in zip(self.students, students, strict=True):
             mine.load_state_dict(theirs.state_dict())
         self.load_state_dict(state)
-        truncate_metrics(self.run_dir, self._metrics_offset)  # records after the checkpoint
+        truncate_metrics(run_dir, self._metrics_offset)  # records after the checkpoint
         if errors:
             print(f"warning: skipped damaged checkpoint(s): {'; '.join(errors)}",
                   file=sys.stderr)
@@ -387,8 +416,10 @@ class Trainer(Checkpoints):
         their head weights, as the step's inner loss read them; ``alpha`` is that loss's α."""
         cfg = self.config
         local = [self.students[i] for i in self.comm.local]
-        unroll = (adam_unroll(local, [self.optimizers[i] for i in self.comm.local], lr,
-                              cfg.grad_clip) if cfg.unroll == "adam" else None)
+        # --unroll adam comes with AdamW only (TrainConfig.validate refuses it with Muon)
+        unroll = (adam_unroll(local, cast("list[torch.optim.Optimizer]",
+                                          [self.optimizers[i] for i in self.comm.local]),
+                              lr, cfg.grad_clip) if cfg.unroll == "adam" else None)
         index = (self.step + 1) // cfg.outer_every - 1
         x_out, y_out = (self.comm.shard(t).to(self.device) for t in
                         self.batches.holdout(index, cfg.outer_batch_size))
@@ -485,6 +516,8 @@ class Trainer(Checkpoints):
         interrupt held during a step is handed on after it (and after the last)."""
         cfg = self.config
         t0, tokens0 = self._fit_started, self.step * cfg.tokens_per_step
+        if t0 is None:
+            raise RuntimeError("Trainer._steps runs within fit(), which starts the clock")
         while self.step < self.total_steps and not self._stopping():
             losses = self.train_step()
             for cb in self.callbacks:
@@ -512,13 +545,17 @@ class Trainer(Checkpoints):
     def _plan(self, bar: tqdm, evaluated: bool) -> None:
         """Re-plan a time-budgeted run's steps when its budget says so (rank 0's plan, which
         every rank follows)."""
+        budget = self.budget
+        if budget is None:
+            raise RuntimeError("Trainer._plan runs only in a time-budgeted run")
+
         def plan() -> dict[str, Any] | None:
-            steps = self.budget.after_step(self.step, self.train_seconds, evaluated)
+            steps = budget.after_step(self.step, self.train_seconds, evaluated)
             if steps is None:
                 return None
             return {"event": "plan", "step": self.step, "total_steps": steps,
-                    "seconds_per_step": round(self.budget.seconds_per_step, 4),
-                    "max_time": self.budget.seconds,
+                    "seconds_per_step": round(budget.seconds_per_step, 4),
+                    "max_time": budget.seconds,
                     "train_seconds": round(self.train_seconds, 3)}
 
         record = self.comm.on_main(plan, share=True)
@@ -530,13 +567,15 @@ class Trainer(Checkpoints):
         bar.total = self.total_steps
         bar.refresh()
         self._emit(record, "on_log")
-        if self._writes and (self.run_dir / "config.json").exists():
-            meta = json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
-            _io.write_json(self.run_dir / "config.json", {**meta, "plan": record})
+        if self._writes:  # so there is a run_dir
+            config_json = cast(Path, self.run_dir) / "config.json"
+            if config_json.exists():
+                meta = json.loads(config_json.read_text(encoding="utf-8"))
+                _io.write_json(config_json, {**meta, "plan": record})
 
     def _out_of_memory_line(self, error: RuntimeError) -> str:
         cfg = self.config
-        detail = one_line(error, 10_000) or "out of memory"
+        detail = one_line(error) or "out of memory"
         detail = one_line(detail.split("DefaultCPUAllocator: ")[-1], 120)
         ckpt = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
         where = (f"the last good checkpoint is {ckpt}" if ckpt is not None
@@ -580,8 +619,8 @@ class Trainer(Checkpoints):
         return self.should_stop
 
     def _emit(self, record: dict[str, Any], hook: str) -> None:
-        if self._writes:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        if self._writes:  # so there is a run_dir
+            with open(cast(Path, self.run_dir) / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         for cb in self.callbacks:
             getattr(cb, hook)(self, record)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .counts import format_count
 from .errors import MinidmlError
@@ -174,9 +174,10 @@ def check_plan(config: TrainConfig, count: WordCount, total_steps: int, fixed: b
                 f"({count.models} models{' and their teachers' if count.teacher_words else ''})")
         fix = (" or --words-cap per-model" if config.words_cap == "total" and
                count.total(limit) != count.per_model(limit) else "")
+        track = cast(str, config.track)  # a limit is the track's (step_limit): there is one
         raise MinidmlError(f"{length}: {total_steps:,} steps read {read}, over what the "
-                           f"{config.track} track allows (10 epochs of the corpus, and "
-                           f"{MAX_EPOCHS * TRACK_WORDS[config.track]:,} words read); use "
+                           f"{track} track allows (10 epochs of the corpus, and "
+                           f"{MAX_EPOCHS * TRACK_WORDS[track]:,} words read); use "
                            f"--steps {limit} or fewer{fix}")
     if fixed and config.checkpoint_words:
         unreachable = [w for w in config.checkpoint_words

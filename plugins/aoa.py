@@ -88,7 +88,8 @@ from minidml.evaluation.suite import (
     TaskResult,
     read_json,
 )
-from minidml_plugins.reading import MISSING, read_records
+
+from .reading import MISSING, read_records
 
 FOLDER = "babylm-eval-2026/full_eval/aoa"
 WORDS_FILE = f"{FOLDER}/cdi_childes.json"
@@ -322,8 +323,8 @@ def _optimize() -> Any:
     return scipy.optimize
 
 
-def fit_sigmoid(x: np.ndarray, y: np.ndarray, p0: Sequence[float], **bounds: Any
-                ) -> np.ndarray | None:
+def fit_sigmoid(x: np.ndarray, y: np.ndarray, p0: Sequence[float | np.floating[Any]],
+                **bounds: Any) -> np.ndarray | None:
     """:func:`sigmoid`'s parameters fitted to ``(x, y)`` by scipy's ``curve_fit`` as the
     official code calls it (``maxfev=1000``; ``bounds``: the children's box); None where the
     fit fails, as the official code takes any exception there for no AoA."""

@@ -19,7 +19,8 @@ from pathlib import Path
 from minidml import MinidmlError
 from minidml.evaluation.hookspecs import hookimpl
 from minidml.evaluation.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
-from minidml_plugins._sources import sources
+
+from ._sources import sources
 
 FIELDS = {"sentence_good": str, "sentence_bad": str, "field": str, "linguistics_term": str}
 

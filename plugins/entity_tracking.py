@@ -29,8 +29,8 @@ FIELDS = {"input_prefix": str, "options": list, "numops": int}
 
 
 class EntityTrackingSuite:
-    folder = FOLDER
-    files = FILES
+    folder: str = FOLDER
+    files: tuple[str, ...] = FILES
 
     def evaluate(self, ctx: EvalContext) -> SuiteResult:
         tasks: dict[str, list[Choices]] = {}

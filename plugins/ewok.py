@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from minidml.evaluation.hookspecs import hookimpl
 from minidml.evaluation.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
-from minidml_plugins._sources import sources
+
+from ._sources import sources
 
 FOLDER = "babylm-eval/ewok_filtered"
 DOMAINS = ("agent-properties", "material-dynamics", "material-properties", "physical-dynamics",

@@ -66,7 +66,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +84,9 @@ from minidml.evaluation.suite import (
 )
 from minidml.model import Student
 from minidml.tokenizer import Tokenizer
-from minidml_plugins._sources import sources
-from minidml_plugins.glue_tasks import (
+
+from ._sources import sources
+from .glue_tasks import (
     DIR,
     EXTRA_DIR,
     TASKS,
@@ -141,6 +142,9 @@ _TABLES: dict[str, tuple[Mapping[str, TaskSpec], Callable[[str], tuple[str, ...]
 
 
 # ----------------------------------------------------------------------------- settings
+_D = TypeVar("_D")  # the default of an option (Settings.from_options): an int, or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Fine-tuning settings of one set (:data:`SETS`); :meth:`from_options` reads a set and
@@ -201,7 +205,7 @@ class Settings:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
-        def integer(key: str, default: int | None, minimum: int) -> int | None:
+        def integer(key: str, default: _D, minimum: int) -> int | _D:
             value = options.get(key)
             if value is None:
                 return default
@@ -223,7 +227,7 @@ class Settings:
                 return default
             plain = isinstance(value, str | int) and not isinstance(value, bool)
             text = str(value).strip() if plain else None
-            if text not in allowed:
+            if text is None or text not in allowed:
                 raise MinidmlError(f"glue option {key}={value!r}: choose "
                                    f"{' or '.join(allowed)}")
             return text
@@ -386,9 +390,9 @@ def encode_rows(tokenizer: Tokenizer, segments: Sequence[tuple[str, str | None]]
     label_tensor = torch.tensor(list(labels), dtype=torch.long)
     own = getattr(tokenizer, "hf", None) if layout == "tokenizer" else None
     if own is not None and segments:  # a Hugging Face model's tokenizer, called as the
-        firsts = [a for a, _ in segments]  # pipeline calls it (a task's rows are all pairs
-        seconds = [b for _, b in segments]  # or all single texts)
-        args = (firsts,) if seconds[0] is None else (firsts, seconds)
+        first_texts = [a for a, _ in segments]  # pipeline calls it (a task's rows are all
+        second_texts = [b for _, b in segments]  # pairs or all single texts)
+        args = (first_texts,) if second_texts[0] is None else (first_texts, second_texts)
         ids = own(*args, truncation=True, max_length=max_length)["input_ids"]
         return Encoded([list(x) for x in ids], label_tensor)
     firsts = tokenizer.encode_batch([a for a, _ in segments])
@@ -525,7 +529,9 @@ def finetune(student: Student, spec: TaskSpec, train: Encoded, valid: Encoded,
     per_epoch = steps_per_epoch(len(train), settings.batch_size, settings.drop_last)
     total = settings.epochs * per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings, total))
-    best_score, best, best_state, stale = -math.inf, None, None, 0
+    best_score, stale = -math.inf, 0
+    best: torch.Tensor | None = None
+    best_state: dict[str, torch.Tensor] | None = None
     bar = tqdm(total=total, desc=desc or spec.name, unit="step", disable=not progress,
                leave=False, dynamic_ncols=True)
     for _ in range(settings.epochs):
@@ -553,9 +559,11 @@ def finetune(student: Student, spec: TaskSpec, train: Encoded, valid: Encoded,
             if settings.patience is not None and stale >= settings.patience:
                 break
     bar.close()
-    out = {spec.name: best}
+    # settings.epochs >= 1 (from_options checks it): the first epoch set best, and best_state
+    # where there are companions
+    out = {spec.name: cast(torch.Tensor, best)}
     if companions:
-        model.load_state_dict(best_state)
+        model.load_state_dict(cast("dict[str, torch.Tensor]", best_state))
         out.update({name: predict(model, enc, eval_batch_size, device)
                     for name, enc in companions.items()})
     return out
@@ -565,7 +573,8 @@ def mixture(probs: Sequence[torch.Tensor], omega: torch.Tensor) -> torch.Tensor:
     """Σ_i ω_i p_i of the students' class probabilities (ω renormalised to sum to 1)."""
     w = omega.detach().double().cpu()
     w = w / w.sum()
-    return sum(float(wi) * p.double() for wi, p in zip(w, probs, strict=True)).float()
+    mixed = sum(float(wi) * p.double() for wi, p in zip(w, probs, strict=True))
+    return cast(torch.Tensor, mixed).float()  # a tensor: probs is never empty
 
 
 def task_result(spec: TaskSpec, probs: torch.Tensor, gold: torch.Tensor,
@@ -613,8 +622,8 @@ class GlueSuite:
 
         results: dict[str, dict[str, TaskResult]] = {lb: {} for lb in ctx.labels}
         # each validation example's predicted class, per model and task (the official
-        # pipeline's predictions.json)
-        predicted: dict[str, dict[str, list[int]]] = {lb: {} for lb in ctx.labels}
+        # pipeline's predictions.json): SuiteResult.rows, numbers per row
+        predicted: dict[str, dict[str, list[float]]] = {lb: {} for lb in ctx.labels}
         done: list[str] = []
         for train_task, evals in units.items():
             spec = settings.spec(train_task)

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from minidml import MinidmlError
-from minidml_plugins import ewok, supplement
-from minidml_plugins.blimp import BlimpFullSuite, BlimpSuite
+
+from . import ewok, supplement
+from .blimp import BlimpFullSuite, BlimpSuite
 
 __all__ = ["TEMPLATES", "write_tasks", "lm_eval_command", "offline_env", "read_samples"]
 

@@ -47,6 +47,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -204,7 +205,7 @@ def surprisals(scorer: Scorer, pairs: Sequence[tuple[str, str]],
             context += piece
         plans.append(plan)
     later = sorted({t for plan in plans for _, t in plan if isinstance(t, str)})
-    first_id = {}
+    first_id: dict[str, int | None] = {}
     for text, ids in zip(later, tok.encode_batch(later), strict=True):
         first_id[text] = ids[0] if ids else None
     contexts = sorted({c for plan in plans for c, _ in plan})
@@ -216,11 +217,12 @@ def surprisals(scorer: Scorer, pairs: Sequence[tuple[str, str]],
         rows = []
         for context, target in plan:
             if isinstance(target, str):
-                if first_id[target] is None:
+                first = first_id[target]
+                if first is None:
                     raise MinidmlError(
                         f"{_at(where, k)}: a piece of {pairs[k][1][:30]!r} decodes to "
                         f"{target!r}, which encodes to no tokens; it cannot be scored")
-                target = first_id[target]
+                target = first
             rows.append(requests.setdefault((context, target), len(requests)))
         lookup.append(rows)
     batch = []
@@ -238,7 +240,9 @@ def table_surprisals(scorer: Scorer, table: ReadingTable
     row has no ``prev_item``), in one scoring pass."""
     has_prev = [k for k, p in enumerate(table.prev_items) if p is not None]
     pairs = list(zip(table.items, table.words, strict=True))
-    pairs += [(table.prev_items[k], table.prev_words[k]) for k in has_prev]
+    # a row with a prev_item has its prev_word (read_table)
+    pairs += cast("list[tuple[str, str]]",
+                  [(table.prev_items[k], table.prev_words[k]) for k in has_prev])
     where = table.where + [table.where[k] for k in has_prev]
     n = len(table)
     out = {}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from minidml.evaluation.hookspecs import hookimpl
 from minidml.evaluation.suite import EvalContext, Pair, SuiteResult, read_jsonl, score_pairs
-from minidml_plugins._sources import sources
+
+from ._sources import sources
 
 FOLDER = "babylm-eval/supplement_filtered"
 FAST_FOLDER = "babylm-eval-2026/fast_eval/supplement_fast"  # 50 pairs a task, for checkpoints

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,12 +48,12 @@ def wug_rows(path: Path) -> list[tuple[Pair, float]]:
     out = []
     for number, row in enumerate(read_jsonl(path, {"sentences": str}), 1):
         sentences = row["sentences"].split("\t")
-        ratio = row.get("ratio")
+        value: Any = row.get("ratio")  # any JSON value: one that is not a number fails below
         if len(sentences) != 2:
             raise MinidmlError(f"{path}:{number}: 'sentences' should be two sentences "
                                f"separated by one tab, not {len(sentences)}")
         try:
-            ratio = float(ratio)
+            ratio = float(value)
         except (TypeError, ValueError):
             ratio = math.nan
         if not math.isfinite(ratio) or isinstance(row.get("ratio"), bool):

@@ -723,6 +723,7 @@ def test_an_error_becomes_one_line_of_a_message():
     assert one_line("") == "" and one_line("\n \n") == ""
     cut = one_line("x" * 300, limit=50)
     assert len(cut) == 50 and cut.endswith("…") and one_line("x" * 50, limit=50) == "x" * 50
+    assert one_line("x" * 300) == "x" * 300  # cut only when asked
     # an exception: its type and that line; the library's own message alone; a bare type
     assert describe(ValueError("bad\nvalue")) == "ValueError: bad"
     assert describe(MinidmlError("--steps: give a number")) == "--steps: give a number"

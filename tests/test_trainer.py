@@ -13,6 +13,7 @@ import minidml
 from minidml import Shape, TrainConfig
 from minidml.data import Batches, corpus_files, read_lines, tokenize_corpus, unigram_entropy
 from minidml.demo.grammar import write_corpus
+from minidml.errors import MinidmlError
 from minidml.losses import mutual_loss
 from minidml.model import Student
 from minidml.rundir import checkpoints, student_configs
@@ -223,6 +224,15 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(corpus, tmp_path
     for a, b in zip(uninterrupted.students, resumed.students, strict=True):
         assert all(torch.equal(x, y) for x, y in
                    zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_a_trainer_without_a_run_directory_cannot_resume(corpus, tmp_path):
+    cfg = TrainConfig(**TINY, steps=2)
+    tok = Tokenizer.train(read_lines([corpus]), vocab_size=cfg.vocab_size)
+    batches = Batches(tokenize_corpus([corpus], tok, tmp_path), cfg.context, cfg.batch_size)
+    trainer = Trainer(cfg, [Student(c) for c in student_configs(cfg, tok.vocab_size)], batches)
+    with pytest.raises(MinidmlError, match="no run directory to resume from; give it run_dir="):
+        trainer.resume()
 
 
 def test_a_resumed_budget_run_keeps_the_shapes_it_started_with(grammar_corpus, tmp_path,

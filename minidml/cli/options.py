@@ -103,9 +103,10 @@ class Names(click.ParamType):
         names = tuple(v.strip() for v in str(value).split(","))
         if not all(names) or len(set(names)) != len(names):
             self.fail(f"{value!r}: name each once, separated by commas", param, ctx)
-        unknown = [n for n in names if self.choices is not None and n not in self.choices]
-        if unknown:
-            self.fail(f"{unknown[0]!r} is not one of {', '.join(self.choices)}", param, ctx)
+        if self.choices is not None:
+            unknown = [n for n in names if n not in self.choices]
+            if unknown:
+                self.fail(f"{unknown[0]!r} is not one of {', '.join(self.choices)}", param, ctx)
         return names
 
 

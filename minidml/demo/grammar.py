@@ -754,11 +754,11 @@ class _Draft(NamedTuple):
     """A grammatical sentence's words and the one-word change that breaks agreement."""
 
     words: tuple[str, ...]
-    index: int
+    position: int  # of the word to change (not "index", which would hide tuple.index)
     replacement: str
 
     def to_pair(self, phenomenon: str) -> MinimalPair:
-        bad = self.words[: self.index] + (self.replacement,) + self.words[self.index + 1 :]
+        bad = self.words[: self.position] + (self.replacement,) + self.words[self.position + 1 :]
         return MinimalPair(_render(self.words), _render(bad), phenomenon)
 
 

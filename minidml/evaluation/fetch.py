@@ -118,7 +118,8 @@ def fetch(
                 else "https://…, http://… or file:///…")
         raise MinidmlError(f"--mirror {mirror}: not a URL; give {hint}")
     todo = [f for f in files if force or _check(f, root / f.path) is not None]
-    total = sum(f.size for f in todo) if all(f.size is not None for f in todo) else None
+    sizes = [f.size for f in todo if f.size is not None]
+    total = sum(sizes) if len(sizes) == len(todo) else None
     written = []
     with tqdm(
         total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,

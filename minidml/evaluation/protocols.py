@@ -50,7 +50,8 @@ class TextTokenizer(Protocol):
     """What scoring and the suites use of a tokenizer (:class:`minidml.Tokenizer` or
     :class:`minidml.hf.models.HFTokenizer`): ``bos_id`` is the prefix texts are scored
     after (lm-eval), ``encode_with_spans`` the tokens and character spans of a whole text as
-    the tokenizer encodes it, special tokens included (babylm-2026)."""
+    the tokenizer encodes it, special tokens included (babylm-2026); ``decode`` the text of
+    tokens (the reading suite's pieces of a word)."""
 
     bos_id: int
     eos_id: int
@@ -60,6 +61,8 @@ class TextTokenizer(Protocol):
 
     def encode_with_spans(self, texts: Sequence[str]
                           ) -> list[tuple[list[int], list[tuple[int, int]]]]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
 
 class Request(NamedTuple):
     """One text to score: token ids (the prefix token first), and the slice ``skip:stop`` of
@@ -95,7 +98,8 @@ class ScoringProtocol:
 
 
 class _LmEval(ScoringProtocol):
-    def _requests(self, tokenizer, texts, contexts, joins):
+    def _requests(self, tokenizer: TextTokenizer, texts: list[str], contexts: list[str],
+                  joins: list[str]) -> list[Request]:
         bos = tokenizer.bos_id
         out: list[Request] = [Request([], 0, 0)] * len(texts)
         plain = [i for i, c in enumerate(contexts) if not c]
@@ -118,7 +122,8 @@ class _LmEval(ScoringProtocol):
 
 
 class _BabyLM2026(ScoringProtocol):
-    def _requests(self, tokenizer, texts, contexts, joins):
+    def _requests(self, tokenizer: TextTokenizer, texts: list[str], contexts: list[str],
+                  joins: list[str]) -> list[Request]:
         sentences, completions = [], []
         for text, context, join in zip(texts, contexts, joins, strict=True):
             completion = join + text if context else text

@@ -22,7 +22,7 @@ import os
 import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +152,10 @@ class EvalResults:
             kinds = set(metric.values())
             kind = kinds.pop() if len(kinds) == 1 else "acc"
             for g, members in o.result.groups.items():
-                cells = [group_score(o.result.tasks.get(lb, {}), members,
+                means = [group_score(o.result.tasks.get(lb, {}), members,
                                      o.result.groups)["score"] for lb in self.labels]
                 lines.append(f"{'[' + g + '] mean':<{name_w}}"
-                             + "".join(f" {_cell(c, kind):>{width}}" for c in cells))
+                             + "".join(f" {_cell(m, kind):>{width}}" for m in means))
             lines += [f"  note: {n}" for n in o.result.notes] + [""]
         return "\n".join(lines).rstrip() + "\n"
 
@@ -292,7 +292,7 @@ def evaluate(run: Any, suites: Sequence[str], *, student: str = "all",
         outcomes.append(outcome)
         if on_suite is not None:
             on_suite(outcome)
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    date = datetime.now(UTC).isoformat(timespec="seconds")
     return EvalResults(run, labels, outcomes, date, rule.name)
 
 

@@ -40,6 +40,19 @@ class LanguageModel(Protocol):
     def eval(self) -> Any: ...
 
 
+class CachingModel(LanguageModel, Protocol):
+    """A model that also runs a prefix once for the texts that share it and has its head
+    apart (a minidml :class:`~minidml.Student`): what :meth:`Scorer.score_ids` uses where
+    every model has ``prefix_cache``, ``trunk_after`` and ``head``."""
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor: ...  # logits of hidden states
+    # every layer's keys and values [B, H, T, head_dim] of the prefixes ids [B, T]
+    def prefix_cache(self, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
+    # final hidden states of ids [B, T] that continue row b's first start[b] cached positions
+    def trunk_after(self, ids: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]],
+                    start: torch.Tensor) -> torch.Tensor: ...
+
+
 ENSEMBLE = "ensemble"
 # texts that begin with this many unscored tokens in common run them once (Scorer.score_ids);
 # below it, the second pass and the copies of the prefix's keys and values cost about what
@@ -113,9 +126,9 @@ class Scorer:
         entity-tracking item's options after their long prefix) run those tokens once, and
         each text's own tokens after them (:meth:`minidml.Student.trunk_after`): the same
         scores, for a fraction of the work."""
-        items = [Request(list(it[0]), it[1], it[2] if len(it) == 3 else len(it[0]))
-                 for it in items]
-        n = len(items)
+        requests = [Request(list(it[0]), it[1], it[2] if len(it) == 3 else len(it[0]))
+                    for it in items]
+        n = len(requests)
         out = {lb: torch.zeros(n, dtype=torch.float64) for lb in self.labels}
         if n == 0:
             return out
@@ -126,7 +139,7 @@ class Scorer:
         models = [self.students[i] for i in needed]
         bar = tqdm(total=n, desc="scoring", unit="text", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
-        for batch, y, at, cols, scored_logits in self._batches(items, models):
+        for batch, y, at, cols, scored_logits in self._batches(requests, models):
             bar.update(len(batch))
             if at.numel() == 0:  # only BOS: nothing to score
                 continue
@@ -181,8 +194,8 @@ class Scorer:
         their tokens. Only models that continue a cache (minidml students) share, and only
         texts run whole (none cut to the context)."""
         least = self.shared_prefix
-        if least is None or not all(hasattr(m, "prefix_cache") and hasattr(m, "trunk_after")
-                                    for m in models):
+        if least is None or not all(all(hasattr(m, a) for a in ("prefix_cache", "trunk_after",
+                                                                 "head")) for m in models):
             return list(range(len(items))), []
 
         def room(it: Request) -> int:  # tokens before the first scored position
@@ -245,11 +258,12 @@ class Scorer:
         return head(model.trunk(x)[rows, cols])
 
     @staticmethod
-    def _logits_after(model: LanguageModel, rows: torch.Tensor, cols: torch.Tensor, *,
+    def _logits_after(model: CachingModel, rows: torch.Tensor, cols: torch.Tensor, *,
                       prefix: torch.Tensor, of: torch.Tensor, x: torch.Tensor,
                       start: torch.Tensor) -> torch.Tensor:
         """:meth:`_scored_logits` of texts that each continue a row ``of`` of ``prefix``
-        (:meth:`_pad_shared`), the prefixes run once."""
+        (:meth:`_pad_shared`), the prefixes run once: only texts of models that continue a
+        cache share a prefix (:meth:`_shared_prefixes`)."""
         cache = [(k[of], v[of]) for k, v in model.prefix_cache(prefix)]
         return model.head(model.trunk_after(x, cache, start)[rows, cols])
 
@@ -287,7 +301,8 @@ class Scorer:
         width = max(1, *(len(ids) - 1 for ids, _, _ in rows))
         x = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)
         y = torch.zeros_like(x)
-        at_row, at_col = [], []
+        at_row: list[int] = []
+        at_col: list[int] = []
         for r, (ids, skip, stop) in enumerate(rows):
             n = max(0, len(ids) - 1)
             t = torch.tensor(ids, dtype=torch.long)

@@ -53,7 +53,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -358,8 +358,7 @@ def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[
 
     for outcome in results.outcomes:
         name = outcome.spec.name
-        target = TARGETS.get(name)
-        if target is None and name not in (GLUE, AOA):
+        if name not in TARGETS and name not in (GLUE, AOA):
             done.skipped[name] = "not a task of the official collation"
             continue
         if outcome.status != "ok" or outcome.result is None:
@@ -386,6 +385,7 @@ def write_predictions(results: Any, out: str | os.PathLike, revisions: Sequence[
                 put(name, finetune_predictions(task, predicted[task]),
                     [finetune_path(out, model, revision, task) for revision in revisions])
             continue
+        target = TARGETS[name]
         if target.answer == "reading":
             data = row_predictions(outcome.result.rows[label])
         else:
@@ -538,10 +538,14 @@ def _check_predictions(path: Path, data: Any, sizes: Mapping[str, int] | int,
         items = value.get("predictions") if isinstance(value, dict) else None
         if not isinstance(items, list):
             raise MinidmlError(f"{path}: subtask {key!r} has no list of predictions; {fix}")
-        want = sizes if isinstance(sizes, int) else sizes.get(str(key).lower())
-        if want is None:
-            raise MinidmlError(f"{path}: unknown subtask {key!r} (the data has "
-                               f"{', '.join(sorted(sizes))}); {fix}")
+        if isinstance(sizes, int):
+            want = sizes
+        else:
+            found = sizes.get(str(key).lower())
+            if found is None:
+                raise MinidmlError(f"{path}: unknown subtask {key!r} (the data has "
+                                   f"{', '.join(sorted(sizes))}); {fix}")
+            want = found
         if len(items) != want:
             raise MinidmlError(f"{path}: subtask {key!r} has {len(items):,} predictions, the "
                                f"official collation expects {want:,}; {fix}")
@@ -569,7 +573,8 @@ def _check_predictions(path: Path, data: Any, sizes: Mapping[str, int] | int,
 
 
 # the fields of an item that are numbers (the scores read them as such), by its fields
-NUMBERS = {("pred", "prob"): ("prob",), ("pred", "prev_pred"): ("pred", "prev_pred")}
+NUMBERS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("pred", "prob"): ("prob",), ("pred", "prev_pred"): ("pred", "prev_pred")}
 
 
 def _fields(target: Target) -> tuple[str, ...]:
@@ -592,21 +597,26 @@ def task_scores(target: Target, data: Mapping[str, Any], answers: _Answers
     whose prediction is the correct text, the wug test's Spearman ρ per subtask, or reading's
     ``spr`` and ``rt`` (the gains in R² of self-paced reading and eye tracking)."""
     if target.answer == "reading":  # the reading suite's own fits of the two scored measures
-        suite, root = answers.rows
+        # a reading task's answers are its suite's rows (_load_answers)
+        suite, root = cast("tuple[ScoresRows, Path]", answers.rows)
         items = data["reading"]["predictions"]
         scores = suite.score_rows({c: [_number(i[c]) for i in items]
                                    for c in ("pred", "prev_pred")}, root)
         return {"spr": scores["self_paced_reading"], "rt": scores["eye_tracking"]}
+    # a wug test's answers are its human ratios, any other task's the texts per subtask
+    # (_load_answers)
+    ratios = cast("list[float]", answers.ratios)
+    per_subtask = cast("dict[str, list[Any]]", answers.per_subtask)
     out = {}
     for key, value in data.items():
         items = value["predictions"]
         if target.answer == "wug":
-            n = min(len(items), len(answers.ratios))
-            out[key] = spearman([float(i["prob"]) for i in items[:n]], answers.ratios[:n])
+            n = min(len(items), len(ratios))
+            out[key] = spearman([float(i["prob"]) for i in items[:n]], ratios[:n])
             continue
-        truth = answers.per_subtask.get(key)
+        truth = per_subtask.get(key)
         if truth is None:  # the official check looks subtasks up whatever their case
-            lower = {k.lower(): v for k, v in answers.per_subtask.items()}
+            lower = {k.lower(): v for k, v in per_subtask.items()}
             truth = lower.get(str(key).lower(), [])
         pairs = list(zip(items, truth, strict=False))
         out[key] = (sum(_same(i["pred"], t) for i, t in pairs) / len(pairs)) if pairs \
@@ -765,6 +775,7 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
     fast_scores: dict[str, dict[str, float]] = {}
     if fast:
         by_key: dict[str, list[dict[str, float]]] = {t.key: [] for t in FAST}
+        fast_answers: list[_Answers] = []
         for target in FAST:
             answers = _answers(target, root, cache)
             if answers is None:
@@ -773,12 +784,12 @@ def collate(results_dir: str | os.PathLike, model: str, *, track: str = "strict"
                     f"({_data_path(target.suite, root)}) to score the fast sets with; pass "
                     "--data-dir, or put the official fast_eval files there"
                     + (" (this set has no public copy)" if target.suite in UNPUBLISHED else ""))
+            fast_answers.append(answers)
         for revision in revisions:
             row: dict[str, float] = {}
-            for target in FAST:
+            for target, answers in zip(FAST, fast_answers, strict=True):
                 path = target.path(results_dir, name, revision)
                 data = _load(path)
-                answers = _answers(target, root, cache)
                 _check_predictions(path, data, answers.sizes, _fields(target))
                 scores = task_scores(target, data, answers)
                 by_key[target.key].append(scores)
@@ -862,7 +873,8 @@ def _main_scores(collated: Mapping[str, Any], root: Path, cache: dict[str, _Answ
         data = collated[target.key]
         if target.answer == "wug":  # one ρ over every subtask's items together
             probs = [float(i["prob"]) for v in data.values() for i in v["predictions"]]
-            scores[target.label] = 100 * spearman(probs, answers.ratios[:len(probs)])
+            ratios = cast("list[float]", answers.ratios)  # a wug test's (_load_answers)
+            scores[target.label] = 100 * spearman(probs, ratios[:len(probs)])
             continue
         scores.update(report_scores(target, task_scores(target, data, answers)))
     glue = _glue_score(collated["glue"], root)

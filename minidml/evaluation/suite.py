@@ -315,7 +315,9 @@ def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]
     choice scores higher than the first (the first of equal scores is taken)."""
     chosen = {name: ctx.limited(its) for name, its in tasks.items()}
     items = {name: [as_choices(it) for it in its] for name, its in chosen.items()}
-    texts, contexts, joins = [], [], []
+    texts: list[str] = []
+    contexts: list[str] = []
+    joins: list[str] = []
     for its in items.values():
         for c in its:
             texts += c.texts
@@ -327,7 +329,7 @@ def score_choices(ctx: EvalContext, tasks: Mapping[str, Sequence[Pair | Choices]
     samples, ties = [], dict.fromkeys(ctx.labels, 0)
     at = 0
     for name, its in items.items():
-        correct = {lb: [] for lb in ctx.labels}
+        correct: dict[str, list[float]] = {lb: [] for lb in ctx.labels}
         tied = dict.fromkeys(ctx.labels, 0)
         for k, (c, original) in enumerate(zip(its, chosen[name], strict=True)):
             per = {lb: tuple(rows[lb][at:at + len(c.texts)]) for lb in ctx.labels}

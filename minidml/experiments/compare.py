@@ -45,7 +45,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import _io, tracking
 from .._version import __version__
@@ -475,8 +475,9 @@ def _take_evaluated(other: Path, run_dir: Path, cfg: TrainConfig, steps: int,
             or not any((other / f).exists() for f in (paired.VERDICTS_FILE,
                                                       paired.SAMPLES_FILE))):
         return None
-    curve = bool(config.curve_suites) and counts is not None and count is not None
-    if curve:
+    curve: WordCount | None = None  # the count of this arm's curve, where it has one
+    if config.curve_suites and counts is not None and count is not None:
+        curve = count
         points = {p["step"]: p for p in summary.get("curve", [])}
         targets = curves.targets(counts, count, steps)
         if any(step not in points for step, _ in targets):
@@ -484,8 +485,8 @@ def _take_evaluated(other: Path, run_dir: Path, cfg: TrainConfig, steps: int,
     _link_run(other, run_dir, evaluations=True)
     summary = {k: v for k, v in summary.items() if k not in _NOT_TAKEN}
     summary["run"] = str(run_dir)
-    if curve:
-        summary["curve"] = [curves.point(milestone, step, count, config.words,
+    if curve is not None:
+        summary["curve"] = [curves.point(milestone, step, curve, config.words,
                                          points[step]["champion"], points[step]["scores"])
                             for step, milestone in targets]
     return summary
@@ -588,7 +589,8 @@ def _run_arm(name: str, arm: str, changes: dict[str, Any], arm_dir: Path, files:
         cfg = base.replace(students=(shapes[0],), mode="single", **common)
     else:
         cfg = base.replace(students=tuple(shapes), mode=arm, **common)
-    count = WordCount(batches.corpus_words, len(batches.tokens), cfg.tokens_per_step,
+    # a comparison's batches know their corpus's words (count_words)
+    count = WordCount(cast(int, batches.corpus_words), len(batches.tokens), cfg.tokens_per_step,
                       cfg.n_students)
     if arm == "kd":  # what the teacher read counts in the total
         count = dataclasses.replace(count, teacher_words=count.per_model(teacher_steps))

@@ -70,6 +70,17 @@ def _model(arm: Mapping[str, Any], which: str) -> Mapping[str, Any] | None:
     return next((m for m in arm["models"] if m["label"] == which), None)
 
 
+def _both(pairs: Sequence[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]]
+          ) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]] | None:
+    """The pairs of models, or None where either side of any of them is missing."""
+    out = []
+    for ma, mb in pairs:
+        if ma is None or mb is None:
+            return None
+        out.append((ma, mb))
+    return out
+
+
 def _same_shapes(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[str, Any]]
                  ) -> list[str]:
     """The students that two arms share, like for like: a label with the same shape in both
@@ -82,10 +93,10 @@ def _same_shapes(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
     labels = []
     for m in runs_a[0]["models"] if runs_a else []:
         label = m["label"]
-        pairs = [(student(ra, label), student(rb, label))
-                 for ra, rb in zip(runs_a, runs_b, strict=True)]
-        if label == ENSEMBLE or any(ma is None or mb is None or ma["shape"] != mb["shape"]
-                                    for ma, mb in pairs):
+        pairs = _both([(student(ra, label), student(rb, label))
+                       for ra, rb in zip(runs_a, runs_b, strict=True)])
+        if label == ENSEMBLE or pairs is None or any(ma["shape"] != mb["shape"]
+                                                     for ma, mb in pairs):
             continue
         if not all(ma.get("champion") and mb.get("champion") for ma, mb in pairs):
             labels.append(label)
@@ -140,8 +151,9 @@ def seed_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         for which in (CHAMPION, ENSEMBLE, *_same_shapes([runs_a[s] for s in seeds],
                                                        [runs_b[s] for s in seeds])):
-            models = [(_model(runs_a[s], which), _model(runs_b[s], which)) for s in seeds]
-            if any(ma is None or mb is None for ma, mb in models):
+            models = _both([(_model(runs_a[s], which), _model(runs_b[s], which))
+                            for s in seeds])
+            if models is None:
                 continue
             row: dict[str, Any] = {"a": a, "b": b, "model": which, "seeds": seeds,
                                    "val_loss": summary([ma["val_loss"] - mb["val_loss"]
@@ -344,7 +356,10 @@ def example_differences(report: Mapping[str, Any], out: str | Path,
         for suite in suites:
             tasks = set.intersection(*({t for (su, t) in va if su == suite} & {
                 t for (su, t) in vb if su == suite} for va, vb, _, _ in sides))
-            strata, per_seed = [], [([], []) for _ in sides]
+            strata = []
+            # per seed: the verdicts of a's champion and of b's, an array per task
+            per_seed: list[tuple[list[np.ndarray], list[np.ndarray]]] = [
+                ([], []) for _ in sides]
             for t in sorted(tasks):
                 key = (suite, t)
                 items = sorted(set.intersection(*(set(va[key].get(la, {})) & set(

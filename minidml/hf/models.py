@@ -21,13 +21,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..errors import MinidmlError, describe
 from ..runtime import resolve_device
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 EXTRA_LINE = "pip install 'minidml[hf]'"
 
@@ -65,7 +68,7 @@ class HFModelConfig:
 class HFModel(nn.Module):
     """A ``transformers`` causal LM with a student's interface (logits, ``trunk``)."""
 
-    def __init__(self, model: nn.Module, architecture: str):
+    def __init__(self, model: PreTrainedModel, architecture: str):
         super().__init__()
         self.model = model
         c = model.config
@@ -166,7 +169,9 @@ def load_hf(path: str | os.PathLike, device: str = "cpu") -> HFRun:
         model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except Exception as e:  # a damaged or half-downloaded file, whatever the library raises
         raise MinidmlError(f"{path}: cannot load the model or its tokenizer "
-                           f"({describe(e)})") from None
+                           f"({describe(e, 200)})") from None
     dev = resolve_device(device)
-    wrapped = HFModel(model.to(dev).eval(), causal[0])
+    # transformers wraps its .to in functools.wraps, which hides that the method is bound
+    # (unused where the hf extra is absent and transformers reads as Any)
+    wrapped = HFModel(model.to(dev).eval(), causal[0])  # type: ignore[arg-type, unused-ignore]
     return HFRun(path, HFTokenizer(tokenizer), [wrapped], torch.ones(1, device=dev))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import Tracker, hyperparameters
 
@@ -16,12 +16,13 @@ class TensorBoardTracker(Tracker):
 
     def open(self, run_dir: Path, identity: Mapping[str, Any], meta: Mapping[str, Any]
              ) -> dict[str, Any]:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import FileWriter, SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
         self._writer = SummaryWriter(log_dir=str(run_dir / self.folder))
         if not identity:  # a new tracked run: its settings, once
-            writer = self._writer.file_writer
+            # torch's attribute reads as None: SummaryWriter() has opened its file writer
+            writer = cast(FileWriter, self._writer.file_writer)
             for summary in hparams(hyperparameters(meta["config"]), {}):
                 writer.add_summary(summary)
             self._writer.add_text("config.json", "    " + json.dumps(

@@ -46,7 +46,10 @@ class WandbTracker(Tracker):
         mode = os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
         self._run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "minidml"), id=run_id, resume="allow",
-            name=run_dir.name, dir=str(run_dir), mode=mode,
+            name=run_dir.name, dir=str(run_dir),
+            # WANDB_MODE as set: wandb checks it, and takes more than init's type lists (dryrun);
+            # (unused where the wandb extra is absent and wandb reads as Any)
+            mode=mode,  # type: ignore[arg-type, unused-ignore]
             config=None if identity else dict(meta["config"]),
             settings=wandb.Settings(silent=True, console="off"))
         atexit.register(self.finish)  # before W&B's own exit handler, which closes the run
