@@ -64,6 +64,7 @@ class TextTokenizer(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
+
 class Request(NamedTuple):
     """One text to score: token ids (the prefix token first), and the slice ``skip:stop`` of
     them whose log-probabilities are summed."""

@@ -194,8 +194,8 @@ class Scorer:
         their tokens. Only models that continue a cache (minidml students) share, and only
         texts run whole (none cut to the context)."""
         least = self.shared_prefix
-        if least is None or not all(all(hasattr(m, a) for a in ("prefix_cache", "trunk_after",
-                                                                 "head")) for m in models):
+        if least is None or not all(hasattr(m, a) for m in models
+                                    for a in ("prefix_cache", "trunk_after", "head")):
             return list(range(len(items))), []
 
         def room(it: Request) -> int:  # tokens before the first scored position

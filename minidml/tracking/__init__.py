@@ -280,4 +280,3 @@ def sync(run_dir: str | os.PathLike, scores: Mapping[str, float] | None = None) 
             except Exception as e:  # noqa: BLE001 - whatever the library raises
                 tracker._failed("sending the scores", e)
         tracker.finish()
-
