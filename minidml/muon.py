@@ -25,7 +25,8 @@ for on a CPU without bf16 units a bf16 matrix product is ~100× slower than a fl
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import overload
 
 import torch
 
@@ -70,31 +71,39 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(f"Muon: matrices only, not a {p.dim()}-D parameter")
         self.dtype = dtype
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - torch.optim's signature
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             lr, mu = group["lr"], group["momentum"]
-            shapes: dict[tuple, list[torch.nn.Parameter]] = {}
+            # (parameter, its gradient) by shape, device and dtype
+            shapes: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
-                state["momentum_buffer"].lerp_(p.grad, 1 - mu)
-                shapes.setdefault((*sorted(p.shape), p.device, p.dtype), []).append(p)
+                state["momentum_buffer"].lerp_(grad, 1 - mu)
+                shapes.setdefault((*sorted(p.shape), p.device, p.dtype), []).append((p, grad))
             for (m, n, device, dtype), same in shapes.items():
                 # the look-aheads written straight into one batch, tall matrices turned
                 looks = torch.empty(len(same), m, n, device=device, dtype=dtype)
-                for p, look in zip(same, looks, strict=True):
-                    torch.lerp(p.grad, self.state[p]["momentum_buffer"], mu,
+                for (p, grad), look in zip(same, looks, strict=True):
+                    torch.lerp(grad, self.state[p]["momentum_buffer"], mu,
                                out=look if p.size(0) <= p.size(1) else look.T)
                 updates = orthogonalise(looks if len(same) > 1 else looks[0], self.dtype)
-                for p, update in zip(same, updates.view(len(same), m, n), strict=True):
+                for (p, _), update in zip(same, updates.view(len(same), m, n), strict=True):
                     if p.size(0) > p.size(1):
                         update = update.T
                     p.mul_(1 - lr * group["weight_decay"])

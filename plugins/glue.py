@@ -521,6 +521,8 @@ def finetune(student: Student, spec: TaskSpec, train: Encoded, valid: Encoded,
     :meth:`Settings.for_task`), choosing the epoch by ``spec``'s primary metric on ``valid``;
     the class probabilities of that epoch on ``valid`` (key ``spec.name``) and on each
     companion set (e.g. mnli-mm for mnli)."""
+    if settings.epochs < 1:  # the epoch is chosen among those run: at least one
+        raise ValueError(f"finetune: epochs must be at least 1, not {settings.epochs}")
     device = next(student.parameters()).device
     gen = torch.Generator().manual_seed(settings.seed)
     model = Classifier(student, spec.n_classes, gen, settings).to(device)
@@ -559,8 +561,7 @@ def finetune(student: Student, spec: TaskSpec, train: Encoded, valid: Encoded,
             if settings.patience is not None and stale >= settings.patience:
                 break
     bar.close()
-    # settings.epochs >= 1 (from_options checks it): the first epoch set best, and best_state
-    # where there are companions
+    # settings.epochs >= 1: the first epoch set best, and best_state where there are companions
     out = {spec.name: cast(torch.Tensor, best)}
     if companions:
         model.load_state_dict(cast("dict[str, torch.Tensor]", best_state))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import random
@@ -592,6 +593,16 @@ def test_the_learning_rate_follows_the_schedule(tokenizer, monkeypatch, glue_set
     assert [factor(s) for s in (0, 3, 6, 53, 100)] == pytest.approx([0, 0.5, 1, 0.55, 0.1])
 
 
+
+def test_finetune_refuses_zero_epochs(tokenizer):
+    """The epoch is chosen among those run, so a direct call with no epoch is refused, not
+    answered with no predictions."""
+    settings = dataclasses.replace(glue.Settings.from_options({"epochs": 1}), epochs=0)
+    enc = glue.encode_rows(tokenizer, [(sentence(random.Random(0)), None)] * 4, [0, 1, 0, 1],
+                           16, settings.layout)
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        glue.finetune(make_run(tokenizer).students[0], glue_tasks.TASKS["sst2"], enc, enc,
+                      {}, settings)
 def write_2026_root(root: Path) -> None:
     """Eight rows of every 2026 task's files (boolq without a training file), mnli and qqp
     training in the 2025/2026 folder, and a 2024-style qqp.train that 2026 must not read."""
