@@ -593,7 +593,6 @@ def test_the_learning_rate_follows_the_schedule(tokenizer, monkeypatch, glue_set
     assert [factor(s) for s in (0, 3, 6, 53, 100)] == pytest.approx([0, 0.5, 1, 0.55, 0.1])
 
 
-
 def test_finetune_refuses_zero_epochs(tokenizer):
     """The epoch is chosen among those run, so a direct call with no epoch is refused, not
     answered with no predictions."""
@@ -603,6 +602,8 @@ def test_finetune_refuses_zero_epochs(tokenizer):
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         glue.finetune(make_run(tokenizer).students[0], glue_tasks.TASKS["sst2"], enc, enc,
                       {}, settings)
+
+
 def write_2026_root(root: Path) -> None:
     """Eight rows of every 2026 task's files (boolq without a training file), mnli and qqp
     training in the 2025/2026 folder, and a 2024-style qqp.train that 2026 must not read."""
